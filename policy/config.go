@@ -1,0 +1,234 @@
+// Package policy turns hubd's HCL configuration into an immutable, validated
+// Config and answers the pure policy questions the rest of hubd asks of it:
+// which receive connector serves a peer, may this session relay, may it send
+// as this sender, is this recipient known here.
+//
+// Loading (Load) decodes one file or a directory of *.hcl files with gohcl,
+// applies the defaults of DESIGN.md (the Exchange 2007 hub transport's), and
+// validates everything at once, returning hcl.Diagnostics that carry file,
+// line, column and a source snippet. A Config is never mutated after Load
+// returns: a reload builds a new one and swaps it atomically.
+//
+// Sizes: "KB", "MB", "GB" are binary (2^10, 2^20, 2^30), as Exchange's
+// ByteQuantifiedSize is; "KiB", "MiB", "GiB" are accepted as synonyms, and
+// "B" means bytes. Durations accept Go's units plus "d" (24h) and "w" (7d).
+//
+// This package does no I/O beyond reading configuration files (and checking
+// that files it names exist).
+package policy
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is one validated, immutable snapshot of the whole configuration.
+type Config struct {
+	Hub               Hub
+	AcceptedDomains   []AcceptedDomain
+	Mailboxes         []Mailbox
+	Aliases           []Alias
+	ReceiveConnectors []ReceiveConnector
+	SendConnectors    []SendConnector
+
+	// Indexes built by Load; unexported so the snapshot stays immutable.
+	mailboxByAddress map[string]*Mailbox // every address of every mailbox, lower-cased
+	aliasByAddress   map[string]*Alias
+}
+
+// Hub holds settings shared by the whole transport.
+type Hub struct {
+	Hostname string // FQDN used in Received:, the default connector FQDN, and EHLO on send connectors
+	SpoolDir string // durable queue; relative paths resolve against the config file's directory
+
+	// Simple retry for temporary delivery failures (the full ladder is a later issue).
+	RetryInterval      time.Duration // default 1m: the first delay, doubling up to MaxRetryInterval
+	MaxRetryInterval   time.Duration // default 10m
+	MessageExpiration  time.Duration // default 48h
+	MaxAliasDepth      int           // default 10
+	ShutdownGrace      time.Duration // default 30s: how long SIGTERM waits for sessions in DATA
+	MaxDeliveryWorkers int           // default 100: concurrent deliveries overall
+}
+
+// DomainType says what hubd does with mail for an accepted domain.
+type DomainType string
+
+const (
+	// Authoritative: mailboxes live here; unknown recipients are refused at RCPT.
+	Authoritative DomainType = "authoritative"
+	// InternalRelay: the domain is ours but its mailboxes live elsewhere; mail goes
+	// on through the send connector whose address space matches it.
+	InternalRelay DomainType = "internal_relay"
+	// ExternalRelay: we accept mail for the domain from anyone and relay it on.
+	ExternalRelay DomainType = "external_relay"
+)
+
+// AcceptedDomain is a domain this hub accepts mail for from anonymous senders.
+type AcceptedDomain struct {
+	Name string     // "example.com" or "*.example.com", lower-case, ASCII (IDNA)
+	Type DomainType // default Authoritative
+
+	// Recipients, when non-nil, is the complete set of valid recipient
+	// addresses (lower-case) for this domain: RCPT TO for anything else is
+	// refused with 550 5.1.1 (as Postfix's relay_recipient_maps). Filled from
+	// `recipients = [...]` and/or `recipients_file = "path"` (one address a line,
+	// # comments). For Authoritative domains, mailboxes and aliases are always
+	// valid recipients in addition.
+	Recipients map[string]bool
+}
+
+// Mailbox is a local mailbox: a login and a Maildir.
+type Mailbox struct {
+	Address      string   // primary address, lower-case; also the AUTH login name
+	PasswordHash string   // bcrypt ($2a$/$2b$/$2y$); empty means the mailbox cannot log in
+	Maildir      string   // directory (tmp/new/cur made on first delivery); default <spool_dir>/../mail/<local part>
+	Addresses    []string // extra addresses delivered here and usable as MAIL FROM; lower-case
+}
+
+// Alias expands one address into others (local or remote).
+type Alias struct {
+	Address string   // lower-case
+	To      []string // targets, lower-case; may be other aliases
+}
+
+// Usage is a receive connector preset (Exchange's -Usage); explicit fields win.
+type Usage string
+
+const (
+	UsageCustom   Usage = "custom"   // nothing preset
+	UsageClient   Usage = "client"   // submission: auth plain+login, require_tls, authenticated=[submit relay]
+	UsageInternet Usage = "internet" // anonymous=[submit], STARTTLS offered if tls set
+	UsageInternal Usage = "internal" // externally secured: trusted=[submit relay any_sender accept_org_headers bypass_size_limit]
+	UsagePartner  Usage = "partner"  // anonymous=[submit], require_tls
+)
+
+// Right is one permission a principal may hold on a receive connector.
+type Right uint32
+
+const (
+	RightSubmit           Right = 1 << iota // may submit mail for accepted domains
+	RightRelay                              // may send to domains that are not accepted here
+	RightAnySender                          // may use any MAIL FROM (otherwise: own addresses when authenticated)
+	RightBypassSizeLimit                    // max_message_size does not apply
+	RightAcceptOrgHeaders                   // hub-internal headers are kept (header firewall, later issue)
+)
+
+// Rights is a set of Right values.
+type Rights uint32
+
+// Has reports whether every right in r2 is in the set.
+func (r Rights) Has(r2 Right) bool { return uint32(r)&uint32(r2) == uint32(r2) }
+
+// Permissions maps each principal to its rights on one connector. A session's
+// rights are the union of Anonymous, plus Authenticated once AUTH succeeded,
+// plus Trusted when the connector is externally secured.
+type Permissions struct {
+	Anonymous     Rights
+	Authenticated Rights
+	Trusted       Rights
+}
+
+// TLSMode says how a receive connector offers TLS.
+type TLSMode string
+
+const (
+	TLSOff      TLSMode = "off"      // no tls block
+	TLSStartTLS TLSMode = "starttls" // default when a tls block is present
+	TLSImplicit TLSMode = "implicit" // TLS from the first byte (port 465, RFC 8314)
+)
+
+// ReceiveTLS is a receive connector's TLS setup.
+type ReceiveTLS struct {
+	Mode       TLSMode
+	CertFile   string // PEM; relative to the config file's directory
+	KeyFile    string
+	SelfSigned bool // development only: generate a certificate under <spool_dir>/tls/ at first start
+}
+
+// IPRange is an inclusive range of addresses of one family, from a CIDR
+// ("10.0.0.0/8"), a single address, or "a-b".
+type IPRange struct {
+	First, Last netip.Addr
+	Text        string // as written in the config, for messages
+}
+
+// ReceiveConnector is one pathway into the hub, with its own policy.
+type ReceiveConnector struct {
+	Name              string
+	Enabled           bool // default true
+	Usage             Usage
+	Bind              []string  // "ip:port"
+	RemoteIPRanges    []IPRange // default 0.0.0.0/0 and ::/0
+	FQDN              string    // default Hub.Hostname
+	Banner            string    // default "<fqdn> ESMTP hubd"
+	TLS               ReceiveTLS
+	RequireTLS        bool     // MAIL refused with 530 5.7.0 before STARTTLS
+	Auth              []string // SASL mechanisms, lower-case: "plain", "login"
+	AllowInsecureAuth bool     // offer AUTH without TLS
+	ExternallySecured bool     // every session gets the Trusted rights (Exchange's ExternallySecured)
+	Permissions       Permissions
+
+	MaxMessageSize                 int64         // default 36MB (36*2^20)
+	MaxRecipients                  int           // default 200
+	MaxHeaderSize                  int64         // default 64KB
+	MaxHopCount                    int           // default 100
+	MaxInboundConnections          int           // default 5000
+	MaxInboundConnectionsPerSource int           // default 20
+	MaxProtocolErrors              int           // default 5
+	MaxLogonFailures               int           // default 3
+	ConnectionTimeout              time.Duration // default 10m: whole session
+	ConnectionInactivityTimeout    time.Duration // default 5m: between commands
+	TarpitInterval                 time.Duration // default 5s
+	MessageRateLimit               int           // messages per minute per source; 0 = unlimited
+}
+
+// SendTLS is a send connector's TLS policy.
+type SendTLS string
+
+const (
+	SendTLSNone          SendTLS = "none"
+	SendTLSOpportunistic SendTLS = "opportunistic" // default
+	SendTLSRequired      SendTLS = "required"
+)
+
+// AddressSpace is one domain pattern a send connector serves, with a cost.
+type AddressSpace struct {
+	Pattern string // "example.com", "*.example.com" or "*"; lower-case
+	Cost    int    // 1..100, default 1
+}
+
+// SendConnector routes mail for its address spaces to smart hosts.
+type SendConnector struct {
+	Name           string
+	Enabled        bool // default true
+	AddressSpaces  []AddressSpace
+	SmartHosts     []string // "host:port" or "[ip]:port", tried in order; port default 25
+	DNSRouting     bool     // resolve MX (later issue); false requires smart_hosts
+	TLS            SendTLS
+	MaxMessageSize int64 // 0 = unlimited
+	FQDN           string
+}
+
+// Reply is an SMTP reply decided by policy: a code, an RFC 3463 enhanced
+// status code and text. It is also an error, so a refusal travels as one.
+type Reply struct {
+	Code     int    // 550
+	Enhanced string // "5.7.1"
+	Text     string // "Unable to relay"
+}
+
+func (r *Reply) Error() string { return itoa(r.Code) + " " + r.Enhanced + " " + r.Text }
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
