@@ -1,0 +1,116 @@
+// Package delivery defines the Deliverer seam and holds the deliverers:
+// Maildir (local mailboxes) and SMTP (send connectors: smart hosts or MX).
+//
+// Contract, for every Deliverer:
+//   - Deliver makes one attempt for a group of recipients of one message that
+//     share one NextHop, and returns exactly one Result per recipient, in the
+//     order given. It never returns fewer: a failure that hits the whole
+//     attempt (connection refused, timeout) is reported on every recipient.
+//   - A Result is final for that attempt: Delivered (the next hop took
+//     responsibility, or the file is durably in the Maildir), Deferred (a
+//     temporary failure: 4xx, network error; try again later) or Failed (a
+//     permanent failure: 5xx; do not retry).
+//   - Deliver honours ctx: when it is cancelled the attempt is abandoned and
+//     the recipients not yet settled are Deferred.
+//   - Delivery is idempotent per Recipient.Key where the medium allows it
+//     (Maildir: a recipient whose file is already in new/ is Delivered again
+//     without a second copy), so a crash between delivery and the queue's
+//     state update does not duplicate mail.
+//   - Deliverers do not de-duplicate or rewrite addresses: the categorizer has.
+package delivery
+
+import (
+	"context"
+	"io"
+
+	"hubd/hub"
+	"hubd/policy"
+)
+
+// Kind names a deliverer.
+type Kind string
+
+const (
+	KindMaildir Kind = "maildir"
+	KindSMTP    Kind = "smtp"
+)
+
+// NextHop is where a group of recipients goes. Two recipients with equal
+// NextHop values are delivered in one attempt (one SMTP transaction).
+type NextHop struct {
+	Kind      Kind
+	Connector string // send connector name (smtp), "" for maildir
+	// SMTP: the smart hosts ("host:port" or "[ip]:port"), tried in order; when
+	// empty and Domain is set, the MX hosts of Domain are used (dns_routing).
+	SmartHosts string // comma-joined, so NextHop stays comparable
+	Domain     string // recipient domain, for MX routing; "" when smart hosts are used
+	TLS        policy.SendTLS
+	FQDN       string // EHLO name
+}
+
+// String renders the next hop for logs and the routing table.
+func (h NextHop) String() string {
+	switch {
+	case h.Kind == KindMaildir:
+		return "maildir"
+	case h.SmartHosts != "":
+		return "smtp:" + h.Connector + "[" + h.SmartHosts + "]"
+	default:
+		return "smtp:" + h.Connector + "[mx:" + h.Domain + "]"
+	}
+}
+
+// Message is the message being delivered.
+type Message struct {
+	ID       hub.QueueID
+	Envelope *hub.Envelope // read-only
+	Size     int64
+	// Open returns the message body (CRLF line endings, as queued). It may be
+	// called more than once (e.g. once per smart host tried); each reader
+	// starts at the beginning. The caller closes it.
+	Open func() (io.ReadCloser, error)
+}
+
+// Recipient is one recipient in a delivery attempt.
+type Recipient struct {
+	Address string // the address to deliver to (after alias resolution)
+	Key     string // stable across attempts and restarts: "<queue id>.<recipient index>"
+	Maildir string // KindMaildir: the mailbox's Maildir directory
+	DSN     hub.Recipient
+}
+
+// Status is the outcome of one attempt for one recipient.
+type Status int
+
+const (
+	Deferred Status = iota
+	Delivered
+	Failed
+)
+
+func (s Status) String() string {
+	switch s {
+	case Delivered:
+		return "delivered"
+	case Failed:
+		return "failed"
+	default:
+		return "deferred"
+	}
+}
+
+// Result is one recipient's outcome with the reply that decided it, e.g.
+// Code 250, Enhanced "2.0.0", Text "ok: queued as X" from the remote, or
+// 451 4.4.1 "connection refused" for a local decision.
+type Result struct {
+	Status    Status
+	Code      int
+	Enhanced  string
+	Text      string
+	RemoteMTA string // host that gave the reply, "" for local
+}
+
+// Deliverer makes delivery attempts. See the package comment for the contract.
+type Deliverer interface {
+	Deliver(ctx context.Context, hop NextHop, msg Message, rcpts []Recipient) []Result
+}
