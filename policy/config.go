@@ -20,6 +20,8 @@ package policy
 import (
 	"net/netip"
 	"time"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 // Config is one validated, immutable snapshot of the whole configuration.
@@ -31,10 +33,20 @@ type Config struct {
 	ReceiveConnectors []ReceiveConnector
 	SendConnectors    []SendConnector
 
+	// Warnings are the non-fatal diagnostics of Load (for `hubd check`);
+	// render them with WriteDiagnostics(w, c.Files(), c.Warnings, color).
+	Warnings hcl.Diagnostics
+
 	// Indexes built by Load; unexported so the snapshot stays immutable.
 	mailboxByAddress map[string]*Mailbox // every address of every mailbox, lower-cased
 	aliasByAddress   map[string]*Alias
+	domainByName     map[string]*AcceptedDomain // exact names and "*.x" patterns
+	files            map[string]*hcl.File       // sources, for rendering Warnings
 }
+
+// Files returns the parsed configuration sources, keyed by file name, so
+// that warnings can be rendered with source snippets.
+func (c *Config) Files() map[string]*hcl.File { return c.files }
 
 // Hub holds settings shared by the whole transport.
 type Hub struct {

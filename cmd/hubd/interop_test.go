@@ -1,0 +1,184 @@
+package main
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"hubd/internal/smtpsink"
+)
+
+// devHub starts hubd on a copy of examples/dev.hcl placed in a temporary
+// tree, so its "../var" lands in the test's directory and not in the
+// repository. The ports are dev.hcl's own: 2525, 2587, 2465 (and the smart
+// host 2526, where the test listens).
+func devHub(t *testing.T) (p *hubdProcess, root string) {
+	t.Helper()
+	for _, a := range []string{"127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465", "127.0.0.1:2526"} {
+		if c, err := net.DialTimeout("tcp", a, 200*time.Millisecond); err == nil {
+			c.Close()
+			t.Fatalf("%s is in use (is `make run` running?): the dev.hcl interop test needs dev.hcl's ports", a)
+		}
+	}
+	root = t.TempDir()
+	src, err := os.ReadFile("../../examples/dev.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "examples"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(root, "examples", "dev.hcl")
+	if err := os.WriteFile(cfg, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startHubd(t, cfg, "127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465"), root
+}
+
+func swaks(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("swaks", append([]string{"--timeout", "20"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// waitMaildir polls until dir/new holds n files, and returns their contents.
+func waitMaildir(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		entries, _ := os.ReadDir(filepath.Join(dir, "new"))
+		if len(entries) >= n {
+			var out []string
+			for _, e := range entries {
+				b, err := os.ReadFile(filepath.Join(dir, "new", e.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, string(b))
+			}
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/new has %d files, want %d", dir, len(entries), n)
+		}
+		<-time.After(50 * time.Millisecond) // poll interval under the deadline
+	}
+}
+
+// TestInteropSwaksDevConfig sends through every connector of
+// examples/dev.hcl with swaks, an independent SMTP client.
+func TestInteropSwaksDevConfig(t *testing.T) {
+	if _, err := exec.LookPath("swaks"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("swaks is not installed; .ci/run installs it")
+		}
+		t.Skip("swaks not installed (apt-get install swaks)")
+	}
+	sink := smtpsink.Start(t, smtpsink.Options{Addr: "127.0.0.1:2526"})
+	p, root := devHub(t)
+	mail := filepath.Join(root, "var", "mail")
+
+	// 2525: anonymous mail for an accepted domain.
+	out, err := swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "bob@example.test",
+		"--header", "Subject: interop 2525")
+	if err != nil || !strings.Contains(out, "250 2.0.0") {
+		t.Fatalf("swaks on 2525: %v\n%s", err, out)
+	}
+	// 2525: relaying is refused at RCPT time.
+	out, _ = swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "victim@elsewhere.test")
+	if !strings.Contains(out, "550 5.7.1") {
+		t.Errorf("relay through 2525 was not refused with 550 5.7.1:\n%s", out)
+	}
+	// 2525: an unknown user is refused at RCPT time.
+	out, _ = swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "nobody@example.test")
+	if !strings.Contains(out, "550 5.1.1") {
+		t.Errorf("unknown user on 2525 was not refused with 550 5.1.1:\n%s", out)
+	}
+	// postmaster is an alias of alice.
+	out, err = swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "postmaster@example.test")
+	if err != nil {
+		t.Fatalf("swaks to postmaster: %v\n%s", err, out)
+	}
+
+	// 2587: STARTTLS, AUTH PLAIN, relay to the smart host.
+	out, err = swaks(t, "--server", "127.0.0.1:2587", "--tls", "--auth", "PLAIN",
+		"--auth-user", "alice@example.test", "--auth-password", "alice-dev-password",
+		"--from", "alice@example.test", "--to", "friend@remote.test", "--header", "Subject: interop 2587")
+	if err != nil || !strings.Contains(out, "250 2.0.0") {
+		t.Fatalf("swaks on 2587: %v\n%s", err, out)
+	}
+	// 2587: MAIL without AUTH is refused (RFC 6409).
+	out, _ = swaks(t, "--server", "127.0.0.1:2587", "--tls", "--from", "alice@example.test", "--to", "friend@remote.test")
+	if !strings.Contains(out, "530 5.7.0") {
+		t.Errorf("MAIL before AUTH on 2587 was not refused with 530 5.7.0:\n%s", out)
+	}
+	// 2465: implicit TLS, AUTH LOGIN, local delivery.
+	out, err = swaks(t, "--server", "127.0.0.1:2465", "--tlsc", "--auth", "LOGIN",
+		"--auth-user", "alice@example.test", "--auth-password", "alice-dev-password",
+		"--from", "alice@example.test", "--to", "bob@example.test", "--header", "Subject: interop 2465")
+	if err != nil || !strings.Contains(out, "250 2.0.0") {
+		t.Fatalf("swaks on 2465: %v\n%s", err, out)
+	}
+	// A wrong password is refused.
+	out, _ = swaks(t, "--server", "127.0.0.1:2465", "--tlsc", "--auth", "PLAIN",
+		"--auth-user", "alice@example.test", "--auth-password", "wrong",
+		"--from", "alice@example.test", "--to", "bob@example.test")
+	if !strings.Contains(out, "535 5.7.8") {
+		t.Errorf("wrong password was not refused with 535 5.7.8:\n%s", out)
+	}
+
+	bob := waitMaildir(t, filepath.Join(mail, "bob"), 2)
+	joined := strings.Join(bob, "\n")
+	for _, want := range []string{"Subject: interop 2525", "Subject: interop 2465", "Received: from", "Delivered-To: bob@example.test"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("bob's Maildir lacks %q:\n%s", want, joined)
+		}
+	}
+	if strings.Contains(joined, "\r\n") {
+		t.Error("Maildir files should use LF line endings")
+	}
+	waitMaildir(t, filepath.Join(mail, "alice"), 1) // postmaster alias
+	got := sink.WaitFor(t, 1, 20*time.Second)
+	if !strings.Contains(string(got[0].Data), "Subject: interop 2587") || got[0].To[0] != "friend@remote.test" {
+		t.Errorf("smart host got %+v", got[0])
+	}
+	if err := p.stop(t, 30*time.Second); err != nil {
+		t.Errorf("hubd did not exit 0 after SIGTERM: %v", err)
+	}
+}
+
+// TestInteropPythonSmtplib submits with Python's smtplib over STARTTLS.
+func TestInteropPythonSmtplib(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	smtpsink.Start(t, smtpsink.Options{Addr: "127.0.0.1:2526"})
+	_, root := devHub(t)
+	script := `
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP("127.0.0.1", 2587, timeout=20) as s:
+    s.ehlo("python.example.test")
+    assert "auth" not in s.esmtp_features, "AUTH advertised before STARTTLS"
+    s.starttls(context=ctx)
+    s.ehlo("python.example.test")
+    s.login("alice@example.test", "alice-dev-password")
+    s.sendmail("alice@example.test", ["bob@example.test"],
+               "From: alice@example.test\r\nTo: bob@example.test\r\nSubject: from smtplib\r\n\r\nhello\r\n")
+print("sent")
+`
+	out, err := exec.Command("python3", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("smtplib: %v\n%s", err, out)
+	}
+	msgs := waitMaildir(t, filepath.Join(root, "var", "mail", "bob"), 1)
+	if !strings.Contains(msgs[0], "Subject: from smtplib") || !strings.Contains(msgs[0], "Message-ID:") {
+		t.Errorf("unexpected message (submission should add Message-ID):\n%s", msgs[0])
+	}
+}

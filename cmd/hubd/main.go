@@ -1,0 +1,200 @@
+// Command hubd is the hubd mail transfer agent: receive connectors feeding one
+// durable queue, a categorizer and deliverers, configured by one HCL file or
+// a directory of them.
+//
+//	hubd run   -config PATH   start the daemon (SIGHUP reloads, SIGTERM/SIGINT stop cleanly)
+//	hubd check -config PATH   validate the configuration; exit 1 on errors; start nothing
+//	hubd hash-password        print the bcrypt hash of a password read on stdin
+//	hubd version              print the version
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/term"
+
+	"hubd/policy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "hash-password":
+		return cmdHashPassword(os.Stdin, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "hubd", version)
+		return 0
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "hubd: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  hubd run   -config PATH   start the daemon on the configuration at PATH (file or directory)
+  hubd check -config PATH   validate the configuration and exit (non-zero on errors)
+  hubd hash-password        read a password (one line) on stdin, print its bcrypt hash for password_hash
+  hubd version              print the version
+`)
+}
+
+// configFlag parses "-config PATH" (and -log-level for run).
+func parseFlags(name string, args []string, stderr io.Writer) (path, level string, ok bool) {
+	fs := flag.NewFlagSet("hubd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&path, "config", "/etc/hubd/hubd.hcl", "configuration file or directory of *.hcl files")
+	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return "", "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "hubd %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", "", false
+	}
+	return path, level, true
+}
+
+// loadConfig loads and validates PATH, printing diagnostics (errors and
+// warnings) with source snippets to w.
+func loadConfig(path string, w io.Writer) (*policy.Config, error) {
+	cfg, err := policy.Load(path)
+	color := false
+	if f, ok := w.(*os.File); ok {
+		color = term.IsTerminal(int(f.Fd()))
+	}
+	var le *policy.LoadError
+	if errors.As(err, &le) {
+		le.Write(w, color)
+		return nil, err
+	}
+	if err != nil {
+		fmt.Fprintf(w, "hubd: %v\n", err)
+		return nil, err
+	}
+	if len(cfg.Warnings) > 0 {
+		(&policy.LoadError{Diags: cfg.Warnings, Files: cfg.Files}).Write(w, color)
+	}
+	return cfg, nil
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, _, ok := parseFlags("check", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := loadConfig(path, stderr)
+	if err != nil {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: configuration OK (%d receive connectors, %d send connectors, %d accepted domains, %d mailboxes)\n",
+		path, len(cfg.ReceiveConnectors), len(cfg.SendConnectors), len(cfg.AcceptedDomains), len(cfg.Mailboxes))
+	return 0
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	path, level, ok := parseFlags("run", args, stderr)
+	if !ok {
+		return 2
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		fmt.Fprintf(stderr, "hubd run: bad -log-level %q\n", level)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	cfg, err := loadConfig(path, stderr)
+	if err != nil {
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := startDaemon(ctx, cfg, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	log.Info("hubd started", "version", version, "config", path, "pid", os.Getpid())
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			d.reload(path, stderr)
+		case <-ctx.Done():
+			log.Info("stopping", "grace", d.cfg().Hub.ShutdownGrace)
+			if err := d.shutdown(); err != nil {
+				log.Error("shutdown", "err", err)
+				return 1
+			}
+			log.Info("hubd stopped")
+			return 0
+		}
+	}
+}
+
+// cmdHashPassword prints a bcrypt hash for a mailbox's password_hash, so that
+// no plaintext password ever goes into configuration. The password is read
+// from the terminal without echo, or as one line from a pipe.
+func cmdHashPassword(stdin *os.File, stdout, stderr io.Writer) int {
+	var pw []byte
+	var err error
+	if term.IsTerminal(int(stdin.Fd())) {
+		fmt.Fprint(stderr, "Password: ")
+		pw, err = term.ReadPassword(int(stdin.Fd()))
+		fmt.Fprintln(stderr)
+	} else {
+		var line string
+		line, err = bufio.NewReader(stdin).ReadString('\n')
+		if err == io.EOF && line != "" {
+			err = nil
+		}
+		pw = []byte(strings.TrimRight(line, "\r\n"))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hubd hash-password: %v\n", err)
+		return 1
+	}
+	if len(pw) == 0 {
+		fmt.Fprintln(stderr, "hubd hash-password: empty password")
+		return 1
+	}
+	hash, err := bcrypt.GenerateFromPassword(pw, 12)
+	if err != nil { // e.g. bcrypt.ErrPasswordTooLong: over 72 bytes
+		fmt.Fprintf(stderr, "hubd hash-password: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, string(hash))
+	return 0
+}

@@ -1,0 +1,139 @@
+package main
+
+// Helpers for tests that run hubd as a real child process: build once, start
+// on a config, wait for its ports, signal it, read its log.
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var hubdBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hubd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	hubdBinary = filepath.Join(dir, "hubd")
+	// Built without -race on purpose: the crash test measures the real binary.
+	out, err := exec.Command("go", "build", "-o", hubdBinary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building hubd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// lockedBuffer collects a child's output safely while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// hubdProcess is one running hubd.
+type hubdProcess struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error // exit error, valid after done is closed
+}
+
+// startHubd starts `hubd run -config cfg` and waits until every address in
+// ready accepts TCP connections.
+func startHubd(t *testing.T, cfg string, ready ...string) *hubdProcess {
+	t.Helper()
+	p := &hubdProcess{out: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(hubdBinary, "run", "-config", cfg)
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("hubd output:\n%s", p.out.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for _, addr := range ready {
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-p.done:
+				t.Fatalf("hubd exited before listening on %s: %v\n%s", addr, p.err, p.out.String())
+			case <-tick.C:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("hubd not listening on %s after 20s\n%s", addr, p.out.String())
+			}
+		}
+	}
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *hubdProcess) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop sends SIGTERM and waits up to timeout for a clean exit; it returns
+// the exit error (nil for exit status 0).
+func (p *hubdProcess) stop(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("hubd did not exit %v after SIGTERM\n%s", timeout, p.out.String())
+		return nil
+	}
+}
+
+// freePort returns a loopback address with a port nobody listens on now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

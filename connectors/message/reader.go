@@ -1,0 +1,441 @@
+// Package message is hubd's DATA pipeline: it turns the content a client
+// sent after DATA (or in BDAT chunks) into the message the hub queues, and
+// refuses content that breaks the rules below, with the SMTP reply the
+// client gets.
+//
+// # Input
+//
+// The input is what go-smtp hands to Session.Data: the message with the
+// dot-stuffing of RFC 5321 §4.5.2 removed and CRLF line endings kept. go-smtp
+// ends DATA only at a strict <CRLF>.<CRLF>, but passes any other line ending
+// through unchanged, so the checks here are the ones that matter.
+//
+// # Strict CRLF
+//
+// RFC 5321 §2.3.8 allows a line to end only in CRLF: a CR not followed by LF
+// ("bare CR") and an LF not preceded by CR ("bare LF") are refused with
+// 550 5.6.0, wherever they appear (header or body). Being lenient here is how
+// SMTP smuggling works: one server reads "<LF>.<LF>" or "<CR>.<CR>" as the
+// end of a message, another reads on, and a second message, forged by the
+// sender, hides inside the first. Refusing every bare CR and LF means hubd
+// never relays content that another hop might split differently, whatever
+// the variant ("\n.\n", "\n.\r\n", "\r.\r", "\r\n.\n", "\r\n.\r"). Postfix
+// (smtpd_forbid_bare_newline) and Exchange (BareLinefeedRejectionEnabled)
+// refuse the same. A message need not end in CRLF (BDAT content may end
+// anywhere), but a CR as its very last byte is a bare CR.
+//
+// # Limits
+//
+//   - MaxMessageSize bounds the original content (what the client sent, not
+//     the trace fields added here): exactly MaxMessageSize bytes are accepted,
+//     one more is refused with 552 5.3.4 (RFC 5321 §4.5.3.1.10, RFC 1870).
+//   - MaxHeaderSize bounds the header section: the field lines with their
+//     CRLFs, not the blank line that ends them. Over it: 552 5.3.4. With 0
+//     (unlimited) an internal cap of 1 MiB still applies, because the header
+//     section is held in memory to be examined.
+//   - MaxHopCount bounds the Received: fields already in the header (RFC 5321
+//     §6.3: a loop shows as a growing trace). More than MaxHopCount: 554 5.4.6.
+//     The Received: field added here is not counted.
+//
+// When a limit is broken, nothing past the point of the breach is yielded, and
+// the error is sticky: every later Read returns it. The reader stops reading
+// its source at that moment; the caller drains the source so that the SMTP
+// exchange stays in step, and replies with the error.
+//
+// # Output
+//
+// The output is, in order: the Received: field of Options.Received, the
+// original header section, the Message-ID: and Date: fields this reader adds
+// when asked and missing (RFC 5322 §3.6 asks for both; RFC 6409 §8 lets a
+// submission server add them), then the body. Only the header section is
+// buffered; the body streams through a small buffer.
+//
+// The header section ends at the first blank line, or at the first line that
+// is not a header field ("Name:" at the start of the line) nor its
+// continuation. A message whose first line is not a header field has an empty
+// header section. When the header section ends without a blank line and
+// anything at all is written before the body, a blank line (CRLF) is
+// inserted, so that the body text is not read as a broken header field (as
+// Postfix's cleanup does). A message that is all header stays all header.
+package message
+
+import (
+	"io"
+	"strconv"
+	"time"
+
+	"hubd/policy"
+)
+
+// Options says what a Reader checks and adds. The zero value checks only
+// line endings and adds nothing.
+type Options struct {
+	MaxMessageSize int64 // bytes of original content; 0 = unlimited (bypass_size_limit)
+	MaxHeaderSize  int64 // bytes of header section; 0 = unlimited (internal cap of 1 MiB)
+	MaxHopCount    int   // Received: fields allowed in the original header; 0 = unlimited
+
+	// Received is the complete Received: field to prepend, folded and
+	// CRLF-terminated, as ReceivedHeader builds it; "" adds none.
+	Received string
+	// AddMessageID, when non-empty and the header has no Message-ID field,
+	// adds "Message-ID: " + AddMessageID. The caller gives the brackets:
+	// "<id@host>".
+	AddMessageID string
+	// AddDate adds a Date: field (RFC 5322 §3.3, from Clock) when the header
+	// has none.
+	AddDate bool
+	Clock   func() time.Time // nil → time.Now
+}
+
+const (
+	// headerCap bounds the buffered header section when MaxHeaderSize is 0.
+	headerCap = 1 << 20
+	// chunkSize is how much is read from the source at a time.
+	chunkSize = 32 << 10
+)
+
+// Reader yields the message to queue; see the package documentation.
+// A Reader is not safe for concurrent use.
+type Reader struct {
+	src  io.Reader
+	opts Options
+
+	// buf[0:ok] is checked content; buf[ok:w] is at most one CR whose
+	// partner LF has not arrived yet (held back so that a bare CR is never
+	// yielded); buf[rpos:ok] is what the body phase has not yielded yet.
+	buf         []byte
+	rpos, ok, w int
+	heldCR      bool
+	size        int64 // bytes read from src
+	srcEOF      bool  // src returned io.EOF: never read it again
+	pending     error // error to return once buf[rpos:ok] is drained
+	err         error // sticky error (io.EOF at the end)
+	headerDone  bool
+	line        int  // header phase: offset of the line being examined
+	afterField  bool // header phase: a field line came before line
+	prefix      []byte
+	messageID   string
+	headerLimit int64 // MaxHeaderSize, or headerCap
+}
+
+// NewReader returns a Reader over r, the content of one DATA or BDAT
+// transaction; see the package documentation for what it checks and yields.
+func NewReader(r io.Reader, opts Options) *Reader {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	capH := opts.MaxHeaderSize
+	if capH <= 0 {
+		capH = headerCap
+	}
+	return &Reader{src: r, opts: opts, buf: make([]byte, 0, chunkSize), headerLimit: capH}
+}
+
+// MessageID returns the Message-ID field value found in the header (unfolded
+// and trimmed, possibly "" when the field is empty) or the one added. It is ""
+// until the header section has been read, and when there is none.
+func (r *Reader) MessageID() string { return r.messageID }
+
+// Size returns the number of bytes of original content read so far.
+func (r *Reader) Size() int64 { return r.size }
+
+// Read yields the next bytes of the message to queue. Errors are sticky; a
+// *policy.Reply error says the content broke a rule and carries the reply.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !r.headerDone {
+		if err := r.readHeader(); err != nil {
+			r.err = err
+			return 0, err
+		}
+	}
+	for {
+		if len(r.prefix) > 0 {
+			n := copy(p, r.prefix)
+			r.prefix = r.prefix[n:]
+			return n, nil
+		}
+		if r.rpos < r.ok {
+			n := copy(p, r.buf[r.rpos:r.ok])
+			r.rpos += n
+			return n, nil
+		}
+		if r.pending != nil {
+			r.err = r.pending
+			return 0, r.err
+		}
+		if r.srcEOF {
+			r.err = io.EOF
+			return 0, r.err
+		}
+		r.compact()
+		r.fill()
+	}
+}
+
+// compact moves the held-back CR, if any, to the front of buf, and drops a
+// buffer grown large for the header section once it has been yielded.
+func (r *Reader) compact() {
+	held := r.buf[r.ok:r.w]
+	if cap(r.buf) > 2*chunkSize {
+		nb := make([]byte, len(held), chunkSize)
+		copy(nb, held)
+		r.buf = nb
+	} else {
+		r.buf = r.buf[:copy(r.buf[:cap(r.buf)], held)]
+	}
+	r.rpos, r.ok, r.w = 0, 0, len(held)
+}
+
+// fill reads once from src, appending to buf, and checks what arrived: the
+// size limit first (bytes past it are dropped unexamined), then line endings.
+// It records the first rule broken in r.pending.
+func (r *Reader) fill() {
+	if cap(r.buf)-r.w < chunkSize/2 {
+		// Only the header phase gets here with much in buf: grow
+		// geometrically so a large header section is copied O(n) times.
+		nb := make([]byte, r.w, max(2*cap(r.buf), r.w+chunkSize))
+		copy(nb, r.buf[:r.w])
+		r.buf = nb
+	}
+	room := r.buf[r.w:cap(r.buf)]
+	n, err := r.src.Read(room)
+	if n < 0 || n > len(room) {
+		n, err = 0, io.ErrNoProgress // a broken io.Reader; never trust n blindly
+	}
+	r.size += int64(n)
+	keep := n
+	var sizeErr error
+	if m := r.opts.MaxMessageSize; m > 0 && r.size > m {
+		keep = n - int(r.size-m)
+		sizeErr = errMessageSize()
+	}
+	r.buf = r.buf[:r.w+keep]
+	r.check(r.w, r.w+keep)
+	r.w += keep
+	if r.pending == nil && sizeErr != nil {
+		r.pending = sizeErr
+	}
+	switch {
+	case err == io.EOF:
+		r.srcEOF = true
+		if r.heldCR && r.pending == nil {
+			r.pending = errBareNewline() // CR as the very last byte
+		}
+	case err != nil && r.pending == nil:
+		r.pending = err
+	}
+}
+
+// check examines buf[from:to] for bare CR and bare LF (RFC 5321 §2.3.8) and
+// advances r.ok past every byte known to be clean. A CR at the end is held
+// back until the next byte shows whether it begins a CRLF.
+func (r *Reader) check(from, to int) {
+	if r.pending != nil {
+		return
+	}
+	b := r.buf
+	for i := from; i < to; i++ {
+		c := b[i]
+		if r.heldCR {
+			if c != '\n' {
+				r.ok = i - 1 // drop the CR: it is the bare one
+				r.pending = errBareNewline()
+				return
+			}
+			r.heldCR = false
+			continue
+		}
+		switch c {
+		case '\r':
+			r.heldCR = true
+		case '\n':
+			r.ok = i
+			r.pending = errBareNewline()
+			return
+		}
+	}
+	r.ok = to
+	if r.heldCR {
+		r.ok = to - 1
+	}
+}
+
+// readHeader reads until the header section is complete, checks it, and
+// builds the prefix to yield before the body. It returns the error that ends
+// the message early, if any.
+func (r *Reader) readHeader() error {
+	for {
+		done, err := r.scanHeader()
+		if err != nil {
+			return err
+		}
+		if done {
+			break
+		}
+		if r.pending != nil {
+			return r.pending
+		}
+		r.fill()
+	}
+	r.headerDone = true
+	return nil
+}
+
+// scanHeader examines the complete lines in buf[line:ok] and reports whether
+// the header section has ended. While it has not, and no more checked bytes
+// can come (a rule was broken), readHeader returns that error instead.
+func (r *Reader) scanHeader() (bool, error) {
+	atEOF := r.srcEOF && r.pending == nil // the whole message is in buf[:ok]
+	for {
+		rest := r.buf[r.line:r.ok]
+		switch classifyLine(rest, r.afterField) {
+		case lineBlank:
+			return true, r.endHeader(r.line, r.line+2, sepBlank)
+		case lineNotField:
+			return true, r.endHeader(r.line, r.line, sepInsert)
+		case lineUndecided:
+			switch {
+			case atEOF && len(rest) == 0:
+				return true, r.endHeader(r.line, r.line, sepNone) // all header
+			case atEOF:
+				// A last line with no colon is body text.
+				return true, r.endHeader(r.line, r.line, sepInsert)
+			}
+			// A field name still arriving counts against the limit.
+			return false, r.checkHeaderSize(int64(r.ok))
+		}
+		// lineField or lineContinuation: wait for the whole line.
+		nl := indexLF(rest)
+		if nl < 0 {
+			if atEOF {
+				// All header, the last line without CRLF.
+				return true, r.endHeader(r.ok, r.ok, sepNone)
+			}
+			return false, r.checkHeaderSize(int64(r.ok))
+		}
+		r.line += nl + 1
+		r.afterField = true
+		if err := r.checkHeaderSize(int64(r.line)); err != nil {
+			return false, err
+		}
+	}
+}
+
+func indexLF(b []byte) int {
+	for i, c := range b {
+		if c == '\n' {
+			return i
+		}
+	}
+	return -1
+}
+
+func (r *Reader) checkHeaderSize(n int64) error {
+	if n > r.headerLimit {
+		return errHeaderSize()
+	}
+	return nil
+}
+
+// separator says how the header section ended.
+type separator int
+
+const (
+	sepNone   separator = iota // no body: the message is all header
+	sepBlank                   // a blank line, kept
+	sepInsert                  // body text with no blank line: insert one if anything precedes
+)
+
+// endHeader is called when the header section is buf[0:hdrEnd] and the body
+// starts at bodyStart; sep tells how they were separated. It
+// checks the hop count, finds or adds Message-ID and Date, and builds the
+// prefix: Received, header, added fields, separator.
+func (r *Reader) endHeader(hdrEnd, bodyStart int, sep separator) error {
+	header := r.buf[:hdrEnd]
+	hops, hasDate, hasID := 0, false, false
+	eachField(header, func(name, value []byte) bool {
+		switch {
+		case equalFold(name, "Received"):
+			hops++
+		case equalFold(name, "Date"):
+			hasDate = true
+		case equalFold(name, "Message-ID"):
+			if !hasID {
+				r.messageID = unfold(value)
+			}
+			hasID = true
+		}
+		return true
+	})
+	if m := r.opts.MaxHopCount; m > 0 && hops > m {
+		return errHops(hops)
+	}
+
+	var added []byte
+	if !hasID && r.opts.AddMessageID != "" {
+		r.messageID = r.opts.AddMessageID
+		added = append(added, "Message-ID: "+r.opts.AddMessageID+"\r\n"...)
+	}
+	if !hasDate && r.opts.AddDate {
+		// RFC 5322 §3.3 date-time; time.RFC1123Z is exactly its preferred form.
+		added = append(added, "Date: "+r.opts.Clock().Format(time.RFC1123Z)+"\r\n"...)
+	}
+
+	prefix := make([]byte, 0, len(r.opts.Received)+hdrEnd+len(added)+4)
+	prefix = append(prefix, r.opts.Received...)
+	prefix = append(prefix, header...)
+	if len(added) > 0 && hdrEnd > 0 && header[hdrEnd-1] != '\n' {
+		prefix = append(prefix, "\r\n"...) // end the unterminated last field first
+	}
+	prefix = append(prefix, added...)
+	if sep == sepBlank || (sep == sepInsert && len(prefix) > 0) {
+		prefix = append(prefix, "\r\n"...)
+	}
+	r.prefix = prefix
+	r.rpos = bodyStart
+	return nil
+}
+
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// The replies, built fresh for each use so that no caller can alter another's.
+
+func errBareNewline() error {
+	return &policy.Reply{Code: 550, Enhanced: "5.6.0", Text: "Message contains bare CR or LF"}
+}
+
+func errMessageSize() error {
+	return &policy.Reply{Code: 552, Enhanced: "5.3.4", Text: "Message size exceeds fixed maximum message size"}
+}
+
+func errHeaderSize() error {
+	return &policy.Reply{Code: 552, Enhanced: "5.3.4", Text: "Header size exceeds fixed maximum size"}
+}
+
+func errHops(n int) error {
+	return &policy.Reply{Code: 554, Enhanced: "5.4.6",
+		Text: "Too many hops (" + strconv.Itoa(n) + " Received: headers), possible mail loop"}
+}

@@ -1,0 +1,90 @@
+# hubd for a real deployment: install as /etc/hubd/hubd.hcl and start with
+#   hubd run -config /etc/hubd/hubd.hcl
+# Relative paths are relative to this file's directory (/etc/hubd).
+#
+#   :25   the Internet: anonymous mail for our accepted domains only
+#   :25   from 10.1.2.0/28: the application servers, which may relay without AUTH
+#   :587  submission: STARTTLS, then AUTH, then relay anywhere (RFC 6409)
+#   :465  submission over implicit TLS (RFC 8314)
+#
+# Check it before (re)loading: hubd check -config /etc/hubd/hubd.hcl
+
+hub {
+  hostname  = "mx1.example.com"
+  spool_dir = "/var/spool/hubd"
+}
+
+accepted_domain "example.com" {
+  type = "authoritative" # mailboxes live here
+}
+
+# Our domain whose mailboxes live on another server: accepted here, validated at
+# RCPT time against the list (no backscatter), then relayed on.
+accepted_domain "corp.example.com" {
+  type       = "internal_relay"
+  recipients = ["ceo@corp.example.com", "sales@corp.example.com"]
+}
+
+mailbox "alice@example.com" {
+  password_hash = "$2a$12$/SR6gH85J.Uk8zADwyMLhu39uWXfCVgwpzUQcMryFBUvvSTtCiMGq"
+  maildir       = "/var/mail/vhosts/example.com/alice"
+  addresses     = ["a.smith@example.com"]
+}
+
+alias "postmaster@example.com" { to = ["alice@example.com"] }
+alias "abuse@example.com" { to = ["alice@example.com"] }
+
+receive_connector "internet" {
+  usage            = "internet"
+  bind             = ["0.0.0.0:25"]
+  remote_ip_ranges = ["0.0.0.0/0"]
+  tls {
+    cert_file = "tls/fullchain.pem"
+    key_file  = "tls/privkey.pem"
+  }
+  permissions {
+    anonymous = ["submit"]
+  }
+}
+
+# Same binding, narrower range: these peers get this connector, not "internet".
+receive_connector "applications" {
+  usage            = "custom"
+  bind             = ["0.0.0.0:25"]
+  remote_ip_ranges = ["10.1.2.0/28"]
+  permissions {
+    anonymous = ["submit", "relay", "any_sender"]
+  }
+}
+
+receive_connector "submission" {
+  usage = "client"
+  bind  = ["0.0.0.0:587"]
+  tls {
+    cert_file = "tls/fullchain.pem"
+    key_file  = "tls/privkey.pem"
+  }
+}
+
+receive_connector "submissions" {
+  usage = "client"
+  bind  = ["0.0.0.0:465"]
+  tls {
+    mode      = "implicit"
+    cert_file = "tls/fullchain.pem"
+    key_file  = "tls/privkey.pem"
+  }
+}
+
+# The mailbox server for corp.example.com.
+send_connector "corp" {
+  address_spaces = ["corp.example.com"]
+  smart_hosts    = ["[10.1.3.10]:25"]
+  tls            = "required"
+}
+
+# Everything else through the provider's outbound relay.
+send_connector "outbound" {
+  address_spaces = ["*"]
+  smart_hosts    = ["smtp-relay.example.net:587", "smtp-relay2.example.net:587"]
+}

@@ -1,0 +1,139 @@
+// Package queue is the hub's durable storage: every accepted message, its
+// envelope and the state of each of its recipients, kept so that a crash at
+// any instant loses nothing that was acknowledged (DESIGN.md invariants 1–3).
+//
+// The Store interface is the seam: the transport codes against it, and a
+// replicated backend (e.g. on NATS JetStream) can replace the disk spool
+// without touching the transport or the categorizer. DiskStore is the
+// embedded default.
+//
+// # Contract (every Store)
+//
+//   - Put reads body to EOF and returns nil only when the message (body,
+//     envelope and initial recipient state) is on stable storage. It assigns
+//     Message.ID (never reused) and Message.Size. On error nothing is queued:
+//     a later Load does not return the message.
+//   - Update replaces the mutable State of a message and returns nil only
+//     when the new state is on stable storage. A Load after a crash returns
+//     either the state of the last Update that returned nil, or a newer one
+//     whose Update was in flight — never an older one. Callers serialise
+//     Updates of one message (the store does not merge states).
+//   - Remove forgets a message whose recipients are all settled. It need not
+//     be durable: a message that reappears after a crash carries its settled
+//     state, so the transport just removes it again.
+//   - Open returns the body exactly as it was given to Put. It may be called
+//     any number of times, concurrently.
+//   - Load returns every queued message, oldest first. Anything unreadable is
+//     moved aside (quarantined) and logged, never fatal, so one bad record
+//     cannot keep the hub from starting.
+//   - Concurrent Put and Update calls share the cost of making things durable
+//     (group commit, invariant 2): throughput is not capped by fsyncs/s.
+//
+// # The disk spool
+//
+// Layout under the spool directory:
+//
+//	tmp/               files being written; anything here at Open is a torn write and is deleted
+//	queue/<id>.msg     one message: body, then a checksummed record (envelope + initial state)
+//	queue/<id>.state   the latest recipient state, when it differs from the initial one
+//	quarantine/        records Load could not read, kept for the operator
+//
+// A .msg file is the body followed by a trailer: the JSON record, its length
+// (uint32, big-endian), its CRC-32C and an 8-byte magic. Putting the record
+// after the body lets Put stream the body once without knowing its size in
+// advance; the record holds the body's CRC-32C, checked as Open's reader
+// reaches EOF. A .state file is the same trailer with an empty body.
+//
+// Why this design: one file per message keeps Put to a single rename that
+// makes the message visible with its envelope atomically, and Remove to an
+// unlink; no journal needs compacting. Group commit works in two halves.
+// Each writer fsyncs its own temp file; concurrent fsyncs of different files
+// are merged by the filesystem into one journal commit (ext4's jbd2 and
+// xfs's log both batch them), so they overlap rather than queue. The part
+// that does serialise — making the directory entry durable — is done by a
+// single committer goroutine: it takes every file that is ready, renames
+// each into queue/, fsyncs queue/ once for the whole batch and then wakes all
+// the waiters. A crash before the directory fsync leaves either nothing or a
+// complete, fsynced file under its final name (rename is atomic); a crash
+// while writing leaves a file in tmp/ that the next Open deletes.
+package queue
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"hubd/hub"
+)
+
+// Store is durable storage for queued messages. See the package comment for
+// the contract every implementation keeps.
+type Store interface {
+	Put(ctx context.Context, m *Message, body io.Reader) error
+	Update(ctx context.Context, id hub.QueueID, st State) error
+	Remove(id hub.QueueID) error
+	Open(id hub.QueueID) (io.ReadCloser, error)
+	Load(ctx context.Context) ([]*Message, error)
+	Close() error
+}
+
+// Message is one queued message as the store keeps it.
+type Message struct {
+	ID       hub.QueueID  // assigned by Put; time-ordered, never reused
+	Envelope hub.Envelope // as submitted; never changed after Put
+	Arrived  time.Time    // when Put was called; expiry counts from here
+	Size     int64        // body size in bytes, set by Put
+
+	State // the part Update replaces
+}
+
+// State is the mutable part of a message.
+type State struct {
+	// Expanded is true once the categorizer has resolved the envelope's
+	// recipients (aliases expanded, de-duplicated) into Recipients. Before
+	// that, Recipients mirrors Envelope.Recipients one to one. After it, the
+	// list is fixed: a recipient's index in it is part of its delivery key
+	// ("<queue id>.<index>"), which must not change across attempts.
+	Expanded bool `json:"expanded,omitempty"`
+
+	Recipients []RecipientState `json:"recipients"`
+
+	// CategorizerCrashes counts categorizer attempts on this message that
+	// ended in a panic; a later poison queue parks messages that crash it
+	// repeatedly (Exchange's poison threshold is 2).
+	CategorizerCrashes int `json:"categorizer_crashes,omitempty"`
+}
+
+// Status is where one recipient stands.
+type Status string
+
+const (
+	Queued    Status = "queued"    // not yet attempted
+	Deferred  Status = "deferred"  // attempted, temporary failure; NextAttempt says when again
+	Delivered Status = "delivered" // settled: the next hop took it; never attempted again
+	Failed    Status = "failed"    // settled: permanent failure or expired; a DSN is owed
+)
+
+// Settled reports whether no further attempt will be made for s.
+func (s Status) Settled() bool { return s == Delivered || s == Failed }
+
+// RecipientState is one recipient of a queued message.
+type RecipientState struct {
+	Address      string        `json:"address"`                 // where to deliver (after alias resolution)
+	ResolvedFrom string        `json:"resolved_from,omitempty"` // the envelope recipient it came from, when different
+	DSN          hub.Recipient `json:"dsn"`                     // the envelope recipient with its RFC 3461 parameters (ORCPT, NOTIFY)
+
+	Status      Status    `json:"status"`
+	Attempts    int       `json:"attempts,omitempty"`
+	LastReply   Reply     `json:"last_reply,omitzero"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"` // Deferred: not before this time
+	NextHop     string    `json:"next_hop,omitempty"`    // the last next hop tried, for logs and hubctl
+}
+
+// Reply is the SMTP reply that decided a recipient's last attempt.
+type Reply struct {
+	Code      int    `json:"code,omitempty"`
+	Enhanced  string `json:"enhanced,omitempty"`
+	Text      string `json:"text,omitempty"`
+	RemoteMTA string `json:"remote_mta,omitempty"`
+}

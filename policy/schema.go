@@ -1,0 +1,147 @@
+package policy
+
+// The HCL schema, decoded with gohcl. Optional scalars are pointers so that
+// "unset" can be told from a zero value (presets fill only what is unset);
+// lists are kept as expressions so each element can be checked and reported
+// at its own source range. Sizes and durations are strings parsed in the
+// validation pass.
+
+import "github.com/hashicorp/hcl/v2"
+
+type fileSchema struct {
+	Hubs              []hubSchema              `hcl:"hub,block"`
+	AcceptedDomains   []acceptedDomainSchema   `hcl:"accepted_domain,block"`
+	Mailboxes         []mailboxSchema          `hcl:"mailbox,block"`
+	Aliases           []aliasSchema            `hcl:"alias,block"`
+	ReceiveConnectors []receiveConnectorSchema `hcl:"receive_connector,block"`
+	SendConnectors    []sendConnectorSchema    `hcl:"send_connector,block"`
+}
+
+type hubSchema struct {
+	Hostname           *string   `hcl:"hostname,optional"`
+	HostnameRange      hcl.Range `hcl:"hostname,attr_value_range"`
+	SpoolDir           *string   `hcl:"spool_dir,optional"`
+	SpoolDirRange      hcl.Range `hcl:"spool_dir,attr_value_range"`
+	RetryInterval      *string   `hcl:"retry_interval,optional"`
+	RetryIntervalRange hcl.Range `hcl:"retry_interval,attr_value_range"`
+	MaxRetryInterval   *string   `hcl:"max_retry_interval,optional"`
+	MaxRetryRange      hcl.Range `hcl:"max_retry_interval,attr_value_range"`
+	MessageExpiration  *string   `hcl:"message_expiration,optional"`
+	ExpirationRange    hcl.Range `hcl:"message_expiration,attr_value_range"`
+	MaxAliasDepth      *int      `hcl:"max_alias_depth,optional"`
+	MaxAliasDepthRange hcl.Range `hcl:"max_alias_depth,attr_value_range"`
+	ShutdownGrace      *string   `hcl:"shutdown_grace,optional"`
+	ShutdownGraceRange hcl.Range `hcl:"shutdown_grace,attr_value_range"`
+	MaxDeliveryWorkers *int      `hcl:"max_delivery_workers,optional"`
+	MaxWorkersRange    hcl.Range `hcl:"max_delivery_workers,attr_value_range"`
+	DefRange           hcl.Range `hcl:",def_range"`
+}
+
+type acceptedDomainSchema struct {
+	Name                string         `hcl:"name,label"`
+	NameRange           hcl.Range      `hcl:"name,label_range"`
+	Type                *string        `hcl:"type,optional"`
+	TypeRange           hcl.Range      `hcl:"type,attr_value_range"`
+	Recipients          hcl.Expression `hcl:"recipients,optional"`
+	RecipientsFile      *string        `hcl:"recipients_file,optional"`
+	RecipientsFileRange hcl.Range      `hcl:"recipients_file,attr_value_range"`
+	DefRange            hcl.Range      `hcl:",def_range"`
+}
+
+type mailboxSchema struct {
+	Address           string         `hcl:"address,label"`
+	AddressRange      hcl.Range      `hcl:"address,label_range"`
+	PasswordHash      *string        `hcl:"password_hash,optional"`
+	PasswordHashRange hcl.Range      `hcl:"password_hash,attr_value_range"`
+	Maildir           *string        `hcl:"maildir,optional"`
+	MaildirRange      hcl.Range      `hcl:"maildir,attr_value_range"`
+	Addresses         hcl.Expression `hcl:"addresses,optional"`
+	DefRange          hcl.Range      `hcl:",def_range"`
+}
+
+type aliasSchema struct {
+	Address      string         `hcl:"address,label"`
+	AddressRange hcl.Range      `hcl:"address,label_range"`
+	To           hcl.Expression `hcl:"to"`
+	DefRange     hcl.Range      `hcl:",def_range"`
+}
+
+type receiveTLSSchema struct {
+	Mode          *string   `hcl:"mode,optional"`
+	ModeRange     hcl.Range `hcl:"mode,attr_value_range"`
+	CertFile      *string   `hcl:"cert_file,optional"`
+	CertFileRange hcl.Range `hcl:"cert_file,attr_value_range"`
+	KeyFile       *string   `hcl:"key_file,optional"`
+	KeyFileRange  hcl.Range `hcl:"key_file,attr_value_range"`
+	SelfSigned    *bool     `hcl:"self_signed,optional"`
+	DefRange      hcl.Range `hcl:",def_range"`
+}
+
+type permissionsSchema struct {
+	Anonymous     hcl.Expression `hcl:"anonymous,optional"`
+	Authenticated hcl.Expression `hcl:"authenticated,optional"`
+	Trusted       hcl.Expression `hcl:"trusted,optional"`
+}
+
+type receiveConnectorSchema struct {
+	Name       string    `hcl:"name,label"`
+	NameRange  hcl.Range `hcl:"name,label_range"`
+	DefRange   hcl.Range `hcl:",def_range"`
+	Enabled    *bool     `hcl:"enabled,optional"`
+	Usage      *string   `hcl:"usage,optional"`
+	UsageRange hcl.Range `hcl:"usage,attr_value_range"`
+
+	Bind              hcl.Expression     `hcl:"bind"`
+	RemoteIPRanges    hcl.Expression     `hcl:"remote_ip_ranges,optional"`
+	FQDN              *string            `hcl:"fqdn,optional"`
+	FQDNRange         hcl.Range          `hcl:"fqdn,attr_value_range"`
+	Banner            *string            `hcl:"banner,optional"`
+	TLS               *receiveTLSSchema  `hcl:"tls,block"`
+	RequireTLS        *bool              `hcl:"require_tls,optional"`
+	RequireTLSRange   hcl.Range          `hcl:"require_tls,attr_range"`
+	Auth              hcl.Expression     `hcl:"auth,optional"`
+	AllowInsecureAuth *bool              `hcl:"allow_insecure_auth,optional"`
+	ExternallySecured *bool              `hcl:"externally_secured,optional"`
+	Permissions       *permissionsSchema `hcl:"permissions,block"`
+
+	MaxMessageSize                      *string   `hcl:"max_message_size,optional"`
+	MaxMessageSizeRange                 hcl.Range `hcl:"max_message_size,attr_value_range"`
+	MaxHeaderSize                       *string   `hcl:"max_header_size,optional"`
+	MaxHeaderSizeRange                  hcl.Range `hcl:"max_header_size,attr_value_range"`
+	MaxRecipients                       *int      `hcl:"max_recipients,optional"`
+	MaxRecipientsRange                  hcl.Range `hcl:"max_recipients,attr_value_range"`
+	MaxHopCount                         *int      `hcl:"max_hop_count,optional"`
+	MaxHopCountRange                    hcl.Range `hcl:"max_hop_count,attr_value_range"`
+	MaxInboundConnections               *int      `hcl:"max_inbound_connections,optional"`
+	MaxInboundConnectionsRange          hcl.Range `hcl:"max_inbound_connections,attr_value_range"`
+	MaxInboundConnectionsPerSource      *int      `hcl:"max_inbound_connections_per_source,optional"`
+	MaxInboundConnectionsPerSourceRange hcl.Range `hcl:"max_inbound_connections_per_source,attr_value_range"`
+	MaxProtocolErrors                   *int      `hcl:"max_protocol_errors,optional"`
+	MaxProtocolErrorsRange              hcl.Range `hcl:"max_protocol_errors,attr_value_range"`
+	MaxLogonFailures                    *int      `hcl:"max_logon_failures,optional"`
+	MaxLogonFailuresRange               hcl.Range `hcl:"max_logon_failures,attr_value_range"`
+	ConnectionTimeout                   *string   `hcl:"connection_timeout,optional"`
+	ConnectionTimeoutRange              hcl.Range `hcl:"connection_timeout,attr_value_range"`
+	ConnectionInactivityTimeout         *string   `hcl:"connection_inactivity_timeout,optional"`
+	ConnectionInactivityTimeoutRange    hcl.Range `hcl:"connection_inactivity_timeout,attr_value_range"`
+	TarpitInterval                      *string   `hcl:"tarpit_interval,optional"`
+	TarpitIntervalRange                 hcl.Range `hcl:"tarpit_interval,attr_value_range"`
+	MessageRateLimit                    *int      `hcl:"message_rate_limit,optional"`
+	MessageRateLimitRange               hcl.Range `hcl:"message_rate_limit,attr_value_range"`
+}
+
+type sendConnectorSchema struct {
+	Name           string         `hcl:"name,label"`
+	NameRange      hcl.Range      `hcl:"name,label_range"`
+	DefRange       hcl.Range      `hcl:",def_range"`
+	Enabled        *bool          `hcl:"enabled,optional"`
+	AddressSpaces  hcl.Expression `hcl:"address_spaces"`
+	SmartHosts     hcl.Expression `hcl:"smart_hosts,optional"`
+	DNSRouting     *bool          `hcl:"dns_routing,optional"`
+	TLS            *string        `hcl:"tls,optional"`
+	TLSRange       hcl.Range      `hcl:"tls,attr_value_range"`
+	MaxMessageSize *string        `hcl:"max_message_size,optional"`
+	MaxSizeRange   hcl.Range      `hcl:"max_message_size,attr_value_range"`
+	FQDN           *string        `hcl:"fqdn,optional"`
+	FQDNRange      hcl.Range      `hcl:"fqdn,attr_value_range"`
+}
