@@ -37,6 +37,10 @@ import (
 // Options configure a sink. The zero value is a plain ESMTP server without
 // TLS that accepts everything.
 type Options struct {
+	// Addr is the address to listen on; default "127.0.0.1:0" (a free port).
+	// A fixed port is for tests of a configuration that names one, such as
+	// examples/dev.hcl's smart host 127.0.0.1:2526.
+	Addr string
 	// Domain is the name in the 220 greeting; default "sink.test".
 	Domain string
 	// TLSConfig, when set, makes the sink offer STARTTLS with it.
@@ -91,10 +95,14 @@ type Sink struct {
 	serveErr chan error
 }
 
-// Start listens on 127.0.0.1:0 and serves until the test ends.
+// Start listens on Options.Addr (default 127.0.0.1:0) and serves until the test ends.
 func Start(t testing.TB, opts Options) *Sink {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("smtpsink: listen: %v", err)
 	}
