@@ -77,7 +77,10 @@ func (c *sessionConn) Read(b []byte) (int, error) {
 				// reading, the message may finish (Shutdown's ctx bounds it).
 				continue
 			}
-			if !c.end.IsZero() && !time.Now().Before(c.end) {
+			switch {
+			case c.shuttingDown.Load():
+				c.setReason("421 4.3.2 Service shutting down")
+			case !c.end.IsZero() && !time.Now().Before(c.end):
 				c.setReason("421 4.4.2 Connection timed out")
 			}
 		}

@@ -102,7 +102,7 @@ func loadConfig(path string, w io.Writer) (*policy.Config, error) {
 		return nil, err
 	}
 	if len(cfg.Warnings) > 0 {
-		(&policy.LoadError{Diags: cfg.Warnings, Files: cfg.Files}).Write(w, color)
+		policy.WriteDiagnostics(w, cfg.Files(), cfg.Warnings, color)
 	}
 	return cfg, nil
 }

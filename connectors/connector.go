@@ -1,0 +1,325 @@
+package connectors
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/crypto/bcrypt"
+
+	"hubd/connectors/message"
+	"hubd/internal/certgen"
+	"hubd/policy"
+)
+
+// maxLineLength bounds a command or text line. RFC 5321 §4.5.3.1.4-6 sets
+// 512 for commands and 1000 for text lines; like go-smtp's default we allow
+// twice the text limit, because over-long lines exist in the wild and the
+// message is not ours to fold.
+const maxLineLength = 2000
+
+// connector is one receive connector of one config generation: its go-smtp
+// Server and the listener that feeds it.
+type connector struct {
+	svc    *Service
+	cfg    *policy.Config
+	rc     *policy.ReceiveConnector
+	tls    *tls.Config // nil when the connector has no TLS
+	dummy  []byte      // bcrypt hash compared for unknown users
+	server *smtp.Server
+	ln     *chanListener
+}
+
+// certSlot holds a connector's current certificate; a reload swaps it, and
+// the connector's tls.Config reads it at each handshake.
+type certSlot struct {
+	cert atomic.Pointer[tls.Certificate]
+}
+
+// build makes the connectors of cfg. s.mu is held.
+func (s *Service) build(cfg *policy.Config) (*generation, error) {
+	gen := &generation{cfg: cfg, byName: map[string]*connector{}}
+	for i := range cfg.ReceiveConnectors {
+		rc := &cfg.ReceiveConnectors[i]
+		if !rc.Enabled {
+			continue
+		}
+		c := &connector{svc: s, cfg: cfg, rc: rc}
+		tc, err := s.tlsConfig(cfg, rc)
+		if err != nil {
+			return nil, fmt.Errorf("connectors: %s: %w", rc.Name, err)
+		}
+		c.tls = tc
+		if len(rc.Auth) > 0 {
+			c.dummy, err = s.dummyHash(cfg)
+			if err != nil {
+				return nil, err
+			}
+		}
+		c.server = c.newServer()
+		c.ln = newChanListener(&net.TCPAddr{})
+		gen.byName[rc.Name] = c
+	}
+	return gen, nil
+}
+
+// tlsConfig loads (or, with self_signed, creates) the connector's
+// certificate and returns a tls.Config that serves whatever certificate is
+// current, so that a reload rotates it without rebinding.
+func (s *Service) tlsConfig(cfg *policy.Config, rc *policy.ReceiveConnector) (*tls.Config, error) {
+	if rc.TLS.Mode == "" || rc.TLS.Mode == policy.TLSOff {
+		return nil, nil
+	}
+	certFile, keyFile := rc.TLS.CertFile, rc.TLS.KeyFile
+	if rc.TLS.SelfSigned && certFile == "" {
+		dir := filepath.Join(cfg.Hub.SpoolDir, "tls")
+		certFile = filepath.Join(dir, rc.Name+".crt")
+		keyFile = filepath.Join(dir, rc.Name+".key")
+		if err := certgen.EnsureFiles(certFile, keyFile, []string{rc.FQDN}); err != nil {
+			return nil, err
+		}
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	slot := s.certs[rc.Name]
+	if slot == nil {
+		slot = &certSlot{}
+		s.certs[rc.Name] = slot
+	}
+	slot.cert.Store(&pair)
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return slot.cert.Load(), nil
+		},
+	}, nil
+}
+
+// dummyHash returns a bcrypt hash of a random password with the cost of the
+// config's mailbox hashes, so that checking an unknown user costs what
+// checking a known one does. s.mu is held.
+func (s *Service) dummyHash(cfg *policy.Config) ([]byte, error) {
+	cost := bcrypt.DefaultCost
+	for _, mb := range cfg.Mailboxes {
+		if c, err := bcrypt.Cost([]byte(mb.PasswordHash)); err == nil {
+			cost = c
+			break
+		}
+	}
+	if h := s.dummy[cost]; h != nil {
+		return h, nil
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
+	if err != nil {
+		return nil, fmt.Errorf("connectors: dummy password hash: %w", err)
+	}
+	s.dummy[cost] = h
+	return h, nil
+}
+
+// newServer configures the go-smtp Server of c.
+func (c *connector) newServer() *smtp.Server {
+	rc := c.rc
+	srv := smtp.NewServer(c)
+	srv.Domain = rc.FQDN
+	srv.MaxLineLength = maxLineLength
+	// go-smtp refuses SIZE= and DATA over MaxMessageBytes for everybody; a
+	// connector where some principal may bypass the limit advertises plain
+	// "SIZE" (RFC 1870 §4: no fixed limit) and the session enforces it.
+	if !bypassPossible(rc) {
+		srv.MaxMessageBytes = rc.MaxMessageSize
+	}
+	// MaxRecipients stays 0: the session answers the RFC 5321 §4.5.3.1.10
+	// reply itself ("452 4.5.3 Too many recipients").
+	srv.ReadTimeout = rc.ConnectionInactivityTimeout
+	srv.WriteTimeout = rc.ConnectionInactivityTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.ErrorLog = slogPrinter{c.svc.log.With("connector", rc.Name)}
+	switch rc.TLS.Mode {
+	case policy.TLSStartTLS:
+		srv.TLSConfig = c.tls
+		srv.AllowInsecureAuth = rc.AllowInsecureAuth
+	case policy.TLSImplicit:
+		// The session is TLS from the first byte, but go-smtp is handed our
+		// sessionConn (above the tls.Conn) and cannot tell: no STARTTLS to
+		// advertise, and AUTH is over TLS.
+		srv.AllowInsecureAuth = true
+	default:
+		srv.AllowInsecureAuth = rc.AllowInsecureAuth
+	}
+	return srv
+}
+
+// bypassPossible reports whether any principal holds bypass_size_limit on rc.
+func bypassPossible(rc *policy.ReceiveConnector) bool {
+	p := rc.Permissions
+	return (p.Anonymous | p.Authenticated | p.Trusted).Has(policy.RightBypassSizeLimit)
+}
+
+// newSessionConn wraps an accepted connection for c's Server: implicit TLS
+// handshake, deadlines, accounting, the session span.
+func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn, error) {
+	s, rc := c.svc, c.rc
+	sc := &sessionConn{
+		Conn:       raw,
+		raw:        raw,
+		inactivity: rc.ConnectionInactivityTimeout,
+		banner:     rc.Banner,
+		plaintext:  true,
+	}
+	start := s.now()
+	if rc.ConnectionTimeout > 0 {
+		sc.end = time.Now().Add(rc.ConnectionTimeout)
+	}
+	if rc.TLS.Mode == policy.TLSImplicit {
+		tc := tls.Server(raw, c.tls)
+		d := time.Now().Add(rc.ConnectionInactivityTimeout)
+		if !sc.end.IsZero() && sc.end.Before(d) {
+			d = sc.end
+		}
+		raw.SetDeadline(d)
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		raw.SetDeadline(time.Time{})
+		sc.Conn, sc.tlsConn = tc, tc
+	}
+	id := newID()
+	ctx, span := s.tracer.Start(context.Background(), "smtp.session",
+		trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(
+			attribute.String("smtp.connector", rc.Name),
+			attribute.String("network.protocol.name", "smtp"),
+			attribute.String("client.address", peer.String()),
+			attribute.String("hubd.session_id", id),
+		))
+	st := &connState{
+		id:        id,
+		connector: rc.Name,
+		remote:    raw.RemoteAddr().String(),
+		peer:      peer,
+		ctx:       ctx,
+		span:      span,
+		log:       s.log.With("session", id, "connector", rc.Name, "remote", raw.RemoteAddr().String()),
+		start:     start,
+	}
+	if sc.tlsConn != nil {
+		cs := sc.tlsConn.ConnectionState()
+		st.setTLS(message.TLSDetails(&cs))
+	}
+	sc.state = st
+	sc.onClose = func() {
+		s.release(rc.Name, peer)
+		s.forget(sc)
+		st.end(s.now())
+	}
+	st.log.Info("session start", "tls", st.tlsText())
+	return sc, nil
+}
+
+// NewSession implements smtp.Backend. go-smtp calls it at the first
+// HELO/EHLO, and again after STARTTLS (RFC 3207 §4.2: all state is
+// discarded).
+func (c *connector) NewSession(conn *smtp.Conn) (smtp.Session, error) {
+	sc := sessionConnOf(conn.Conn())
+	if sc == nil {
+		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error"}
+	}
+	sess := &session{c: c, conn: conn, sc: sc, st: sc.state, helo: conn.Hostname()}
+	if cs, ok := conn.TLSConnectionState(); ok {
+		sess.tls = &cs
+	} else if sc.tlsConn != nil {
+		cs := sc.tlsConn.ConnectionState()
+		sess.tls = &cs
+	}
+	if sess.tls != nil {
+		sc.state.setTLS(message.TLSDetails(sess.tls))
+	}
+	return sess, nil
+}
+
+// sessionConnOf finds our sessionConn under what go-smtp holds: itself, or
+// the tls.Conn STARTTLS put over it.
+func sessionConnOf(c net.Conn) *sessionConn {
+	switch v := c.(type) {
+	case *sessionConn:
+		return v
+	case *tls.Conn:
+		sc, _ := v.NetConn().(*sessionConn)
+		return sc
+	}
+	return nil
+}
+
+// connState is what lives as long as the connection, across the go-smtp
+// sessions STARTTLS creates.
+type connState struct {
+	id, connector, remote string
+	peer                  netip.Addr
+	ctx                   context.Context
+	span                  trace.Span
+	log                   *slog.Logger
+	start                 time.Time
+
+	mu           sync.Mutex
+	tls          string
+	authUser     string
+	messages     int
+	msgSeq       int
+	protoErrors  int
+	authFailures int
+}
+
+func (st *connState) setTLS(s string) {
+	st.mu.Lock()
+	st.tls = s
+	st.mu.Unlock()
+}
+
+func (st *connState) tlsText() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.tls
+}
+
+// end logs the session's last line and ends its span.
+func (st *connState) end(now time.Time) {
+	st.mu.Lock()
+	tlsText, user, msgs := st.tls, st.authUser, st.messages
+	st.mu.Unlock()
+	st.log.Info("session end", "tls", tlsText, "auth_user", user, "messages", msgs,
+		"duration", now.Sub(st.start).Round(time.Millisecond))
+	st.span.SetAttributes(attribute.Int("smtp.messages", msgs))
+	st.span.End()
+}
+
+// newID returns a short random identifier (session IDs, Message-ID local
+// parts), 80 bits in lower-case base32.
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+}
+
+// slogPrinter gives go-smtp's Logger interface a slog.Logger: what it
+// reports is per-connection noise (resets, failed handshakes), so Debug.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) { p.log.Debug(fmt.Sprintf(format, v...)) }
+func (p slogPrinter) Println(v ...any)               { p.log.Debug(fmt.Sprint(v...)) }

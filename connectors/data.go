@@ -1,0 +1,189 @@
+package connectors
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"hubd/connectors/message"
+	"hubd/hub"
+	"hubd/policy"
+)
+
+// Data implements DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030): the content
+// goes through message.Reader into Submit, and the reply is 250 only once
+// Submit has returned, that is once the message is durable.
+//
+// For BDAT, go-smtp runs Data in a goroutine of its own while it reads the
+// chunks; everything Data needs from the session is therefore read before
+// the first Read of r (which orders it before any later RSET).
+func (s *session) Data(r io.Reader) error {
+	s.helo = s.conn.Hostname() // a later EHLO may have renamed the client
+	s.sc.inData.Store(true)
+	defer s.sc.inData.Store(false)
+
+	st := s.st
+	st.mu.Lock()
+	st.msgSeq++
+	id := st.id + "." + strconv.Itoa(st.msgSeq)
+	st.mu.Unlock()
+
+	ctx, span := s.c.svc.tracer.Start(st.ctx, "smtp.message",
+		trace.WithAttributes(attribute.String("hubd.message_id", id),
+			attribute.Int("smtp.rcpt.count", len(s.rcpts))))
+	defer span.End()
+
+	now := s.c.svc.now()
+	mr := message.NewReader(r, s.readerOptions(id, now))
+	watch := &errWatch{r: mr}
+	env := s.envelope(ctx, now)
+	// Read the first chunk before Submit: the reader examines the whole
+	// header section then, so the envelope can carry the Message-ID, and a
+	// broken header is refused without bothering the hub.
+	head, err := readHead(watch)
+	env.MessageID = mr.MessageID()
+	var qid hub.QueueID
+	if err == nil {
+		qid, err = s.c.svc.sub.Submit(ctx, env, io.MultiReader(bytes.NewReader(head), watch))
+	}
+	if watch.err != nil {
+		// The content broke a rule: that reply wins over whatever Submit
+		// made of the read error.
+		err = watch.err
+	}
+	if err != nil {
+		// Keep the session in step: the rest of the content must be read
+		// before the reply (go-smtp drains DATA too; for BDAT this makes
+		// the reply wait for the last chunk, RFC 3030 §2).
+		io.Copy(io.Discard, r)
+		return s.dataFailed(span, err)
+	}
+	st.mu.Lock()
+	st.messages++
+	st.mu.Unlock()
+	span.SetAttributes(attribute.String("mta.queue_id", string(qid)),
+		attribute.Int64("mta.message.size", mr.Size()))
+	st.log.Info("queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
+		"size", mr.Size(), "message_id", mr.MessageID())
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + string(qid)}
+}
+
+// readerOptions are the connector's content limits and what to add.
+func (s *session) readerOptions(id string, now time.Time) message.Options {
+	rc := s.c.rc
+	maxSize := rc.MaxMessageSize
+	if s.rights().Has(policy.RightBypassSizeLimit) {
+		maxSize = 0
+	}
+	opts := message.Options{
+		MaxMessageSize: maxSize,
+		MaxHeaderSize:  rc.MaxHeaderSize,
+		MaxHopCount:    rc.MaxHopCount,
+		Received:       message.ReceivedHeader(s.trace(id, now)),
+		Clock:          s.c.svc.now,
+	}
+	if s.authUser != "" {
+		// RFC 6409 §8.3, §8.4: a submission server may add Message-ID and Date.
+		opts.AddMessageID = "<" + newID() + "@" + rc.FQDN + ">"
+		opts.AddDate = true
+	}
+	return opts
+}
+
+// envelope is the transaction's hub.Envelope; ctx carries the message span
+// whose traceparent goes with the message across the queue.
+func (s *session) envelope(ctx context.Context, now time.Time) hub.Envelope {
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	return hub.Envelope{
+		From:        s.from,
+		Recipients:  append([]hub.Recipient(nil), s.rcpts...),
+		SMTPUTF8:    s.mail.UTF8,
+		Body:        string(s.mail.Body),
+		DSNRet:      string(s.mail.Return),
+		DSNEnvID:    s.mail.EnvelopeID,
+		RequireTLS:  s.mail.RequireTLS,
+		ReceivedAt:  now,
+		Connector:   s.c.rc.Name,
+		ClientAddr:  s.st.remote,
+		ClientHelo:  s.helo,
+		AuthUser:    s.authUser,
+		TraceParent: carrier["traceparent"],
+	}
+}
+
+// dataFailed turns a content or Submit error into the reply: a reply the
+// error carries, or 451 4.3.0 for anything else (logged).
+func (s *session) dataFailed(span trace.Span, err error) error {
+	span.SetStatus(codes.Error, err.Error())
+	if r, ok := replyOf(err); ok {
+		s.st.log.Info("refused", "command", "DATA", "reply", r.Error())
+		return smtpError(r)
+	}
+	s.st.log.Error("submit failed", "err", err)
+	return smtpError(reply(451, "4.3.0", "Temporary failure, try again later"))
+}
+
+// trace describes this hop for the Received: field (RFC 5321 §4.4).
+func (s *session) trace(id string, now time.Time) message.Trace {
+	with := "ESMTP"
+	if s.tls != nil {
+		with += "S"
+	}
+	if s.authUser != "" {
+		with += "A" // RFC 3848
+	}
+	t := message.Trace{
+		FromHelo: s.helo,
+		FromIP:   s.st.peer.String(),
+		By:       s.c.rc.FQDN,
+		With:     with,
+		ID:       id,
+		Time:     now,
+	}
+	if len(s.rcpts) == 1 {
+		// RFC 5321 §7.2: naming one of several recipients would disclose it.
+		t.For = s.rcpts[0].Address
+	}
+	if s.tls != nil {
+		t.TLS = message.TLSDetails(s.tls)
+	}
+	return t
+}
+
+// readHead reads the first chunk of r: at least one byte, or an error
+// other than EOF.
+func readHead(r io.Reader) ([]byte, error) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 || err == io.EOF {
+			return buf[:n], nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// errWatch remembers the first error other than EOF its reader returned.
+type errWatch struct {
+	r   io.Reader
+	err error
+}
+
+func (w *errWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if err != nil && err != io.EOF && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,412 @@
+// Package connectors is hubd's way in: the TCP listeners, the receive
+// connectors behind them, and the SMTP sessions they serve, up to the
+// hand-off to hub.Submitter.
+//
+// One TCP listener runs per distinct bind address of the enabled receive
+// connectors. Each accepted connection goes to the connector bound there
+// whose remote_ip_ranges contain the peer most specifically
+// (policy.Config.ConnectorFor); a peer no connector serves is told
+// "554 5.7.1 <fqdn> Access denied" and disconnected. Connection limits
+// (max_inbound_connections, max_inbound_connections_per_source) are counted
+// at that moment, before any SMTP is spoken ("421 4.3.2 Too many
+// connections"). Each connector then has its own go-smtp Server (its own
+// EHLO keywords, TLS, size and recipient limits, AUTH mechanisms), fed
+// through a channel-backed net.Listener.
+//
+// What a session promises:
+//
+//   - Policy at each command: MAIL is refused before STARTTLS under
+//     require_tls (530 5.7.0), without the submit right (530 5.7.0 when AUTH
+//     could grant it, RFC 4954 §6; otherwise 550 5.7.1), for a sender the
+//     session may not use, and for a declared SIZE over the limit (552 5.3.4,
+//     RFC 1870). RCPT is decided by policy.CheckRecipient; more than
+//     max_recipients gets 452 4.5.3 (RFC 5321 §4.5.3.1.10); a repeated
+//     recipient is accepted but queued once.
+//   - AUTH PLAIN (RFC 4616) and LOGIN, only over TLS unless
+//     allow_insecure_auth; passwords are checked with bcrypt, and a dummy
+//     hash is compared for unknown users so that timing does not tell which
+//     users exist. max_logon_failures failures end the session with 421.
+//   - DATA and BDAT content goes through message.Reader (strict CRLF, size,
+//     header size, hop count) with our Received: field in front, and a
+//     Message-ID and Date added for authenticated (submission) sessions,
+//     RFC 6409 §8. "250 2.0.0 Ok: queued as <id>" is written only after
+//     Submit returned, that is after the message is durable.
+//   - Timeouts: connection_inactivity_timeout between reads (also during a
+//     long DATA), connection_timeout for the whole session.
+//   - max_protocol_errors of our own syntax/sequence/AUTH refusals end the
+//     session with "421 4.7.0 Too many errors".
+//
+// A Service never holds a config it did not get from its Options or Reload;
+// config snapshots are immutable and swapped atomically, so a session keeps
+// the snapshot it started with.
+package connectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"hubd/hub"
+	"hubd/policy"
+)
+
+// Options configure a Service.
+type Options struct {
+	Config         *policy.Config
+	Submitter      hub.Submitter
+	Logger         *slog.Logger         // nil: discard
+	TracerProvider trace.TracerProvider // nil: no tracing
+	Clock          func() time.Time     // nil: time.Now
+}
+
+// Service runs every enabled receive connector of a config.
+type Service struct {
+	sub    hub.Submitter
+	log    *slog.Logger
+	tracer trace.Tracer
+	now    func() time.Time
+
+	gen atomic.Pointer[generation]
+
+	mu        sync.Mutex
+	cfg       *policy.Config // the config Start and Reload build from
+	started   bool
+	closed    bool
+	listeners map[string]net.Listener // bind string → TCP listener
+	servers   []*connector            // every connector started, old generations too
+	conns     map[*sessionConn]struct{}
+	counts    map[string]*connCounts // connector name → open connections
+	certs     map[string]*certSlot   // connector name → current certificate
+	dummy     map[int][]byte         // bcrypt cost → dummy hash
+	wg        sync.WaitGroup         // accept loops and routing goroutines
+}
+
+// connCounts are one connector's open connections, for the inbound limits.
+type connCounts struct {
+	total     int
+	perSource map[netip.Addr]int
+}
+
+// generation is one config snapshot with the connectors built from it.
+type generation struct {
+	cfg    *policy.Config
+	byName map[string]*connector
+}
+
+// New checks opts and returns a Service that Start will run.
+func New(opts Options) (*Service, error) {
+	if opts.Config == nil {
+		return nil, errors.New("connectors: Options.Config is nil")
+	}
+	if opts.Submitter == nil {
+		return nil, errors.New("connectors: Options.Submitter is nil")
+	}
+	s := &Service{
+		sub:       opts.Submitter,
+		log:       opts.Logger,
+		now:       opts.Clock,
+		cfg:       opts.Config,
+		listeners: map[string]net.Listener{},
+		conns:     map[*sessionConn]struct{}{},
+		counts:    map[string]*connCounts{},
+		certs:     map[string]*certSlot{},
+		dummy:     map[int][]byte{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	s.tracer = tp.Tracer("hubd/connectors")
+	return s, nil
+}
+
+// Start listens on every bind address of the config and serves.
+func (s *Service) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("connectors: already started")
+	}
+	gen, err := s.build(s.cfg)
+	if err != nil {
+		return err
+	}
+	for _, bind := range s.cfg.Binds() {
+		ln, err := net.Listen("tcp", bind)
+		if err != nil {
+			for _, l := range s.listeners {
+				l.Close()
+			}
+			s.listeners = map[string]net.Listener{}
+			return fmt.Errorf("connectors: listen %s: %w", bind, err)
+		}
+		s.listeners[bind] = ln
+	}
+	s.started = true
+	s.gen.Store(gen)
+	s.serve(gen)
+	for bind, ln := range s.listeners {
+		s.wg.Add(1)
+		go s.acceptLoop(bind, ln)
+	}
+	return nil
+}
+
+// Addrs returns each bind string with the address actually listened on
+// (tests bind port 0).
+func (s *Service) Addrs() map[string]net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]net.Addr, len(s.listeners))
+	for bind, ln := range s.listeners {
+		out[bind] = ln.Addr()
+	}
+	return out
+}
+
+// Reload swaps in cfg: sessions accepted from now on see it, sessions in
+// progress keep the snapshot they started with. Bind addresses that appear
+// are listened on, those that disappear are closed (best effort: a bind
+// that fails to listen is reported, the rest of the reload stands).
+// Certificates are reloaded from their files.
+func (s *Service) Reload(cfg *policy.Config) error {
+	if cfg == nil {
+		return errors.New("connectors: Reload with a nil config")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("connectors: reload after shutdown")
+	}
+	gen, err := s.build(cfg)
+	if err != nil {
+		return err
+	}
+	s.cfg = cfg
+	if !s.started {
+		return nil
+	}
+	old := s.gen.Swap(gen)
+	s.serve(gen)
+	for _, c := range old.byName {
+		// Serve returns; the sessions it started run on.
+		c.ln.Close()
+	}
+	var errs []error
+	want := map[string]bool{}
+	for _, bind := range cfg.Binds() {
+		want[bind] = true
+		if s.listeners[bind] != nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", bind)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("connectors: listen %s: %w", bind, err))
+			continue
+		}
+		s.listeners[bind] = ln
+		s.wg.Add(1)
+		go s.acceptLoop(bind, ln)
+	}
+	for bind, ln := range s.listeners {
+		if !want[bind] {
+			ln.Close()
+			delete(s.listeners, bind)
+		}
+	}
+	s.log.Info("connectors reloaded", "connectors", len(gen.byName), "binds", len(s.listeners))
+	return errors.Join(errs...)
+}
+
+// Shutdown stops accepting, ends idle sessions with "421 4.3.2 Service
+// shutting down", lets sessions in the middle of a message finish until ctx
+// is done, then closes whatever is left.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	servers := append([]*connector(nil), s.servers...)
+	for sc := range s.conns {
+		sc.wake()
+	}
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, c := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.server.Shutdown(ctx); err != nil && ctx.Err() != nil {
+				c.server.Close()
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	s.wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("connectors: shutdown: %w", ctx.Err())
+	}
+	return nil
+}
+
+// serve starts the go-smtp Servers of gen. s.mu is held.
+func (s *Service) serve(gen *generation) {
+	for _, c := range gen.byName {
+		s.servers = append(s.servers, c)
+		go c.server.Serve(c.ln)
+	}
+}
+
+// acceptLoop accepts TCP connections on one bind address.
+func (s *Service) acceptLoop(bind string, ln net.Listener) {
+	defer s.wg.Done()
+	backoff := time.Duration(0)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, as
+			// net/http does, rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "bind", bind, "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			<-t.C
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.route(bind, c)
+		}()
+	}
+}
+
+// route picks the connector for c and hands c to its go-smtp Server.
+func (s *Service) route(bind string, c net.Conn) {
+	peer := peerAddr(c.RemoteAddr())
+	gen := s.gen.Load()
+	rc := gen.cfg.ConnectorFor(bind, peer)
+	if rc == nil {
+		s.refuse(c, bind, "", "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied")
+		return
+	}
+	conn := gen.byName[rc.Name]
+	if conn == nil {
+		s.refuse(c, bind, rc.Name, "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied")
+		return
+	}
+	if !s.acquire(rc, peer) {
+		s.refuse(c, bind, rc.Name, "421 4.3.2 Too many connections")
+		return
+	}
+	sc, err := conn.newSessionConn(c, peer)
+	if err != nil {
+		s.release(rc.Name, peer)
+		c.Close()
+		s.log.Info("session refused", "connector", rc.Name, "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.conns[sc] = struct{}{}
+	}
+	s.mu.Unlock()
+	if closed || !conn.ln.deliver(sc) {
+		// Shutting down, or a reload replaced the connector just now.
+		sc.Conn.Write([]byte("421 4.3.2 Service not available, try again later\r\n"))
+		sc.Close()
+	}
+}
+
+// refuse writes one reply line to a connection no session will serve, and
+// closes it.
+func (s *Service) refuse(c net.Conn, bind, connector, reply string) {
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, reply+"\r\n")
+	c.Close()
+	s.log.Info("connection refused", "bind", bind, "connector", connector,
+		"remote", c.RemoteAddr().String(), "reply", reply)
+}
+
+// acquire counts a new connection of peer on rc, unless that would break
+// max_inbound_connections or max_inbound_connections_per_source.
+func (s *Service) acquire(rc *policy.ReceiveConnector, peer netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cc := s.counts[rc.Name]
+	if cc == nil {
+		cc = &connCounts{perSource: map[netip.Addr]int{}}
+		s.counts[rc.Name] = cc
+	}
+	if rc.MaxInboundConnections > 0 && cc.total >= rc.MaxInboundConnections {
+		return false
+	}
+	if rc.MaxInboundConnectionsPerSource > 0 && cc.perSource[peer] >= rc.MaxInboundConnectionsPerSource {
+		return false
+	}
+	cc.total++
+	cc.perSource[peer]++
+	return true
+}
+
+// release undoes acquire.
+func (s *Service) release(connector string, peer netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cc := s.counts[connector]
+	if cc == nil {
+		return
+	}
+	cc.total--
+	if cc.perSource[peer]--; cc.perSource[peer] <= 0 {
+		delete(cc.perSource, peer)
+	}
+}
+
+// forget removes a closed session connection from the shutdown set.
+func (s *Service) forget(sc *sessionConn) {
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+}
+
+// peerAddr returns the IP of a remote address, 4in6 unmapped.
+func peerAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

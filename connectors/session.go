@@ -1,0 +1,197 @@
+package connectors
+
+import (
+	"crypto/tls"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+
+	"hubd/hub"
+	"hubd/policy"
+)
+
+// session is one go-smtp session: from HELO/EHLO (or STARTTLS) to QUIT,
+// holding at most one mail transaction at a time.
+type session struct {
+	c    *connector
+	conn *smtp.Conn
+	sc   *sessionConn
+	st   *connState
+	helo string
+	tls  *tls.ConnectionState // nil without TLS
+
+	authUser string // mailbox address after a successful AUTH
+
+	// The mail transaction (RFC 5321 §3.3); reset by Reset.
+	haveMail  bool
+	from      string
+	mail      smtp.MailOptions
+	rcpts     []hub.Recipient
+	seen      map[string]bool
+	rcptCount int
+}
+
+var (
+	_ smtp.Session     = (*session)(nil)
+	_ smtp.AuthSession = (*session)(nil)
+)
+
+func (s *session) rights() policy.Rights {
+	return s.c.rc.SessionRights(s.authUser != "")
+}
+
+// Mail implements MAIL FROM (RFC 5321 §4.1.1.2).
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	rc := s.c.rc
+	if rc.RequireTLS && s.tls == nil {
+		return s.refuse("MAIL", reply(530, "5.7.0", "Must issue a STARTTLS command first"))
+	}
+	rights := s.rights()
+	if !rights.Has(policy.RightSubmit) {
+		if len(rc.Auth) > 0 && s.authUser == "" {
+			// RFC 4954 §6: authentication would grant what is missing.
+			return s.refuse("MAIL", reply(530, "5.7.0", "Authentication required"))
+		}
+		return s.refuse("MAIL", reply(550, "5.7.1", "Not authorized to submit"))
+	}
+	if opts != nil && opts.Size > 0 && rc.MaxMessageSize > 0 && opts.Size > rc.MaxMessageSize &&
+		!rights.Has(policy.RightBypassSizeLimit) {
+		// RFC 1870 §6.1: a declared size over the fixed limit.
+		return s.refuse("MAIL", reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
+	}
+	if r := s.c.cfg.CheckSender(rights, s.authUser, from); r != nil {
+		return s.refuse("MAIL", r)
+	}
+	s.Reset()
+	s.haveMail = true
+	s.from = from
+	if opts != nil {
+		s.mail = *opts
+	}
+	return nil
+}
+
+// Rcpt implements RCPT TO (RFC 5321 §4.1.1.3).
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	rc := s.c.rc
+	if rc.MaxRecipients > 0 && s.rcptCount >= rc.MaxRecipients {
+		// RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later.
+		return s.refuse("RCPT", reply(452, "4.5.3", "Too many recipients"))
+	}
+	if r := s.c.cfg.CheckRecipient(s.rights(), to); r != nil {
+		return s.refuse("RCPT", r)
+	}
+	s.rcptCount++
+	key := s.c.cfg.ResolveLocal(to)
+	if key == "" {
+		key = canonical(to)
+	}
+	if s.seen[key] {
+		// Accepted, but queued once: one delivery per recipient.
+		return nil
+	}
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	s.seen[key] = true
+	r := hub.Recipient{Address: to}
+	if opts != nil {
+		for _, n := range opts.Notify {
+			r.Notify = append(r.Notify, string(n))
+		}
+		if opts.OriginalRecipient != "" {
+			// RFC 3461 §4.2: addr-type ";" original address.
+			r.ORCPT = strings.ToLower(string(opts.OriginalRecipientType)) + ";" + opts.OriginalRecipient
+		}
+	}
+	s.rcpts = append(s.rcpts, r)
+	return nil
+}
+
+// Reset implements RSET and the end of a transaction.
+func (s *session) Reset() {
+	s.haveMail = false
+	s.from = ""
+	s.mail = smtp.MailOptions{}
+	s.rcpts = nil
+	s.seen = nil
+	s.rcptCount = 0
+}
+
+// Logout implements smtp.Session; the connection's end is logged when the
+// connection closes, since STARTTLS logs a session out without ending it.
+func (s *session) Logout() error { return nil }
+
+// refuse logs a refusal and returns it as the error go-smtp writes. Our
+// refusals of bad syntax, of commands out of sequence and of bad AUTH count
+// as protocol errors; past max_protocol_errors the connection ends with
+// "421 4.7.0 Too many errors".
+func (s *session) refuse(cmd string, r *policy.Reply) error {
+	err := smtpError(r)
+	if isProtocolError(r) {
+		s.st.mu.Lock()
+		s.st.protoErrors++
+		n := s.st.protoErrors
+		s.st.mu.Unlock()
+		if max := s.c.rc.MaxProtocolErrors; max > 0 && n > max {
+			s.st.log.Info("refused", "command", cmd, "reply", r.Error(), "closing", "too many errors")
+			s.sc.closeAfterWrite.Store(true)
+			return smtpError(reply(421, "4.7.0", "Too many errors"))
+		}
+	}
+	s.st.log.Info("refused", "command", cmd, "reply", r.Error())
+	return err
+}
+
+// isProtocolError says whether a reply refuses bad syntax (x.5.x: 500-504,
+// 501 5.1.3) or a command out of sequence (530).
+func isProtocolError(r *policy.Reply) bool {
+	return (r.Code >= 500 && r.Code <= 504) || r.Code == 530
+}
+
+func reply(code int, enhanced, text string) *policy.Reply {
+	return &policy.Reply{Code: code, Enhanced: enhanced, Text: text}
+}
+
+// smtpError turns a policy reply into the error go-smtp writes verbatim.
+func smtpError(r *policy.Reply) *smtp.SMTPError {
+	e := &smtp.SMTPError{Code: r.Code, Message: r.Text}
+	parts := strings.Split(r.Enhanced, ".")
+	if len(parts) == 3 {
+		for i, p := range parts {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: r.Text}
+			}
+			e.EnhancedCode[i] = n
+		}
+	}
+	return e
+}
+
+// replyOf finds the SMTP reply an error should become, if it carries one.
+func replyOf(err error) (*policy.Reply, bool) {
+	var pr *policy.Reply
+	if errors.As(err, &pr) {
+		return pr, true
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		ec := se.EnhancedCode
+		return reply(se.Code, strconv.Itoa(ec[0])+"."+strconv.Itoa(ec[1])+"."+strconv.Itoa(ec[2]), se.Message), true
+	}
+	return nil, false
+}
+
+// canonical is the de-duplication key of an address that is not one of our
+// own (policy.Config.ResolveLocal canonicalises those): the domain is
+// case-insensitive (RFC 5321 §2.4), the local part is kept as given.
+func canonical(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return addr
+	}
+	return addr[:i] + strings.ToLower(addr[i:])
+}

@@ -1,0 +1,150 @@
+// Package hubtest starts a complete hub in-process for end-to-end tests:
+// the HCL configuration given as a string, receive connectors on loopback
+// ports chosen by the kernel, the real transport with its durable queue in a
+// temporary directory, and the real Maildir and SMTP deliverers.
+//
+// Write `bind = ["127.0.0.1:0"]` in the HCL; Hub.Addr(connector) tells where
+// that connector actually listens. `{{dir}}` in the HCL is replaced by the
+// test's temporary directory.
+package hubtest
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"hubd/connectors"
+	"hubd/hub/delivery"
+	"hubd/hub/delivery/maildir"
+	"hubd/hub/delivery/smtpout"
+	"hubd/hub/transport"
+	"hubd/policy"
+)
+
+// Hub is a running in-process hub.
+type Hub struct {
+	Dir       string // temporary directory holding the config, spool and Maildirs
+	Config    *policy.Config
+	Transport *transport.Transport
+	Service   *connectors.Service
+}
+
+// Options adjust Start.
+type Options struct {
+	Resolver smtpout.Resolver // for dns_routing send connectors; nil → none
+	Logger   *slog.Logger     // nil → discard
+}
+
+// Start loads hcl, starts the hub and stops it at the end of the test.
+func Start(t testing.TB, hcl string, opts Options) *Hub {
+	t.Helper()
+	dir := t.TempDir()
+	hcl = strings.ReplaceAll(hcl, "{{dir}}", dir)
+	path := filepath.Join(dir, "hubd.hcl")
+	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := policy.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	deliverers := map[delivery.Kind]delivery.Deliverer{
+		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
+		delivery.KindSMTP: smtpout.New(smtpout.Options{Logger: log, Resolver: opts.Resolver,
+			DialTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}),
+	}
+	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &Hub{Dir: dir, Config: cfg, Transport: tr, Service: svc}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		svc.Shutdown(ctx)
+		tr.Close(ctx)
+	})
+	return h
+}
+
+// Addr returns the address the named connector listens on (its first bind).
+func (h *Hub) Addr(t testing.TB, connector string) string {
+	t.Helper()
+	for _, rc := range h.Config.ReceiveConnectors {
+		if rc.Name == connector {
+			if a, ok := h.Service.Addrs()[rc.Bind[0]]; ok {
+				return a.String()
+			}
+		}
+	}
+	t.Fatalf("no listening address for connector %q", connector)
+	return ""
+}
+
+// WaitMaildir polls until the Maildir at dir has n messages in new/ and
+// returns their contents, or fails the test after timeout.
+func WaitMaildir(t testing.TB, dir string, n int, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		entries, _ := os.ReadDir(filepath.Join(dir, "new"))
+		if len(entries) >= n {
+			var out []string
+			for _, e := range entries {
+				b, err := os.ReadFile(filepath.Join(dir, "new", e.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, string(b))
+			}
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/new has %d messages after %v, want %d", dir, len(entries), timeout, n)
+		}
+		<-tick.C
+	}
+}
+
+// Dial opens a plain TCP connection to addr from the given local loopback
+// address (e.g. "127.0.0.2"), to exercise connector selection by source.
+func Dial(t testing.TB, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
