@@ -104,9 +104,10 @@ type Reader struct {
 	src  io.Reader
 	opts Options
 
-	// buf[0:ok] is checked content; buf[ok:w] is at most one CR whose
-	// partner LF has not arrived yet (held back so that a bare CR is never
-	// yielded); buf[rpos:ok] is what the body phase has not yielded yet.
+	// buf[0:ok] is checked content; while no rule is broken, buf[ok:w] is
+	// at most one CR whose partner LF has not arrived yet (held back so that
+	// a bare CR is never yielded). buf[rpos:ok] is what the body phase has
+	// not yielded yet.
 	buf         []byte
 	rpos, ok, w int
 	heldCR      bool

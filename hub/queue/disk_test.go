@@ -316,7 +316,7 @@ func BenchmarkPutParallel(b *testing.B) {
 			}
 			defer s.Close()
 			body := bytes.Repeat([]byte("0123456789abcde\n"), 256) // 4 KB
-			b.SetParallelism(16)                                    // many SMTP sessions at once
+			b.SetParallelism(16)                                   // many SMTP sessions at once
 			b.SetBytes(int64(len(body)))
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
