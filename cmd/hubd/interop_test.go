@@ -18,7 +18,7 @@ import (
 // host 2526, where the test listens).
 func devHub(t *testing.T) (p *hubdProcess, root string) {
 	t.Helper()
-	for _, a := range []string{"127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465", "127.0.0.1:2526"} {
+	for _, a := range []string{"127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465"} {
 		if c, err := net.DialTimeout("tcp", a, 200*time.Millisecond); err == nil {
 			c.Close()
 			t.Fatalf("%s is in use (is `make run` running?): the dev.hcl interop test needs dev.hcl's ports", a)

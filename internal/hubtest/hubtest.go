@@ -56,6 +56,9 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+		if os.Getenv("HUBTEST_LOG") != "" {
+			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		}
 	}
 	deliverers := map[delivery.Kind]delivery.Deliverer{
 		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),

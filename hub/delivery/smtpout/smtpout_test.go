@@ -340,3 +340,17 @@ func TestMailRefused(t *testing.T) {
 		expect(t, r, delivery.Failed, 550, "5.7.1")
 	}
 }
+
+// TestSMTPUTF8NotNeeded: a client that asked for SMTPUTF8 for an all-ASCII
+// message (Go's net/smtp always does when offered) does not make the message
+// undeliverable to a next hop without SMTPUTF8.
+func TestSMTPUTF8NotNeeded(t *testing.T) {
+	msg := message("Subject: plain ascii\r\n\r\nx\r\n")
+	msg.Envelope.SMTPUTF8 = true
+	plain := smtpsink.Start(t, smtpsink.Options{})
+	res := deliver(t, testOptions(), smartHop(plain.Addr()), msg, rcpts("a@remote.test"))
+	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
+	if m := plain.WaitFor(t, 1, waitLong)[0]; m.UTF8 {
+		t.Error("SMTPUTF8 sent to a server that does not offer it")
+	}
+}

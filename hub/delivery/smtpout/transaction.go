@@ -1,6 +1,8 @@
 package smtpout
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -139,8 +141,13 @@ func (tr *transaction) send(ctx context.Context, c *conn) (delivery.Result, next
 	if !validPath(env.From) {
 		return tr.finishAll(c, tr.failed(550, "5.1.7", "invalid sender address"))
 	}
-	// RFC 6531 §3.2: an SMTPUTF8 message may only go to a server with SMTPUTF8.
-	if env.SMTPUTF8 && !c.has("SMTPUTF8") {
+	// RFC 6531 §3.2: an SMTPUTF8 message may only go to a server with
+	// SMTPUTF8. Many clients (Go's net/smtp among them) ask for SMTPUTF8
+	// whenever it is offered, so the message only counts as needing it when
+	// its envelope or header actually holds non-ASCII text; an all-ASCII
+	// message is sent without the parameter (as Postfix's autodetection does).
+	utf8 := env.SMTPUTF8 && c.has("SMTPUTF8")
+	if env.SMTPUTF8 && !utf8 && tr.needsSMTPUTF8(env) {
 		return tr.finishAll(c, tr.failed(553, "5.6.7", tr.target.host+" does not support SMTPUTF8"))
 	}
 	// RFC 1870 §6.1: do not send what the server said it will not take.
@@ -154,7 +161,7 @@ func (tr *transaction) send(ctx context.Context, c *conn) (delivery.Result, next
 	}
 	defer body.Close()
 
-	r, err := c.cmd(d.cmdTimeout, "MAIL FROM:<%s>%s", env.From, tr.mailParams(c, env))
+	r, err := c.cmd(d.cmdTimeout, "MAIL FROM:<%s>%s", env.From, tr.mailParams(c, env, utf8))
 	switch {
 	case err != nil:
 		return tr.netResult(ctx, "4.4.2", "MAIL", err), nextHost
@@ -249,7 +256,7 @@ func (tr *transaction) data(ctx context.Context, c *conn, body io.Reader, accept
 }
 
 // mailParams are the ESMTP parameters of MAIL FROM the server understands.
-func (tr *transaction) mailParams(c *conn, env *hub.Envelope) string {
+func (tr *transaction) mailParams(c *conn, env *hub.Envelope, utf8 bool) string {
 	var b strings.Builder
 	if c.has("SIZE") && tr.msg.Size > 0 {
 		fmt.Fprintf(&b, " SIZE=%d", tr.msg.Size) // RFC 1870
@@ -257,7 +264,7 @@ func (tr *transaction) mailParams(c *conn, env *hub.Envelope) string {
 	if strings.EqualFold(env.Body, "8BITMIME") && c.has("8BITMIME") {
 		b.WriteString(" BODY=8BITMIME") // RFC 6152
 	}
-	if env.SMTPUTF8 {
+	if utf8 {
 		b.WriteString(" SMTPUTF8") // RFC 6531 §3.4
 	}
 	if c.has("DSN") { // RFC 3461 §4: pass the DSN request on
@@ -356,4 +363,47 @@ func (tr *transaction) netResult(ctx context.Context, enhanced, stage string, er
 		what = "timeout"
 	}
 	return tr.deferred(451, enhanced, fmt.Sprintf("%s %s [%s]: %s: %v", stage, tr.target.host, tr.target.addr, what, err))
+}
+
+// needsSMTPUTF8 reports whether the sender, a recipient of this attempt, or
+// the message's header section holds non-ASCII bytes.
+func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) bool {
+	if !isASCII(env.From) {
+		return true
+	}
+	for _, rc := range tr.rcpts {
+		if !isASCII(rc.Address) {
+			return true
+		}
+	}
+	body, err := tr.msg.Open()
+	if err != nil {
+		return true // cannot tell: keep the client's word
+	}
+	defer body.Close()
+	br := bufio.NewReader(body)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(bytes.TrimRight(line, "\r\n")) == 0 && err == nil {
+			return false // end of the header section
+		}
+		if !isASCII(string(line)) {
+			return true
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
