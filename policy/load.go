@@ -5,8 +5,10 @@ package policy
 // after errors so that the operator sees every problem at once.
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -113,12 +115,12 @@ func LoadBytes(filename string, src []byte, baseDir string) (*Config, error) {
 
 // loader accumulates decoded blocks and diagnostics across files.
 type loader struct {
-	parser  *hclparse.Parser
-	diags   hcl.Diagnostics
-	dirs    map[string]string // file name (as in ranges) → directory for relative paths
-	schema  fileSchema        // blocks of all files, in file order
-	nfiles  int
-	cfg     *Config
+	parser       *hclparse.Parser
+	diags        hcl.Diagnostics
+	dirs         map[string]string // file name (as in ranges) → directory for relative paths
+	schema       fileSchema        // blocks of all files, in file order
+	cfg          *Config
+	rcSources    []rcSource // parallel to cfg.ReceiveConnectors
 	sawSyntaxErr bool
 }
 
@@ -128,7 +130,6 @@ func newLoader() *loader {
 
 func (l *loader) parse(filename string, src []byte, dir string) {
 	l.dirs[filename] = dir
-	l.nfiles++
 	f, diags := l.parser.ParseHCL(src, filename)
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() || f == nil {
@@ -170,9 +171,9 @@ func (l *loader) build() {
 	l.buildAliases()
 	l.buildReceiveConnectors()
 	l.buildSendConnectors()
+	l.cfg.index()
 	l.checkBindings()
 	l.checkRouting()
-	l.cfg.index()
 }
 
 // errorf records an error diagnostic at rng.
@@ -209,10 +210,12 @@ func (l *loader) existingFile(p string, rng hcl.Range, what string) string {
 	full := l.path(p, rng)
 	st, err := os.Stat(full)
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		l.errorf(rng, "Missing "+what, "%s %q (resolved to %s) does not exist.", what, p, full)
 	case err != nil:
 		l.errorf(rng, "Missing "+what, "%s %q (resolved to %s) cannot be used: %v.", what, p, full, err)
-	case st.IsDir():
-		l.errorf(rng, "Missing "+what, "%s %q (resolved to %s) is a directory, not a file.", what, p, full)
+	case !st.Mode().IsRegular():
+		l.errorf(rng, "Missing "+what, "%s %q (resolved to %s) is not a regular file.", what, p, full)
 	}
 	return full
 }

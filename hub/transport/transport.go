@@ -209,7 +209,9 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	if err := t.store.Put(ctx, m, body); err != nil {
 		return "", err
 	}
-	t.log.Info("queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
+	// Debug: the receive connector logs the accepted message at Info with
+	// its session; this line is the hub's own view, for tracing the queue.
+	t.log.Debug("queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -153,7 +153,7 @@ func start(t *testing.T, cfg *policy.Config, maildir, smtp *fake, clock func() t
 	t.Helper()
 	h := &harness{t: t, maildir: maildir, smtp: smtp, logs: &syncBuffer{}}
 	tr, err := New(cfg, Options{
-		Logger:     slog.New(slog.NewTextHandler(h.logs, nil)),
+		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Deliverers: map[delivery.Kind]delivery.Deliverer{delivery.KindMaildir: maildir, delivery.KindSMTP: smtp},
 		Clock:      clock,
 	})

@@ -1,0 +1,294 @@
+package policy
+
+// Building the hub settings, accepted domains, mailboxes and aliases from
+// the decoded schema, with defaults and per-field validation.
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// dupCheck reports a duplicate label of one block kind, pointing back at the
+// first definition.
+type dupCheck struct {
+	kind  string
+	first map[string]hcl.Range
+}
+
+func newDupCheck(kind string) *dupCheck {
+	return &dupCheck{kind: kind, first: map[string]hcl.Range{}}
+}
+
+// seen records key and reports (and returns true) if it was defined before.
+func (d *dupCheck) seen(l *loader, key, label string, rng hcl.Range) bool {
+	if first, ok := d.first[key]; ok {
+		l.errorf(rng, "Duplicate "+d.kind+" \""+label+"\"",
+			"%s %q is defined more than once; the first definition is at %s.", d.kind, label, rangeLine(first))
+		return true
+	}
+	d.first[key] = rng
+	return false
+}
+
+// rangeLine renders a range as file:line, the way operators look for it.
+func rangeLine(r hcl.Range) string {
+	return r.Filename + ":" + itoa(r.Start.Line)
+}
+
+func (l *loader) buildHub() {
+	hubs := l.schema.Hubs
+	h := &l.cfg.Hub
+	*h = Hub{
+		RetryInterval:      time.Minute,
+		MaxRetryInterval:   10 * time.Minute,
+		MessageExpiration:  48 * time.Hour,
+		MaxAliasDepth:      10,
+		ShutdownGrace:      30 * time.Second,
+		MaxDeliveryWorkers: 100,
+	}
+	if len(hubs) == 0 {
+		l.errorf(l.firstRange(), "Missing hub block",
+			"The configuration needs one hub block, e.g. hub { hostname = \"mx.example.com\"  spool_dir = \"./var/spool\" }.")
+		return
+	}
+	for _, extra := range hubs[1:] {
+		l.errorf(extra.DefRange, "Duplicate hub block",
+			"Only one hub block is allowed; the first is defined at %s.", rangeLine(hubs[0].DefRange))
+	}
+	s := hubs[0]
+	if s.Hostname != nil {
+		name, err := normalizeDomain(*s.Hostname)
+		if err != nil {
+			l.errorf(s.HostnameRange, "Invalid hostname", "hostname must be a fully qualified domain name: %v.", err)
+		}
+		h.Hostname = name
+	} else {
+		name, err := os.Hostname()
+		if err == nil {
+			name, err = normalizeDomain(name)
+		}
+		if err != nil {
+			l.errorf(s.DefRange, "Missing hostname",
+				"The system host name cannot be used (%v); set hostname in the hub block.", err)
+		}
+		h.Hostname = name
+	}
+	switch {
+	case s.SpoolDir == nil:
+		l.errorf(s.DefRange, "Missing spool_dir", "The hub block needs spool_dir, the directory of the durable queue.")
+	case strings.TrimSpace(*s.SpoolDir) == "":
+		l.errorf(s.SpoolDirRange, "Invalid spool_dir", "spool_dir must not be empty.")
+	default:
+		h.SpoolDir = l.path(*s.SpoolDir, s.SpoolDirRange)
+	}
+	h.RetryInterval = l.positiveDuration(s.RetryInterval, s.RetryIntervalRange, h.RetryInterval, "retry_interval")
+	h.MaxRetryInterval = l.positiveDuration(s.MaxRetryInterval, s.MaxRetryRange, h.MaxRetryInterval, "max_retry_interval")
+	if h.MaxRetryInterval < h.RetryInterval {
+		rng := s.MaxRetryRange
+		if s.MaxRetryInterval == nil {
+			rng = s.RetryIntervalRange
+		}
+		l.errorf(rng, "Invalid retry intervals", "max_retry_interval (%v) must not be shorter than retry_interval (%v).",
+			h.MaxRetryInterval, h.RetryInterval)
+	}
+	h.MessageExpiration = l.positiveDuration(s.MessageExpiration, s.ExpirationRange, h.MessageExpiration, "message_expiration")
+	h.ShutdownGrace = l.duration(s.ShutdownGrace, s.ShutdownGraceRange, h.ShutdownGrace)
+	h.MaxAliasDepth = l.intAtLeast(s.MaxAliasDepth, s.MaxAliasDepthRange, h.MaxAliasDepth, 1, "max_alias_depth")
+	h.MaxDeliveryWorkers = l.intAtLeast(s.MaxDeliveryWorkers, s.MaxWorkersRange, h.MaxDeliveryWorkers, 1, "max_delivery_workers")
+}
+
+// positiveDuration is duration with a check that the value is above zero.
+func (l *loader) positiveDuration(p *string, rng hcl.Range, def time.Duration, name string) time.Duration {
+	d := l.duration(p, rng, def)
+	if d <= 0 {
+		l.errorf(rng, "Invalid duration", "%s must be longer than zero.", name)
+		return def
+	}
+	return d
+}
+
+var domainTypes = map[string]DomainType{
+	string(Authoritative): Authoritative,
+	string(InternalRelay): InternalRelay,
+	string(ExternalRelay): ExternalRelay,
+}
+
+func (l *loader) buildDomains() {
+	dups := newDupCheck("accepted_domain")
+	for _, s := range l.schema.AcceptedDomains {
+		name, err := normalizeDomainPattern(s.Name)
+		if err != nil {
+			l.errorf(s.NameRange, "Invalid accepted domain", "%v.", err)
+			continue
+		}
+		if dups.seen(l, name, s.Name, s.DefRange) {
+			continue
+		}
+		d := AcceptedDomain{Name: name, Type: Authoritative}
+		if s.Type != nil {
+			t, ok := domainTypes[*s.Type]
+			if !ok {
+				l.errorf(s.TypeRange, "Invalid accepted domain type",
+					"type must be \"authoritative\", \"internal_relay\" or \"external_relay\", not %q.", *s.Type)
+			}
+			d.Type = t
+		}
+		items, set := l.stringList(s.Recipients)
+		if set {
+			d.Recipients = map[string]bool{}
+		}
+		for _, it := range items {
+			l.addRecipient(&d, it.val, it.rng)
+		}
+		if s.RecipientsFile != nil {
+			if d.Recipients == nil {
+				d.Recipients = map[string]bool{}
+			}
+			l.readRecipientsFile(&d, *s.RecipientsFile, s.RecipientsFileRange)
+		}
+		l.cfg.AcceptedDomains = append(l.cfg.AcceptedDomains, d)
+	}
+}
+
+// addRecipient checks one recipient of an accepted domain and adds it.
+func (l *loader) addRecipient(d *AcceptedDomain, addr string, rng hcl.Range) {
+	m, canon, ok := canonAddress(addr)
+	switch {
+	case !ok:
+		_, err := parseMailbox(addr)
+		l.errorf(rng, "Invalid recipient address", "%v.", err)
+	case !DomainMatches(d.Name, m.domain):
+		l.errorf(rng, "Recipient outside its domain", "%q is not an address in accepted domain %q.", addr, d.Name)
+	default:
+		d.Recipients[canon] = true
+	}
+}
+
+// readRecipientsFile reads one address a line; '#' starts a comment.
+func (l *loader) readRecipientsFile(d *AcceptedDomain, p string, rng hcl.Range) {
+	before := len(l.diags)
+	full := l.existingFile(p, rng, "recipients_file")
+	if len(l.diags) > before {
+		return // not a regular file: do not read it
+	}
+	src, err := os.ReadFile(full)
+	if err != nil {
+		l.errorf(rng, "Unreadable recipients_file", "%v.", err)
+		return
+	}
+	sc := bufio.NewScanner(bytes.NewReader(src))
+	for n := 1; sc.Scan(); n++ {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		pos := hcl.Pos{Line: n, Column: 1}
+		l.addRecipient(d, line, hcl.Range{Filename: full, Start: pos, End: hcl.Pos{Line: n, Column: 1 + len(sc.Text())}})
+	}
+}
+
+func (l *loader) buildMailboxes() {
+	dups := newDupCheck("mailbox")
+	owner := map[string]string{} // address → mailbox that owns it
+	var extras []hcl.Expression  // addresses of each built mailbox, same index
+	for _, s := range l.schema.Mailboxes {
+		m, addr, ok := canonAddress(s.Address)
+		if !ok {
+			_, err := parseMailbox(s.Address)
+			l.errorf(s.AddressRange, "Invalid mailbox address", "%v.", err)
+			continue
+		}
+		if dups.seen(l, addr, s.Address, s.DefRange) {
+			continue
+		}
+		mb := Mailbox{Address: addr}
+		if s.PasswordHash != nil && *s.PasswordHash != "" {
+			if _, err := bcrypt.Cost([]byte(*s.PasswordHash)); err != nil {
+				l.errorf(s.PasswordHashRange, "Invalid password_hash",
+					"password_hash must be a bcrypt hash ($2a$, $2b$ or $2y$), never a plain password: %v.", err)
+			}
+			mb.PasswordHash = *s.PasswordHash
+		}
+		switch {
+		case s.Maildir != nil:
+			mb.Maildir = l.path(*s.Maildir, s.MaildirRange)
+		case m.quoted || strings.ContainsAny(m.local, "/\\") || m.local == "." || m.local == "..":
+			l.errorf(s.AddressRange, "Maildir needed",
+				"The local part of %q cannot name a directory safely; set maildir explicitly.", s.Address)
+		case l.cfg.Hub.SpoolDir != "":
+			mb.Maildir = filepath.Join(filepath.Dir(l.cfg.Hub.SpoolDir), "mail", m.local)
+		}
+		owner[addr] = addr
+		l.cfg.Mailboxes = append(l.cfg.Mailboxes, mb)
+		extras = append(extras, s.Addresses)
+	}
+	// Extra addresses after all primaries, so a clash is found in any order.
+	for i := range l.cfg.Mailboxes {
+		mb := &l.cfg.Mailboxes[i]
+		items, _ := l.stringList(extras[i])
+		for _, it := range items {
+			_, extra, ok := canonAddress(it.val)
+			if !ok {
+				_, err := parseMailbox(it.val)
+				l.errorf(it.rng, "Invalid mailbox address", "%v.", err)
+				continue
+			}
+			if o, taken := owner[extra]; taken {
+				l.errorf(it.rng, "Address used twice", "%q already belongs to mailbox %q.", it.val, o)
+				continue
+			}
+			owner[extra] = mb.Address
+			mb.Addresses = append(mb.Addresses, extra)
+		}
+	}
+}
+
+func (l *loader) buildAliases() {
+	dups := newDupCheck("alias")
+	mailboxes := map[string]string{}
+	for _, mb := range l.cfg.Mailboxes {
+		mailboxes[mb.Address] = mb.Address
+		for _, a := range mb.Addresses {
+			mailboxes[a] = mb.Address
+		}
+	}
+	for _, s := range l.schema.Aliases {
+		_, addr, ok := canonAddress(s.Address)
+		if !ok {
+			_, err := parseMailbox(s.Address)
+			l.errorf(s.AddressRange, "Invalid alias address", "%v.", err)
+			continue
+		}
+		if dups.seen(l, addr, s.Address, s.DefRange) {
+			continue
+		}
+		if owner, ok := mailboxes[addr]; ok {
+			l.errorf(s.AddressRange, "Alias shadows a mailbox",
+				"%q is an address of mailbox %q; an address is either a mailbox or an alias, not both.", s.Address, owner)
+			continue
+		}
+		a := Alias{Address: addr}
+		items, set := l.stringList(s.To)
+		for _, it := range items {
+			_, target, ok := canonAddress(it.val)
+			if !ok {
+				_, err := parseMailbox(it.val)
+				l.errorf(it.rng, "Invalid alias target", "%v.", err)
+				continue
+			}
+			a.To = append(a.To, target)
+		}
+		if set && len(items) == 0 {
+			l.errorf(s.To.Range(), "Empty alias", "Alias %q needs at least one target in to.", s.Address)
+		}
+		l.cfg.Aliases = append(l.cfg.Aliases, a)
+	}
+}
