@@ -333,6 +333,16 @@ func (l *loader) receiveLimits(s *receiveConnectorSchema, rc *ReceiveConnector) 
 	rc.ConnectionInactivityTimeout = l.positiveDuration(s.ConnectionInactivityTimeout, s.ConnectionInactivityTimeoutRange, 5*time.Minute, "connection_inactivity_timeout")
 	rc.TarpitInterval = l.duration(s.TarpitInterval, s.TarpitIntervalRange, 5*time.Second)
 	rc.MessageRateLimit = l.intAtLeast(s.MessageRateLimit, s.MessageRateLimitRange, 0, 0, "message_rate_limit")
+	// Accepted so that configurations stay valid across versions, but the
+	// connectors do not act on these two yet: say so rather than pretend.
+	if s.TarpitInterval != nil && rc.TarpitInterval > 0 {
+		l.warnf(s.TarpitIntervalRange, "Setting not enforced yet",
+			"tarpit_interval is accepted but this version of hubd does not tarpit sessions yet.")
+	}
+	if s.MessageRateLimit != nil && *s.MessageRateLimit > 0 {
+		l.warnf(s.MessageRateLimitRange, "Setting not enforced yet",
+			"message_rate_limit is accepted but this version of hubd does not rate-limit messages yet.")
+	}
 }
 
 // positiveSize is size with a check that the value is above zero.

@@ -152,6 +152,26 @@ send_connector "relay" {
 	}
 }
 
+// TestNotEnforcedWarnings: settings this version accepts but does not act on
+// are flagged, so an operator is not misled.
+func TestNotEnforcedWarnings(t *testing.T) {
+	src := baseConfig + `
+receive_connector "limited" {
+  bind               = ["127.0.0.1:2600"]
+  tarpit_interval    = "3s" # <-
+  message_rate_limit = 10
+}
+`
+	cfg, diags := loadSrc(t, testDir(t), src)
+	if cfg == nil {
+		t.Fatalf("load failed: %v", diags)
+	}
+	if len(cfg.Warnings) != 2 || cfg.Warnings[0].Summary != "Setting not enforced yet" ||
+		cfg.Warnings[0].Subject.Start.Line != markedLine(t, src) {
+		t.Fatalf("warnings = %v", cfg.Warnings)
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	dir := testDir(t)
 	cfg, diags := loadSrc(t, dir, baseConfig)
