@@ -246,3 +246,24 @@ receive_connector "internet" {
 		t.Errorf("old session lost its config:\n%s", ehlo)
 	}
 }
+
+// TestTotalConnectionLimit: max_inbound_connections counts every source.
+func TestTotalConnectionLimit(t *testing.T) {
+	t.Parallel()
+	h := start(t, `
+receive_connector "internet" {
+  bind = ["127.0.0.1:0"]
+  max_inbound_connections = 2
+}
+`)
+	a, _ := h.dial("127.0.0.1:0", "127.0.0.2")
+	h.dial("127.0.0.1:0", "127.0.0.3")
+	if _, greet := h.dial("127.0.0.1:0", "127.0.0.4"); greet != "421 4.3.2 Too many connections" {
+		t.Errorf("third connection from a new source: %q", greet)
+	}
+	a.expect("QUIT", "221")
+	eventually(t, "a slot to free up", func() bool {
+		_, greet := h.dial("127.0.0.1:0", "127.0.0.4")
+		return strings.HasPrefix(greet, "220 ")
+	})
+}

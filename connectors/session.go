@@ -45,6 +45,11 @@ func (s *session) rights() policy.Rights {
 // Mail implements MAIL FROM (RFC 5321 §4.1.1.2).
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	rc := s.c.rc
+	if s.haveMail {
+		// RFC 5321 §4.1.4: MAIL inside an open transaction is out of
+		// sequence; the client must RSET (or finish) first.
+		return s.refuse("MAIL", reply(503, "5.5.1", "Nested MAIL command"))
+	}
 	if rc.RequireTLS && s.tls == nil {
 		return s.refuse("MAIL", reply(530, "5.7.0", "Must issue a STARTTLS command first"))
 	}

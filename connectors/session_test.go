@@ -152,3 +152,26 @@ func TestSizeLimits(t *testing.T) {
 		t.Error("an oversize message was queued")
 	}
 }
+
+// TestNestedMAIL: a second MAIL inside an open transaction is out of
+// sequence (RFC 5321 §4.1.4); after RSET a new transaction starts cleanly.
+func TestNestedMAIL(t *testing.T) {
+	t.Parallel()
+	h := start(t, `
+receive_connector "internet" {
+  bind = ["127.0.0.1:0"]
+}
+`)
+	c, _ := h.dial("127.0.0.1:0", "")
+	c.expect("EHLO client.test", "250")
+	c.expect("MAIL FROM:<a@remote.test>", "250 ")
+	c.expect("MAIL FROM:<b@remote.test>", "503 5.5.1")
+	c.expect("RCPT TO:<bob@example.com>", "250 ")
+	c.expect("RSET", "250 ")
+	if got := c.send("c@remote.test", []string{"bob@example.com"}, "Subject: x\r\n\r\nx\r\n"); !strings.HasPrefix(got, "250 2.0.0") {
+		t.Fatalf("after RSET: %q", got)
+	}
+	if env, _ := h.sub.last(t); env.From != "c@remote.test" {
+		t.Errorf("queued from %q", env.From)
+	}
+}
