@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"hubd/internal/certgen"
+	"hubd/internal/hubtest"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -189,7 +190,7 @@ receive_connector "in" { bind = [%q] }
 	}
 	// The message is delivered now or, if delivery was cut short, at the next start.
 	p2 := startHubd(t, cfg, addr)
-	msgs := waitMaildir(t, filepath.Join(dir, "mail", "bob"), 1)
+	msgs := hubtest.WaitMaildir(t, filepath.Join(dir, "mail", "bob"), 1, 20*time.Second)
 	if !strings.Contains(msgs[0], "first half\nsecond half") {
 		t.Errorf("delivered message:\n%s", msgs[0])
 	}

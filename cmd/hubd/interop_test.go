@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"hubd/internal/hubtest"
 	"hubd/internal/smtpsink"
 )
 
@@ -43,30 +44,6 @@ func swaks(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command("swaks", append([]string{"--timeout", "20"}, args...)...).CombinedOutput()
 	return string(out), err
-}
-
-// waitMaildir polls until dir/new holds n files, and returns their contents.
-func waitMaildir(t *testing.T, dir string, n int) []string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		entries, _ := os.ReadDir(filepath.Join(dir, "new"))
-		if len(entries) >= n {
-			var out []string
-			for _, e := range entries {
-				b, err := os.ReadFile(filepath.Join(dir, "new", e.Name()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				out = append(out, string(b))
-			}
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s/new has %d files, want %d", dir, len(entries), n)
-		}
-		<-time.After(50 * time.Millisecond) // poll interval under the deadline
-	}
 }
 
 // TestInteropSwaksDevConfig sends through every connector of
@@ -131,7 +108,7 @@ func TestInteropSwaksDevConfig(t *testing.T) {
 		t.Errorf("wrong password was not refused with 535 5.7.8:\n%s", out)
 	}
 
-	bob := waitMaildir(t, filepath.Join(mail, "bob"), 2)
+	bob := hubtest.WaitMaildir(t, filepath.Join(mail, "bob"), 2, 20*time.Second)
 	joined := strings.Join(bob, "\n")
 	for _, want := range []string{"Subject: interop 2525", "Subject: interop 2465", "Received: from", "Delivered-To: bob@example.test"} {
 		if !strings.Contains(joined, want) {
@@ -141,7 +118,7 @@ func TestInteropSwaksDevConfig(t *testing.T) {
 	if strings.Contains(joined, "\r\n") {
 		t.Error("Maildir files should use LF line endings")
 	}
-	waitMaildir(t, filepath.Join(mail, "alice"), 1) // postmaster alias
+	hubtest.WaitMaildir(t, filepath.Join(mail, "alice"), 1, 20*time.Second) // postmaster alias
 	got := sink.WaitFor(t, 1, 20*time.Second)
 	if !strings.Contains(string(got[0].Data), "Subject: interop 2587") || got[0].To[0] != "friend@remote.test" {
 		t.Errorf("smart host got %+v", got[0])
@@ -177,7 +154,7 @@ print("sent")
 	if err != nil {
 		t.Fatalf("smtplib: %v\n%s", err, out)
 	}
-	msgs := waitMaildir(t, filepath.Join(root, "var", "mail", "bob"), 1)
+	msgs := hubtest.WaitMaildir(t, filepath.Join(root, "var", "mail", "bob"), 1, 20*time.Second)
 	if !strings.Contains(msgs[0], "Subject: from smtplib") || !strings.Contains(msgs[0], "Message-ID:") {
 		t.Errorf("unexpected message (submission should add Message-ID):\n%s", msgs[0])
 	}

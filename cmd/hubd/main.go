@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
 
+	"hubd/internal/daemon"
 	"hubd/policy"
 )
 
@@ -138,10 +139,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := startDaemon(ctx, cfg, log)
+	d, err := daemon.Start(ctx, cfg, daemon.Options{Logger: log})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
+	}
+	for bind, addr := range d.Addrs() {
+		log.Info("listening", "bind", bind, "addr", addr.String())
 	}
 	log.Info("hubd started", "version", version, "config", path, "pid", os.Getpid())
 
@@ -151,10 +155,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	for {
 		select {
 		case <-hup:
-			d.reload(path, stderr)
+			reload(d, log, path, stderr)
 		case <-ctx.Done():
-			log.Info("stopping", "grace", d.cfg().Hub.ShutdownGrace)
-			if err := d.shutdown(); err != nil {
+			log.Info("stopping", "grace", d.Config().Hub.ShutdownGrace)
+			if err := shutdown(d); err != nil {
 				log.Error("shutdown", "err", err)
 				return 1
 			}

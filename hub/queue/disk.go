@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"hubd/hub"
+	"hubd/internal/durable"
 	"hubd/policy"
 )
 
@@ -158,7 +159,7 @@ func (s *DiskStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 
 func (s *DiskStore) writeMessage(ctx context.Context, f *os.File, m *Message, body io.Reader) error {
 	sum := crc32.New(castagnoli)
-	n, err := io.Copy(io.MultiWriter(f, sum), &ctxReader{ctx: ctx, r: body})
+	n, err := io.Copy(io.MultiWriter(f, sum), durable.Reader(ctx, body))
 	if err != nil {
 		return err
 	}
@@ -347,7 +348,7 @@ func (s *DiskStore) commit(from, to string) error {
 		if err := os.Rename(from, to); err != nil {
 			return err
 		}
-		return syncDir(s.queueDir)
+		return durable.SyncDir(s.queueDir)
 	}
 	c := &commit{from: from, to: to, err: make(chan error, 1)}
 	select {
@@ -407,7 +408,7 @@ func (s *DiskStore) commitBatch(batch []*commit) {
 	if len(renamed) == 0 {
 		return
 	}
-	err := syncDir(s.queueDir)
+	err := durable.SyncDir(s.queueDir)
 	for _, c := range renamed {
 		c.err <- err
 	}
@@ -425,35 +426,10 @@ func (s *DiskStore) drain() {
 	}
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // storageError turns a full disk into the reply Submit promises for it.
 func storageError(err error) error {
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return &policy.Reply{Code: 452, Enhanced: "4.3.1", Text: "Insufficient system storage"}
 	}
 	return err
-}
-
-// ctxReader stops a body copy when ctx ends (a client gone mid-submission).
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -18,29 +18,26 @@ import (
 	"testing"
 	"time"
 
-	"hubd/connectors"
-	"hubd/hub/delivery"
-	"hubd/hub/delivery/maildir"
 	"hubd/hub/delivery/smtpout"
-	"hubd/hub/transport"
+	"hubd/internal/daemon"
 	"hubd/policy"
 )
 
 // Hub is a running in-process hub.
 type Hub struct {
-	Dir       string // temporary directory holding the config, spool and Maildirs
-	Config    *policy.Config
-	Transport *transport.Transport
-	Service   *connectors.Service
+	*daemon.Daemon
+	Dir    string // temporary directory holding the config, spool and Maildirs
+	Config *policy.Config
 }
 
 // Options adjust Start.
 type Options struct {
 	Resolver smtpout.Resolver // for dns_routing send connectors; nil → none
-	Logger   *slog.Logger     // nil → discard
+	Logger   *slog.Logger     // nil → discard, or stderr when HUBTEST_LOG is set
 }
 
-// Start loads hcl, starts the hub and stops it at the end of the test.
+// Start loads hcl, starts the hub through internal/daemon (the wiring `hubd
+// run` uses) and stops it at the end of the test.
 func Start(t testing.TB, hcl string, opts Options) *Hub {
 	t.Helper()
 	dir := t.TempDir()
@@ -54,39 +51,20 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 		t.Fatalf("config: %v", err)
 	}
 	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-		if os.Getenv("HUBTEST_LOG") != "" {
-			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-		}
+	if log == nil && os.Getenv("HUBTEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	deliverers := map[delivery.Kind]delivery.Deliverer{
-		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
-		delivery.KindSMTP: smtpout.New(smtpout.Options{Logger: log, Resolver: opts.Resolver,
-			DialTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}),
-	}
-	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers})
+	d, err := daemon.Start(context.Background(), cfg, daemon.Options{Logger: log, Resolver: opts.Resolver,
+		SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: 10 * time.Second, SMTPDataTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h := &Hub{Dir: dir, Config: cfg, Transport: tr, Service: svc}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		svc.Shutdown(ctx)
-		tr.Close(ctx)
+		d.Shutdown(ctx, 5*time.Second)
 	})
-	return h
+	return &Hub{Daemon: d, Dir: dir, Config: cfg}
 }
 
 // Addr returns the address the named connector listens on (its first bind).
@@ -94,7 +72,7 @@ func (h *Hub) Addr(t testing.TB, connector string) string {
 	t.Helper()
 	for _, rc := range h.Config.ReceiveConnectors {
 		if rc.Name == connector {
-			if a, ok := h.Service.Addrs()[rc.Bind[0]]; ok {
+			if a, ok := h.Addrs()[rc.Bind[0]]; ok {
 				return a.String()
 			}
 		}

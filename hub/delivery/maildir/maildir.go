@@ -42,6 +42,7 @@ import (
 	"syscall"
 
 	"hubd/hub/delivery"
+	"hubd/internal/durable"
 )
 
 // Options configure the Maildir deliverer.
@@ -217,7 +218,7 @@ func ensureDirs(dir string) error {
 		return err
 	}
 	if created {
-		if err := syncDir(parent); err != nil {
+		if err := durable.SyncDir(parent); err != nil {
 			return err
 		}
 	}
@@ -230,7 +231,7 @@ func ensureDirs(dir string) error {
 		changed = changed || c
 	}
 	if changed {
-		return syncDir(dir)
+		return durable.SyncDir(dir)
 	}
 	return nil
 }
@@ -248,21 +249,6 @@ func mkdir(p string) (bool, error) {
 		}
 	}
 	return false, err
-}
-
-func syncDir(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", p, err)
-	}
-	return nil
 }
 
 func delivered(name, what string) delivery.Result {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"hubd/hub/delivery"
+	"hubd/internal/durable"
 )
 
 // writeMessage performs the Maildir delivery dance for one file:
@@ -51,7 +52,7 @@ func writeMessage(ctx context.Context, dir, name, hdr string, msg delivery.Messa
 	// entry durable. If the fsync fails the entry may not survive a crash, so
 	// report the error: the retry will find new/<name> (Delivered) or, after a
 	// crash that lost it, write it again.
-	return syncDir(filepath.Dir(dst))
+	return durable.SyncDir(filepath.Dir(dst))
 }
 
 // createTmp creates a fresh file in tmp/ named after the final name plus a
@@ -108,7 +109,7 @@ func writeContent(ctx context.Context, f *os.File, hdr string, msg delivery.Mess
 	if _, err := w.WriteString(hdr); err != nil {
 		return err
 	}
-	if _, err := copyLF(w, &ctxReader{ctx: ctx, r: body}); err != nil {
+	if _, err := copyLF(w, durable.Reader(ctx, body)); err != nil {
 		return err
 	}
 	return w.Flush()
@@ -166,17 +167,4 @@ func copyLF(w io.Writer, r io.Reader) (int64, error) {
 			return n, rerr
 		}
 	}
-}
-
-// ctxReader stops a long copy when the attempt is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

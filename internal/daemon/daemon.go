@@ -1,0 +1,109 @@
+// Package daemon wires one running hub: the transport (queue, categorizer,
+// deliverers) and the receive connectors in front of it. `hubd run` and the
+// in-process end-to-end tests (internal/hubtest) start hubs through it, so
+// the tests exercise the same wiring as production. The data path reads
+// straight through it: connectors → transport.Submit → queue → categorizer →
+// deliverers.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"hubd/connectors"
+	"hubd/hub/delivery"
+	"hubd/hub/delivery/maildir"
+	"hubd/hub/delivery/smtpout"
+	"hubd/hub/transport"
+	"hubd/policy"
+)
+
+// Options adjust a Daemon; the zero value is production's.
+type Options struct {
+	Logger   *slog.Logger     // nil → discard
+	Resolver smtpout.Resolver // nil → the system resolver (net.Resolver)
+	// SMTP timeouts for outbound delivery; zero values take smtpout's
+	// RFC 5321 §4.5.3.2 defaults.
+	SMTPDialTimeout, SMTPCommandTimeout, SMTPDataTimeout time.Duration
+}
+
+// Daemon is a running hub.
+type Daemon struct {
+	log       *slog.Logger
+	config    atomic.Pointer[policy.Config]
+	Transport *transport.Transport
+	Service   *connectors.Service
+}
+
+// Start opens the queue (recovering whatever it holds), starts delivery,
+// then starts the receive connectors. ctx bounds start-up only.
+func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	resolver := opts.Resolver
+	if resolver == nil {
+		resolver = smtpout.NetResolver{}
+	}
+	d := &Daemon{log: log}
+	d.config.Store(cfg)
+	deliverers := map[delivery.Kind]delivery.Deliverer{
+		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
+		delivery.KindSMTP: smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname,
+			DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout}),
+	}
+	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers})
+	if err != nil {
+		return nil, err
+	}
+	if err := tr.Start(ctx); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log})
+	if err == nil {
+		err = svc.Start()
+	}
+	if err != nil {
+		tr.Close(context.Background())
+		return nil, err
+	}
+	d.Transport, d.Service = tr, svc
+	return d, nil
+}
+
+// Config returns the configuration in force.
+func (d *Daemon) Config() *policy.Config { return d.config.Load() }
+
+// Addrs returns where each bind address of the configuration listens.
+func (d *Daemon) Addrs() map[string]net.Addr { return d.Service.Addrs() }
+
+// Apply puts a new, already validated configuration in force: new sessions
+// and the next delivery attempts see it. If the connectors cannot take it,
+// nothing changes and the error says why.
+func (d *Daemon) Apply(cfg *policy.Config) error {
+	if err := d.Service.Reload(cfg); err != nil {
+		return err
+	}
+	d.Transport.Reload(cfg)
+	d.config.Store(cfg)
+	return nil
+}
+
+// Shutdown stops accepting, lets sessions in DATA finish until ctx ends, then
+// gives deliveries in flight up to deliveryGrace before stopping them.
+// Whatever was not delivered stays queued and resumes at the next start.
+func (d *Daemon) Shutdown(ctx context.Context, deliveryGrace time.Duration) error {
+	errSvc := d.Service.Shutdown(ctx)
+	dctx, cancel := context.WithTimeout(context.Background(), deliveryGrace)
+	defer cancel()
+	errTr := d.Transport.Close(dctx)
+	if errSvc != nil {
+		return errSvc
+	}
+	return errTr
+}
