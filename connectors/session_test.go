@@ -175,3 +175,41 @@ receive_connector "internet" {
 		t.Errorf("queued from %q", env.From)
 	}
 }
+
+// TestRelayTricks: percent hack, bang paths, quoted local parts with '@' and
+// source routes never open a relay over the wire, whatever go-smtp's parser
+// makes of them; an internal_relay domain without a recipient list is where
+// they would otherwise slip through.
+func TestRelayTricks(t *testing.T) {
+	t.Parallel()
+	h := start(t, `
+accepted_domain "corp.example.com" { type = "internal_relay" }
+send_connector "corp" {
+  address_spaces = ["corp.example.com"]
+  smart_hosts    = ["[192.0.2.10]:25"]
+}
+receive_connector "internet" {
+  bind = ["127.0.0.1:0"]
+}
+`)
+	c, _ := h.dial("127.0.0.1:0", "")
+	c.expect("EHLO client.test", "250")
+	c.expect("MAIL FROM:<someone@remote.test>", "250 ")
+	for _, rcpt := range []string{
+		"<victim%elsewhere.test@corp.example.com>",
+		"<elsewhere.test!victim@corp.example.com>",
+		`<"victim@elsewhere.test"@corp.example.com>`,
+		"<@corp.example.com:victim@elsewhere.test>",
+		"<victim@elsewhere.test@corp.example.com>",
+		"<victim%elsewhere.test@example.com>",
+	} {
+		got := c.cmd("RCPT TO:" + rcpt)
+		if !strings.HasPrefix(got, "5") {
+			t.Errorf("RCPT TO:%s accepted: %q", rcpt, got)
+		}
+	}
+	c.expect("RCPT TO:<anyone@corp.example.com>", "250 ")
+	// RFC 5321 §3.6.1 and Appendix C: a source route is ignored and the mail
+	// goes to the final mailbox, which here is ours: not a relay.
+	c.expect("RCPT TO:<@elsewhere.test:victim@corp.example.com>", "250 ")
+}
