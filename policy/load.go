@@ -151,6 +151,7 @@ func (l *loader) finish() (*Config, error) {
 	if !l.sawSyntaxErr {
 		l.build()
 	}
+	sortByPosition(l.diags)
 	if l.diags.HasErrors() {
 		return nil, &LoadError{Diags: l.diags, Files: l.parser.Files()}
 	}
@@ -161,6 +162,24 @@ func (l *loader) finish() (*Config, error) {
 	}
 	l.cfg.files = l.parser.Files()
 	return l.cfg, nil
+}
+
+// sortByPosition orders diagnostics as an operator reads the files: by
+// file, then line, then column (validation finds them in another order).
+func sortByPosition(diags hcl.Diagnostics) {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a != nil && b == nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		case a.Start.Line != b.Start.Line:
+			return a.Start.Line < b.Start.Line
+		default:
+			return a.Start.Column < b.Start.Column
+		}
+	})
 }
 
 // build turns the decoded schema into l.cfg, validating as it goes.
