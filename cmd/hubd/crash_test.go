@@ -122,6 +122,12 @@ receive_connector "in" {
 		t.Errorf("hubd did not exit 0 after SIGTERM: %v", err)
 	}
 
+	// SIGKILL must never leave an unreadable record: torn writes stay in
+	// tmp/ and are cleaned at start-up, so nothing is ever quarantined.
+	if q, _ := os.ReadDir(filepath.Join(dir, "spool", "quarantine")); len(q) > 0 {
+		t.Errorf("%d items quarantined after SIGKILLs", len(q))
+	}
+
 	lost, dup, deliveredCopies := 0, 0, 0
 	for id, to := range acked {
 		for _, r := range to {
