@@ -209,3 +209,26 @@ func TestHashPassword(t *testing.T) {
 		t.Fatalf("hash %q does not verify: %v", hash, err)
 	}
 }
+
+// TestSecondInstanceRefused: a second hubd on the same spool exits 1 with a
+// clear reason instead of delivering everything twice.
+func TestSecondInstanceRefused(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	cfg := filepath.Join(dir, "hubd.hcl")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+hub {
+  hostname  = "one.example.test"
+  spool_dir = "spool"
+}
+receive_connector "in" { bind = [%q] }
+`, addr)), 0o644)
+	p := startHubd(t, cfg, addr)
+	out, code := runHubd(t, "run", "-config", cfg)
+	if code != 1 || !strings.Contains(out, "in use by another process") {
+		t.Errorf("second hubd: exit %d\n%s", code, out)
+	}
+	if err := p.stop(t, 30*time.Second); err != nil {
+		t.Errorf("first hubd: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,7 @@ type DiskStore struct {
 	clock                                func() time.Time
 	syncEach                             bool
 
+	lock    *os.File // holds the spool's exclusive flock while the store is open
 	ids     idGen
 	tmpSeq  atomic.Uint64
 	commits chan *commit
@@ -88,10 +90,18 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 			return nil, fmt.Errorf("queue: %w", err)
 		}
 	}
+	// One process per spool: a second hubd on the same spool would deliver
+	// every message twice and delete the first one's temp files below.
+	lock, err := lockSpool(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	// Whatever is in tmp/ was never renamed into place, so no caller was told
 	// it was durable: it is safe, and necessary, to drop it.
 	torn, err := os.ReadDir(s.tmpDir)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	for _, e := range torn {
@@ -106,7 +116,31 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 func (s *DiskStore) Close() error {
 	s.closing.Do(func() { close(s.stop) })
 	<-s.done
+	s.lock.Close() // releases the flock
 	return nil
+}
+
+// lockSpool takes an exclusive, non-blocking flock on <dir>/lock and writes
+// our pid into it for the operator. The kernel drops the lock when the
+// process dies, so a crash never leaves the spool locked.
+func lockSpool(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("queue: spool %s is in use by another process (pid %s)", dir, strings.TrimSpace(string(pid)))
+		}
+		return nil, fmt.Errorf("queue: locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
 }
 
 func (s *DiskStore) msgPath(id hub.QueueID) string {

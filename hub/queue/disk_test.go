@@ -331,3 +331,22 @@ func BenchmarkPutParallel(b *testing.B) {
 		})
 	}
 }
+
+// TestSpoolLocked: a second store on the same spool is refused while the
+// first is open, and allowed once it is closed.
+func TestSpoolLocked(t *testing.T) {
+	dir := t.TempDir()
+	first, err := OpenDisk(DiskOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDisk(DiskOptions{Dir: dir}); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second open: %v", err)
+	}
+	first.Close()
+	second, err := OpenDisk(DiskOptions{Dir: dir})
+	if err != nil {
+		t.Fatalf("open after close: %v", err)
+	}
+	second.Close()
+}
