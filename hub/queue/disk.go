@@ -51,9 +51,12 @@ type DiskStore struct {
 	closing sync.Once
 }
 
-// commit is a fsynced temp file waiting to be renamed into queue/.
+// commit is a change to queue/ waiting for the batch's directory fsync:
+// a fsynced temp file to rename from → to, or (remove) the message file
+// from and its state file to to unlink.
 type commit struct {
 	from, to string
+	remove   bool
 	err      chan error
 }
 
@@ -244,11 +247,23 @@ func (s *DiskStore) Remove(id hub.QueueID) error {
 	if !validID(string(id)) {
 		return fmt.Errorf("queue: invalid id %q", id)
 	}
-	if err := os.Remove(s.msgPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("queue: %w", err)
+	// The .msg file goes first: a crash between the two unlinks leaves an
+	// orphan .state, which Load removes, never a message without its state.
+	if s.syncEach {
+		if err := removeFiles(s.msgPath(id), s.statePath(id)); err != nil {
+			return err
+		}
+		return durable.SyncDir(s.queueDir)
 	}
-	if err := os.Remove(s.statePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("queue: %w", err)
+	return s.submit(&commit{from: s.msgPath(id), to: s.statePath(id), remove: true, err: make(chan error, 1)})
+}
+
+// removeFiles unlinks paths in order; a file already gone is not an error.
+func removeFiles(paths ...string) error {
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("queue: %w", err)
+		}
 	}
 	return nil
 }
@@ -384,7 +399,12 @@ func (s *DiskStore) commit(from, to string) error {
 		}
 		return durable.SyncDir(s.queueDir)
 	}
-	c := &commit{from: from, to: to, err: make(chan error, 1)}
+	return s.submit(&commit{from: from, to: to, err: make(chan error, 1)})
+}
+
+// submit hands c to the committer and waits for the batch it joins to be
+// durable.
+func (s *DiskStore) submit(c *commit) error {
 	select {
 	case s.commits <- c:
 	case <-s.stop:
@@ -433,7 +453,13 @@ func (s *DiskStore) committer() {
 func (s *DiskStore) commitBatch(batch []*commit) {
 	var renamed []*commit
 	for _, c := range batch {
-		if err := os.Rename(c.from, c.to); err != nil {
+		var err error
+		if c.remove {
+			err = removeFiles(c.from, c.to)
+		} else {
+			err = os.Rename(c.from, c.to)
+		}
+		if err != nil {
 			c.err <- err
 			continue
 		}

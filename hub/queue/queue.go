@@ -18,9 +18,11 @@
 //     either the state of the last Update that returned nil, or a newer one
 //     whose Update was in flight — never an older one. Callers serialise
 //     Updates of one message (the store does not merge states).
-//   - Remove forgets a message whose recipients are all settled. It need not
-//     be durable: a message that reappears after a crash carries its settled
-//     state, so the transport just removes it again.
+//   - Remove forgets a message whose recipients are all settled, and returns
+//     nil only when that is durable: a later Load does not return it. The
+//     transport relies on this to skip the Update of a message's final state
+//     when every recipient settles (the common case: one fsync per message
+//     instead of two). Concurrent Removes share fsyncs like Puts do.
 //   - Open returns the body exactly as it was given to Put. It may be called
 //     any number of times, concurrently.
 //   - Load returns every queued message, oldest first. Anything unreadable is

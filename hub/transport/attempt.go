@@ -66,15 +66,27 @@ func (t *Transport) expand(cfg *policy.Config, e *entry) bool {
 		t.persist(e, st)
 		return false
 	}
-	for _, o := range outcomes {
+	identity := len(outcomes) == len(inputs)
+	for k, o := range outcomes {
 		rs := queue.RecipientState{Address: o.Address, ResolvedFrom: o.ResolvedFrom, DSN: inputs[o.Input].DSN, Status: queue.Queued}
 		if o.Disposition == categorizer.Fail {
 			rs.Status = queue.Failed
 			rs.LastReply = replyOf(o.Reply)
 		}
+		if o.Input != k || o.Address != inputs[k].Address || rs.Status != queue.Queued {
+			identity = false
+		}
 		st.Recipients = append(st.Recipients, rs)
 	}
-	t.persist(e, st)
+	if identity {
+		// No alias expanded and nothing failed: the recipient list (and so
+		// every Recipient.Key) is the envelope's own, which a restart
+		// recomputes identically. Persisting it would cost an fsync per
+		// message for nothing; the first Update after an attempt records it.
+		e.msg.State = st
+	} else {
+		t.persist(e, st)
+	}
 	for i, rs := range st.Recipients {
 		if rs.Status == queue.Failed {
 			t.logResult(m, i)
@@ -192,7 +204,14 @@ func (t *Transport) deliver(e *entry, it workItem) {
 	for k, i := range it.indexes {
 		st.Recipients[i] = t.settle(cfg, m, st.Recipients[i], results[k], it.hop.String(), now)
 	}
-	t.persist(e, st)
+	if stateSettled(st) {
+		// Every recipient is settled: finish removes the message durably,
+		// which records the outcome as well as an Update would, for one
+		// fsync less on the hot path (finish persists st if Remove fails).
+		e.msg.State = st
+	} else {
+		t.persist(e, st)
+	}
 	for _, i := range it.indexes {
 		t.logResult(e.msg, i)
 	}

@@ -336,9 +336,13 @@ func (t *Transport) finish(e *entry) {
 	e.mu.Unlock()
 	if settled {
 		if err := t.store.Remove(e.msg.ID); err != nil {
-			// The settled state is persisted: after a restart the message is
-			// loaded, found settled and removed again.
+			// deliver skipped the Update of the settled state, counting on
+			// this Remove: persist it now, so that after a restart the
+			// message is loaded, found settled and removed again.
 			t.log.Error("cannot remove message", "id", e.msg.ID, "err", err)
+			e.mu.Lock()
+			t.persist(e, e.msg.State)
+			e.mu.Unlock()
 		}
 	}
 	t.mu.Lock()
@@ -354,8 +358,10 @@ func (t *Transport) finish(e *entry) {
 	}
 }
 
-func allSettled(m *queue.Message) bool {
-	for _, r := range m.Recipients {
+func allSettled(m *queue.Message) bool { return stateSettled(m.State) }
+
+func stateSettled(st queue.State) bool {
+	for _, r := range st.Recipients {
 		if !r.Status.Settled() {
 			return false
 		}
