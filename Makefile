@@ -5,7 +5,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-unit test-interop lint bench clean
+.PHONY: all build run test test-unit test-interop lint bench bench-compare clean
 
 all: build
 
@@ -25,6 +25,10 @@ test: lint test-unit
 test-unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# Only the interop tests: swaks and Python's smtplib against examples/dev.hcl.
+test-interop:
+	$(GO) test -count=1 -run 'Interop' -v ./cmd/hubd
+
 lint:
 	@fmt=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
@@ -32,6 +36,17 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# Relay throughput of the real hubd binary under Postfix's smtp-source load,
+# relaying to smtp-sink (see examples/bench/smtp-source.sh for the options,
+# e.g. make bench-compare BENCH_ARGS="-m 20000 -s 50 -d").
+bench-compare:
+	@if command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null; then \
+	  examples/bench/smtp-source.sh $(BENCH_ARGS); \
+	else \
+	  echo "bench-compare needs smtp-source and smtp-sink from Postfix:"; \
+	  echo "  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y postfix   # choose \"No configuration\""; \
+	fi
 
 clean:
 	rm -rf $(BIN) var
