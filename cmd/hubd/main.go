@@ -16,8 +16,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -144,8 +146,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	for bind, addr := range d.Addrs() {
-		log.Info("listening", "bind", bind, "addr", addr.String())
+	addrs := d.Addrs()
+	for _, bind := range slices.Sorted(maps.Keys(addrs)) {
+		log.Info("listening", "bind", bind, "addr", addrs[bind].String())
 	}
 	log.Info("hubd started", "version", version, "config", path, "pid", os.Getpid())
 
