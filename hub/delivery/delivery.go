@@ -74,7 +74,7 @@ type Message struct {
 // Recipient is one recipient in a delivery attempt.
 type Recipient struct {
 	Address string // the address to deliver to (after alias resolution)
-	Key     string // stable across attempts and restarts: "<queue id>.<recipient index>"
+	Key     string // stable across attempts, restarts and re-expansion: "<queue id>.<hash of the address>"
 	Maildir string // KindMaildir: the mailbox's Maildir directory
 	DSN     hub.Recipient
 }

@@ -88,10 +88,8 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 	if s.clock == nil {
 		s.clock = time.Now
 	}
-	for _, d := range []string{s.dir, s.tmpDir, s.queueDir, s.quarantineDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
+	if err := makeDurableDirs(s.dir, s.tmpDir, s.queueDir, s.quarantineDir); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
 	}
 	// One process per spool: a second hubd on the same spool would deliver
 	// every message twice and delete the first one's temp files below.
@@ -258,6 +256,30 @@ func (s *DiskStore) Remove(id hub.QueueID) error {
 	return s.submit(&commit{from: s.msgPath(id), to: s.statePath(id), remove: true, err: make(chan error, 1)})
 }
 
+// makeDurableDirs creates each directory that is missing (0700), and fsyncs
+// the parent of each one it created, so that the spool's own directories
+// survive a crash as surely as the messages put into them.
+func makeDurableDirs(dirs ...string) error {
+	for _, d := range dirs {
+		var created []string
+		for p := filepath.Clean(d); ; p = filepath.Dir(p) {
+			if _, err := os.Stat(p); err == nil || p == filepath.Dir(p) {
+				break
+			}
+			created = append(created, p)
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		for _, p := range created {
+			if err := durable.SyncDir(filepath.Dir(p)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // removeFiles unlinks paths in order; a file already gone is not an error.
 func removeFiles(paths ...string) error {
 	for _, p := range paths {
@@ -383,6 +405,10 @@ func (s *DiskStore) quarantine(name string, why error) {
 		return
 	}
 	to := filepath.Join(s.quarantineDir, name)
+	if _, err := os.Lstat(to); err == nil {
+		// Keep what an earlier start quarantined under the same name.
+		to += "." + strconv.FormatInt(s.clock().UnixNano(), 10)
+	}
 	if err := os.Rename(from, to); err != nil {
 		s.log.Error("queue: cannot quarantine", "file", name, "err", err)
 		return

@@ -350,3 +350,23 @@ func TestSpoolLocked(t *testing.T) {
 	}
 	second.Close()
 }
+
+// TestQuarantineKeepsEarlierItems: a damaged file quarantined under a name
+// that an earlier start already used does not overwrite the earlier one.
+func TestQuarantineKeepsEarlierItems(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	name := "00000000000000000000a.msg"
+	for round := range 2 {
+		s := openTest(t, dir)
+		os.WriteFile(filepath.Join(dir, "queue", name), []byte(fmt.Sprintf("damaged %d", round)), 0o600)
+		if _, err := s.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	q, err := os.ReadDir(filepath.Join(dir, "quarantine"))
+	if err != nil || len(q) != 2 {
+		t.Fatalf("quarantine holds %d items (%v), want 2", len(q), err)
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"hubd/hub"
 	"hubd/hub/categorizer"
 	"hubd/hub/delivery"
 	"hubd/hub/queue"
@@ -57,13 +60,22 @@ func (t *Transport) expand(cfg *policy.Config, e *entry) bool {
 	if err != nil {
 		// Keep the message and count the crash; a later poison queue parks
 		// messages that crash the categorizer repeatedly.
+		// Each crash counts as a failed attempt, so the message still
+		// expires (4.4.7) instead of being retried for ever.
 		st = cloneState(m.State)
 		st.CategorizerCrashes++
 		t.log.Error("categorizer crashed", "id", m.ID, "err", err, "crashes", st.CategorizerCrashes)
+		now := t.clock()
+		crashed := delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.3.0", Text: "Categorizer failed"}
 		for i := range st.Recipients {
-			st.Recipients[i].NextAttempt = t.clock().Add(t.backoff(cfg, st.CategorizerCrashes))
+			st.Recipients[i] = t.settle(cfg, m, st.Recipients[i], crashed, "", now)
 		}
 		t.persist(e, st)
+		for i, rs := range st.Recipients {
+			if rs.Status == queue.Failed {
+				t.logResult(m, i)
+			}
+		}
 		return false
 	}
 	identity := len(outcomes) == len(inputs)
@@ -79,10 +91,12 @@ func (t *Transport) expand(cfg *policy.Config, e *entry) bool {
 		st.Recipients = append(st.Recipients, rs)
 	}
 	if identity {
-		// No alias expanded and nothing failed: the recipient list (and so
-		// every Recipient.Key) is the envelope's own, which a restart
-		// recomputes identically. Persisting it would cost an fsync per
-		// message for nothing; the first Update after an attempt records it.
+		// No alias expanded and nothing failed: the recipient list is the
+		// envelope's own. Persisting it would cost an fsync per message for
+		// nothing; the first Update after an attempt records it. If a crash
+		// comes first, the restart expands again, perhaps differently after a
+		// configuration change, which is harmless: delivery keys derive from
+		// the final address, not from its position (deliveryKey).
 		e.msg.State = st
 	} else {
 		t.persist(e, st)
@@ -140,6 +154,9 @@ func (t *Transport) route(cfg *policy.Config, e *entry) []workItem {
 			// (and delivery key) changes meaning. They are routed next pass.
 			st.Recipients[i].Address = out[0].Address
 			for _, o := range out[1:] {
+				if hasRecipient(st.Recipients, o.Address) {
+					continue // already a recipient of this message: once is enough
+				}
 				st.Recipients = append(st.Recipients, queue.RecipientState{Address: o.Address,
 					ResolvedFrom: cmp.Or(r.ResolvedFrom, r.Address), DSN: r.DSN, Status: queue.Queued})
 			}
@@ -174,7 +191,7 @@ func (t *Transport) route(cfg *policy.Config, e *entry) []workItem {
 			it.indexes = append(it.indexes, i)
 			it.rcpts = append(it.rcpts, delivery.Recipient{
 				Address: outcomes[k].Address,
-				Key:     string(m.ID) + "." + strconv.Itoa(i),
+				Key:     deliveryKey(m.ID, outcomes[k].Address),
 				Maildir: outcomes[k].Maildir,
 				DSN:     m.Recipients[i].DSN,
 			})
@@ -389,4 +406,24 @@ func replyString(r queue.Reply) string {
 		return r.Text
 	}
 	return strconv.Itoa(r.Code) + " " + r.Enhanced + " " + r.Text
+}
+
+// deliveryKey names one final recipient of one message for the deliverers'
+// idempotency (delivery.Recipient.Key): the queue id and a hash of the
+// lower-cased address. It does not depend on the recipient's position, so
+// an expansion recomputed after a crash or a reload keeps every key.
+func deliveryKey(id hub.QueueID, addr string) string {
+	h := fnv.New64a()
+	h.Write([]byte(strings.ToLower(addr)))
+	return fmt.Sprintf("%s.%016x", id, h.Sum64())
+}
+
+// hasRecipient reports whether addr is already among rs (case-insensitive).
+func hasRecipient(rs []queue.RecipientState, addr string) bool {
+	for _, r := range rs {
+		if strings.EqualFold(r.Address, addr) {
+			return true
+		}
+	}
+	return false
 }

@@ -237,8 +237,8 @@ func TestSubmitDelivered(t *testing.T) {
 	if len(mc) != 1 || !slices.Equal(mc[0].addrs, []string{"alice@example.com", "bob@example.com"}) || mc[0].body != body {
 		t.Fatalf("maildir calls %+v", mc)
 	}
-	// Bifurcation: one maildir attempt, one SMTP attempt; keys are "<id>.<index>".
-	if !slices.Equal(mc[0].keys, []string{string(id) + ".0", string(id) + ".1"}) {
+	// Bifurcation: one maildir attempt, one SMTP attempt; keys are "<id>.<address hash>".
+	if !slices.Equal(mc[0].keys, []string{deliveryKey(id, "alice@example.com"), deliveryKey(id, "bob@example.com")}) {
 		t.Errorf("maildir keys %v", mc[0].keys)
 	}
 	sc := sm.seen()
@@ -275,7 +275,7 @@ func TestTemporaryFailureThenSuccess(t *testing.T) {
 		t.Fatalf("%d attempts, want 3", len(calls))
 	}
 	for _, c := range calls {
-		if c.keys[0] != string(id)+".0" {
+		if c.keys[0] != deliveryKey(id, "carol@partner.example") {
 			t.Errorf("key changed across attempts: %v", c.keys)
 		}
 	}
@@ -358,7 +358,7 @@ func TestRestartResumesPendingOnly(t *testing.T) {
 		t.Errorf("delivered recipient delivered again: %+v", md2.seen())
 	}
 	sc := sm2.seen()
-	if len(sc) != 1 || sc[0].keys[0] != string(id)+".1" {
+	if len(sc) != 1 || sc[0].keys[0] != deliveryKey(id, "carol@partner.example") {
 		t.Errorf("resumed smtp calls %+v", sc)
 	}
 }
@@ -455,5 +455,20 @@ func TestBackoff(t *testing.T) {
 		if got < want || got > want+want/10 {
 			t.Errorf("backoff(%d) = %v, want %v plus at most 10%%", n, got, want)
 		}
+	}
+}
+
+// TestDeliveryKey: a key names the message and the final address, whatever
+// its case or position, and differs between recipients and messages.
+func TestDeliveryKey(t *testing.T) {
+	a := deliveryKey("q1", "Alice@Example.com")
+	if a != deliveryKey("q1", "alice@example.com") {
+		t.Error("key depends on letter case")
+	}
+	if !strings.HasPrefix(a, "q1.") || len(a) != len("q1.")+16 {
+		t.Errorf("key %q", a)
+	}
+	if a == deliveryKey("q1", "bob@example.com") || a == deliveryKey("q2", "alice@example.com") {
+		t.Error("keys collide")
 	}
 }

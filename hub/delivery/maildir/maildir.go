@@ -40,6 +40,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"hubd/hub/delivery"
 	"hubd/internal/durable"
@@ -54,7 +55,7 @@ type Options struct {
 
 // New returns the Maildir deliverer.
 func New(opts Options) delivery.Deliverer {
-	d := &deliverer{log: opts.Logger, host: opts.Hostname}
+	d := &deliverer{log: opts.Logger, host: opts.Hostname, started: time.Now()}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -69,8 +70,9 @@ func New(opts Options) delivery.Deliverer {
 }
 
 type deliverer struct {
-	log  *slog.Logger
-	host string // already sanitised for a file name
+	log     *slog.Logger
+	host    string    // already sanitised for a file name
+	started time.Time // messages received before this may predate a crash
 }
 
 // Deliver writes the message once per recipient, each into its own Maildir.
@@ -94,11 +96,21 @@ func (d *deliverer) deliverOne(ctx context.Context, msg delivery.Message, r deli
 		return deferred(451, "4.4.2", "delivery abandoned: "+err.Error())
 	}
 	name := d.fileName(msg, r.Key)
-	done, err := alreadyDelivered(r.Maildir, name)
+	// A mail reader may since have moved a copy delivered before a crash
+	// from new/ to cur/ and renamed it "<name>:2,<flags>"; finding that
+	// takes a scan of cur/, which only messages that may predate this
+	// process (and so a crash) pay for.
+	maybeBeforeCrash := msg.Envelope == nil || msg.Envelope.ReceivedAt.Before(d.started)
+	found, err := alreadyDelivered(r.Maildir, name, maybeBeforeCrash)
 	if err != nil {
 		return deferred(451, "4.3.0", "maildir: "+err.Error())
 	}
-	if done {
+	if found != "" {
+		// The earlier attempt may have died between the link and the
+		// directory fsync: make the entry durable before saying so.
+		if err := durable.SyncDir(found); err != nil {
+			return deferred(451, "4.3.0", "maildir: "+err.Error())
+		}
 		return delivered(name, "already delivered")
 	}
 	if err := ensureDirs(r.Maildir); err != nil {
@@ -165,22 +177,27 @@ func stripControls(s string) string {
 	}, s)
 }
 
-// alreadyDelivered reports whether name is in new/ or, after a MUA moved it,
-// in cur/ as "name" or "name:2,<flags>". A missing Maildir is "no".
-func alreadyDelivered(dir, name string) (bool, error) {
-	for _, p := range []string{filepath.Join(dir, "new", name), filepath.Join(dir, "cur", name)} {
-		if _, err := os.Lstat(p); err == nil {
-			return true, nil
+// alreadyDelivered returns the directory (new/ or cur/) holding name or,
+// with scanCur, a "name:2,<flags>" that a mail reader renamed it to; ""
+// when there is none. A missing Maildir is "none".
+func alreadyDelivered(dir, name string, scanCur bool) (string, error) {
+	for _, sub := range []string{"new", "cur"} {
+		if _, err := os.Lstat(filepath.Join(dir, sub, name)); err == nil {
+			return filepath.Join(dir, sub), nil
 		} else if !errors.Is(err, os.ErrNotExist) {
-			return false, err
+			return "", err
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, "cur"))
+	if !scanCur {
+		return "", nil
+	}
+	cur := filepath.Join(dir, "cur")
+	f, err := os.Open(cur)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return "", nil
 	}
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	defer f.Close()
 	prefix := name + ":"
@@ -188,14 +205,14 @@ func alreadyDelivered(dir, name string) (bool, error) {
 		names, err := f.Readdirnames(1024)
 		for _, n := range names {
 			if strings.HasPrefix(n, prefix) {
-				return true, nil
+				return cur, nil
 			}
 		}
 		if err == io.EOF {
-			return false, nil
+			return "", nil
 		}
 		if err != nil {
-			return false, err
+			return "", err
 		}
 	}
 }

@@ -148,6 +148,26 @@ func TestConnectionLostAfterData(t *testing.T) {
 	expect(t, res[1], delivery.Deferred, 451, "4.4.2")
 }
 
+// TestDataAnswered250: a server that answers DATA with 250 instead of 354
+// took no message; the recipient stays deferred, never "delivered".
+func TestDataAnswered250(t *testing.T) {
+	s := startScripted(t, func(s *scripted, tp *textproto.Conn) {
+		tp.PrintfLine("220 ready")
+		s.read(tp)
+		tp.PrintfLine("250 hi")
+		s.read(tp)
+		tp.PrintfLine("250 ok")
+		s.read(tp)
+		tp.PrintfLine("250 ok")
+		s.read(tp)
+		tp.PrintfLine("250 thanks") // DATA answered as if the message had come
+		s.read(tp)
+		tp.PrintfLine("221 bye")
+	})
+	res := deliver(t, testOptions(), smartHop(s.ln.Addr().String()), message("x\r\n"), rcpts("a@remote.test"))
+	expect(t, res[0], delivery.Deferred, 451, "4.5.0")
+}
+
 func TestReplyParsing(t *testing.T) {
 	for _, c := range []struct {
 		in       string

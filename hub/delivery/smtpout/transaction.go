@@ -231,7 +231,13 @@ func (tr *transaction) data(ctx context.Context, c *conn, body io.Reader, accept
 		return settle(tr.netResult(ctx, "4.4.2", "DATA", err))
 	}
 	if r.Code != 354 {
-		res, _ := settle(tr.replyResult(r))
+		res := tr.replyResult(r)
+		if r.Code < 400 {
+			// RFC 5321 §4.3.2: DATA's only positive reply is 354. A 2xx here
+			// took no message; counting it as delivered would lose the mail.
+			res = tr.deferred(451, "4.5.0", fmt.Sprintf("protocol error: %s answered %d to DATA", tr.target.host, r.Code))
+		}
+		settle(res)
 		c.quit(d.cmdTimeout)
 		return res, done
 	}
