@@ -21,6 +21,18 @@ func (s *session) AuthMechanisms() []string {
 
 // Auth implements smtp.AuthSession (RFC 4954).
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	s.mu.Lock()
+	inTransaction, authenticated := s.haveMail, s.authUser != ""
+	s.mu.Unlock()
+	if inTransaction {
+		// RFC 4954 §4: AUTH is not permitted during a mail transaction. It
+		// would also let MAIL FROM escape the sender check made before AUTH.
+		return nil, s.refuse("AUTH", reply(503, "5.5.1", "AUTH not permitted during a mail transaction"))
+	}
+	if authenticated {
+		// RFC 4954 §4: after a successful AUTH, no more AUTH commands.
+		return nil, s.refuse("AUTH", reply(503, "5.5.1", "Already authenticated"))
+	}
 	if s.c.rc.RequireTLS && s.tls == nil {
 		return nil, s.refuse("AUTH", reply(530, "5.7.0", "Must issue a STARTTLS command first"))
 	}
@@ -61,7 +73,9 @@ func (s *session) checkPassword(user, password string) error {
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	if err == nil && mb != nil && mb.PasswordHash != "" {
+		s.mu.Lock()
 		s.authUser = mb.Address
+		s.mu.Unlock()
 		s.st.mu.Lock()
 		s.st.authUser = mb.Address
 		s.st.mu.Unlock()

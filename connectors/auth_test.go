@@ -142,3 +142,57 @@ receive_connector "strict" {
 		t.Error("connection still open after the protocol-error limit")
 	}
 }
+
+// TestAuthInsideTransaction: AUTH after MAIL is refused (RFC 4954 §4), so an
+// anonymous MAIL FROM cannot be followed by AUTH to gain relay for it and
+// skip the sender check; a second AUTH after success is refused too.
+func TestAuthInsideTransaction(t *testing.T) {
+	t.Parallel()
+	h := start(t, `
+receive_connector "mx" {
+  bind  = ["127.0.0.1:0"]
+  auth  = ["plain"]
+  allow_insecure_auth = true
+  permissions {
+    anonymous     = ["submit"]
+    authenticated = ["submit", "relay"]
+  }
+}
+`)
+	c, _ := h.dial("127.0.0.1:0", "")
+	c.expect("EHLO client.test", "250")
+	c.expect("MAIL FROM:<ceo@bank.test>", "250 ")
+	c.expect("RCPT TO:<victim@external.test>", "550 5.7.1 ")
+	c.expect("AUTH PLAIN "+b64("\x00alice@example.com\x00"+alicePassword), "503 5.5.1 ")
+	c.expect("RCPT TO:<victim@external.test>", "550 5.7.1 ")
+	c.expect("RSET", "250 ")
+	c.expect("AUTH PLAIN "+b64("\x00alice@example.com\x00"+alicePassword), "235 ")
+	c.expect("AUTH PLAIN "+b64("\x00alice@example.com\x00"+alicePassword), "503 5.5.1 ")
+	c.expect("MAIL FROM:<ceo@bank.test>", "550 5.7.1 ")
+}
+
+// TestBDATZeroThenCommands: after "BDAT 0" go-smtp's Data goroutine runs
+// alongside the commands that follow; under -race this shows that our
+// session state is not shared unsafely, and the next transaction works. (The
+// next transaction uses DATA: a second BDAT here trips a data race inside
+// go-smtp v0.25.1 itself, on Conn.dataResult, which is not ours to fix.)
+func TestBDATZeroThenCommands(t *testing.T) {
+	t.Parallel()
+	h := start(t, insecureHCL)
+	c, _ := h.dial("127.0.0.1:0", "")
+	c.expect("EHLO client.test", "250")
+	c.expect("AUTH PLAIN "+b64("\x00alice@example.com\x00"+alicePassword), "235 ")
+	c.expect("MAIL FROM:<alice@example.com>", "250 ")
+	c.expect("RCPT TO:<bob@example.com>", "250 ")
+	c.raw("BDAT 0\r\n")
+	c.reply()
+	c.cmd("RSET")
+	c.cmd("EHLO again.test")
+	c.expect("MAIL FROM:<alice@example.com>", "250 ")
+	c.expect("RCPT TO:<bob@example.com>", "250 ")
+	c.expect("DATA", "354 ")
+	c.raw("Subject: after bdat 0\r\n\r\nx\r\n.\r\n")
+	if r := c.reply(); !strings.HasPrefix(r, "250 2.0.0") {
+		t.Fatalf("DATA: %q", r)
+	}
+}

@@ -44,7 +44,7 @@ type sessionConn struct {
 	mu        sync.Mutex
 	plaintext bool // we still see go-smtp's replies in clear text
 	greeted   bool
-	reason    string // reply replacing go-smtp's idle-timeout reply, when we caused the timeout
+	reason    string // the reply that replaces go-smtp's after a read we timed out (or Shutdown woke)
 
 	closeAfterWrite atomic.Bool
 	shuttingDown    atomic.Bool
@@ -82,7 +82,14 @@ func (c *sessionConn) Read(b []byte) (int, error) {
 				c.setReason("421 4.3.2 Service shutting down")
 			case !c.end.IsZero() && !time.Now().Before(c.end):
 				c.setReason("421 4.4.2 Connection timed out")
+			default:
+				c.setReason("421 4.4.2 Timeout waiting for client input")
 			}
+			// Whatever go-smtp answers a timed-out read (its idle-timeout
+			// 421, or a DATA/BDAT failure it would otherwise follow with
+			// more commands read from the middle of a message), the
+			// connection ends after that reply: the stream is out of step.
+			c.closeAfterWrite.Store(true)
 		}
 		return n, err
 	}
@@ -121,6 +128,12 @@ func (c *sessionConn) setReason(r string) {
 func (c *sessionConn) rewrite(b []byte) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if bytes.HasPrefix(b, []byte("550 5.0.0 Handshake error")) {
+		// RFC 3207 §4.1: after a failed TLS negotiation the stream's state is
+		// unknown; go-smtp would carry on in clear text. End the connection.
+		c.closeAfterWrite.Store(true)
+		return []byte("454 4.7.0 TLS handshake failed\r\n")
+	}
 	if !c.plaintext {
 		return b
 	}
@@ -135,7 +148,9 @@ func (c *sessionConn) rewrite(b []byte) []byte {
 		c.plaintext = false
 		return b
 	}
-	if c.reason != "" && bytes.HasPrefix(b, []byte("421 4.4.2 Idle timeout")) {
+	if c.reason != "" {
+		// We timed the read out or are shutting down: our reply, not the
+		// library's (which may name internal addresses in its error text).
 		return []byte(c.reason + "\r\n")
 	}
 	return rewriteReply(b)

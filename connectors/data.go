@@ -23,10 +23,14 @@ import (
 // Submit has returned, that is once the message is durable.
 //
 // For BDAT, go-smtp runs Data in a goroutine of its own while it reads the
-// chunks; everything Data needs from the session is therefore read before
-// the first Read of r (which orders it before any later RSET).
+// chunks, concurrently with later commands: Data works on a snapshot of the
+// transaction (txn) and never reads the live session.
 func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
 	s.helo = s.conn.Hostname() // a later EHLO may have renamed the client
+	tx := txn{helo: s.helo, authUser: s.authUser, rights: s.rights(), from: s.from, mail: s.mail,
+		rcpts: append([]hub.Recipient(nil), s.rcpts...)}
+	s.mu.Unlock()
 	s.sc.inData.Store(true)
 	defer s.sc.inData.Store(false)
 
@@ -38,13 +42,13 @@ func (s *session) Data(r io.Reader) error {
 
 	ctx, span := s.c.svc.tracer.Start(st.ctx, "smtp.message",
 		trace.WithAttributes(attribute.String("hubd.message_id", id),
-			attribute.Int("smtp.rcpt.count", len(s.rcpts))))
+			attribute.Int("smtp.rcpt.count", len(tx.rcpts))))
 	defer span.End()
 
 	now := s.c.svc.now()
-	mr := message.NewReader(r, s.readerOptions(id, now))
+	mr := message.NewReader(r, s.readerOptions(tx, id, now))
 	watch := &errWatch{r: mr}
-	env := s.envelope(ctx, now)
+	env := s.envelope(ctx, tx, now)
 	// Read the first chunk before Submit: the reader examines the whole
 	// header section then, so the envelope can carry the Message-ID, and a
 	// broken header is refused without bothering the hub.
@@ -76,21 +80,30 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + string(qid)}
 }
 
+// txn is the part of the session a message needs, copied when DATA or BDAT
+// starts.
+type txn struct {
+	helo, authUser, from string
+	rights               policy.Rights
+	mail                 smtp.MailOptions
+	rcpts                []hub.Recipient
+}
+
 // readerOptions are the connector's content limits and what to add.
-func (s *session) readerOptions(id string, now time.Time) message.Options {
+func (s *session) readerOptions(tx txn, id string, now time.Time) message.Options {
 	rc := s.c.rc
 	maxSize := rc.MaxMessageSize
-	if s.rights().Has(policy.RightBypassSizeLimit) {
+	if tx.rights.Has(policy.RightBypassSizeLimit) {
 		maxSize = 0
 	}
 	opts := message.Options{
 		MaxMessageSize: maxSize,
 		MaxHeaderSize:  rc.MaxHeaderSize,
 		MaxHopCount:    rc.MaxHopCount,
-		Received:       message.ReceivedHeader(s.trace(id, now)),
+		Received:       message.ReceivedHeader(s.trace(tx, id, now)),
 		Clock:          s.c.svc.now,
 	}
-	if s.authUser != "" {
+	if tx.authUser != "" {
 		// RFC 6409 §8.3, §8.4: a submission server may add Message-ID and Date.
 		opts.AddMessageID = "<" + newID() + "@" + rc.FQDN + ">"
 		opts.AddDate = true
@@ -100,22 +113,22 @@ func (s *session) readerOptions(id string, now time.Time) message.Options {
 
 // envelope is the transaction's hub.Envelope; ctx carries the message span
 // whose traceparent goes with the message across the queue.
-func (s *session) envelope(ctx context.Context, now time.Time) hub.Envelope {
+func (s *session) envelope(ctx context.Context, tx txn, now time.Time) hub.Envelope {
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	return hub.Envelope{
-		From:        s.from,
-		Recipients:  append([]hub.Recipient(nil), s.rcpts...),
-		SMTPUTF8:    s.mail.UTF8,
-		Body:        string(s.mail.Body),
-		DSNRet:      string(s.mail.Return),
-		DSNEnvID:    s.mail.EnvelopeID,
-		RequireTLS:  s.mail.RequireTLS,
+		From:        tx.from,
+		Recipients:  tx.rcpts,
+		SMTPUTF8:    tx.mail.UTF8,
+		Body:        string(tx.mail.Body),
+		DSNRet:      string(tx.mail.Return),
+		DSNEnvID:    tx.mail.EnvelopeID,
+		RequireTLS:  tx.mail.RequireTLS,
 		ReceivedAt:  now,
 		Connector:   s.c.rc.Name,
 		ClientAddr:  s.st.remote,
-		ClientHelo:  s.helo,
-		AuthUser:    s.authUser,
+		ClientHelo:  tx.helo,
+		AuthUser:    tx.authUser,
 		TraceParent: carrier["traceparent"],
 	}
 }
@@ -133,25 +146,25 @@ func (s *session) dataFailed(span trace.Span, err error) error {
 }
 
 // trace describes this hop for the Received: field (RFC 5321 §4.4).
-func (s *session) trace(id string, now time.Time) message.Trace {
+func (s *session) trace(tx txn, id string, now time.Time) message.Trace {
 	with := "ESMTP"
 	if s.tls != nil {
 		with += "S"
 	}
-	if s.authUser != "" {
+	if tx.authUser != "" {
 		with += "A" // RFC 3848
 	}
 	t := message.Trace{
-		FromHelo: s.helo,
+		FromHelo: tx.helo,
 		FromIP:   s.st.peer.String(),
 		By:       s.c.rc.FQDN,
 		With:     with,
 		ID:       id,
 		Time:     now,
 	}
-	if len(s.rcpts) == 1 {
+	if len(tx.rcpts) == 1 {
 		// RFC 5321 §7.2: naming one of several recipients would disclose it.
-		t.For = s.rcpts[0].Address
+		t.For = tx.rcpts[0].Address
 	}
 	if s.tls != nil {
 		t.TLS = message.TLSDetails(s.tls)

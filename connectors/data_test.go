@@ -267,3 +267,60 @@ receive_connector "internet" {
 		return strings.HasPrefix(greet, "220 ")
 	})
 }
+
+// TestStallInDATA: a client that stops in the middle of a message gets a
+// 421 and the connection ends, rather than a reply followed by commands read
+// from the middle of its message; nothing is queued.
+func TestStallInDATA(t *testing.T) {
+	t.Parallel()
+	h := start(t, `
+receive_connector "internet" {
+  bind = ["127.0.0.1:0"]
+  connection_inactivity_timeout = "300ms"
+}
+`)
+	for _, bdat := range []bool{false, true} {
+		c, _ := h.dial("127.0.0.1:0", "")
+		c.expect("EHLO client.test", "250")
+		c.expect("MAIL FROM:<s@remote.test>", "250 ")
+		c.expect("RCPT TO:<alice@example.com>", "250 ")
+		if bdat {
+			c.raw("BDAT 1000 LAST\r\nSubject: stalled\r\n")
+		} else {
+			c.expect("DATA", "354 ")
+			c.raw("Subject: stalled\r\n")
+		}
+		if r := c.reply(); r != "421 4.4.2 Timeout waiting for client input" {
+			t.Errorf("bdat=%v: reply %q", bdat, r)
+		}
+		if !c.closed() {
+			t.Errorf("bdat=%v: connection still open", bdat)
+		}
+	}
+	if n := h.sub.count(); n != 0 {
+		t.Errorf("%d messages queued", n)
+	}
+}
+
+// TestFailedTLSHandshakeCloses: after STARTTLS, bytes that are not a TLS
+// handshake end the connection (RFC 3207 §4.1) instead of a session that
+// goes on in clear text.
+func TestFailedTLSHandshakeCloses(t *testing.T) {
+	t.Parallel()
+	h := start(t, `
+receive_connector "internet" {
+  bind = ["127.0.0.1:0"]
+  tls { self_signed = true }
+}
+`)
+	c, _ := h.dial("127.0.0.1:0", "")
+	c.expect("EHLO client.test", "250")
+	c.expect("STARTTLS", "220 ")
+	c.raw("this is not a TLS ClientHello\r\n\r\n\r\n")
+	if r := c.reply(); r != "454 4.7.0 TLS handshake failed" {
+		t.Errorf("reply %q", r)
+	}
+	if !c.closed() {
+		t.Error("connection still open after a failed handshake")
+	}
+}

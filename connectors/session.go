@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-smtp"
 
@@ -19,9 +20,14 @@ type session struct {
 	conn *smtp.Conn
 	sc   *sessionConn
 	st   *connState
-	helo string
-	tls  *tls.ConnectionState // nil without TLS
+	tls  *tls.ConnectionState // nil without TLS; fixed for the session's life
 
+	// mu guards everything below. go-smtp calls Mail, Rcpt, Reset and Auth
+	// from the connection's goroutine but, for BDAT, Data from another one,
+	// with nothing ordering the two after "BDAT 0"; Data therefore works on
+	// a snapshot (txn) taken under mu.
+	mu       sync.Mutex
+	helo     string
 	authUser string // mailbox address after a successful AUTH
 
 	// The mail transaction (RFC 5321 §3.3); reset by Reset.
@@ -38,12 +44,15 @@ var (
 	_ smtp.AuthSession = (*session)(nil)
 )
 
+// rights are the session's rights now; s.mu is held.
 func (s *session) rights() policy.Rights {
 	return s.c.rc.SessionRights(s.authUser != "")
 }
 
 // Mail implements MAIL FROM (RFC 5321 §4.1.1.2).
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	rc := s.c.rc
 	if s.haveMail {
 		// RFC 5321 §4.1.4: MAIL inside an open transaction is out of
@@ -69,7 +78,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if r := s.c.cfg.CheckSender(rights, s.authUser, from); r != nil {
 		return s.refuse("MAIL", r)
 	}
-	s.Reset()
+	s.resetLocked()
 	s.haveMail = true
 	s.from = from
 	if opts != nil {
@@ -80,6 +89,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 
 // Rcpt implements RCPT TO (RFC 5321 §4.1.1.3).
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	rc := s.c.rc
 	if rc.MaxRecipients > 0 && s.rcptCount >= rc.MaxRecipients {
 		// RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later.
@@ -117,6 +128,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 // Reset implements RSET and the end of a transaction.
 func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resetLocked()
+}
+
+func (s *session) resetLocked() {
 	s.haveMail = false
 	s.from = ""
 	s.mail = smtp.MailOptions{}
