@@ -110,16 +110,19 @@ func (s *Service) tlsConfig(cfg *policy.Config, rc *policy.ReceiveConnector) (*t
 	}, nil
 }
 
-// dummyHash returns a bcrypt hash of a random password with the cost of the
-// config's mailbox hashes, so that checking an unknown user costs what
-// checking a known one does. s.mu is held.
+// dummyHash returns a bcrypt hash of a random password with the highest
+// cost among the config's mailbox hashes, so that checking an unknown user
+// costs what checking a known one does (exactly so when all hashes share a
+// cost, as `hubd hash-password` makes them). s.mu is held.
 func (s *Service) dummyHash(cfg *policy.Config) ([]byte, error) {
-	cost := bcrypt.DefaultCost
+	cost := 0
 	for _, mb := range cfg.Mailboxes {
-		if c, err := bcrypt.Cost([]byte(mb.PasswordHash)); err == nil {
+		if c, err := bcrypt.Cost([]byte(mb.PasswordHash)); err == nil && c > cost {
 			cost = c
-			break
 		}
+	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
 	}
 	if h := s.dummy[cost]; h != nil {
 		return h, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/net/publicsuffix"
 )
 
 // dupCheck reports a duplicate label of one block kind, pointing back at the
@@ -131,6 +132,12 @@ func (l *loader) buildDomains() {
 		if dups.seen(l, name, s.Name, s.DefRange) {
 			continue
 		}
+		if isPublicSuffixPattern(name) {
+			l.errorf(s.NameRange, "Accepted domain is a public suffix",
+				"%q would accept mail for every domain under a public suffix (for relay types: relay to all of "+
+					"them for anyone). Name your own domains, e.g. \"example.com\" or \"*.example.com\".", name)
+			continue
+		}
 		d := AcceptedDomain{Name: name, Type: Authoritative}
 		if s.Type != nil {
 			t, ok := domainTypes[*s.Type]
@@ -155,6 +162,19 @@ func (l *loader) buildDomains() {
 		}
 		l.cfg.AcceptedDomains = append(l.cfg.AcceptedDomains, d)
 	}
+}
+
+// isPublicSuffixPattern reports whether an accepted-domain pattern covers a
+// whole public suffix: "*.com", "*.co.uk", "com", or "*.test" (any single
+// label under a wildcard). A plain single-label name such as "localhost"
+// stays allowed.
+func isPublicSuffixPattern(name string) bool {
+	base, wildcard := strings.CutPrefix(name, "*.")
+	suffix, icann := publicsuffix.PublicSuffix(base)
+	if suffix != base {
+		return false
+	}
+	return wildcard || icann
 }
 
 // addRecipient checks one recipient of an accepted domain and adds it.

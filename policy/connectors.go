@@ -292,26 +292,30 @@ func (l *loader) rights(expr hcl.Expression) (r Rights, at hcl.Range, set bool) 
 }
 
 // checkOpenRelay enforces invariant 6 of DESIGN.md: unauthenticated relay is
-// only allowed from a named, narrower range than "everyone".
+// only allowed from named hosts, not from a large part of the Internet (see
+// openrelay.go for what counts).
 func (l *loader) checkOpenRelay(rc *ReceiveConnector, at hcl.Range) {
 	unauth := rc.SessionRights(false)
 	if !unauth.Has(RightRelay) {
 		return
 	}
-	for _, r := range rc.RemoteIPRanges {
-		if !r.isWholeFamily() {
-			continue
-		}
-		who := "anonymous"
-		if rc.ExternallySecured && rc.Permissions.Trusted.Has(RightRelay) && !rc.Permissions.Anonymous.Has(RightRelay) {
-			who = "trusted (externally_secured)"
-		}
+	who := "anonymous"
+	if rc.ExternallySecured && rc.Permissions.Trusted.Has(RightRelay) && !rc.Permissions.Anonymous.Has(RightRelay) {
+		who = "trusted (externally_secured)"
+	}
+	v4, v6 := publicCoverage(rc.RemoteIPRanges)
+	switch {
+	case v4.Cmp(openRelayV4) > 0 || v6.Cmp(openRelayV6) > 0:
 		l.errorf(at, "Open relay",
-			"Connector %q gives %s sessions the relay right and accepts them from %s, so anyone on the internet could "+
-				"relay mail through this hub. Narrow remote_ip_ranges to the hosts allowed to relay (e.g. [\"10.1.2.0/28\"]), "+
-				"or remove relay from the unauthenticated rights and require AUTH (permissions { authenticated = [\"submit\", \"relay\"] }).",
-			rc.Name, who, r.Text)
-		return
+			"Connector %q gives %s sessions the relay right and its remote_ip_ranges cover %s public IPv4 and %s public "+
+				"IPv6 addresses (more than a /8 or a /32), so much of the internet could relay mail through this hub. "+
+				"Narrow remote_ip_ranges to the hosts allowed to relay (e.g. [\"10.1.2.0/28\"]), or remove relay from the "+
+				"unauthenticated rights and require AUTH (permissions { authenticated = [\"submit\", \"relay\"] }).",
+			rc.Name, who, v4, v6)
+	case v4.Cmp(suspectV4) > 0 || v6.Cmp(suspectV6) > 0:
+		l.warnf(at, "Broad unauthenticated relay",
+			"Connector %q lets %s sessions relay from %s public IPv4 and %s public IPv6 addresses (more than a /16 or "+
+				"a /48). Make sure every host in remote_ip_ranges is one you run.", rc.Name, who, v4, v6)
 	}
 }
 

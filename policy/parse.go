@@ -217,15 +217,6 @@ func (r IPRange) overlaps(o IPRange) bool {
 	return r.First.Compare(o.Last) <= 0 && o.First.Compare(r.Last) <= 0
 }
 
-// isWholeFamily reports whether r is all of 0.0.0.0/0 or all of ::/0.
-func (r IPRange) isWholeFamily() bool {
-	if r.First.Is4() {
-		return r.First == netip.IPv4Unspecified() && r.Last == netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	}
-	return r.First == netip.IPv6Unspecified() && r.Last == netip.AddrFrom16([16]byte{
-		255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255})
-}
-
 // size returns Last-First as a 128-bit number (hi, lo); smaller is more specific.
 func (r IPRange) size() (hi, lo uint64) {
 	f, l := r.First.As16(), r.Last.As16()

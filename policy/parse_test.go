@@ -128,8 +128,9 @@ func TestIPRangeContains(t *testing.T) {
 		t.Error("zero Addr contained")
 	}
 	all6, _ := ParseIPRange("::/0")
-	if !all6.isWholeFamily() || all6.Contains(netip.MustParseAddr("10.0.0.1")) {
-		t.Error("::/0 must be whole-family and not contain IPv4")
+	if !all6.Contains(netip.MustParseAddr("::")) || !all6.Contains(netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")) ||
+		all6.Contains(netip.MustParseAddr("10.0.0.1")) {
+		t.Error("::/0 must hold all of IPv6 and no IPv4")
 	}
 	small, _ := ParseIPRange("2001:db8::/64")
 	if !small.smallerThan(all6) || all6.smallerThan(small) {
