@@ -114,8 +114,7 @@ func TestVersion(t *testing.T) {
 func TestSIGTERMLetsDATAFinish(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort(t)
-	cfg := filepath.Join(dir, "hubd.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
 hub {
   hostname  = "term.example.test"
   spool_dir = "spool"
@@ -123,7 +122,7 @@ hub {
 accepted_domain "example.test" {}
 mailbox "bob@example.test" { maildir = "mail/bob" }
 receive_connector "in" { bind = [%q] }
-`, addr)), 0o644)
+`, addr))
 	p := startHubd(t, cfg, addr)
 
 	conn, err := net.Dial("tcp", addr)
@@ -215,14 +214,13 @@ func TestHashPassword(t *testing.T) {
 func TestSecondInstanceRefused(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort(t)
-	cfg := filepath.Join(dir, "hubd.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
 hub {
   hostname  = "one.example.test"
   spool_dir = "spool"
 }
 receive_connector "in" { bind = [%q] }
-`, addr)), 0o644)
+`, addr))
 	p := startHubd(t, cfg, addr)
 	out, code := runHubd(t, "run", "-config", cfg)
 	if code != 1 || !strings.Contains(out, "in use by another process") {

@@ -42,10 +42,7 @@ receive_connector "in" {
 	for _, r := range rcpts {
 		fmt.Fprintf(&cfg, "mailbox %q { maildir = %q }\n", r+"@example.test", "mail/"+r)
 	}
-	cfgPath := filepath.Join(dir, "hubd.hcl")
-	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := writeConfig(t, dir, cfg.String())
 
 	const rounds = 6
 	const senders = 8

@@ -137,3 +137,13 @@ func freePort(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// writeConfig writes src as dir/hubd.hcl and returns its path.
+func writeConfig(t *testing.T, dir, src string) string {
+	t.Helper()
+	path := filepath.Join(dir, "hubd.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"net/textproto"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,7 +40,6 @@ func rcptReply(t *testing.T, addr, rcpt string) string {
 func TestSIGHUPReload(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort(t)
-	cfg := filepath.Join(dir, "hubd.hcl")
 	base := fmt.Sprintf(`
 hub {
   hostname  = "reload.example.test"
@@ -52,12 +49,8 @@ accepted_domain "example.test" {}
 mailbox "bob@example.test" { maildir = "mail/bob" }
 receive_connector "in" { bind = [%q] }
 `, addr)
-	write := func(s string) {
-		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(base)
+	write := func(s string) { writeConfig(t, dir, s) }
+	cfg := writeConfig(t, dir, base)
 	p := startHubd(t, cfg, addr)
 	if r := rcptReply(t, addr, "carol@example.test"); !strings.HasPrefix(r, "550 5.1.1") {
 		t.Fatalf("unknown carol: %s", r)
