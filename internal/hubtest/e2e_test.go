@@ -1,6 +1,7 @@
 package hubtest
 
 import (
+	"context"
 	"fmt"
 	"net/smtp"
 	"path/filepath"
@@ -127,4 +128,10 @@ send_connector "out" {
 	if got[0].To[0] != "b@remote.test" {
 		t.Errorf("got %+v", got[0])
 	}
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }

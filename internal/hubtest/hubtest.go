@@ -11,7 +11,6 @@ package hubtest
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,26 +105,4 @@ func WaitMaildir(t testing.TB, dir string, n int, timeout time.Duration) []strin
 		}
 		<-tick.C
 	}
-}
-
-// Dial opens a plain TCP connection to addr from the given local loopback
-// address (e.g. "127.0.0.2"), to exercise connector selection by source.
-func Dial(t testing.TB, from, addr string) net.Conn {
-	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if from != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
-	}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func ctxTimeout(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"unicode/utf8"
 
 	"hubd/hub"
 	"hubd/hub/delivery"
@@ -374,11 +375,11 @@ func (tr *transaction) netResult(ctx context.Context, enhanced, stage string, er
 // needsSMTPUTF8 reports whether the sender, a recipient of this attempt, or
 // the message's header section holds non-ASCII bytes.
 func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) bool {
-	if !isASCII(env.From) {
+	if strings.ContainsFunc(env.From, is8bit) {
 		return true
 	}
 	for _, rc := range tr.rcpts {
-		if !isASCII(rc.Address) {
+		if strings.ContainsFunc(rc.Address, is8bit) {
 			return true
 		}
 	}
@@ -393,7 +394,7 @@ func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) bool {
 		if len(bytes.TrimRight(line, "\r\n")) == 0 && err == nil {
 			return false // end of the header section
 		}
-		if !isASCII(string(line)) {
+		if bytes.ContainsFunc(line, is8bit) {
 			return true
 		}
 		if err == bufio.ErrBufferFull {
@@ -405,11 +406,4 @@ func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) bool {
 	}
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
+func is8bit(r rune) bool { return r >= utf8.RuneSelf }
