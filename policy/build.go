@@ -6,8 +6,10 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,12 +49,25 @@ func (l *loader) buildHub() {
 	hubs := l.schema.Hubs
 	h := &l.cfg.Hub
 	*h = Hub{
-		RetryInterval:      time.Minute,
-		MaxRetryInterval:   10 * time.Minute,
-		MessageExpiration:  48 * time.Hour,
-		MaxAliasDepth:      10,
-		ShutdownGrace:      30 * time.Second,
-		MaxDeliveryWorkers: 100,
+		QuickRetryCount:                 4,
+		QuickRetryInterval:              time.Minute,
+		TransientRetryCount:             6,
+		TransientRetryInterval:          5 * time.Minute,
+		RetryInterval:                   10 * time.Minute,
+		MessageExpiration:               48 * time.Hour,
+		DelayDSNAfter:                   4 * time.Hour,
+		PoisonThreshold:                 2,
+		MaxOutboundConnections:          1000,
+		MaxPerDomainOutboundConnections: 20,
+		MaxHopCount:                     100,
+		MaxAliasDepth:                   10,
+		ShutdownGrace:                   30 * time.Second,
+		TrackingLog: TrackingLog{
+			Enabled:          true,
+			MaxFileSize:      10 << 20,
+			MaxAge:           30 * 24 * time.Hour,
+			MaxDirectorySize: 1 << 30,
+		},
 	}
 	if len(hubs) == 0 {
 		l.errorf(l.firstRange(), "Missing hub block",
@@ -89,20 +104,58 @@ func (l *loader) buildHub() {
 	default:
 		h.SpoolDir = l.path(*s.SpoolDir, s.SpoolDirRange)
 	}
+	h.QuickRetryCount = l.intAtLeast(s.QuickRetryCount, s.QuickRetryCountRange, h.QuickRetryCount, 0, "quick_retry_count")
+	h.QuickRetryInterval = l.positiveDuration(s.QuickRetryInterval, s.QuickRetryIntervalRange, h.QuickRetryInterval, "quick_retry_interval")
+	h.TransientRetryCount = l.intAtLeast(s.TransientRetryCount, s.TransientRetryCountRange, h.TransientRetryCount, 0, "transient_retry_count")
+	h.TransientRetryInterval = l.positiveDuration(s.TransientRetryInterval, s.TransientRetryIntervalRange, h.TransientRetryInterval, "transient_retry_interval")
 	h.RetryInterval = l.positiveDuration(s.RetryInterval, s.RetryIntervalRange, h.RetryInterval, "retry_interval")
-	h.MaxRetryInterval = l.positiveDuration(s.MaxRetryInterval, s.MaxRetryRange, h.MaxRetryInterval, "max_retry_interval")
-	if h.MaxRetryInterval < h.RetryInterval {
-		rng := s.MaxRetryRange
-		if s.MaxRetryInterval == nil {
-			rng = s.RetryIntervalRange
-		}
-		l.errorf(rng, "Invalid retry intervals", "max_retry_interval (%v) must not be shorter than retry_interval (%v).",
-			h.MaxRetryInterval, h.RetryInterval)
-	}
 	h.MessageExpiration = l.positiveDuration(s.MessageExpiration, s.ExpirationRange, h.MessageExpiration, "message_expiration")
+	h.DelayDSNAfter = l.duration(s.DelayDSNAfter, s.DelayDSNAfterRange, h.DelayDSNAfter)
+	if h.DelayDSNAfter < 0 {
+		l.errorf(s.DelayDSNAfterRange, "Invalid duration", "delay_dsn_after must not be negative (0 turns delay DSNs off).")
+	}
+	h.PoisonThreshold = l.intAtLeast(s.PoisonThreshold, s.PoisonThresholdRange, h.PoisonThreshold, 1, "poison_threshold")
+	h.MaxOutboundConnections = l.intAtLeast(s.MaxOutboundConnections, s.MaxOutboundConnectionsRange, h.MaxOutboundConnections, 1, "max_outbound_connections")
+	h.MaxPerDomainOutboundConnections = l.intAtLeast(s.MaxPerDomainOutboundConnections, s.MaxPerDomainOutboundConnectionsRange,
+		h.MaxPerDomainOutboundConnections, 1, "max_per_domain_outbound_connections")
+	if h.MaxPerDomainOutboundConnections > h.MaxOutboundConnections {
+		l.errorf(s.MaxPerDomainOutboundConnectionsRange, "Invalid max_per_domain_outbound_connections",
+			"max_per_domain_outbound_connections (%d) must not exceed max_outbound_connections (%d).",
+			h.MaxPerDomainOutboundConnections, h.MaxOutboundConnections)
+	}
+	h.MaxHopCount = l.intAtLeast(s.MaxHopCount, s.MaxHopCountRange, h.MaxHopCount, 1, "max_hop_count")
 	h.ShutdownGrace = l.duration(s.ShutdownGrace, s.ShutdownGraceRange, h.ShutdownGrace)
 	h.MaxAliasDepth = l.intAtLeast(s.MaxAliasDepth, s.MaxAliasDepthRange, h.MaxAliasDepth, 1, "max_alias_depth")
-	h.MaxDeliveryWorkers = l.intAtLeast(s.MaxDeliveryWorkers, s.MaxWorkersRange, h.MaxDeliveryWorkers, 1, "max_delivery_workers")
+	l.buildTrackingLog(s.TrackingLog)
+}
+
+// buildTrackingLog fills Hub.TrackingLog; the directory defaults to a
+// sibling of the spool, like the default Maildirs.
+func (l *loader) buildTrackingLog(s *trackingLogSchema) {
+	t := &l.cfg.Hub.TrackingLog
+	if l.cfg.Hub.SpoolDir != "" {
+		t.Dir = filepath.Join(filepath.Dir(l.cfg.Hub.SpoolDir), "log", "tracking")
+	}
+	if s == nil {
+		return
+	}
+	if s.Enabled != nil {
+		t.Enabled = *s.Enabled
+	}
+	if s.Dir != nil {
+		if strings.TrimSpace(*s.Dir) == "" {
+			l.errorf(s.DirRange, "Invalid dir", "tracking_log dir must not be empty.")
+		} else {
+			t.Dir = l.path(*s.Dir, s.DirRange)
+		}
+	}
+	t.MaxFileSize = l.positiveSize(s.MaxFileSize, s.MaxFileSizeRange, t.MaxFileSize, "max_file_size")
+	t.MaxAge = l.positiveDuration(s.MaxAge, s.MaxAgeRange, t.MaxAge, "max_age")
+	t.MaxDirectorySize = l.positiveSize(s.MaxDirectorySize, s.MaxDirectorySizeRange, t.MaxDirectorySize, "max_directory_size")
+	if t.MaxDirectorySize < t.MaxFileSize {
+		l.errorf(s.MaxDirectorySizeRange, "Invalid max_directory_size",
+			"max_directory_size (%d bytes) must not be smaller than max_file_size (%d bytes).", t.MaxDirectorySize, t.MaxFileSize)
+	}
 }
 
 // positiveDuration is duration with a check that the value is above zero.
@@ -246,6 +299,9 @@ func (l *loader) buildMailboxes() {
 		case l.cfg.Hub.SpoolDir != "":
 			mb.Maildir = filepath.Join(filepath.Dir(l.cfg.Hub.SpoolDir), "mail", m.local)
 		}
+		if s.LMTP != nil {
+			mb.LMTP = l.lmtpAddress(*s.LMTP, s.LMTPRange)
+		}
 		owner[addr] = addr
 		l.cfg.Mailboxes = append(l.cfg.Mailboxes, mb)
 		extras = append(extras, s.Addresses)
@@ -311,4 +367,83 @@ func (l *loader) buildAliases() {
 		}
 		l.cfg.Aliases = append(l.cfg.Aliases, a)
 	}
+}
+
+// lmtpAddress checks an LMTP server address: "unix:/path" (relative paths
+// resolve against the config file) or "host:port".
+func (l *loader) lmtpAddress(v string, rng hcl.Range) string {
+	if p, ok := strings.CutPrefix(v, "unix:"); ok {
+		if strings.TrimSpace(p) == "" {
+			l.errorf(rng, "Invalid lmtp", "lmtp = \"unix:PATH\" needs the socket path.")
+			return ""
+		}
+		return "unix:" + l.path(p, rng)
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil || host == "" || port == "" {
+		l.errorf(rng, "Invalid lmtp", "lmtp must be \"unix:/path/to/socket\" or \"host:port\", not %q.", v)
+		return ""
+	}
+	return v
+}
+
+// buildLists builds the distribution lists. A list address may not also be
+// a mailbox or an alias; members and owner must be valid addresses.
+func (l *loader) buildLists() {
+	dups := newDupCheck("distribution_list")
+	for _, s := range l.schema.DistributionLists {
+		_, addr, ok := canonAddress(s.Address)
+		if !ok {
+			_, err := parseMailbox(s.Address)
+			l.errorf(s.AddressRange, "Invalid distribution list address", "%v.", err)
+			continue
+		}
+		if dups.seen(l, addr, s.Address, s.DefRange) {
+			continue
+		}
+		if l.cfg.mailboxOrAlias(addr) {
+			l.errorf(s.AddressRange, "Distribution list shadows an address",
+				"%q is already a mailbox or alias address; an address is one of mailbox, alias or list.", s.Address)
+			continue
+		}
+		dl := DistributionList{Address: addr}
+		items, set := l.stringList(s.Members)
+		for _, it := range items {
+			_, member, ok := canonAddress(it.val)
+			if !ok {
+				_, err := parseMailbox(it.val)
+				l.errorf(it.rng, "Invalid list member", "%v.", err)
+				continue
+			}
+			dl.Members = append(dl.Members, member)
+		}
+		if set && len(items) == 0 {
+			l.errorf(s.Members.Range(), "Empty distribution list", "List %q needs at least one member.", s.Address)
+		}
+		if s.Owner != nil {
+			_, owner, ok := canonAddress(*s.Owner)
+			if !ok {
+				_, err := parseMailbox(*s.Owner)
+				l.errorf(s.OwnerRange, "Invalid list owner", "%v.", err)
+			}
+			dl.Owner = owner
+		}
+		l.cfg.DistributionLists = append(l.cfg.DistributionLists, dl)
+	}
+}
+
+// mailboxOrAlias reports whether addr (canonical) is a mailbox or alias
+// address, before the indexes exist.
+func (c *Config) mailboxOrAlias(addr string) bool {
+	for _, m := range c.Mailboxes {
+		if m.Address == addr || slices.Contains(m.Addresses, addr) {
+			return true
+		}
+	}
+	for _, a := range c.Aliases {
+		if a.Address == addr {
+			return true
+		}
+	}
+	return false
 }

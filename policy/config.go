@@ -30,6 +30,7 @@ type Config struct {
 	AcceptedDomains   []AcceptedDomain
 	Mailboxes         []Mailbox
 	Aliases           []Alias
+	DistributionLists []DistributionList
 	ReceiveConnectors []ReceiveConnector
 	SendConnectors    []SendConnector
 
@@ -40,6 +41,7 @@ type Config struct {
 	// Indexes built by Load; unexported so the snapshot stays immutable.
 	mailboxByAddress map[string]*Mailbox // every address of every mailbox, lower-cased
 	aliasByAddress   map[string]*Alias
+	listByAddress    map[string]*DistributionList
 	domainByName     map[string]*AcceptedDomain // exact names and "*.x" patterns
 	files            map[string]*hcl.File       // sources, for rendering Warnings
 }
@@ -53,13 +55,37 @@ type Hub struct {
 	Hostname string // FQDN used in Received:, the default connector FQDN, and EHLO on send connectors
 	SpoolDir string // durable queue; relative paths resolve against the config file's directory
 
-	// Simple retry for temporary delivery failures (the full ladder is a later issue).
-	RetryInterval      time.Duration // default 1m: the first delay, doubling up to MaxRetryInterval
-	MaxRetryInterval   time.Duration // default 10m
-	MessageExpiration  time.Duration // default 48h
-	MaxAliasDepth      int           // default 10
-	ShutdownGrace      time.Duration // default 30s: how long SIGTERM waits for sessions in DATA
-	MaxDeliveryWorkers int           // default 100: concurrent deliveries overall
+	// The retry ladder for temporary delivery failures (Exchange's hub
+	// defaults): QuickRetryCount retries QuickRetryInterval apart ("glitch"
+	// retries), then TransientRetryCount retries TransientRetryInterval
+	// apart, then one every RetryInterval until MessageExpiration.
+	QuickRetryCount        int           // default 4
+	QuickRetryInterval     time.Duration // default 1m
+	TransientRetryCount    int           // default 6
+	TransientRetryInterval time.Duration // default 5m
+	RetryInterval          time.Duration // default 10m
+	MessageExpiration      time.Duration // default 48h: then the recipient fails with 4.4.7
+	DelayDSNAfter          time.Duration // default 4h: one delay DSN after this; 0 = never
+
+	PoisonThreshold                 int // default 2: crashes while processing a message before it is parked
+	MaxOutboundConnections          int // default 1000: concurrent deliveries overall
+	MaxPerDomainOutboundConnections int // default 20: concurrent deliveries per next hop
+	MaxHopCount                     int // default 100: Received: headers a message the hub expands or generates may carry
+
+	MaxAliasDepth int           // default 10: alias and distribution list nesting
+	ShutdownGrace time.Duration // default 30s: how long SIGTERM waits for sessions in DATA
+
+	TrackingLog TrackingLog
+}
+
+// TrackingLog configures the message tracking log: one JSON line per event
+// (RECEIVE, EXPAND, DELIVER, ...), rotated by size and age.
+type TrackingLog struct {
+	Enabled          bool          // default true
+	Dir              string        // default <spool_dir>/../log/tracking
+	MaxFileSize      int64         // default 10MB: a file is rotated when it would grow past this
+	MaxAge           time.Duration // default 30d: older files are deleted
+	MaxDirectorySize int64         // default 1GB: oldest files are deleted beyond this
 }
 
 // DomainType says what hubd does with mail for an accepted domain.
@@ -95,12 +121,28 @@ type Mailbox struct {
 	PasswordHash string   // bcrypt ($2a$/$2b$/$2y$); empty means the mailbox cannot log in
 	Maildir      string   // directory (tmp/new/cur made on first delivery); default <spool_dir>/../mail/<local part>
 	Addresses    []string // extra addresses delivered here and usable as MAIL FROM; lower-case
+	// LMTP, when set, delivers to an LMTP server (RFC 2033) instead of the
+	// Maildir: "unix:/path/to/socket" or "host:port".
+	LMTP string
 }
 
 // Alias expands one address into others (local or remote).
 type Alias struct {
 	Address string   // lower-case
 	To      []string // targets, lower-case; may be other aliases
+}
+
+// DistributionList expands one address into its members, each of which may
+// be a mailbox, an alias, a remote address or another list. Expansion is
+// recursive with de-duplication and a depth limit (Hub.MaxAliasDepth); a
+// message expanded here carries a trace header so that the list is not
+// expanded again when the message comes back (DESIGN.md invariant 7).
+type DistributionList struct {
+	Address string   // lower-case
+	Members []string // lower-case
+	// Owner, when set, becomes the envelope sender of the copies sent to
+	// remote members, so that their bounces reach the owner, not the author.
+	Owner string
 }
 
 // Usage is a receive connector preset (Exchange's -Usage); explicit fields win.

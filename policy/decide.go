@@ -82,6 +82,11 @@ func (c *Config) AliasFor(address string) *Alias {
 	return c.aliasByAddress[lookupKey(address)]
 }
 
+// ListFor returns the distribution list for address, or nil.
+func (c *Config) ListFor(address string) *DistributionList {
+	return c.listByAddress[lookupKey(address)]
+}
+
 func lookupKey(address string) string {
 	if _, canon, ok := canonAddress(address); ok {
 		return canon
@@ -239,7 +244,7 @@ func (c *Config) ResolveLocal(addr string) string {
 }
 
 func (c *Config) known(d *AcceptedDomain, addr string) bool {
-	return c.mailboxByAddress[addr] != nil || c.aliasByAddress[addr] != nil || d.Recipients[addr]
+	return c.mailboxByAddress[addr] != nil || c.aliasByAddress[addr] != nil || c.listByAddress[addr] != nil || d.Recipients[addr]
 }
 
 func (c *Config) postmaster() string {

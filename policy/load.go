@@ -188,6 +188,7 @@ func (l *loader) build() {
 	l.buildDomains()
 	l.buildMailboxes()
 	l.buildAliases()
+	l.buildLists()
 	l.buildReceiveConnectors()
 	l.buildSendConnectors()
 	l.cfg.index()

@@ -180,9 +180,16 @@ func TestDefaults(t *testing.T) {
 	}
 	h := cfg.Hub
 	if h.Hostname != "mx.example.com" || h.SpoolDir != filepath.Join(dir, "var/spool") ||
-		h.RetryInterval != time.Minute || h.MaxRetryInterval != 10*time.Minute || h.MessageExpiration != 48*time.Hour ||
-		h.MaxAliasDepth != 10 || h.ShutdownGrace != 30*time.Second || h.MaxDeliveryWorkers != 100 {
+		h.QuickRetryCount != 4 || h.QuickRetryInterval != time.Minute || h.TransientRetryCount != 6 ||
+		h.TransientRetryInterval != 5*time.Minute || h.RetryInterval != 10*time.Minute || h.MessageExpiration != 48*time.Hour ||
+		h.DelayDSNAfter != 4*time.Hour || h.PoisonThreshold != 2 || h.MaxOutboundConnections != 1000 ||
+		h.MaxPerDomainOutboundConnections != 20 || h.MaxHopCount != 100 ||
+		h.MaxAliasDepth != 10 || h.ShutdownGrace != 30*time.Second {
 		t.Errorf("hub = %+v", h)
+	}
+	if tl := h.TrackingLog; !tl.Enabled || tl.Dir != filepath.Join(dir, "var", "log", "tracking") || tl.MaxFileSize != 10<<20 ||
+		tl.MaxAge != 30*24*time.Hour || tl.MaxDirectorySize != 1<<30 {
+		t.Errorf("tracking log = %+v", tl)
 	}
 	if mb := cfg.Mailboxes[0]; mb.Maildir != filepath.Join(dir, "var", "mail", "alice") {
 		t.Errorf("maildir = %q", mb.Maildir)
@@ -221,7 +228,12 @@ hub {
   hostname           = "MX.Example.com"
   spool_dir          = "/var/spool/hubd"
   retry_interval     = "30s"
-  max_retry_interval = "1h"
+  quick_retry_count  = 0
+  delay_dsn_after    = "0s"
+  tracking_log {
+    dir           = "/var/log/hubd"
+    max_file_size = "1MB"
+  }
   message_expiration = "1d12h"
   max_alias_depth    = 5
   shutdown_grace     = "0s"
@@ -276,7 +288,9 @@ send_connector "internet" {
 		t.Errorf("warnings: %v", cfg.Warnings)
 	}
 	if cfg.Hub.Hostname != "mx.example.com" || cfg.Hub.MessageExpiration != 36*time.Hour || cfg.Hub.SpoolDir != "/var/spool/hubd" ||
-		cfg.Hub.ShutdownGrace != 0 || cfg.Hub.MaxAliasDepth != 5 {
+		cfg.Hub.ShutdownGrace != 0 || cfg.Hub.MaxAliasDepth != 5 || cfg.Hub.RetryInterval != 30*time.Second ||
+		cfg.Hub.QuickRetryCount != 0 || cfg.Hub.DelayDSNAfter != 0 || cfg.Hub.TrackingLog.Dir != "/var/log/hubd" ||
+		cfg.Hub.TrackingLog.MaxFileSize != 1<<20 {
 		t.Errorf("hub = %+v", cfg.Hub)
 	}
 	relay := cfg.Domain("relay.example")

@@ -13,28 +13,56 @@ type fileSchema struct {
 	AcceptedDomains   []acceptedDomainSchema   `hcl:"accepted_domain,block"`
 	Mailboxes         []mailboxSchema          `hcl:"mailbox,block"`
 	Aliases           []aliasSchema            `hcl:"alias,block"`
+	DistributionLists []distributionListSchema `hcl:"distribution_list,block"`
 	ReceiveConnectors []receiveConnectorSchema `hcl:"receive_connector,block"`
 	SendConnectors    []sendConnectorSchema    `hcl:"send_connector,block"`
 }
 
 type hubSchema struct {
-	Hostname           *string   `hcl:"hostname,optional"`
-	HostnameRange      hcl.Range `hcl:"hostname,attr_value_range"`
-	SpoolDir           *string   `hcl:"spool_dir,optional"`
-	SpoolDirRange      hcl.Range `hcl:"spool_dir,attr_value_range"`
-	RetryInterval      *string   `hcl:"retry_interval,optional"`
-	RetryIntervalRange hcl.Range `hcl:"retry_interval,attr_value_range"`
-	MaxRetryInterval   *string   `hcl:"max_retry_interval,optional"`
-	MaxRetryRange      hcl.Range `hcl:"max_retry_interval,attr_value_range"`
-	MessageExpiration  *string   `hcl:"message_expiration,optional"`
-	ExpirationRange    hcl.Range `hcl:"message_expiration,attr_value_range"`
-	MaxAliasDepth      *int      `hcl:"max_alias_depth,optional"`
-	MaxAliasDepthRange hcl.Range `hcl:"max_alias_depth,attr_value_range"`
-	ShutdownGrace      *string   `hcl:"shutdown_grace,optional"`
-	ShutdownGraceRange hcl.Range `hcl:"shutdown_grace,attr_value_range"`
-	MaxDeliveryWorkers *int      `hcl:"max_delivery_workers,optional"`
-	MaxWorkersRange    hcl.Range `hcl:"max_delivery_workers,attr_value_range"`
-	DefRange           hcl.Range `hcl:",def_range"`
+	Hostname                             *string            `hcl:"hostname,optional"`
+	HostnameRange                        hcl.Range          `hcl:"hostname,attr_value_range"`
+	SpoolDir                             *string            `hcl:"spool_dir,optional"`
+	SpoolDirRange                        hcl.Range          `hcl:"spool_dir,attr_value_range"`
+	QuickRetryCount                      *int               `hcl:"quick_retry_count,optional"`
+	QuickRetryCountRange                 hcl.Range          `hcl:"quick_retry_count,attr_value_range"`
+	QuickRetryInterval                   *string            `hcl:"quick_retry_interval,optional"`
+	QuickRetryIntervalRange              hcl.Range          `hcl:"quick_retry_interval,attr_value_range"`
+	TransientRetryCount                  *int               `hcl:"transient_retry_count,optional"`
+	TransientRetryCountRange             hcl.Range          `hcl:"transient_retry_count,attr_value_range"`
+	TransientRetryInterval               *string            `hcl:"transient_retry_interval,optional"`
+	TransientRetryIntervalRange          hcl.Range          `hcl:"transient_retry_interval,attr_value_range"`
+	RetryInterval                        *string            `hcl:"retry_interval,optional"`
+	RetryIntervalRange                   hcl.Range          `hcl:"retry_interval,attr_value_range"`
+	MessageExpiration                    *string            `hcl:"message_expiration,optional"`
+	ExpirationRange                      hcl.Range          `hcl:"message_expiration,attr_value_range"`
+	DelayDSNAfter                        *string            `hcl:"delay_dsn_after,optional"`
+	DelayDSNAfterRange                   hcl.Range          `hcl:"delay_dsn_after,attr_value_range"`
+	PoisonThreshold                      *int               `hcl:"poison_threshold,optional"`
+	PoisonThresholdRange                 hcl.Range          `hcl:"poison_threshold,attr_value_range"`
+	MaxOutboundConnections               *int               `hcl:"max_outbound_connections,optional"`
+	MaxOutboundConnectionsRange          hcl.Range          `hcl:"max_outbound_connections,attr_value_range"`
+	MaxPerDomainOutboundConnections      *int               `hcl:"max_per_domain_outbound_connections,optional"`
+	MaxPerDomainOutboundConnectionsRange hcl.Range          `hcl:"max_per_domain_outbound_connections,attr_value_range"`
+	MaxHopCount                          *int               `hcl:"max_hop_count,optional"`
+	MaxHopCountRange                     hcl.Range          `hcl:"max_hop_count,attr_value_range"`
+	MaxAliasDepth                        *int               `hcl:"max_alias_depth,optional"`
+	MaxAliasDepthRange                   hcl.Range          `hcl:"max_alias_depth,attr_value_range"`
+	ShutdownGrace                        *string            `hcl:"shutdown_grace,optional"`
+	ShutdownGraceRange                   hcl.Range          `hcl:"shutdown_grace,attr_value_range"`
+	TrackingLog                          *trackingLogSchema `hcl:"tracking_log,block"`
+	DefRange                             hcl.Range          `hcl:",def_range"`
+}
+
+type trackingLogSchema struct {
+	Enabled               *bool     `hcl:"enabled,optional"`
+	Dir                   *string   `hcl:"dir,optional"`
+	DirRange              hcl.Range `hcl:"dir,attr_value_range"`
+	MaxFileSize           *string   `hcl:"max_file_size,optional"`
+	MaxFileSizeRange      hcl.Range `hcl:"max_file_size,attr_value_range"`
+	MaxAge                *string   `hcl:"max_age,optional"`
+	MaxAgeRange           hcl.Range `hcl:"max_age,attr_value_range"`
+	MaxDirectorySize      *string   `hcl:"max_directory_size,optional"`
+	MaxDirectorySizeRange hcl.Range `hcl:"max_directory_size,attr_value_range"`
 }
 
 type acceptedDomainSchema struct {
@@ -56,6 +84,8 @@ type mailboxSchema struct {
 	Maildir           *string        `hcl:"maildir,optional"`
 	MaildirRange      hcl.Range      `hcl:"maildir,attr_value_range"`
 	Addresses         hcl.Expression `hcl:"addresses,optional"`
+	LMTP              *string        `hcl:"lmtp,optional"`
+	LMTPRange         hcl.Range      `hcl:"lmtp,attr_value_range"`
 	DefRange          hcl.Range      `hcl:",def_range"`
 }
 
@@ -63,6 +93,15 @@ type aliasSchema struct {
 	Address      string         `hcl:"address,label"`
 	AddressRange hcl.Range      `hcl:"address,label_range"`
 	To           hcl.Expression `hcl:"to"`
+	DefRange     hcl.Range      `hcl:",def_range"`
+}
+
+type distributionListSchema struct {
+	Address      string         `hcl:"address,label"`
+	AddressRange hcl.Range      `hcl:"address,label_range"`
+	Members      hcl.Expression `hcl:"members"`
+	Owner        *string        `hcl:"owner,optional"`
+	OwnerRange   hcl.Range      `hcl:"owner,attr_value_range"`
 	DefRange     hcl.Range      `hcl:",def_range"`
 }
 

@@ -146,6 +146,10 @@ func (c *Config) index() {
 			c.mailboxByAddress[a] = m
 		}
 	}
+	c.listByAddress = map[string]*DistributionList{}
+	for i := range c.DistributionLists {
+		c.listByAddress[c.DistributionLists[i].Address] = &c.DistributionLists[i]
+	}
 	c.aliasByAddress = map[string]*Alias{}
 	for i := range c.Aliases {
 		c.aliasByAddress[c.Aliases[i].Address] = &c.Aliases[i]

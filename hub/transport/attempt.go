@@ -288,7 +288,7 @@ func (t *Transport) settle(cfg *policy.Config, m *queue.Message, r queue.Recipie
 			break
 		}
 		r.Status = queue.Deferred
-		r.NextAttempt = now.Add(t.backoff(cfg, r.Attempts))
+		r.NextAttempt = now.Add(backoff(cfg.Hub, r.Attempts))
 		if cfg.Hub.MessageExpiration > 0 && r.NextAttempt.After(expires) {
 			r.NextAttempt = expires // one last attempt at expiry, then 4.4.7
 		}
@@ -296,20 +296,25 @@ func (t *Transport) settle(cfg *policy.Config, m *queue.Message, r queue.Recipie
 	return r
 }
 
-// backoff is the delay after the n-th failed attempt: RetryInterval doubled
-// n-1 times, capped at MaxRetryInterval, plus up to 10% jitter.
-func (t *Transport) backoff(cfg *policy.Config, n int) time.Duration {
-	d, max := cfg.Hub.RetryInterval, cfg.Hub.MaxRetryInterval
+// backoff is the delay after the n-th failed attempt, on the retry ladder
+// of DESIGN.md (Exchange's hub defaults): QuickRetryCount "glitch" retries
+// QuickRetryInterval apart, then TransientRetryCount retries
+// TransientRetryInterval apart, then RetryInterval for ever (until expiry).
+// Up to 10% jitter is added, in integer nanoseconds, so that messages
+// deferred together do not retry in lockstep.
+func backoff(h policy.Hub, n int) time.Duration {
+	var d time.Duration
+	switch {
+	case n <= h.QuickRetryCount:
+		d = h.QuickRetryInterval
+	case n <= h.QuickRetryCount+h.TransientRetryCount:
+		d = h.TransientRetryInterval
+	default:
+		d = h.RetryInterval
+	}
 	if d <= 0 {
 		d = time.Minute
 	}
-	if max < d {
-		max = d
-	}
-	for i := 1; i < n && d < max; i++ {
-		d *= 2
-	}
-	d = min(d, max)
 	if j := int64(d / 10); j > 0 {
 		d += time.Duration(rand.Int64N(j))
 	}

@@ -140,12 +140,12 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 	}
 	t.tracer = tp.Tracer("hubd/hub/transport")
 	t.cfg.Store(cfg)
-	workers := cfg.Hub.MaxDeliveryWorkers
+	workers := cfg.Hub.MaxOutboundConnections
 	if workers <= 0 {
-		workers = 100
+		workers = 1000
 	}
 	t.global = make(chan struct{}, workers)
-	t.perHop = min(MaxPerNextHop, max(1, workers/2))
+	t.perHop = min(max(1, cfg.Hub.MaxPerDomainOutboundConnections), max(1, workers/2))
 	t.runCtx, t.cancelRun = context.WithCancel(context.Background())
 	t.sched = newScheduler(t.clock, t.dispatch)
 	return t, nil

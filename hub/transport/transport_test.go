@@ -24,7 +24,7 @@ func config(t *testing.T, spool, extraHub string) *policy.Config {
 	t.Helper()
 	dir := t.TempDir()
 	if !strings.Contains(extraHub, "retry_interval") {
-		extraHub += "\n  retry_interval = \"20ms\"\n  max_retry_interval = \"40ms\""
+		extraHub += "\n  quick_retry_interval = \"20ms\"\n  transient_retry_interval = \"20ms\"\n  retry_interval = \"40ms\""
 	}
 	src := fmt.Sprintf(`
 hub {
@@ -340,7 +340,7 @@ func TestRestartResumesPendingOnly(t *testing.T) {
 		return delivery.Result{Status: delivery.Deferred, Code: 421, Enhanced: "4.4.2", Text: "busy"}
 	}
 	cfg := config(t, spool, `retry_interval = "1h"
-  max_retry_interval = "2h"`)
+  quick_retry_interval = "1h"`)
 	md1 := &fake{result: ok}
 	h1 := start(t, cfg, md1, &fake{result: defer1h}, nil)
 	id := h1.submit("x\r\n", "alice@example.com", "carol@partner.example")
@@ -370,7 +370,8 @@ func TestBlockedNextHopDoesNotDelayAnother(t *testing.T) {
 	release := make(chan struct{})
 	sm := &fake{result: ok, block: release}
 	md := &fake{result: ok}
-	h := start(t, config(t, spool, `max_delivery_workers = 4`), md, sm, nil)
+	h := start(t, config(t, spool, `max_outbound_connections = 4
+  max_per_domain_outbound_connections = 2`), md, sm, nil)
 	for i := range 6 { // more stuck messages than overall workers
 		h.submit(fmt.Sprintf("stuck %d\r\n", i), fmt.Sprintf("u%d@partner.example", i))
 	}
@@ -413,7 +414,7 @@ func TestCloseCancelsStuckDelivery(t *testing.T) {
 func TestReloadChangesRouting(t *testing.T) {
 	spool := t.TempDir()
 	cfg := config(t, spool, `retry_interval = "1h"
-  max_retry_interval = "2h"`)
+  quick_retry_interval = "1h"`)
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -447,11 +448,20 @@ send_connector "new" {
 	}
 }
 
+// TestBackoff: the retry ladder of DESIGN.md, 4 quick retries, 6 × 5m,
+// then every 10m, each with at most 10% jitter.
 func TestBackoff(t *testing.T) {
-	cfg := &policy.Config{Hub: policy.Hub{RetryInterval: time.Minute, MaxRetryInterval: 10 * time.Minute}}
-	tr := &Transport{}
-	for n, want := range map[int]time.Duration{1: time.Minute, 2: 2 * time.Minute, 3: 4 * time.Minute, 4: 8 * time.Minute, 5: 10 * time.Minute, 50: 10 * time.Minute} {
-		got := tr.backoff(cfg, n)
+	h := policy.Hub{QuickRetryCount: 4, QuickRetryInterval: time.Minute, TransientRetryCount: 6,
+		TransientRetryInterval: 5 * time.Minute, RetryInterval: 10 * time.Minute}
+	for n := 1; n <= 40; n++ {
+		want := 10 * time.Minute
+		switch {
+		case n <= 4:
+			want = time.Minute
+		case n <= 10:
+			want = 5 * time.Minute
+		}
+		got := backoff(h, n)
 		if got < want || got > want+want/10 {
 			t.Errorf("backoff(%d) = %v, want %v plus at most 10%%", n, got, want)
 		}
