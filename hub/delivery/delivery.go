@@ -1,5 +1,6 @@
 // Package delivery defines the Deliverer seam and holds the deliverers:
-// Maildir (local mailboxes) and SMTP (send connectors: smart hosts or MX).
+// Maildir and LMTP (local mailboxes) and SMTP (send connectors: smart hosts
+// or MX).
 //
 // Contract, for every Deliverer:
 //   - Deliver makes one attempt for a group of recipients of one message that
@@ -33,6 +34,7 @@ type Kind string
 const (
 	KindMaildir Kind = "maildir"
 	KindSMTP    Kind = "smtp"
+	KindLMTP    Kind = "lmtp"
 )
 
 // NextHop is where a group of recipients goes. Two recipients with equal
@@ -42,6 +44,7 @@ type NextHop struct {
 	Connector string // send connector name (smtp), "" for maildir
 	// SMTP: the smart hosts ("host:port" or "[ip]:port"), tried in order; when
 	// empty and Domain is set, the MX hosts of Domain are used (dns_routing).
+	// LMTP: the server, "unix:/path" or "host:port".
 	SmartHosts string // comma-joined, so NextHop stays comparable
 	Domain     string // recipient domain, for MX routing; "" when smart hosts are used
 	TLS        policy.SendTLS
@@ -53,6 +56,8 @@ func (h NextHop) String() string {
 	switch {
 	case h.Kind == KindMaildir:
 		return "maildir"
+	case h.Kind == KindLMTP:
+		return "lmtp:" + h.SmartHosts
 	case h.SmartHosts != "":
 		return "smtp:" + h.Connector + "[" + h.SmartHosts + "]"
 	default:
@@ -108,6 +113,13 @@ type Result struct {
 	Enhanced  string
 	Text      string
 	RemoteMTA string // host that gave the reply, "" for local
+
+	// Connection is set when the attempt failed before any host took part
+	// in a transaction: no host could be reached or resolved, none greeted,
+	// or none offered the TLS the hop requires. It says nothing about this
+	// message: the transport puts the whole next hop in Retry (Exchange's
+	// queue status) instead of counting it against each message alone.
+	Connection bool
 }
 
 // Deliverer makes delivery attempts. See the package comment for the contract.
