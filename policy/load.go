@@ -143,6 +143,7 @@ func (l *loader) parse(filename string, src []byte, dir string) {
 	l.schema.AcceptedDomains = append(l.schema.AcceptedDomains, fs.AcceptedDomains...)
 	l.schema.Mailboxes = append(l.schema.Mailboxes, fs.Mailboxes...)
 	l.schema.Aliases = append(l.schema.Aliases, fs.Aliases...)
+	l.schema.DistributionLists = append(l.schema.DistributionLists, fs.DistributionLists...)
 	l.schema.ReceiveConnectors = append(l.schema.ReceiveConnectors, fs.ReceiveConnectors...)
 	l.schema.SendConnectors = append(l.schema.SendConnectors, fs.SendConnectors...)
 }
