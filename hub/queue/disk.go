@@ -152,6 +152,26 @@ func (s *DiskStore) statePath(id hub.QueueID) string {
 	return filepath.Join(s.queueDir, string(id)+".state")
 }
 
+func (s *DiskStore) activePath(id hub.QueueID) string {
+	return filepath.Join(s.queueDir, string(id)+".active")
+}
+
+// MarkActive writes queue/<id>.active holding notBefore; see Store. It is
+// deliberately not fsynced: it must survive the process, not the machine.
+func (s *DiskStore) MarkActive(id hub.QueueID, notBefore time.Time) error {
+	if !validID(string(id)) {
+		return fmt.Errorf("queue: invalid id %q", id)
+	}
+	return os.WriteFile(s.activePath(id), []byte(notBefore.UTC().Format(time.RFC3339Nano)), 0o600)
+}
+
+// ClearActive removes the mark; a missing mark is not an error.
+func (s *DiskStore) ClearActive(id hub.QueueID) {
+	if validID(string(id)) {
+		os.Remove(s.activePath(id))
+	}
+}
+
 func (s *DiskStore) tmpPath(id hub.QueueID, kind string) string {
 	return filepath.Join(s.tmpDir, fmt.Sprintf("%s.%s.%d", id, kind, s.tmpSeq.Add(1)))
 }
@@ -335,10 +355,10 @@ func (s *DiskStore) Load(ctx context.Context) ([]*Message, error) {
 		name := e.Name()
 		id, kind, _ := strings.Cut(name, ".")
 		switch {
-		case !validID(id) || (kind != "msg" && kind != "state"):
+		case !validID(id) || (kind != "msg" && kind != "state" && kind != "active"):
 			s.quarantine(name, errors.New("not a queue file"))
-		case kind == "state" && !msgs[id]:
-			// Left by a Remove interrupted between its two unlinks.
+		case (kind == "state" || kind == "active") && !msgs[id]:
+			// Left by a Remove interrupted between its unlinks.
 			os.Remove(filepath.Join(s.queueDir, name))
 		case kind == "msg":
 			m, err := s.loadOne(hub.QueueID(id))
@@ -347,11 +367,41 @@ func (s *DiskStore) Load(ctx context.Context) ([]*Message, error) {
 				s.quarantine(id+".state", err)
 				continue
 			}
+			if err := s.recoverActive(ctx, m); err != nil {
+				return nil, err
+			}
 			out = append(out, m)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// recoverActive handles a message the previous process died processing:
+// one more crash, and no attempt before the time MarkActive recorded. The
+// count is made durable before the mark goes, so a crash loop counts up.
+func (s *DiskStore) recoverActive(ctx context.Context, m *Message) error {
+	raw, err := os.ReadFile(s.activePath(m.ID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	notBefore, perr := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(raw)))
+	if err != nil || perr != nil {
+		notBefore = s.clock().Add(time.Minute) // unreadable: still a crash, and still no storm
+	}
+	m.Crashes++
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if !r.Status.Settled() && r.NextAttempt.Before(notBefore) {
+			r.NextAttempt = notBefore
+		}
+	}
+	s.log.Warn("message was being processed when the hub stopped", "id", m.ID, "crashes", m.Crashes)
+	if err := s.Update(ctx, m.ID, m.State); err != nil {
+		return err
+	}
+	s.ClearActive(m.ID)
+	return nil
 }
 
 func (s *DiskStore) loadOne(id hub.QueueID) (*Message, error) {

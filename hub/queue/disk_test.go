@@ -370,3 +370,62 @@ func TestQuarantineKeepsEarlierItems(t *testing.T) {
 		t.Fatalf("quarantine holds %d items (%v), want 2", len(q), err)
 	}
 }
+
+// TestActiveMarkCountsCrash: a message still marked active when the store
+// is reopened (the process died processing it) comes back with one more
+// crash, durably, and with its pending recipients held back until the time
+// the mark named; a cleared mark counts nothing.
+func TestActiveMarkCountsCrash(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := OpenDisk(DiskOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed, clean := newMessage("a@example.com", "b@example.com"), newMessage("c@example.com")
+	for _, m := range []*Message{crashed, clean} {
+		if err := s.Put(ctx, m, strings.NewReader("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := crashed.State
+	st.Recipients[1].Status = Delivered
+	if err := s.Update(ctx, crashed.ID, st); err != nil {
+		t.Fatal(err)
+	}
+	notBefore := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	for _, id := range []hub.QueueID{crashed.ID, clean.ID} {
+		if err := s.MarkActive(id, notBefore); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.ClearActive(clean.ID)
+	s.Close() // the marks stay, as after SIGKILL
+
+	for round := 1; round <= 2; round++ {
+		s2, err := OpenDisk(DiskOptions{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s2.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].ID != crashed.ID {
+			t.Fatalf("round %d: loaded %+v", round, got)
+		}
+		c := got[0]
+		if c.Crashes != round || !c.Recipients[0].NextAttempt.Equal(notBefore) || c.Recipients[1].Status != Delivered ||
+			!c.Recipients[1].NextAttempt.IsZero() || got[1].Crashes != 0 {
+			t.Fatalf("round %d: crashed %+v, clean %+v", round, c.State, got[1].State)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "queue", string(c.ID)+".active")); !os.IsNotExist(err) {
+			t.Fatalf("round %d: mark left behind: %v", round, err)
+		}
+		// Crash again while processing it.
+		if err := s2.MarkActive(c.ID, notBefore); err != nil {
+			t.Fatal(err)
+		}
+		s2.Close()
+	}
+}

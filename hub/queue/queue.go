@@ -28,6 +28,15 @@
 //   - Load returns every queued message, oldest first. Anything unreadable is
 //     moved aside (quarantined) and logged, never fatal, so one bad record
 //     cannot keep the hub from starting.
+//   - MarkActive records, before a delivery attempt or a categorizer run,
+//     that processing of a message is starting; ClearActive, that it ended.
+//     A message still marked when the process dies is returned by the next
+//     Load with Crashes incremented (and persisted), and with its pending
+//     recipients not due before the time given to MarkActive. That is how a
+//     message that crashes the process reaches the poison queue, and why a
+//     crash loop never becomes a retry storm. The mark survives a process
+//     crash; it need not survive a power loss (it is not fsynced: a lost mark
+//     costs one uncounted crash, while an fsync would cost every attempt).
 //   - Concurrent Put and Update calls share the cost of making things durable
 //     (group commit, invariant 2): throughput is not capped by fsyncs/s.
 //
@@ -76,6 +85,8 @@ type Store interface {
 	Remove(id hub.QueueID) error
 	Open(id hub.QueueID) (io.ReadCloser, error)
 	Load(ctx context.Context) ([]*Message, error)
+	MarkActive(id hub.QueueID, notBefore time.Time) error
+	ClearActive(id hub.QueueID)
 	Close() error
 }
 
@@ -100,10 +111,15 @@ type State struct {
 
 	Recipients []RecipientState `json:"recipients"`
 
-	// CategorizerCrashes counts categorizer attempts on this message that
-	// ended in a panic; a later poison queue parks messages that crash it
-	// repeatedly (Exchange's poison threshold is 2).
-	CategorizerCrashes int `json:"categorizer_crashes,omitempty"`
+	// Crashes counts attempts on this message that ended in a crash: a
+	// panic in the categorizer or a deliverer, or the process dying while
+	// the message was marked active (MarkActive). At Hub.PoisonThreshold the
+	// message is Poisoned.
+	Crashes int `json:"crashes,omitempty"`
+	// Poisoned messages are parked in the poison queue: never attempted or
+	// expired automatically, only released by an operator (Exchange's
+	// poison message queue).
+	Poisoned bool `json:"poisoned,omitempty"`
 }
 
 // Status is where one recipient stands.
@@ -130,6 +146,18 @@ type RecipientState struct {
 	LastReply   Reply     `json:"last_reply,omitzero"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"` // Deferred: not before this time
 	NextHop     string    `json:"next_hop,omitempty"`    // the last next hop tried, for logs and hubctl
+
+	// Sender, when set, replaces the envelope sender for this recipient (a
+	// distribution list's owner); Lists are the lists expanded on its path,
+	// each added as a trace header to the copy it receives.
+	Sender string   `json:"sender,omitempty"`
+	Lists  []string `json:"lists,omitempty"`
+
+	// Notified: the DSN this recipient's final state owes (failure, or
+	// success when NOTIFY=SUCCESS) has been queued, or is not wanted.
+	// DelayNotified: the one delay DSN has been queued, or is not wanted.
+	Notified      bool `json:"notified,omitempty"`
+	DelayNotified bool `json:"delay_notified,omitempty"`
 }
 
 // Reply is the SMTP reply that decided a recipient's last attempt.

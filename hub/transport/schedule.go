@@ -63,6 +63,15 @@ func (s *scheduler) add(id hub.QueueID, at time.Time) {
 	}
 }
 
+// poke makes run look at the clock again now (tests that step an
+// injected clock use it instead of waiting for maxWait).
+func (s *scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 // run dispatches due items until stop. Dispatch must not block.
 func (s *scheduler) run() {
 	defer close(s.done)

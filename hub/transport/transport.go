@@ -1,32 +1,43 @@
 // Package transport is the hub: it implements hub.Submitter over a durable
-// queue.Store, runs the categorizer on every queued message, and drives the
-// deliverers with a retry schedule, so that every accepted recipient ends
-// delivered or failed (DESIGN.md invariant 3).
+// queue.Store, runs the categorizer on every queued message, and feeds one
+// delivery queue per next hop, so that every accepted recipient ends
+// delivered, or failed with a DSN to its sender (DESIGN.md invariant 3).
 //
 // What it promises:
 //   - Submit returns only once the message is durable (the Store's Put).
 //   - One scheduler goroutine with a heap decides when each message is next
 //     due; nothing sleeps per message.
-//   - A due message is categorized (aliases expanded once, then persisted,
-//     so each recipient's index and delivery key "<queue id>.<index>" stay
-//     fixed), routed again with the current config (a Reload changes routing
-//     on the next attempt), and split into one work item per next hop.
-//   - Work items run concurrently, bounded overall by Hub.MaxDeliveryWorkers
-//     (read at New) and per next hop by MaxPerNextHop, and a work item waits
-//     for its next hop's slot before taking an overall one, so a slow smart
-//     host never holds slots that Maildir delivery needs (invariant 4).
+//   - A due message is categorized once (aliases and distribution lists
+//     expanded, then persisted), its due recipients are routed again with
+//     the current config (a Reload changes routing on the next attempt), and
+//     each group sharing a next hop, envelope sender and expansion trace
+//     becomes a work item in that next hop's delivery queue.
+//   - Delivery queues are independent (invariant 4): each runs at most
+//     Hub.MaxPerDomainOutboundConnections deliveries, all of them together at
+//     most Hub.MaxOutboundConnections, and a recipient waiting in or being
+//     delivered by one queue never holds back the same message's recipients
+//     in another. A queue whose next hop cannot be reached at all (every
+//     result has Result.Connection) goes into Retry on the retry ladder: its
+//     waiting items are deferred at once without dialling, and after the
+//     retry time one connection probes the next hop before the others follow.
+//   - Before processing a message the store marks it active (MarkActive), so
+//     that if the process dies the next start counts a crash and does not
+//     retry before the ladder's first rung; after Hub.PoisonThreshold crashes
+//     (process deaths, or panics in the categorizer or a deliverer) the
+//     message is parked in the poison queue and never retried automatically.
 //   - After every attempt the recipients' new state is persisted before
 //     anything else happens; delivered and failed recipients are never
 //     attempted again, also after a restart.
-//   - A temporary failure is retried after Hub.RetryInterval, doubling up to
-//     Hub.MaxRetryInterval, plus up to 10% jitter so that messages deferred
-//     together do not retry in lockstep. A recipient still deferred once
-//     Hub.MessageExpiration has passed since arrival fails with 4.4.7
+//   - A temporary failure is retried on the retry ladder (backoff) until
+//     Hub.MessageExpiration has passed since arrival, then fails with 4.4.7
 //     (RFC 3463: delivery time expired). A permanent failure fails at once.
-//   - A message is removed from the store once all its recipients are
-//     delivered or failed. Failed recipients are logged ("recipient failed");
-//     turning them into RFC 3464 delivery status notifications is the job of
-//     the DSN generator, which submits the report back through Submit.
+//     A recipient with no route waits in the unreachable queue until a
+//     Reload (routing may have changed) or its expiry.
+//   - Failed recipients, delayed ones past Hub.DelayDSNAfter (once), and
+//     delivered ones that asked for NOTIFY=SUCCESS get an RFC 3464 DSN,
+//     queued through Submit with the null sender before the message leaves
+//     the queue. No DSN is ever sent to the null sender.
+//   - Every step is written to the message tracking log when one is given.
 package transport
 
 import (
@@ -45,14 +56,9 @@ import (
 	"hubd/hub"
 	"hubd/hub/delivery"
 	"hubd/hub/queue"
+	"hubd/hub/tracking"
 	"hubd/policy"
 )
-
-// MaxPerNextHop bounds concurrent deliveries to one next hop (Exchange's
-// default of 20 connections per destination). With fewer than 40 workers
-// overall, one next hop gets at most half of them, so that a stuck next hop
-// always leaves slots for the others.
-const MaxPerNextHop = 20
 
 // Options configure a Transport.
 type Options struct {
@@ -63,12 +69,15 @@ type Options struct {
 	// Store overrides the durable store; nil opens a queue.DiskStore in
 	// Hub.SpoolDir at Start (the replicated backend plugs in here).
 	Store queue.Store
+	// Tracking receives the message tracking log's events; nil: none.
+	Tracking *tracking.Log
 }
 
 // Stats is a snapshot of the queue.
 type Stats struct {
-	Messages          int // messages in the queue
+	Messages          int // messages in the queue, poisoned ones included
 	PendingRecipients int // recipients neither delivered nor failed
+	Poisoned          int // messages in the poison queue
 }
 
 // Transport is the hub. Create it with New, then Start it.
@@ -76,21 +85,21 @@ type Transport struct {
 	cfg    atomic.Pointer[policy.Config]
 	opts   Options
 	log    *slog.Logger
+	track  *tracking.Log
 	tracer trace.Tracer
 	clock  func() time.Time
 	store  queue.Store
 	sched  *scheduler
 
-	global chan struct{} // overall delivery slots
-	perHop int           // slots per next hop
+	global chan struct{} // overall delivery slots (Hub.MaxOutboundConnections, read at New)
 
 	mu      sync.Mutex
 	msgs    map[hub.QueueID]*entry
-	hops    map[delivery.NextHop]*hopSlots
+	queues  map[delivery.NextHop]*hopQueue
 	changed chan struct{} // closed and replaced when a message leaves the queue
 	started bool
 	closed  bool
-	wg      sync.WaitGroup // running attempts
+	wg      sync.WaitGroup // running goroutines: processing and deliveries
 
 	// runCtx is the context of every delivery; Close cancels it when its own
 	// deadline passes, so deliverers give up and report Deferred.
@@ -98,18 +107,25 @@ type Transport struct {
 	cancelRun context.CancelFunc
 }
 
-// entry is one queued message. mu guards msg.State and is held across the
-// store Update that persists it, so that Updates of one message are ordered.
+// entry is one queued message.
 type entry struct {
-	mu   sync.Mutex
-	msg  *queue.Message
-	busy bool      // an attempt is running (guarded by Transport.mu)
-	due  time.Time // when the scheduler should next run it (guarded by Transport.mu)
-}
+	// mu guards msg.State, inflight and notifyRetry, and is held across the
+	// store Update that persists them, so that Updates of one message are
+	// ordered.
+	mu          sync.Mutex
+	msg         *queue.Message
+	inflight    map[int]bool // recipient indexes handed to a delivery queue and not back yet
+	notifyRetry time.Time    // a DSN could not be queued: try again at this time
 
-type hopSlots struct {
-	slots chan struct{}
-	users int
+	// Guarded by Transport.mu.
+	busy     bool      // process is running
+	removing bool      // settled; being removed
+	due      time.Time // when the scheduler should next run it
+
+	markMu sync.Mutex // serialises MarkActive/ClearActive
+	marked bool
+
+	notifyMu sync.Mutex // one notify at a time, so that a DSN is queued once
 }
 
 // New returns a Transport for cfg. Nothing is opened until Start.
@@ -125,7 +141,8 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		log:     opts.Logger,
 		clock:   opts.Clock,
 		msgs:    map[hub.QueueID]*entry{},
-		hops:    map[delivery.NextHop]*hopSlots{},
+		queues:  map[delivery.NextHop]*hopQueue{},
+		track:   opts.Tracking,
 		changed: make(chan struct{}),
 	}
 	if t.log == nil {
@@ -145,7 +162,6 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		workers = 1000
 	}
 	t.global = make(chan struct{}, workers)
-	t.perHop = min(max(1, cfg.Hub.MaxPerDomainOutboundConnections), max(1, workers/2))
 	t.runCtx, t.cancelRun = context.WithCancel(context.Background())
 	t.sched = newScheduler(t.clock, t.dispatch)
 	return t, nil
@@ -174,13 +190,28 @@ func (t *Transport) Start(ctx context.Context) error {
 		return err
 	}
 	now := t.clock()
+	cfg := t.cfg.Load()
+	poisoned := 0
 	for _, m := range msgs {
-		e := &entry{msg: m}
+		e := &entry{msg: m, inflight: map[int]bool{}}
 		t.msgs[m.ID] = e
-		t.scheduleLocked(e, nextDue(m, now))
+		if !m.Poisoned && m.Crashes >= cfg.Hub.PoisonThreshold {
+			// The process died processing it this often: park it.
+			st := cloneState(m.State)
+			st.Poisoned = true
+			t.persist(e, st)
+			t.recordPoison(m, m.Crashes, "the process died while processing the message")
+		}
+		if m.Poisoned {
+			poisoned++
+			continue
+		}
+		if due, ok := nextDue(e, now); ok {
+			t.scheduleLocked(e, due)
+		}
 	}
 	if len(msgs) > 0 {
-		t.log.Info("queue recovered", "messages", len(msgs))
+		t.log.Info("queue recovered", "messages", len(msgs), "poisoned", poisoned)
 	}
 	t.started = true
 	go t.sched.run()
@@ -213,9 +244,10 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	// its session; this line is the hub's own view, for tracing the queue.
 	t.log.Debug("queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
+	t.recordReceive(m)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := &entry{msg: m}
+	e := &entry{msg: m, inflight: map[int]bool{}}
 	t.msgs[m.ID] = e
 	if !t.closed { // a Close racing with us: the message is safe on disk for the next Start
 		t.scheduleLocked(e, m.Arrived)
@@ -223,12 +255,31 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	return m.ID, nil
 }
 
-// Reload swaps the configuration. Routing, aliases and retry intervals take
-// effect on each message's next attempt; MaxDeliveryWorkers and the spool
-// directory need a restart.
+// Reload swaps the configuration. Routing, aliases, lists and retry
+// intervals take effect on each message's next attempt, and every recipient
+// in the unreachable queue is routed again at once (Exchange resubmits the
+// unreachable queue when routing changes). MaxOutboundConnections and the
+// spool directory need a restart.
 func (t *Transport) Reload(cfg *policy.Config) {
-	if cfg != nil {
-		t.cfg.Store(cfg)
+	if cfg == nil {
+		return
+	}
+	t.cfg.Store(cfg)
+	now := t.clock()
+	for _, e := range t.entries() {
+		e.mu.Lock()
+		resubmit := false
+		for i := range e.msg.Recipients {
+			r := &e.msg.Recipients[i]
+			if r.Status == queue.Deferred && r.NextHop == unreachableQueue && !e.inflight[i] {
+				r.NextAttempt = now // in memory only: a restart routes it anyway
+				resubmit = true
+			}
+		}
+		e.mu.Unlock()
+		if resubmit {
+			t.reschedule(e)
+		}
 	}
 }
 
@@ -269,15 +320,13 @@ func (t *Transport) Close(ctx context.Context) error {
 
 // Stats counts what is queued.
 func (t *Transport) Stats() Stats {
-	t.mu.Lock()
-	entries := make([]*entry, 0, len(t.msgs))
-	for _, e := range t.msgs {
-		entries = append(entries, e)
-	}
-	t.mu.Unlock()
+	entries := t.entries()
 	s := Stats{Messages: len(entries)}
 	for _, e := range entries {
 		e.mu.Lock()
+		if e.msg.Poisoned {
+			s.Poisoned++
+		}
 		for _, r := range e.msg.Recipients {
 			if !r.Status.Settled() {
 				s.PendingRecipients++
@@ -288,142 +337,52 @@ func (t *Transport) Stats() Stats {
 	return s
 }
 
-// WaitIdle returns when the queue is empty, or with ctx's error.
+// entries returns a snapshot of the queued messages.
+func (t *Transport) entries() []*entry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*entry, 0, len(t.msgs))
+	for _, e := range t.msgs {
+		out = append(out, e)
+	}
+	return out
+}
+
+// WaitIdle returns when no message is left to process (poisoned messages
+// are parked, not waiting), or with ctx's error.
 func (t *Transport) WaitIdle(ctx context.Context) error {
 	for {
 		t.mu.Lock()
-		n, ch := len(t.msgs), t.changed
+		ch := t.changed
 		t.mu.Unlock()
+		n := 0
+		for _, e := range t.entries() {
+			e.mu.Lock()
+			if !e.msg.Poisoned {
+				n++
+			}
+			e.mu.Unlock()
+		}
 		if n == 0 {
 			return nil
 		}
 		select {
-		case <-ch:
+		case <-ch: // a message left or was poisoned
 		case <-ctx.Done():
 			return fmt.Errorf("transport: %d messages still queued: %w", n, ctx.Err())
 		}
 	}
 }
 
+// signalLocked wakes WaitIdle: a message left the queue or was poisoned.
+// t.mu is held.
+func (t *Transport) signalLocked() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
 // scheduleLocked makes e due at at. t.mu is held.
 func (t *Transport) scheduleLocked(e *entry, at time.Time) {
 	e.due = at
 	t.sched.add(e.msg.ID, at)
-}
-
-// dispatch is called by the scheduler when message id is due at at.
-func (t *Transport) dispatch(id hub.QueueID, at time.Time) {
-	t.mu.Lock()
-	e := t.msgs[id]
-	if e == nil || e.busy || t.closed || !e.due.Equal(at) {
-		// Gone, already running (it reschedules itself when done), or a
-		// stale heap item superseded by a later schedule.
-		t.mu.Unlock()
-		return
-	}
-	e.busy = true
-	t.wg.Add(1)
-	t.mu.Unlock()
-	go t.attempt(e)
-}
-
-// finish ends an attempt on e: remove the message if every recipient is
-// settled, otherwise schedule it when its earliest recipient is due.
-func (t *Transport) finish(e *entry) {
-	e.mu.Lock()
-	settled := allSettled(e.msg)
-	due := nextDue(e.msg, t.clock())
-	e.mu.Unlock()
-	if settled {
-		if err := t.store.Remove(e.msg.ID); err != nil {
-			// deliver skipped the Update of the settled state, counting on
-			// this Remove: persist it now, so that after a restart the
-			// message is loaded, found settled and removed again.
-			t.log.Error("cannot remove message", "id", e.msg.ID, "err", err)
-			e.mu.Lock()
-			t.persist(e, e.msg.State)
-			e.mu.Unlock()
-		}
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e.busy = false
-	switch {
-	case settled:
-		delete(t.msgs, e.msg.ID)
-		close(t.changed)
-		t.changed = make(chan struct{})
-	case !t.closed:
-		t.scheduleLocked(e, due)
-	}
-}
-
-func allSettled(m *queue.Message) bool { return stateSettled(m.State) }
-
-func stateSettled(st queue.State) bool {
-	for _, r := range st.Recipients {
-		if !r.Status.Settled() {
-			return false
-		}
-	}
-	return true
-}
-
-// nextDue is when m should next be attempted: now if a recipient was never
-// tried or it was never categorized, else its earliest retry time.
-func nextDue(m *queue.Message, now time.Time) time.Time {
-	if !m.Expanded {
-		// Not categorized yet; after a categorizer crash every recipient
-		// carries the retry time.
-		if len(m.Recipients) > 0 && m.Recipients[0].NextAttempt.After(now) {
-			return m.Recipients[0].NextAttempt
-		}
-		return now
-	}
-	var due time.Time
-	for _, r := range m.Recipients {
-		switch {
-		case r.Status == queue.Queued:
-			return now
-		case r.Status == queue.Deferred && (due.IsZero() || r.NextAttempt.Before(due)):
-			due = r.NextAttempt
-		}
-	}
-	if due.IsZero() {
-		return now
-	}
-	return due
-}
-
-// hopAcquire takes a slot for hop, then an overall slot; false if ctx ended.
-func (t *Transport) hopAcquire(ctx context.Context, hop delivery.NextHop) (release func(), ok bool) {
-	t.mu.Lock()
-	h := t.hops[hop]
-	if h == nil {
-		h = &hopSlots{slots: make(chan struct{}, t.perHop)}
-		t.hops[hop] = h
-	}
-	h.users++
-	t.mu.Unlock()
-	drop := func() {
-		t.mu.Lock()
-		if h.users--; h.users == 0 {
-			delete(t.hops, hop)
-		}
-		t.mu.Unlock()
-	}
-	select {
-	case h.slots <- struct{}{}:
-	case <-ctx.Done():
-		drop()
-		return nil, false
-	}
-	select {
-	case t.global <- struct{}{}:
-	case <-ctx.Done():
-		<-h.slots
-		drop()
-		return nil, false
-	}
-	return func() { <-t.global; <-h.slots; drop() }, true
 }

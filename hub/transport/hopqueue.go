@@ -1,0 +1,400 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"hubd/hub/categorizer"
+	"hubd/hub/delivery"
+	"hubd/hub/queue"
+	"hubd/policy"
+)
+
+// hopQueue is the delivery queue of one next hop (Exchange's remote
+// delivery queue, keyed like its NextHopSolutionKey: kind, connector and
+// destination). It exists while it holds or runs work, is in Retry, or is
+// suspended. All fields are guarded by Transport.mu.
+type hopQueue struct {
+	hop       delivery.NextHop
+	items     []*workItem // waiting, oldest first
+	active    int         // deliveries running
+	failures  int         // consecutive attempts that reached no host
+	retryAt   time.Time   // in Retry: no new connection before this
+	lastError string
+	suspended bool // runtime override by an operator (not persisted)
+}
+
+// Queue states, as Exchange's queue viewer shows them.
+const (
+	StateActive    = "Active"    // deliveries running
+	StateReady     = "Ready"     // nothing running, nothing blocking
+	StateRetry     = "Retry"     // the next hop could not be reached; waiting for RetryAt
+	StateSuspended = "Suspended" // suspended by an operator: messages enter, none leave
+)
+
+func (q *hopQueue) state(now time.Time) string {
+	switch {
+	case q.suspended:
+		return StateSuspended
+	case q.failures > 0 && (now.Before(q.retryAt) || q.active == 0):
+		return StateRetry
+	case q.active > 0:
+		return StateActive
+	default:
+		return StateReady
+	}
+}
+
+// QueueInfo describes one queue for operators (hubctl, logs).
+type QueueInfo struct {
+	Name       string    // the next hop, e.g. "smtp:internet[mx:example.net]", or "unreachable", "poison"
+	State      string    // StateActive, StateReady, StateRetry, StateSuspended
+	Items      int       // work items waiting (one per message and next hop)
+	Active     int       // deliveries running
+	Recipients int       // unreachable and poison queues: recipients held
+	RetryAt    time.Time // StateRetry
+	LastError  string
+}
+
+// Queues lists the delivery queues, then the unreachable and poison queues.
+func (t *Transport) Queues() []QueueInfo {
+	now := t.clock()
+	var out []QueueInfo
+	t.mu.Lock()
+	for _, q := range t.queues {
+		out = append(out, QueueInfo{Name: q.hop.String(), State: q.state(now), Items: len(q.items), Active: q.active,
+			RetryAt: q.retryAt, LastError: q.lastError})
+	}
+	t.mu.Unlock()
+	slices.SortFunc(out, func(a, b QueueInfo) int { return strings.Compare(a.Name, b.Name) })
+	unreachable := QueueInfo{Name: unreachableQueue, State: StateReady}
+	poison := QueueInfo{Name: "poison", State: StateSuspended}
+	for _, e := range t.entries() {
+		e.mu.Lock()
+		if e.msg.Poisoned {
+			poison.Items++
+			poison.Recipients += pending(e.msg.State)
+		} else {
+			n := 0
+			for _, r := range e.msg.Recipients {
+				if r.Status == queue.Deferred && r.NextHop == unreachableQueue {
+					n++
+				}
+			}
+			if n > 0 {
+				unreachable.Items++
+				unreachable.Recipients += n
+			}
+		}
+		e.mu.Unlock()
+	}
+	return append(out, unreachable, poison)
+}
+
+func pending(st queue.State) int {
+	n := 0
+	for _, r := range st.Recipients {
+		if !r.Status.Settled() {
+			n++
+		}
+	}
+	return n
+}
+
+// SuspendQueue stops deliveries from the named delivery queue until
+// ResumeQueue: work still enters it, none leaves. It is a runtime override,
+// not persisted: after a restart the queue runs (DESIGN.md invariant 5).
+func (t *Transport) SuspendQueue(name string) error { return t.setSuspended(name, true) }
+
+// ResumeQueue ends SuspendQueue and lets the queue's work go.
+func (t *Transport) ResumeQueue(name string) error { return t.setSuspended(name, false) }
+
+func (t *Transport) setSuspended(name string, on bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, q := range t.queues {
+		if q.hop.String() == name {
+			q.suspended = on
+			if on {
+				t.log.Warn("queue suspended (runtime override, not persisted)", "queue", name)
+			} else {
+				t.log.Warn("queue resumed", "queue", name)
+				t.pumpLocked(q)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no queue named %q", name)
+}
+
+// enqueueLocked puts it in its next hop's queue and starts what may run.
+// t.mu is held.
+func (t *Transport) enqueueLocked(it *workItem) {
+	q := t.queues[it.hop]
+	if q == nil {
+		q = &hopQueue{hop: it.hop}
+		t.queues[it.hop] = q
+	}
+	if q.failures > 0 && t.clock().Before(q.retryAt) && !q.suspended {
+		// The next hop is in Retry: do not dial it again before its time;
+		// the recipients are deferred at once, as if they had been tried.
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.complete(q, it, t.retryResults(q, it), inRetry, "")
+		}()
+		return
+	}
+	q.items = append(q.items, it)
+	t.pumpLocked(q)
+}
+
+// retryResults is what a work item gets when its queue is in Retry.
+func (t *Transport) retryResults(q *hopQueue, it *workItem) []delivery.Result {
+	res := make([]delivery.Result, len(it.rcpts))
+	for i := range res {
+		res[i] = delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.4.1", Connection: true,
+			Text: "Next hop in retry until " + q.retryAt.UTC().Format(time.RFC3339) + "; last error: " + q.lastError}
+	}
+	return res
+}
+
+// pumpLocked starts deliveries from q up to its limit. In Retry after the
+// retry time, one connection probes the next hop before more follow.
+// t.mu is held.
+func (t *Transport) pumpLocked(q *hopQueue) {
+	if t.closed || q.suspended {
+		return
+	}
+	limit := max(1, t.cfg.Load().Hub.MaxPerDomainOutboundConnections)
+	if q.failures > 0 {
+		limit = 1
+	}
+	for q.active < limit && len(q.items) > 0 {
+		it := q.items[0]
+		q.items = q.items[1:]
+		q.active++
+		t.wg.Add(1)
+		go t.run(q, it)
+	}
+	t.dropIdleLocked(q)
+}
+
+// dropIdleLocked forgets a queue with nothing to do and nothing to remember.
+func (t *Transport) dropIdleLocked(q *hopQueue) {
+	if q.active == 0 && len(q.items) == 0 && q.failures == 0 && !q.suspended {
+		delete(t.queues, q.hop)
+	}
+}
+
+// run makes one delivery attempt for it.
+func (t *Transport) run(q *hopQueue, it *workItem) {
+	defer t.wg.Done()
+	ctx := t.runCtx
+	select {
+	case t.global <- struct{}{}:
+	case <-ctx.Done():
+		t.complete(q, it, nil, aborted, "") // shutting down: the recipients stay as they are, for the next Start
+		return
+	}
+	m := it.e.msg // ID, Envelope and Size never change
+	ctx, span := t.startSpan(ctx, m, it)
+	results, panicked := t.callDeliverer(ctx, it)
+	<-t.global
+	endSpan(span, results)
+	t.complete(q, it, results, attempted, panicked)
+}
+
+// How a work item ended.
+type ending int
+
+const (
+	attempted ending = iota // the deliverer ran
+	inRetry                 // not dialled: the queue is in Retry
+	aborted                 // not attempted: shutting down; nothing changes
+)
+
+// complete applies a work item's results: persist the recipients' new
+// state, queue the DSNs owed, update the next hop's queue, and reschedule
+// the message. panicked, when set, says the deliverer crashed.
+func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Result, how ending, panicked string) {
+	cfg := t.cfg.Load()
+	now := t.clock()
+	e := it.e
+	unreachable := len(results) > 0
+	for _, r := range results {
+		unreachable = unreachable && r.Connection && r.Status == delivery.Deferred
+	}
+
+	t.mu.Lock()
+	if how != inRetry {
+		q.active--
+	}
+	if how == attempted {
+		if unreachable {
+			q.failures++
+			q.retryAt = now.Add(backoff(cfg.Hub, q.failures))
+			q.lastError = resultsText(results)
+			t.log.Warn("next hop unreachable, queue in retry", "queue", q.hop.String(), "failures", q.failures,
+				"retry_at", q.retryAt, "err", q.lastError)
+		} else if q.failures > 0 {
+			t.log.Info("next hop reachable again", "queue", q.hop.String())
+			q.failures, q.retryAt, q.lastError = 0, time.Time{}, ""
+		}
+	}
+	var released []*workItem
+	if how == attempted && unreachable {
+		// The whole next hop is down: what waits for it is deferred now
+		// instead of dialling it again.
+		released, q.items = q.items, nil
+	}
+	floor := time.Time{}
+	if unreachable {
+		floor = q.retryAt
+	}
+	t.pumpLocked(q)
+	t.mu.Unlock()
+	for _, w := range released {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.complete(q, w, t.retryResults(q, w), inRetry, "")
+		}()
+	}
+
+	e.mu.Lock()
+	if how != aborted {
+		st := cloneState(e.msg.State)
+		for k, i := range it.indexes {
+			st.Recipients[i] = t.settle(cfg, e.msg, st.Recipients[i], results[k], it.hop.String(), now, floor)
+		}
+		if panicked != "" {
+			t.crashed(cfg, e, &st, panicked)
+		}
+		if finished(st) && len(e.inflight) == len(it.indexes) {
+			// Everything is settled and nothing is owed: the Remove that
+			// follows records the outcome as well as an Update would, for one
+			// fsync less on the hot path (remove persists st if it fails).
+			e.msg.State = st
+		} else {
+			t.persist(e, st)
+		}
+		for _, i := range it.indexes {
+			t.record(e.msg, e.msg.Recipients[i])
+		}
+	}
+	for _, i := range it.indexes {
+		delete(e.inflight, i)
+	}
+	e.mu.Unlock()
+	if how != aborted {
+		t.notify(cfg, e)
+	}
+	t.reschedule(e)
+}
+
+func resultsText(results []delivery.Result) string {
+	if len(results) == 0 {
+		return ""
+	}
+	r := results[0]
+	if r.Code == 0 {
+		return r.Text
+	}
+	return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
+}
+
+// callDeliverer runs the deliverer for it, guaranteeing one result per
+// recipient whatever the deliverer does. A panic is reported (it counts
+// towards the poison threshold) and the recipients deferred.
+func (t *Transport) callDeliverer(ctx context.Context, it *workItem) (results []delivery.Result, panicked string) {
+	m := it.e.msg
+	d := t.opts.Deliverers[it.hop.Kind]
+	defer func() {
+		if p := recover(); p != nil {
+			t.log.Error("deliverer panicked", "id", m.ID, "next_hop", it.hop.String(), "panic", p)
+			results = nil
+			panicked = fmt.Sprintf("deliverer %s: %v", it.hop.Kind, p)
+		}
+		for len(results) < len(it.rcpts) {
+			results = append(results, delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.3.0",
+				Text: "Delivery attempt ended without a result"})
+		}
+	}()
+	if d == nil {
+		// RFC 3463 X.3.5: the system is not configured to deliver this kind.
+		for range it.rcpts {
+			results = append(results, delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.3.5",
+				Text: "No deliverer configured for " + string(it.hop.Kind)})
+		}
+		return results, ""
+	}
+	env := m.Envelope
+	if it.sender != "" {
+		env.From = it.sender // a list owner: bounces go to the owner (RFC 5321 §3.9)
+	}
+	open := func() (io.ReadCloser, error) { return t.store.Open(m.ID) }
+	if len(it.lists) > 0 {
+		var trace bytes.Buffer
+		for _, l := range it.lists {
+			trace.WriteString(categorizer.TraceHeader + ": " + categorizer.TraceValue(l, t.cfg.Load().Hub.Hostname) + "\r\n")
+		}
+		open = func() (io.ReadCloser, error) {
+			rc, err := t.store.Open(m.ID)
+			if err != nil {
+				return nil, err
+			}
+			return readCloser{io.MultiReader(bytes.NewReader(trace.Bytes()), rc), rc}, nil
+		}
+	}
+	msg := delivery.Message{ID: m.ID, Envelope: &env, Size: m.Size, Open: open}
+	return d.Deliver(ctx, it.hop, msg, it.rcpts), ""
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// settle applies one attempt's result to a recipient's state. A deferred
+// recipient is retried on the ladder, not before floor (its queue's retry
+// time, or its expiry for the unreachable queue), and fails with 4.4.7 once
+// the message has expired.
+func (t *Transport) settle(cfg *policy.Config, m *queue.Message, r queue.RecipientState, res delivery.Result, hop string, now, floor time.Time) queue.RecipientState {
+	r.Attempts++
+	r.NextHop = hop
+	r.LastReply = queue.Reply{Code: res.Code, Enhanced: res.Enhanced, Text: res.Text, RemoteMTA: res.RemoteMTA}
+	r.NextAttempt = time.Time{}
+	switch res.Status {
+	case delivery.Delivered:
+		r.Status = queue.Delivered
+		r.Notified = !t.owesDSN(m, r)
+	case delivery.Failed:
+		r.Status = queue.Failed
+		r.Notified = !t.owesDSN(m, r)
+	default:
+		expires := m.Arrived.Add(cfg.Hub.MessageExpiration)
+		if cfg.Hub.MessageExpiration > 0 && !now.Before(expires) {
+			// RFC 3463 X.4.7: delivery time expired.
+			r.Status = queue.Failed
+			r.LastReply = queue.Reply{Code: 451, Enhanced: "4.4.7",
+				Text: "Message expired in queue; last error: " + replyString(r.LastReply), RemoteMTA: res.RemoteMTA}
+			r.Notified = !t.owesDSN(m, r)
+			break
+		}
+		r.Status = queue.Deferred
+		r.NextAttempt = now.Add(backoff(cfg.Hub, r.Attempts))
+		if floor.After(r.NextAttempt) {
+			r.NextAttempt = floor
+		}
+		if cfg.Hub.MessageExpiration > 0 && r.NextAttempt.After(expires) {
+			r.NextAttempt = expires // one last attempt at expiry, then 4.4.7
+		}
+	}
+	return r
+}

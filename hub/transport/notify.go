@@ -1,0 +1,160 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"time"
+
+	"hubd/hub/dsn"
+	"hubd/hub/queue"
+	"hubd/hub/tracking"
+	"hubd/policy"
+)
+
+// Delivery status notifications (RFC 3464). A recipient's final state is
+// persisted first, with Notified false when it owes a DSN; the DSN is then
+// queued through Submit (durably, with the null sender), and only then is
+// the recipient marked Notified. A crash in between sends the DSN again
+// after the restart rather than never: a duplicate notice is the lesser
+// harm. A DSN that cannot be queued is tried again later; the message stays
+// in the queue until it is.
+
+// actionOf is the RFC 3464 action a settled recipient reports.
+func actionOf(r queue.RecipientState) dsn.Action {
+	switch {
+	case r.Status == queue.Failed:
+		return dsn.Failed
+	case strings.HasPrefix(r.NextHop, "smtp:"):
+		// Handed to another MTA: our part ends there (RFC 3464 §2.3.3).
+		return dsn.Relayed
+	default:
+		return dsn.Delivered
+	}
+}
+
+// owesDSN reports whether settled recipient r owes its sender a DSN:
+// never to the null sender (RFC 5321 §6.1, RFC 3461 §6.2), and only as
+// its NOTIFY asks (RFC 3461 §4.1).
+func (t *Transport) owesDSN(m *queue.Message, r queue.RecipientState) bool {
+	return m.Envelope.From != "" && dsn.Wanted(r.DSN.Notify, actionOf(r))
+}
+
+// notify queues the DSNs e owes: one per kind (failure, delay, success)
+// for all the recipients that owe one now.
+func (t *Transport) notify(cfg *policy.Config, e *entry) {
+	e.notifyMu.Lock()
+	defer e.notifyMu.Unlock()
+	now := t.clock()
+	e.mu.Lock()
+	m := e.msg
+	groups := map[dsn.Action][]int{}
+	var order []dsn.Action
+	add := func(a dsn.Action, i int) {
+		if groups[a] == nil {
+			order = append(order, a)
+		}
+		groups[a] = append(groups[a], i)
+	}
+	delayDue := cfg.Hub.DelayDSNAfter > 0 && !now.Before(m.Arrived.Add(cfg.Hub.DelayDSNAfter))
+	for i, r := range m.Recipients {
+		switch {
+		case e.inflight[i] || m.Poisoned:
+		case r.Status.Settled() && !r.Notified:
+			add(actionOf(r), i)
+		case r.Status == queue.Deferred && delayDue && !r.DelayNotified:
+			if m.Envelope.From != "" && dsn.Wanted(r.DSN.Notify, dsn.Delayed) {
+				add(dsn.Delayed, i)
+			} else {
+				m.Recipients[i].DelayNotified = true // nothing owed; persisted with the next Update
+			}
+		}
+	}
+	reports := make([]dsn.Report, 0, len(order))
+	for _, a := range order {
+		reports = append(reports, t.report(cfg, m, a, groups[a], now))
+	}
+	e.mu.Unlock()
+
+	for k, a := range order {
+		id, err := t.sendDSN(m, reports[k])
+		e.mu.Lock()
+		if err != nil {
+			t.log.Error("cannot queue DSN; will try again", "id", m.ID, "action", a, "err", err)
+			e.notifyRetry = now.Add(backoff(cfg.Hub, 1))
+			e.mu.Unlock()
+			continue
+		}
+		for _, i := range groups[a] {
+			if a == dsn.Delayed {
+				m.Recipients[i].DelayNotified = true
+			} else {
+				m.Recipients[i].Notified = true
+			}
+		}
+		e.notifyRetry = time.Time{}
+		e.mu.Unlock()
+		t.log.Info("DSN queued", "id", m.ID, "action", a, "dsn_id", id, "to", m.Envelope.From, "rcpts", len(groups[a]))
+		ev := t.event(m, queue.RecipientState{})
+		ev.Event, ev.Reference, ev.Reply, ev.Recipient = tracking.DSN, string(id), string(a), m.Envelope.From
+		t.track.Record(ev)
+	}
+}
+
+// report builds the DSN report for recipients idx of m. e.mu is held.
+func (t *Transport) report(cfg *policy.Config, m *queue.Message, a dsn.Action, idx []int, now time.Time) dsn.Report {
+	rep := dsn.Report{
+		ReportingMTA: cfg.Hub.Hostname,
+		Envelope:     &m.Envelope,
+		QueueID:      string(m.ID),
+		Now:          now,
+	}
+	for _, i := range idx {
+		r := m.Recipients[i]
+		dr := dsn.Recipient{
+			FinalRecipient:    r.Address,
+			OriginalRecipient: r.DSN.ORCPT,
+			EnvelopeRecipient: r.DSN.Address,
+			Action:            a,
+			Status:            r.LastReply.Enhanced,
+			RemoteMTA:         r.LastReply.RemoteMTA,
+			LastAttempt:       now,
+		}
+		if r.LastReply.Code != 0 {
+			dr.DiagnosticCode = replyString(r.LastReply)
+		}
+		switch a {
+		case dsn.Delayed:
+			dr.WillRetryUntil = m.Arrived.Add(cfg.Hub.MessageExpiration)
+		case dsn.Delivered, dsn.Relayed:
+			if dr.Status == "" || dr.Status[0] != '2' {
+				dr.Status = "2.0.0"
+			}
+		}
+		if dr.Status == "" {
+			dr.Status = map[dsn.Action]string{dsn.Failed: "5.0.0", dsn.Delayed: "4.0.0"}[a]
+		}
+		rep.Recipients = append(rep.Recipients, dr)
+	}
+	return rep
+}
+
+// sendDSN builds the notification and queues it through Submit, the one
+// door into the hub.
+func (t *Transport) sendDSN(m *queue.Message, rep dsn.Report) (id string, err error) {
+	rc, err := t.store.Open(m.ID)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	rep.Original = rc
+	env, body, err := dsn.Build(rep)
+	if err != nil {
+		return "", err
+	}
+	if env.ReceivedAt.IsZero() {
+		env.ReceivedAt = rep.Now
+	}
+	qid, err := t.Submit(context.Background(), env, bytes.NewReader(body))
+	return string(qid), err
+}

@@ -1,0 +1,409 @@
+package transport
+
+import (
+	"bufio"
+	"cmp"
+	"fmt"
+	"io"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"hubd/hub"
+	"hubd/hub/categorizer"
+	"hubd/hub/delivery"
+	"hubd/hub/queue"
+	"hubd/policy"
+)
+
+// unreachableQueue is the NextHop recorded for recipients with no route.
+const unreachableQueue = "unreachable"
+
+// dispatch is called by the scheduler when message id is due at at.
+func (t *Transport) dispatch(id hub.QueueID, at time.Time) {
+	t.mu.Lock()
+	e := t.msgs[id]
+	if e == nil || e.busy || e.removing || t.closed || !e.due.Equal(at) {
+		// Gone, already running (it reschedules itself when done), or a
+		// stale heap item superseded by a later schedule.
+		t.mu.Unlock()
+		return
+	}
+	e.busy = true
+	e.due = time.Time{}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go t.process(e)
+}
+
+// process runs one pass over a due message: categorize it if not yet done,
+// route its due recipients into the delivery queues, queue the DSNs it
+// owes, and schedule it again.
+func (t *Transport) process(e *entry) {
+	defer t.wg.Done()
+	cfg := t.cfg.Load()
+	t.markActive(e, cfg)
+	var items []*workItem
+	if t.expand(cfg, e) {
+		items = t.route(cfg, e)
+	}
+	t.notify(cfg, e)
+	t.mu.Lock()
+	e.busy = false
+	for _, it := range items {
+		t.enqueueLocked(it)
+	}
+	t.mu.Unlock()
+	t.reschedule(e)
+}
+
+// reschedule decides what happens to e after a pass or a delivery: removed
+// when every recipient is settled and notified, else scheduled when its
+// earliest recipient not in a delivery queue is due.
+func (t *Transport) reschedule(e *entry) {
+	now := t.clock()
+	e.mu.Lock()
+	idle := len(e.inflight) == 0
+	done := idle && !e.msg.Poisoned && finished(e.msg.State)
+	due, ok := nextDue(e, now)
+	e.mu.Unlock()
+
+	t.mu.Lock()
+	if e.busy || e.removing {
+		t.mu.Unlock()
+		return // the running pass reschedules when it ends
+	}
+	if done {
+		e.removing = true
+		t.mu.Unlock()
+		t.remove(e)
+		return
+	}
+	if ok && !t.closed && (e.due.IsZero() || due.Before(e.due)) {
+		t.scheduleLocked(e, due)
+	}
+	t.mu.Unlock()
+	if idle {
+		t.clearActive(e)
+	}
+}
+
+// remove takes a settled message out of the store and the queue.
+func (t *Transport) remove(e *entry) {
+	t.clearActive(e)
+	if err := t.store.Remove(e.msg.ID); err != nil {
+		// Deliveries may have skipped the Update of the settled state,
+		// counting on this Remove: persist it now, so that after a restart
+		// the message is loaded, found settled and removed again.
+		t.log.Error("cannot remove message", "id", e.msg.ID, "err", err)
+		e.mu.Lock()
+		t.persist(e, e.msg.State)
+		e.mu.Unlock()
+	}
+	t.mu.Lock()
+	delete(t.msgs, e.msg.ID)
+	t.signalLocked()
+	t.mu.Unlock()
+}
+
+// markActive records in the store that e is being processed (see
+// queue.Store.MarkActive): a process death now counts as a crash of this
+// message, and its retry waits for the ladder's first rung.
+func (t *Transport) markActive(e *entry, cfg *policy.Config) {
+	e.markMu.Lock()
+	defer e.markMu.Unlock()
+	if e.marked {
+		return
+	}
+	if err := t.store.MarkActive(e.msg.ID, t.clock().Add(backoff(cfg.Hub, 1))); err != nil {
+		t.log.Warn("cannot mark message active", "id", e.msg.ID, "err", err)
+		return
+	}
+	e.marked = true
+}
+
+func (t *Transport) clearActive(e *entry) {
+	e.markMu.Lock()
+	defer e.markMu.Unlock()
+	if e.marked {
+		t.store.ClearActive(e.msg.ID)
+		e.marked = false
+	}
+}
+
+// finished reports whether every recipient is settled and owes no DSN.
+func finished(st queue.State) bool {
+	for _, r := range st.Recipients {
+		if !r.Status.Settled() || !r.Notified {
+			return false
+		}
+	}
+	return true
+}
+
+// nextDue is when e should next be processed: the earliest retry time of a
+// recipient not in a delivery queue, now for one never tried or owing a
+// DSN. ok is false when nothing is due (all in flight, or poisoned).
+// e.mu is held.
+func nextDue(e *entry, now time.Time) (due time.Time, ok bool) {
+	m := e.msg
+	if m.Poisoned {
+		return time.Time{}, false
+	}
+	consider := func(at time.Time) {
+		if !ok || at.Before(due) {
+			due, ok = at, true
+		}
+	}
+	for i, r := range m.Recipients {
+		switch {
+		case e.inflight[i]:
+		case !r.Status.Settled():
+			consider(r.NextAttempt)
+		case !r.Notified:
+			consider(e.notifyRetry)
+		}
+	}
+	if ok && due.Before(now) {
+		due = now
+	}
+	return due, ok
+}
+
+// expand resolves the envelope recipients once, through the categorizer,
+// into the fixed recipient list, and persists it. It reports whether the
+// pass may go on to routing.
+func (t *Transport) expand(cfg *policy.Config, e *entry) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := e.msg
+	if m.Poisoned {
+		return false
+	}
+	if m.Expanded {
+		return true
+	}
+	inputs := make([]categorizer.Input, len(m.Recipients))
+	for i, r := range m.Recipients {
+		inputs[i] = categorizer.Input{Address: r.Address, DSN: r.DSN}
+	}
+	info := categorizer.Message{Size: m.Size}
+	hops := 0
+	if len(cfg.DistributionLists) > 0 {
+		// Only lists need the message's headers: the trace of lists already
+		// expanded, and the hop count (DESIGN.md invariant 7).
+		info.ExpandedLists, hops = t.readTrace(m)
+	}
+	outcomes, err := categorizeSafely(cfg, info, inputs)
+	if err != nil {
+		st := cloneState(m.State)
+		t.crashed(cfg, e, &st, "categorizer: "+err.Error())
+		now := t.clock()
+		crashed := delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.3.0", Text: "Categorizer failed"}
+		for i := range st.Recipients {
+			// Each crash counts as a failed attempt, so the message still
+			// expires (4.4.7) if it is never poisoned.
+			st.Recipients[i] = t.settle(cfg, m, st.Recipients[i], crashed, "", now, time.Time{})
+		}
+		t.persist(e, st)
+		t.recordAll(m, st.Recipients)
+		return false
+	}
+	st := queue.State{Expanded: true, Crashes: m.Crashes}
+	identity := len(outcomes) == len(inputs)
+	for k, o := range outcomes {
+		rs := queue.RecipientState{Address: o.Address, ResolvedFrom: o.ResolvedFrom, DSN: inputs[o.Input].DSN,
+			Status: queue.Queued, Sender: o.Sender, Lists: o.Lists}
+		if len(o.Lists) > 0 && hops >= cfg.Hub.MaxHopCount {
+			o.Disposition = categorizer.Fail
+			o.Reply = &policy.Reply{Code: 554, Enhanced: "5.4.6", Text: fmt.Sprintf(
+				"Hop count exceeded - possible mail loop (%d Received: headers, list not expanded)", hops)}
+		}
+		switch o.Disposition {
+		case categorizer.Fail:
+			rs.Status = queue.Failed
+			rs.LastReply = replyOf(o.Reply)
+			rs.Notified = !t.owesDSN(m, rs)
+		case categorizer.AlreadyExpanded:
+			rs.Status = queue.Delivered
+			rs.LastReply = replyOf(o.Reply)
+			rs.Notified = true
+		}
+		if o.Input != k || o.Address != inputs[k].Address || rs.Status != queue.Queued || len(o.Lists) > 0 {
+			identity = false
+		}
+		st.Recipients = append(st.Recipients, rs)
+		t.recordExpansion(m, o)
+	}
+	if identity {
+		// No alias expanded and nothing failed: the recipient list is the
+		// envelope's own. Persisting it would cost an fsync per message for
+		// nothing; the first Update after an attempt records it. If a crash
+		// comes first, the restart expands again, perhaps differently after a
+		// configuration change, which is harmless: delivery keys derive from
+		// the final address, not from its position (deliveryKey).
+		e.msg.State = st
+	} else {
+		t.persist(e, st)
+	}
+	for _, rs := range st.Recipients {
+		if rs.Status.Settled() {
+			t.record(m, rs)
+		}
+	}
+	return true
+}
+
+// readTrace reads m's header section for the lists it was already
+// expanded for (categorizer.TraceHeader) and its Received: count.
+func (t *Transport) readTrace(m *queue.Message) (lists []string, hops int) {
+	rc, err := t.store.Open(m.ID)
+	if err != nil {
+		t.log.Warn("cannot read message headers", "id", m.ID, "err", err)
+		return nil, 0
+	}
+	defer rc.Close()
+	hdr, err := textproto.NewReader(bufio.NewReader(io.LimitReader(rc, 1<<20))).ReadMIMEHeader()
+	if err != nil && len(hdr) == 0 {
+		return nil, 0
+	}
+	for _, v := range hdr.Values(categorizer.TraceHeader) {
+		if list, _, ok := categorizer.ParseTrace(v); ok {
+			lists = append(lists, list)
+		}
+	}
+	return lists, len(hdr.Values("Received"))
+}
+
+func categorizeSafely(cfg *policy.Config, m categorizer.Message, in []categorizer.Input) (out []categorizer.Outcome, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return categorizer.CategorizeMessage(cfg, m, in), nil
+}
+
+// crashed counts a crash of e's processing in st and parks the message in
+// the poison queue at the threshold. e.mu is held.
+func (t *Transport) crashed(cfg *policy.Config, e *entry, st *queue.State, what string) {
+	st.Crashes++
+	t.log.Error("processing crashed", "id", e.msg.ID, "err", what, "crashes", st.Crashes,
+		"poison_threshold", cfg.Hub.PoisonThreshold)
+	if st.Crashes >= cfg.Hub.PoisonThreshold && !st.Poisoned {
+		st.Poisoned = true
+		t.recordPoison(e.msg, st.Crashes, what)
+		t.mu.Lock()
+		t.signalLocked()
+		t.mu.Unlock()
+	}
+}
+
+// workItem is one delivery queue's share of a pass over a message: its
+// recipients that share a next hop, an envelope sender and a trace.
+type workItem struct {
+	e       *entry
+	hop     delivery.NextHop
+	sender  string   // "" keeps the envelope's
+	lists   []string // trace headers to add
+	indexes []int    // into the message's recipients
+	rcpts   []delivery.Recipient
+}
+
+// route routes every due recipient of e with the current config. It
+// settles what routing alone decides (a mailbox removed, no route) and
+// persists that, and returns the rest grouped into work items, marked in
+// flight.
+func (t *Transport) route(cfg *policy.Config, e *entry) []*workItem {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := e.msg
+	now := t.clock()
+	st := cloneState(m.State)
+	var outcomes []categorizer.Outcome
+	var owners []int  // recipient index of each outcome
+	var settled []int // recipients routing alone decided
+	grew := false
+	for i, n := 0, len(st.Recipients); i < n; i++ {
+		r := st.Recipients[i]
+		if r.Status.Settled() || e.inflight[i] || r.NextAttempt.After(now) {
+			continue
+		}
+		out, err := categorizeSafely(cfg, categorizer.Message{Size: m.Size}, []categorizer.Input{{Address: r.Address, DSN: r.DSN}})
+		if err != nil || len(out) == 0 {
+			out = []categorizer.Outcome{{Address: r.Address, Disposition: categorizer.Unreachable,
+				Reply: &policy.Reply{Code: 451, Enhanced: "4.3.0", Text: fmt.Sprintf("Routing failed: %v", err)}}}
+		}
+		if out[0].Address != r.Address || len(out) > 1 {
+			// A reload made this address an alias. The recipient takes the
+			// first target; the others are appended, so no existing index
+			// (and delivery key) changes meaning. They are routed next pass.
+			st.Recipients[i].Address = out[0].Address
+			for _, o := range out[1:] {
+				if hasRecipient(st.Recipients, o.Address) {
+					continue // already a recipient of this message: once is enough
+				}
+				st.Recipients = append(st.Recipients, queue.RecipientState{Address: o.Address,
+					ResolvedFrom: cmp.Or(r.ResolvedFrom, r.Address), DSN: r.DSN, Status: queue.Queued,
+					Sender: r.Sender, Lists: r.Lists})
+			}
+			grew = true
+		}
+		o := out[0]
+		switch o.Disposition {
+		case categorizer.Deliver:
+			outcomes = append(outcomes, o)
+			owners = append(owners, i)
+			if r.NextHop != o.NextHop.String() {
+				t.recordRoute(m, st.Recipients[i], o)
+			}
+		case categorizer.Fail:
+			st.Recipients[i] = t.settle(cfg, m, st.Recipients[i], delivery.Result{Status: delivery.Failed, Code: o.Reply.Code,
+				Enhanced: o.Reply.Enhanced, Text: o.Reply.Text}, "", now, time.Time{})
+			settled = append(settled, i)
+		case categorizer.AlreadyExpanded:
+			st.Recipients[i] = t.settle(cfg, m, st.Recipients[i], delivery.Result{Status: delivery.Delivered, Code: o.Reply.Code,
+				Enhanced: o.Reply.Enhanced, Text: o.Reply.Text}, "", now, time.Time{})
+			settled = append(settled, i)
+		default: // unreachable: parked until a Reload or its expiry (the unreachable queue)
+			expires := m.Arrived.Add(cfg.Hub.MessageExpiration)
+			st.Recipients[i] = t.settle(cfg, m, st.Recipients[i], delivery.Result{Status: delivery.Deferred, Code: o.Reply.Code,
+				Enhanced: o.Reply.Enhanced, Text: o.Reply.Text}, unreachableQueue, now, expires)
+			settled = append(settled, i)
+		}
+	}
+	if len(settled) > 0 || grew {
+		t.persist(e, st)
+		for _, i := range settled {
+			t.record(e.msg, e.msg.Recipients[i])
+		}
+	}
+	// Group by next hop, then by envelope sender and trace, in order of
+	// first appearance: one transaction each.
+	var items []*workItem
+	type itemKey struct {
+		hop           delivery.NextHop
+		sender, lists string
+	}
+	index := map[itemKey]*workItem{}
+	for k, o := range outcomes {
+		i := owners[k]
+		r := m.Recipients[i]
+		key := itemKey{o.NextHop, r.Sender, strings.Join(r.Lists, "\x00")}
+		it := index[key]
+		if it == nil {
+			it = &workItem{e: e, hop: o.NextHop, sender: r.Sender, lists: r.Lists}
+			index[key] = it
+			items = append(items, it)
+		}
+		it.indexes = append(it.indexes, i)
+		it.rcpts = append(it.rcpts, delivery.Recipient{
+			Address: o.Address,
+			Key:     deliveryKey(m.ID, o.Address),
+			Maildir: o.Maildir,
+			DSN:     r.DSN,
+		})
+		e.inflight[i] = true
+	}
+	return items
+}
