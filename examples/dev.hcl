@@ -13,9 +13,18 @@
 hub {
   hostname  = "hub.example.test"
   spool_dir = "../var/spool"
-  # Short retries suit development; production keeps the defaults.
-  retry_interval     = "10s"
-  max_retry_interval = "1m"
+  # Short retries suit development; production keeps the defaults
+  # (4 × 1m, 6 × 5m, then every 10m; a delay DSN after 4h; expiry after 2d).
+  quick_retry_interval     = "10s"
+  transient_retry_interval = "30s"
+  retry_interval           = "1m"
+}
+
+# A distribution list: local and remote members; bounces for the remote copies
+# go to the owner.
+distribution_list "team@example.test" {
+  members = ["alice@example.test", "bob@example.test", "carol@elsewhere.example"]
+  owner   = "postmaster@example.test"
 }
 
 accepted_domain "example.test" {

@@ -12,6 +12,13 @@
 hub {
   hostname  = "mx1.example.com"
   spool_dir = "/var/spool/hubd"
+  # Retries, expiry, DSNs and outbound limits keep Exchange's hub defaults:
+  # 4 × 1m, 6 × 5m, then every 10m; a delay DSN after 4h; expiry after 2d;
+  # 1000 connections overall, 20 per next hop; poison queue after 2 crashes.
+
+  tracking_log {
+    dir = "/var/log/hubd/tracking" # one JSON line per message event; kept 30 days
+  }
 }
 
 accepted_domain "example.com" {
@@ -29,6 +36,17 @@ mailbox "alice@example.com" {
   password_hash = "$2a$12$/SR6gH85J.Uk8zADwyMLhu39uWXfCVgwpzUQcMryFBUvvSTtCiMGq"
   maildir       = "/var/mail/vhosts/example.com/alice"
   addresses     = ["a.smith@example.com"]
+}
+
+# A mailbox kept by Dovecot: delivered over LMTP instead of to a Maildir.
+mailbox "bob@example.com" {
+  lmtp = "unix:/run/dovecot/lmtp"
+}
+
+# Bounces for the partner's copies go to the list owner, not to each author.
+distribution_list "staff@example.com" {
+  members = ["alice@example.com", "bob@example.com", "consultant@partner.example"]
+  owner   = "postmaster@example.com"
 }
 
 alias "postmaster@example.com" { to = ["alice@example.com"] }

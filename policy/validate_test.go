@@ -20,6 +20,55 @@ receive_connector "x" {
   bind   = ["127.0.0.1:26"]
   colour = "red" # <-
 }`},
+	{name: "list shadows mailbox", summary: "Distribution list shadows an address", extra: `
+distribution_list "alice@example.com" { # <-
+  members = ["bob@example.com"]
+}`},
+	{name: "empty list", summary: "Empty distribution list", extra: `
+distribution_list "team@example.com" {
+  members = [] # <-
+}`},
+	{name: "bad list member", summary: "Invalid list member", extra: `
+distribution_list "team@example.com" {
+  members = ["bob@example.com", "not an address"] # <-
+}`},
+	{name: "bad list owner", summary: "Invalid list owner", extra: `
+distribution_list "team@example.com" {
+  members = ["bob@example.com"]
+  owner   = "nobody" # <-
+}`},
+	{name: "duplicate list", summary: `Duplicate distribution_list "Team@example.com"`, extra: `
+distribution_list "team@example.com" { members = ["bob@example.com"] }
+distribution_list "Team@example.com" { members = ["bob@example.com"] } # <-`},
+	{name: "bad lmtp", summary: "Invalid lmtp", extra: `
+mailbox "lmtp@example.com" {
+  lmtp = "dovecot" # <-
+}`},
+	{name: "per-domain over total", summary: "Invalid max_per_domain_outbound_connections", full: `
+hub {
+  hostname = "mx.example.com"
+  spool_dir = "/var/spool/hubd"
+  max_outbound_connections = 10
+  max_per_domain_outbound_connections = 20 # <-
+}
+receive_connector "in" { bind = ["127.0.0.1:25"] }`},
+	{name: "tracking dir smaller than file", summary: "Invalid max_directory_size", full: `
+hub {
+  hostname = "mx.example.com"
+  spool_dir = "/var/spool/hubd"
+  tracking_log {
+    max_file_size      = "10MB"
+    max_directory_size = "1MB" # <-
+  }
+}
+receive_connector "in" { bind = ["127.0.0.1:25"] }`},
+	{name: "poison threshold zero", summary: "Invalid poison_threshold", full: `
+hub {
+  hostname = "mx.example.com"
+  spool_dir = "/var/spool/hubd"
+  poison_threshold = 0 # <-
+}
+receive_connector "in" { bind = ["127.0.0.1:25"] }`},
 	{name: "unknown block", summary: "Unsupported block type", extra: `
 frobnicate "x" {} # <-`},
 	{name: "bad duration", summary: "Invalid duration", extra: `

@@ -4,6 +4,7 @@
 //
 //	hubd run   -config PATH   start the daemon (SIGHUP reloads, SIGTERM/SIGINT stop cleanly)
 //	hubd check -config PATH   validate the configuration; exit 1 on errors; start nothing
+//	hubd routes -config PATH [address...]   print the routing table, and where each address goes and why
 //	hubd hash-password        print the bcrypt hash of a password read on stdin
 //	hubd version              print the version
 package main
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
 
+	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
 	"hubd/policy"
 )
@@ -47,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "routes":
+		return cmdRoutes(args[1:], stdout, stderr, smtpout.NetResolver{})
 	case "hash-password":
 		return cmdHashPassword(os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
@@ -66,6 +70,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   hubd run   -config PATH   start the daemon on the configuration at PATH (file or directory)
   hubd check -config PATH   validate the configuration and exit (non-zero on errors)
+  hubd routes -config PATH [-size 30MB] [-resolve=false] [address...]
+                            print the routing table, and for each address its connector, next hop and why
   hubd hash-password        read a password (one line) on stdin, print its bcrypt hash for password_hash
   hubd version              print the version
 `)

@@ -120,6 +120,11 @@ type Result struct {
 	// message: the transport puts the whole next hop in Retry (Exchange's
 	// queue status) instead of counting it against each message alone.
 	Connection bool
+
+	// RemoteDSN is set when the next hop took the message with the DSN
+	// extension (RFC 3461): it got the recipient's NOTIFY and reports
+	// success itself, so the hub owes no "relayed" DSN.
+	RemoteDSN bool
 }
 
 // Deliverer makes delivery attempts. See the package comment for the contract.

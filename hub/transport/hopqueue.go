@@ -373,7 +373,8 @@ func (t *Transport) settle(cfg *policy.Config, m *queue.Message, r queue.Recipie
 	switch res.Status {
 	case delivery.Delivered:
 		r.Status = queue.Delivered
-		r.Notified = !t.owesDSN(m, r)
+		// A next hop with the DSN extension reports success itself.
+		r.Notified = res.RemoteDSN || !t.owesDSN(m, r)
 	case delivery.Failed:
 		r.Status = queue.Failed
 		r.Notified = !t.owesDSN(m, r)

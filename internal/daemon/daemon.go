@@ -16,8 +16,10 @@ import (
 
 	"hubd/connectors"
 	"hubd/hub/delivery"
+	"hubd/hub/delivery/lmtp"
 	"hubd/hub/delivery/maildir"
 	"hubd/hub/delivery/smtpout"
+	"hubd/hub/tracking"
 	"hubd/hub/transport"
 	"hubd/policy"
 )
@@ -29,6 +31,9 @@ type Options struct {
 	// SMTP timeouts for outbound delivery; zero values take smtpout's
 	// RFC 5321 §4.5.3.2 defaults.
 	SMTPDialTimeout, SMTPCommandTimeout, SMTPDataTimeout time.Duration
+	// SMTPPort is the port MX hosts are dialled on; 0 → 25. Tests point
+	// it at their remote MTAs.
+	SMTPPort int
 }
 
 // Daemon is a running hub.
@@ -37,6 +42,8 @@ type Daemon struct {
 	config    atomic.Pointer[policy.Config]
 	Transport *transport.Transport
 	Service   *connectors.Service
+	tracking  *tracking.Log
+	smtp      *smtpout.Deliverer
 }
 
 // Start opens the queue (recovering whatever it holds), starts delivery,
@@ -52,16 +59,27 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	}
 	d := &Daemon{log: log}
 	d.config.Store(cfg)
+	// The tracking log's settings are read at start; a reload that changes
+	// them needs a restart (logged by Apply).
+	track, err := tracking.OpenConfig(cfg.Hub.TrackingLog, log)
+	if err != nil {
+		return nil, fmt.Errorf("tracking log: %w", err)
+	}
+	d.tracking = track
+	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
+		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout})
 	deliverers := map[delivery.Kind]delivery.Deliverer{
 		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
-		delivery.KindSMTP: smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname,
-			DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout}),
+		delivery.KindLMTP:    lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
+		delivery.KindSMTP:    d.smtp,
 	}
-	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers})
+	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers, Tracking: track})
 	if err != nil {
+		d.closeOutbound()
 		return nil, err
 	}
 	if err := tr.Start(ctx); err != nil {
+		d.closeOutbound()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log})
@@ -70,6 +88,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	}
 	if err != nil {
 		tr.Close(context.Background())
+		d.closeOutbound()
 		return nil, err
 	}
 	d.Transport, d.Service = tr, svc
@@ -90,7 +109,9 @@ func (d *Daemon) Apply(cfg *policy.Config) error {
 		return err
 	}
 	d.Transport.Reload(cfg)
-	d.config.Store(cfg)
+	if old := d.config.Swap(cfg); old.Hub.TrackingLog != cfg.Hub.TrackingLog {
+		d.log.Warn("tracking_log settings changed; they take effect at the next restart")
+	}
 	return nil
 }
 
@@ -102,8 +123,16 @@ func (d *Daemon) Shutdown(ctx context.Context, deliveryGrace time.Duration) erro
 	dctx, cancel := context.WithTimeout(context.Background(), deliveryGrace)
 	defer cancel()
 	errTr := d.Transport.Close(dctx)
+	d.closeOutbound()
 	if errSvc != nil {
 		return errSvc
 	}
 	return errTr
+}
+
+// closeOutbound closes what outlives single deliveries: the SMTP
+// connections kept for reuse, and the tracking log.
+func (d *Daemon) closeOutbound() {
+	d.smtp.Close()
+	d.tracking.Close()
 }

@@ -107,7 +107,7 @@ func TestEndToEndSmartHostRetry(t *testing.T) {
 hub {
   hostname       = "hub.example.test"
   spool_dir      = "{{dir}}/spool"
-  retry_interval = "100ms"
+  quick_retry_interval = "100ms"
 }
 receive_connector "apps" {
   bind             = ["127.0.0.1:0"]

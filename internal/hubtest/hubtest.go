@@ -33,6 +33,11 @@ type Hub struct {
 type Options struct {
 	Resolver smtpout.Resolver // for dns_routing send connectors; nil → none
 	Logger   *slog.Logger     // nil → discard, or stderr when HUBTEST_LOG is set
+	// SMTPPort is the port MX hosts are dialled on (the test's sinks share
+	// one, see smtpsink.StartSamePort); 0 → 25.
+	SMTPPort int
+	// SMTPCommandTimeout bounds each SMTP reply awaited; default 10s.
+	SMTPCommandTimeout time.Duration
 }
 
 // Start loads hcl, starts the hub through internal/daemon (the wiring `hubd
@@ -53,8 +58,12 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 	if log == nil && os.Getenv("HUBTEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	cmdTimeout := opts.SMTPCommandTimeout
+	if cmdTimeout == 0 {
+		cmdTimeout = 10 * time.Second
+	}
 	d, err := daemon.Start(context.Background(), cfg, daemon.Options{Logger: log, Resolver: opts.Resolver,
-		SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: 10 * time.Second, SMTPDataTimeout: 10 * time.Second})
+		SMTPPort: opts.SMTPPort, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

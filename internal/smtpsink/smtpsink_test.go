@@ -199,3 +199,112 @@ func TestWaitForTimesOut(t *testing.T) {
 		t.Fatalf("WaitFor = %v, failed=%q", got, f.failed)
 	}
 }
+
+func TestFirstTransactionsFail(t *testing.T) {
+	s := Start(t, Options{DropInData: 1, TempFailFirst: 1})
+	c, err := smtp.Dial(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// First transaction: the sink hangs up in the middle of DATA.
+	if err := c.SendMail("a@x.test", []string{"b@y.test"}, strings.NewReader("one\r\n")); err == nil {
+		t.Fatal("dropped transaction reported success")
+	}
+	c.Close()
+	s.WaitOpen(t, 0, 5*time.Second)
+
+	c, err = smtp.Dial(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var se *smtp.SMTPError
+	if err := c.SendMail("a@x.test", []string{"b@y.test"}, strings.NewReader("two\r\n")); !errors.As(err, &se) || se.Code != 451 {
+		t.Fatalf("second transaction = %v, want 451", err)
+	}
+	if err := c.SendMail("a@x.test", []string{"b@y.test"}, strings.NewReader("three\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	msgs := s.WaitFor(t, 1, 5*time.Second)
+	if len(msgs) != 1 || string(msgs[0].Data) != "three\r\n" || msgs[0].Conn != 2 {
+		t.Errorf("recorded %v", msgs)
+	}
+	if got := s.MessagesPerConnection(); len(got) != 2 || got[0] != 0 || got[1] != 1 {
+		t.Errorf("MessagesPerConnection = %v", got)
+	}
+}
+
+func TestHiddenExtensions(t *testing.T) {
+	s := Start(t, Options{NoPipelining: true, No8BITMIME: true})
+	c, err := smtp.Dial(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ext := range []string{"PIPELINING", "8BITMIME"} {
+		if ok, _ := c.Extension(ext); ok {
+			t.Errorf("%s advertised", ext)
+		}
+	}
+	if ok, _ := c.Extension("ENHANCEDSTATUSCODES"); !ok {
+		t.Error("other extensions lost")
+	}
+	plain := Start(t, Options{})
+	c2, err := smtp.Dial(plain.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if ok, _ := c2.Extension("PIPELINING"); !ok {
+		t.Error("PIPELINING missing by default")
+	}
+	f := &fakeTB{TB: t}
+	if _, err := start(f, Options{NoPipelining: true, TLSConfig: &tls.Config{}}); err == nil {
+		t.Error("NoPipelining with TLS accepted")
+	}
+}
+
+func TestConnectionsCountedAndDropped(t *testing.T) {
+	s := Start(t, Options{})
+	c, err := smtp.Dial(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 3 {
+		if err := c.SendMail("a@x.test", []string{"b@y.test"}, strings.NewReader("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.WaitOpen(t, 1, 5*time.Second)
+	if got := s.MessagesPerConnection(); len(got) != 1 || got[0] != 3 || s.Connections() != 1 {
+		t.Errorf("MessagesPerConnection = %v, Connections = %d", got, s.Connections())
+	}
+	s.DropConnections()
+	s.WaitOpen(t, 0, 5*time.Second)
+	if err := c.Noop(); err == nil {
+		t.Error("connection still usable after DropConnections")
+	}
+}
+
+func TestStartSamePort(t *testing.T) {
+	sinks := StartSamePort(t, Options{Addr: "127.0.0.2"}, Options{Addr: "127.0.0.3", Hang: true})
+	if sinks[0].Port() != sinks[1].Port() {
+		t.Fatalf("ports %d and %d", sinks[0].Port(), sinks[1].Port())
+	}
+	if !strings.HasPrefix(sinks[0].Addr(), "127.0.0.2:") || !strings.HasPrefix(sinks[1].Addr(), "127.0.0.3:") {
+		t.Errorf("addresses %s %s", sinks[0].Addr(), sinks[1].Addr())
+	}
+	c, err := net.Dial("tcp", sinks[1].Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sinks[1].WaitOpen(t, 1, 5*time.Second)
+	if sinks[1].Connections() != 1 || sinks[0].Connections() != 0 {
+		t.Errorf("connections %d %d", sinks[0].Connections(), sinks[1].Connections())
+	}
+}

@@ -2,6 +2,7 @@ package smtpout
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -44,17 +45,41 @@ const maxReplyLines = 200
 
 // conn is one client SMTP connection: a net.Conn (plain or TLS) with a
 // textproto reader and writer, and the extensions the last EHLO advertised.
+// One goroutine uses it at a time: the Deliver call that dialled it or took
+// it from the idle pool.
 type conn struct {
-	nc   net.Conn
+	raw  net.Conn // the TCP connection, under TLS if any
+	nc   net.Conn // raw, or the TLS connection on top of it
 	tp   *textproto.Conn
 	ext  map[string]string // upper-case keyword → parameters
 	tls  bool
 	host string // remote host name as dialled, for Results and TLS
 	addr string // "ip:port" dialled
+
+	msgs   int         // transactions begun on this connection (MAIL sent)
+	unbind func() bool // stops the ctx watcher of the Deliver using it; false if it fired
+	idle   *time.Timer // while pooled: closes it after the idle timeout
 }
 
 func newConn(nc net.Conn, host, addr string) *conn {
-	return &conn{nc: nc, tp: textproto.NewConn(nc), host: host, addr: addr}
+	return &conn{raw: nc, nc: nc, tp: textproto.NewConn(nc), host: host, addr: addr}
+}
+
+// bind closes the connection when ctx ends, which unblocks any read or
+// write, TLS included (the TLS conn sits on raw).
+func (c *conn) bind(ctx context.Context) {
+	c.unbind = context.AfterFunc(ctx, func() { _ = c.raw.Close() })
+}
+
+// release detaches the connection from its Deliver call; false means ctx
+// ended and the connection was (or is being) closed.
+func (c *conn) release() bool {
+	if c.unbind == nil {
+		return true
+	}
+	ok := c.unbind()
+	c.unbind = nil
+	return ok
 }
 
 // readReply reads one reply within timeout. A syntactically broken reply is
@@ -129,6 +154,33 @@ func (c *conn) cmd(timeout time.Duration, format string, args ...any) (reply, er
 		return reply{}, err
 	}
 	return c.readReply(timeout)
+}
+
+// pipeline sends lines as one group and then reads one reply per line, in
+// order (RFC 2920 §3.1). It returns the replies read before an error. The
+// group is written before any reply is read: that cannot deadlock as long as
+// the replies fit in the socket buffers, and a group of MAIL plus a few
+// hundred RCPTs gets a few kilobytes of replies.
+func (c *conn) pipeline(timeout time.Duration, lines []string) ([]reply, error) {
+	if err := c.nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return nil, err
+	}
+	for _, l := range lines {
+		c.tp.W.WriteString(l)
+		c.tp.W.WriteString("\r\n")
+	}
+	if err := c.tp.W.Flush(); err != nil {
+		return nil, err
+	}
+	replies := make([]reply, 0, len(lines))
+	for range lines {
+		r, err := c.readReply(timeout)
+		if err != nil {
+			return replies, err
+		}
+		replies = append(replies, r)
+	}
+	return replies, nil
 }
 
 // hello sends EHLO, falling back to HELO when the server refuses EHLO with

@@ -9,6 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"hubd/hub/delivery"
+	"hubd/policy"
 )
 
 // Resolver is the DNS the deliverer needs: MX records and host addresses.
@@ -39,6 +42,89 @@ func (n NetResolver) LookupHost(ctx context.Context, host string) ([]string, err
 	return n.r().LookupHost(ctx, host)
 }
 
+// Host is one host to deliver to, in dial order: an MX host, the domain
+// itself when it has no MX records, or a smart host.
+type Host struct {
+	Name     string   // host name without the trailing dot (or an IP literal)
+	Pref     int      // MX preference; 0 for an implicit MX
+	Implicit bool     // the domain has no MX records: it is its own MX (RFC 5321 §5.1)
+	Addrs    []string // IP addresses in resolver order; empty when Name did not resolve
+	Err      error    // why Addrs is empty (the address lookup failed), else nil
+}
+
+// LookupHosts returns the hosts mail for domain goes to, in the order they
+// are tried (RFC 5321 §5.1):
+//   - MX hosts by preference, in random order among equal preferences (to
+//     spread load), each with its addresses; a host whose addresses cannot
+//     be found stays in the list with Err set and no Addrs, so that a
+//     routing table can show it;
+//   - no MX records (NODATA): the domain itself, Implicit, from its A/AAAA;
+//   - a null MX (RFC 7505 §3: a single MX whose target is ".") →
+//     556 5.1.10; an MX "." among real ones is ignored;
+//   - the domain does not exist (NXDOMAIN) → 550 5.1.2;
+//   - any other DNS failure (SERVFAIL, timeout), or MX hosts none of which
+//     has an address → 451 4.4.3; in the latter case the hosts are returned
+//     too.
+//
+// The error is always a *policy.Reply: its class says whether the failure is
+// permanent (5) or temporary (4).
+func LookupHosts(ctx context.Context, r Resolver, domain string) ([]Host, error) {
+	domain = strings.TrimSuffix(domain, ".")
+	mxs, err := r.LookupMX(ctx, domain)
+	if err != nil && !isNotFound(err) {
+		return nil, dnsTempError(domain, err)
+	}
+	if len(mxs) == 0 {
+		// No MX (NODATA, or NXDOMAIN which the address lookup confirms).
+		addrs, err := lookupAddrs(ctx, r, domain)
+		switch {
+		case isNotFound(err):
+			return nil, &policy.Reply{Code: 550, Enhanced: "5.1.2", Text: "domain " + domain + " does not exist"}
+		case err != nil:
+			return nil, dnsTempError(domain, err)
+		case len(addrs) == 0:
+			return nil, dnsTempError(domain, errors.New("no addresses"))
+		}
+		return []Host{{Name: domain, Implicit: true, Addrs: addrs}}, nil
+	}
+	// RFC 7505 §3: a domain that accepts no mail publishes a single MX with
+	// an empty target (and preference 0, which we do not insist on).
+	if len(mxs) == 1 && strings.TrimSuffix(mxs[0].Host, ".") == "" {
+		return nil, &policy.Reply{Code: 556, Enhanced: "5.1.10", Text: "domain " + domain + " does not accept mail (null MX)"}
+	}
+	var hosts []Host
+	var lastErr error
+	usable := false
+	for _, mx := range orderMX(mxs) {
+		name := strings.TrimSuffix(mx.Host, ".")
+		if name == "" {
+			continue // RFC 7505 §3: a null MX mixed with real ones is meaningless
+		}
+		addrs, err := lookupAddrs(ctx, r, name)
+		if err == nil && len(addrs) == 0 {
+			err = errors.New("no addresses")
+		}
+		if err != nil {
+			lastErr = err
+		} else {
+			usable = true
+		}
+		hosts = append(hosts, Host{Name: name, Pref: int(mx.Pref), Addrs: addrs, Err: err})
+	}
+	if !usable {
+		return hosts, dnsTempError(domain, lastErr)
+	}
+	return hosts, nil
+}
+
+// lookupAddrs resolves a host name; an IP literal is its own address.
+func lookupAddrs(ctx context.Context, r Resolver, name string) ([]string, error) {
+	if ip, err := netip.ParseAddr(name); err == nil {
+		return []string{ip.String()}, nil
+	}
+	return r.LookupHost(ctx, name)
+}
+
 // target is one address to try: the host's name (for Results, logs and TLS
 // verification) and the "ip:port" to dial.
 type target struct {
@@ -46,32 +132,33 @@ type target struct {
 	addr string
 }
 
-// hostError is a routing failure decided before any connection: it carries
-// the reply every recipient gets.
-type hostError struct {
-	permanent bool
-	code      int
-	enhanced  string
-	text      string
-}
-
-func (e *hostError) Error() string { return e.text }
-
-// targets lists the addresses to try for hop, in order.
-func (d *deliverer) targets(ctx context.Context, smartHosts, domain string) ([]target, *hostError) {
-	if strings.TrimSpace(smartHosts) != "" {
-		return d.smartHostTargets(ctx, smartHosts)
+// targets lists the addresses to try for hop, in order. The error is a
+// *policy.Reply for every recipient.
+func (d *Deliverer) targets(ctx context.Context, hop delivery.NextHop) ([]target, *policy.Reply) {
+	if strings.TrimSpace(hop.SmartHosts) != "" {
+		return d.smartHostTargets(ctx, hop.SmartHosts)
 	}
-	if domain == "" {
-		return nil, &hostError{permanent: true, code: 554, enhanced: "5.4.4", text: "no smart host and no domain to route by"}
+	if hop.Domain == "" {
+		return nil, &policy.Reply{Code: 554, Enhanced: "5.4.4", Text: "no smart host and no domain to route by"}
 	}
-	return d.mxTargets(ctx, domain)
+	hosts, err := LookupHosts(ctx, d.resolver, hop.Domain)
+	if err != nil {
+		return nil, asReply(err)
+	}
+	port := strconv.Itoa(d.port)
+	var out []target
+	for _, h := range hosts {
+		for _, a := range h.Addrs {
+			out = append(out, target{host: h.Name, addr: net.JoinHostPort(a, port)})
+		}
+	}
+	return out, nil
 }
 
 // smartHostTargets parses "host:port" / "[ip]:port" / "host" (port 25)
 // entries, comma-separated, and resolves names. A name that does not resolve
 // is skipped so the next smart host gets its turn.
-func (d *deliverer) smartHostTargets(ctx context.Context, list string) ([]target, *hostError) {
+func (d *Deliverer) smartHostTargets(ctx context.Context, list string) ([]target, *policy.Reply) {
 	var out []target
 	var lastErr error
 	for _, entry := range strings.Split(list, ",") {
@@ -80,19 +167,22 @@ func (d *deliverer) smartHostTargets(ctx context.Context, list string) ([]target
 			continue
 		}
 		host, port := splitHostPort(entry, d.port)
-		ts, err := d.resolveHost(ctx, host, port)
+		host = strings.TrimSuffix(host, ".")
+		addrs, err := lookupAddrs(ctx, d.resolver, host)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		out = append(out, ts...)
+		for _, a := range addrs {
+			out = append(out, target{host: host, addr: net.JoinHostPort(a, port)})
+		}
 	}
 	if len(out) == 0 {
 		text := "no usable smart host"
 		if lastErr != nil {
 			text += ": " + lastErr.Error()
 		}
-		return nil, &hostError{code: 451, enhanced: "4.4.3", text: text}
+		return nil, &policy.Reply{Code: 451, Enhanced: "4.4.3", Text: text}
 	}
 	return out, nil
 }
@@ -109,71 +199,6 @@ func splitHostPort(s string, defPort int) (string, string) {
 	return strings.Trim(s, "[]"), strconv.Itoa(defPort)
 }
 
-// resolveHost turns a host name or IP literal into dial targets.
-func (d *deliverer) resolveHost(ctx context.Context, host, port string) ([]target, error) {
-	host = strings.TrimSuffix(host, ".")
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []target{{host: host, addr: net.JoinHostPort(ip.String(), port)}}, nil
-	}
-	addrs, err := d.resolver.LookupHost(ctx, host)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]target, 0, len(addrs))
-	for _, a := range addrs {
-		out = append(out, target{host: host, addr: net.JoinHostPort(a, port)})
-	}
-	return out, nil
-}
-
-// mxTargets implements RFC 5321 §5.1: MX hosts by preference (random among
-// equal preference), each host's addresses in resolver order; no MX records
-// means the domain itself is the implicit MX; a null MX (RFC 7505) means the
-// domain accepts no mail.
-func (d *deliverer) mxTargets(ctx context.Context, domain string) ([]target, *hostError) {
-	port := strconv.Itoa(d.port)
-	mxs, err := d.resolver.LookupMX(ctx, domain)
-	if err != nil && !isNotFound(err) {
-		return nil, dnsTempError(domain, err)
-	}
-	if len(mxs) == 0 {
-		// No MX (NODATA, or NXDOMAIN which LookupHost will confirm): implicit MX.
-		ts, err := d.resolveHost(ctx, domain, port)
-		switch {
-		case isNotFound(err):
-			return nil, &hostError{permanent: true, code: 550, enhanced: "5.1.2",
-				text: "domain " + domain + " does not exist"}
-		case err != nil:
-			return nil, dnsTempError(domain, err)
-		}
-		return ts, nil
-	}
-	// RFC 7505 §3: a single MX with preference 0 and root target.
-	if len(mxs) == 1 && strings.TrimSuffix(mxs[0].Host, ".") == "" {
-		return nil, &hostError{permanent: true, code: 556, enhanced: "5.1.10",
-			text: "domain " + domain + " does not accept mail (null MX)"}
-	}
-	mxs = orderMX(mxs)
-	var out []target
-	var lastErr error
-	for _, mx := range mxs {
-		host := strings.TrimSuffix(mx.Host, ".")
-		if host == "" {
-			continue // a null MX mixed with real ones is ignored
-		}
-		ts, err := d.resolveHost(ctx, host, port)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		out = append(out, ts...)
-	}
-	if len(out) == 0 {
-		return nil, dnsTempError(domain, lastErr)
-	}
-	return out, nil
-}
-
 // orderMX sorts by preference and shuffles hosts of equal preference, which
 // spreads load as RFC 5321 §5.1 asks.
 func orderMX(mxs []*net.MX) []*net.MX {
@@ -188,10 +213,19 @@ func isNotFound(err error) bool {
 	return errors.As(err, &de) && de.IsNotFound
 }
 
-func dnsTempError(domain string, err error) *hostError {
+func dnsTempError(domain string, err error) *policy.Reply {
 	text := "DNS lookup for " + domain + " failed"
 	if err != nil {
 		text += ": " + err.Error()
 	}
-	return &hostError{code: 451, enhanced: "4.4.3", text: text}
+	return &policy.Reply{Code: 451, Enhanced: "4.4.3", Text: text}
+}
+
+// asReply is err as a *policy.Reply (a temporary one when it is not).
+func asReply(err error) *policy.Reply {
+	var r *policy.Reply
+	if errors.As(err, &r) {
+		return r
+	}
+	return &policy.Reply{Code: 451, Enhanced: "4.4.3", Text: err.Error()}
 }

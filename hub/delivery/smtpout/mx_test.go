@@ -1,47 +1,15 @@
 package smtpout
 
 import (
-	"context"
 	"errors"
 	"net"
 	"strings"
 	"testing"
 
 	"hubd/hub/delivery"
+	"hubd/internal/dnsfake"
 	"hubd/internal/smtpsink"
 )
-
-// fakeResolver maps names to MX records and addresses; a name in neither
-// map is NXDOMAIN, and a name in fail gives a temporary error.
-type fakeResolver struct {
-	mx    map[string][]*net.MX
-	hosts map[string][]string
-	fail  map[string]bool
-}
-
-func notFound(name string) error {
-	return &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
-}
-
-func (f *fakeResolver) LookupMX(_ context.Context, domain string) ([]*net.MX, error) {
-	if f.fail[domain] {
-		return nil, &net.DNSError{Err: "server misbehaving", Name: domain, IsTemporary: true}
-	}
-	if mx, ok := f.mx[domain]; ok {
-		return mx, nil
-	}
-	return nil, notFound(domain)
-}
-
-func (f *fakeResolver) LookupHost(_ context.Context, host string) ([]string, error) {
-	if f.fail[host] {
-		return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
-	}
-	if a, ok := f.hosts[host]; ok {
-		return a, nil
-	}
-	return nil, notFound(host)
-}
 
 func mxHop(domain string) delivery.NextHop {
 	return delivery.NextHop{Kind: delivery.KindSMTP, Connector: "internet", Domain: domain, FQDN: "out.hub.test"}
@@ -51,13 +19,13 @@ func TestMXDelivery(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	opts := testOptions()
 	opts.Port = sink.Port()
-	opts.Resolver = &fakeResolver{
-		mx: map[string][]*net.MX{
+	opts.Resolver = &dnsfake.Resolver{
+		MX: map[string][]*net.MX{
 			// The preferred MX has an address where nothing listens: the
 			// next one by preference takes the message.
 			"remote.test": {{Host: "mx2.remote.test.", Pref: 20}, {Host: "mx1.remote.test.", Pref: 10}},
 		},
-		hosts: map[string][]string{"mx1.remote.test": {"127.0.0.2"}, "mx2.remote.test": {"127.0.0.1"}},
+		Hosts: map[string][]string{"mx1.remote.test": {"127.0.0.2"}, "mx2.remote.test": {"127.0.0.1"}},
 	}
 	res := deliver(t, opts, mxHop("remote.test"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
@@ -71,7 +39,7 @@ func TestImplicitMX(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	opts := testOptions()
 	opts.Port = sink.Port()
-	opts.Resolver = &fakeResolver{hosts: map[string][]string{"remote.test": {"127.0.0.1"}}}
+	opts.Resolver = &dnsfake.Resolver{Hosts: map[string][]string{"remote.test": {"127.0.0.1"}}}
 	res := deliver(t, opts, mxHop("remote.test"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
 	if res[0].RemoteMTA != "remote.test" {
@@ -80,12 +48,12 @@ func TestImplicitMX(t *testing.T) {
 }
 
 func TestMXRoutingFailures(t *testing.T) {
-	r := &fakeResolver{
-		mx: map[string][]*net.MX{
+	r := &dnsfake.Resolver{
+		MX: map[string][]*net.MX{
 			"null.test":    {{Host: ".", Pref: 0}},
 			"nohosts.test": {{Host: "gone.nohosts.test.", Pref: 10}},
 		},
-		fail: map[string]bool{"servfail.test": true},
+		Fail: map[string]bool{"servfail.test": true},
 	}
 	opts := testOptions()
 	opts.Resolver = r
@@ -147,7 +115,11 @@ func TestSplitHostPort(t *testing.T) {
 }
 
 func TestIsNotFoundWrapped(t *testing.T) {
-	if !isNotFound(errors.Join(errors.New("x"), notFound("a"))) || isNotFound(errors.New("x")) {
+	if !isNotFound(errors.Join(errors.New("x"), &net.DNSError{Err: "no such host", Name: "a", IsNotFound: true})) || isNotFound(errors.New("x")) {
 		t.Error("isNotFound")
 	}
 }
+
+// dnsfake cannot import smtpout (this package's tests import it), so the
+// method set is checked here.
+var _ Resolver = (*dnsfake.Resolver)(nil)

@@ -12,10 +12,11 @@ import (
 	"hubd/hub/delivery"
 )
 
-// scripted is a one-connection SMTP server driven by a test function, for
-// the protocol corners the go-smtp sink cannot produce (refused EHLO,
-// multi-line replies, a connection dropped after the data). It records the
-// client's command lines.
+// scripted is an SMTP server driven by test functions, one per connection
+// in the order they are accepted, for the protocol corners the go-smtp sink
+// cannot produce (refused EHLO, multi-line replies, a connection dropped
+// after the data, commands read before any reply). It records the client's
+// command lines, from all connections.
 type scripted struct {
 	ln   net.Listener
 	mu   sync.Mutex
@@ -23,7 +24,7 @@ type scripted struct {
 	done chan struct{}
 }
 
-func startScripted(t *testing.T, script func(s *scripted, tp *textproto.Conn)) *scripted {
+func startScripted(t *testing.T, scripts ...func(s *scripted, tp *textproto.Conn)) *scripted {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,13 +33,15 @@ func startScripted(t *testing.T, script func(s *scripted, tp *textproto.Conn)) *
 	s := &scripted{ln: ln, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
+		for _, script := range scripts {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			script(s, textproto.NewConn(c))
+			c.Close()
 		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		script(s, textproto.NewConn(c))
 	}()
 	t.Cleanup(func() { ln.Close(); <-s.done })
 	return s

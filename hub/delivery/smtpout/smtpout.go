@@ -2,21 +2,40 @@
 // connector's smart hosts, or to the MX hosts of the recipients' domain.
 //
 // It speaks SMTP with its own small client on net/textproto rather than
-// go-smtp's, because an MTA needs opportunistic STARTTLS (RFC 7435), which
-// go-smtp's client deliberately refuses.
+// go-smtp's, because an MTA needs opportunistic STARTTLS (RFC 7435) and
+// PIPELINING (RFC 2920), which go-smtp's client does not do.
 //
-// One Deliver call is one attempt: it walks the hop's hosts in order and
-// makes one SMTP transaction on the first host that gives an SMTP answer.
+// One Deliver call is one attempt: one SMTP transaction on an idle
+// connection to the hop, or on the first of the hop's hosts that gives an
+// SMTP answer.
 //
 //   - Hosts: NextHop.SmartHosts ("host:port" or "[ip]:port", comma-separated,
-//     port default Options.Port) in order; otherwise the MX hosts of
-//     NextHop.Domain by preference, random among equal preference (RFC 5321
-//     §5.1), the domain itself when it has no MX, Failed 556 5.1.10 for a
-//     null MX (RFC 7505), Failed 550 5.1.2 for a domain that does not exist,
+//     port default Options.Port) in order; otherwise LookupHosts(Domain): the
+//     MX hosts by preference, random among equal preference (RFC 5321 §5.1),
+//     the domain itself when it has no MX, Failed 556 5.1.10 for a null MX
+//     (RFC 7505), Failed 550 5.1.2 for a domain that does not exist,
 //     Deferred 451 4.4.3 for other DNS errors. A host that refuses the
 //     connection, does not greet with 220, refuses EHLO/HELO or MAIL with a
 //     4xx, or does not offer TLS that the hop requires, passes the turn to
 //     the next; the last one's reason is every recipient's result.
+//   - Connection-level failures: when the attempt fails before any host
+//     answered MAIL (a temporary DNS failure, no host reachable or greeting
+//     or accepting EHLO, the TLS the hop requires not offered or failed),
+//     every Result has Connection set, so that the transport retries the
+//     next hop as a whole. Replies to MAIL, RCPT and DATA, size limits and
+//     missing extensions are about the message and leave it false.
+//   - Connection reuse: after a transaction ends cleanly (final reply to
+//     the data, whatever it said, or RSET after every RCPT was refused), the
+//     connection is kept idle for the next Deliver with the same NextHop
+//     value (never another: TLS policy, EHLO name and hosts belong to the
+//     hop), up to Options.MaxMessagesPerConnection transactions, then QUIT.
+//     An idle connection is QUIT after Options.IdleTimeout and on Close. A
+//     reused connection starts with RSET (RFC 5321 §4.1.1.5), which proves
+//     it alive; if RSET fails the connection is dropped and the message goes
+//     out on a fresh connection, as if the idle one had never existed.
+//   - PIPELINING (RFC 2920), when offered: [RSET,] MAIL and every RCPT go in
+//     one write, then the replies are read in order; DATA waits for them
+//     (§3.1). Without it, one command at a time.
 //   - TLS (NextHop.TLS): "opportunistic" (also the default) uses STARTTLS when
 //     offered, without verifying the certificate (RFC 7435 §4: encryption
 //     against passive attackers is better than none), and on a failed
@@ -25,10 +44,13 @@
 //     mail in plaintext (Deferred 451 4.7.5); "none" never uses TLS.
 //   - MAIL FROM carries SIZE= when the server has SIZE (and a message larger
 //     than the advertised limit is Failed 552 5.3.4 before sending),
-//     BODY=8BITMIME when the envelope declares it and the server has
-//     8BITMIME, SMTPUTF8 when the envelope needs it (Failed 553 5.6.7 when the
-//     server lacks it), and the RFC 3461 DSN parameters when the server has
-//     DSN.
+//     BODY=8BITMIME for 8-bit content when the server has 8BITMIME,
+//     SMTPUTF8 when the message needs it, and the RFC 3461 DSN parameters
+//     when the server has DSN. There is no downgrade: a message that needs
+//     SMTPUTF8 (non-ASCII addresses, or non-ASCII headers with SMTPUTF8
+//     requested) is Failed 553 5.6.7 by a server without it (RFC 6531
+//     §3.2), and 8-bit content is Failed 554 5.6.3 by a server without
+//     8BITMIME (RFC 6152; no conversion to 7 bits).
 //   - Per recipient: a 2xx RCPT and a 2xx after the final dot is Delivered; a
 //     5xx RCPT is Failed and a 4xx Deferred, for that recipient alone; when
 //     no RCPT was accepted DATA is skipped; a 4xx/5xx to DATA or to the final
@@ -62,22 +84,52 @@ type Options struct {
 	Port int
 
 	DialTimeout     time.Duration // TCP connect; default 30s
-	CommandTimeout  time.Duration // greeting, EHLO, STARTTLS, MAIL, RCPT, RSET, QUIT; default 5m (§4.5.3.2.1-3)
+	CommandTimeout  time.Duration // greeting, EHLO, STARTTLS, MAIL, RCPT, RSET; default 5m (§4.5.3.2.1-3)
 	DataInitTimeout time.Duration // reply to DATA; default 2m (§4.5.3.2.4)
 	DataTimeout     time.Duration // each block written during DATA; default 3m (§4.5.3.2.5)
 	FinalTimeout    time.Duration // reply to the final dot; default 10m (§4.5.3.2.6)
+
+	// MaxMessagesPerConnection is how many transactions one connection
+	// carries before it is QUIT; default 20 (Exchange's and Postfix's
+	// figure). 1 turns connection reuse off.
+	MaxMessagesPerConnection int
+	// IdleTimeout is how long a connection waits idle for the next message
+	// to its next hop before it is QUIT; default 5s. Servers drop idle
+	// clients after a few minutes (§4.5.3.2.7), and an idle connection
+	// holds one of the server's slots, so it is kept only briefly (Postfix
+	// keeps 2s).
+	IdleTimeout time.Duration
 
 	// RootCAs verifies certificates when TLS is required; nil → system roots.
 	RootCAs *x509.CertPool
 }
 
-// New returns the SMTP deliverer.
-func New(opts Options) delivery.Deliverer {
-	d := &deliverer{
+// Deliverer is the SMTP deliverer (delivery.Deliverer). It is safe for
+// concurrent use; Close releases its idle connections.
+type Deliverer struct {
+	log      *slog.Logger
+	resolver Resolver
+	hostname string
+	port     int
+	maxMsgs  int
+
+	dialTimeout, cmdTimeout, dataInit, dataBlock, final time.Duration
+	quitTimeout                                         time.Duration
+	roots                                               *x509.CertPool
+
+	pool *pool
+}
+
+var _ delivery.Deliverer = (*Deliverer)(nil)
+
+// New returns the SMTP deliverer. Call Close when done with it.
+func New(opts Options) *Deliverer {
+	d := &Deliverer{
 		log:         opts.Logger,
 		resolver:    opts.Resolver,
 		hostname:    opts.Hostname,
 		port:        opts.Port,
+		maxMsgs:     opts.MaxMessagesPerConnection,
 		dialTimeout: orDefault(opts.DialTimeout, 30*time.Second),
 		cmdTimeout:  orDefault(opts.CommandTimeout, 5*time.Minute),
 		dataInit:    orDefault(opts.DataInitTimeout, 2*time.Minute),
@@ -85,6 +137,9 @@ func New(opts Options) delivery.Deliverer {
 		final:       orDefault(opts.FinalTimeout, 10*time.Minute),
 		roots:       opts.RootCAs,
 	}
+	// Nothing depends on the reply to QUIT (RFC 5321 §4.1.1.10), so Close
+	// and the idle timers do not wait long for it.
+	d.quitTimeout = min(d.cmdTimeout, 10*time.Second)
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -100,7 +155,19 @@ func New(opts Options) delivery.Deliverer {
 	if d.port == 0 {
 		d.port = 25
 	}
+	if d.maxMsgs <= 0 {
+		d.maxMsgs = 20
+	}
+	d.pool = newPool(orDefault(opts.IdleTimeout, 5*time.Second), func(c *conn) { c.quit(d.quitTimeout) })
 	return d
+}
+
+// Close QUITs every idle connection and waits for that. Deliver calls still
+// running finish their transaction and then QUIT instead of keeping the
+// connection; the Deliverer stays usable, without reuse.
+func (d *Deliverer) Close() error {
+	d.pool.close()
+	return nil
 }
 
 func orDefault(v, def time.Duration) time.Duration {
@@ -110,63 +177,105 @@ func orDefault(v, def time.Duration) time.Duration {
 	return def
 }
 
-type deliverer struct {
-	log      *slog.Logger
-	resolver Resolver
-	hostname string
-	port     int
-
-	dialTimeout, cmdTimeout, dataInit, dataBlock, final time.Duration
-	roots                                               *x509.CertPool
-}
-
 // Deliver makes one attempt for rcpts; see the package comment.
-func (d *deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient) []delivery.Result {
+func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient) []delivery.Result {
 	results := make([]delivery.Result, len(rcpts))
 	if len(rcpts) == 0 {
 		return results
 	}
-	targets, herr := d.targets(ctx, hop.SmartHosts, hop.Domain)
-	if herr == nil && len(targets) == 0 {
-		herr = &hostError{code: 451, enhanced: "4.4.3", text: "no addresses for " + hop.String()}
-	}
-	if herr != nil {
-		st := delivery.Deferred
-		if herr.permanent {
-			st = delivery.Failed
-		}
-		fill(results, delivery.Result{Status: st, Code: herr.code, Enhanced: herr.enhanced, Text: herr.text})
+	if c := d.pool.take(hop); c != nil && d.reuse(ctx, hop, msg, rcpts, c, results) {
 		d.logResults(ctx, hop, msg, rcpts, results)
 		return results
 	}
+	d.deliverFresh(ctx, hop, msg, rcpts, results)
+	d.logResults(ctx, hop, msg, rcpts, results)
+	return results
+}
+
+// reuse makes the transaction on an idle connection. It returns false when
+// nothing was decided (the connection was dead, or the host passed its
+// turn): the attempt then starts over on a fresh connection.
+func (d *Deliverer) reuse(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient, c *conn, results []delivery.Result) bool {
+	tr := &transaction{d: d, hop: hop, msg: msg, rcpts: rcpts, target: target{host: c.host, addr: c.addr}}
+	c.bind(ctx)
+	res, next, f := tr.send(ctx, c, true)
+	d.finish(hop, c, f)
+	if next == done {
+		copy(results, tr.results)
+		return true
+	}
+	d.log.InfoContext(ctx, "smtpout: idle connection unusable, reconnecting",
+		slog.String("host", c.host), slog.String("addr", c.addr), slog.String("reason", res.Text))
+	return false
+}
+
+// deliverFresh resolves the hop's hosts and walks them until one makes the
+// transaction.
+func (d *Deliverer) deliverFresh(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient, results []delivery.Result) {
+	targets, rerr := d.targets(ctx, hop)
+	if rerr == nil && len(targets) == 0 {
+		rerr = &policy.Reply{Code: 451, Enhanced: "4.4.3", Text: "no addresses for " + hop.String()}
+	}
+	if rerr != nil {
+		st := delivery.Deferred
+		if rerr.Code/100 == 5 {
+			st = delivery.Failed
+		}
+		// A temporary DNS failure is the next hop's, not the message's.
+		fill(results, delivery.Result{Status: st, Code: rerr.Code, Enhanced: rerr.Enhanced, Text: rerr.Text,
+			Connection: st == delivery.Deferred})
+		return
+	}
 	var last delivery.Result
+	connOnly := true // no host got as far as answering MAIL (open's failures all have Connection)
 	for _, t := range targets {
 		if ctx.Err() != nil {
 			break
 		}
 		tr := &transaction{d: d, hop: hop, msg: msg, rcpts: rcpts, target: t}
-		res, next := tr.run(ctx, false)
+		c, res, next := tr.open(ctx, false)
 		if next == retryPlain {
 			d.log.InfoContext(ctx, "smtpout: TLS handshake failed, retrying without TLS",
 				slog.String("host", t.host), slog.String("addr", t.addr), slog.String("reason", res.Text))
-			res, next = tr.run(ctx, true)
+			c, res, next = tr.open(ctx, true)
 		}
 		if next == done {
-			copy(results, tr.results)
-			d.logResults(ctx, hop, msg, rcpts, results)
-			return results
+			var f fate
+			res, next, f = tr.send(ctx, c, false)
+			d.finish(hop, c, f)
+			if next == done {
+				copy(results, tr.results)
+				return
+			}
 		}
-		d.log.InfoContext(ctx, "smtpout: host unusable, trying next",
-			slog.String("host", t.host), slog.String("addr", t.addr), slog.String("reason", res.Text))
+		connOnly = connOnly && res.Connection
 		last = res
+		d.log.InfoContext(ctx, "smtpout: host unusable, trying next",
+			slog.String("host", t.host), slog.String("addr", t.addr), slog.String("reason", last.Text))
 	}
 	if err := ctx.Err(); err != nil {
 		last = delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.4.2",
 			Text: "delivery abandoned: " + err.Error(), RemoteMTA: last.RemoteMTA}
+	} else {
+		last.Connection = connOnly
 	}
 	fill(results, last)
-	d.logResults(ctx, hop, msg, rcpts, results)
-	return results
+}
+
+// finish disposes of a connection after a transaction: back to the idle
+// pool, QUIT, or closed, as its fate and the per-connection limit say.
+func (d *Deliverer) finish(hop delivery.NextHop, c *conn, f fate) {
+	if !c.release() {
+		f = fateDrop // ctx ended: the watcher closed the connection
+	}
+	switch {
+	case f == fateKeep && c.msgs < d.maxMsgs:
+		d.pool.put(hop, c)
+	case f == fateKeep || f == fateQuit:
+		c.quit(d.quitTimeout)
+	default:
+		_ = c.close()
+	}
 }
 
 func fill(results []delivery.Result, r delivery.Result) {
@@ -175,13 +284,14 @@ func fill(results []delivery.Result, r delivery.Result) {
 	}
 }
 
-func (d *deliverer) logResults(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient, results []delivery.Result) {
+func (d *Deliverer) logResults(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient, results []delivery.Result) {
 	for i, r := range results {
 		level := slog.LevelInfo
 		if r.Status != delivery.Delivered {
 			level = slog.LevelWarn
 		}
 		d.log.LogAttrs(ctx, level, "smtp delivery",
+			slog.Bool("connection", r.Connection),
 			slog.String("queue_id", string(msg.ID)), slog.String("key", rcpts[i].Key),
 			slog.String("next_hop", hop.String()), slog.String("remote_mta", r.RemoteMTA),
 			slog.String("status", r.Status.String()), slog.Int("code", r.Code),

@@ -58,7 +58,9 @@ func deliver(t *testing.T, opts Options, hop delivery.NextHop, msg delivery.Mess
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res := New(opts).Deliver(ctx, hop, msg, rc)
+	d := New(opts)
+	defer d.Close()
+	res := d.Deliver(ctx, hop, msg, rc)
 	if len(res) != len(rc) {
 		t.Fatalf("%d results for %d recipients", len(res), len(rc))
 	}
@@ -275,7 +277,7 @@ func TestGreetingTimeout(t *testing.T) {
 	start := time.Now()
 	res := deliver(t, opts, smartHop(sink.Addr()), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Deferred, 451, "4.4.1")
-	if !strings.Contains(res[0].Text, "timeout") {
+	if !strings.Contains(res[0].Text, "timeout") || !res[0].Connection {
 		t.Errorf("text %q", res[0].Text)
 	}
 	if el := time.Since(start); el > 3*time.Second {
@@ -290,7 +292,9 @@ func TestContextCancelAbandons(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	res := New(opts).Deliver(ctx, smartHop(sink.Addr()), message("x\r\n"), rcpts("a@remote.test"))
+	d := New(opts)
+	defer d.Close()
+	res := d.Deliver(ctx, smartHop(sink.Addr()), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Deferred, 451, "4.4.2")
 	if !strings.Contains(res[0].Text, "abandoned") || time.Since(start) > 10*time.Second {
 		t.Errorf("text %q after %v", res[0].Text, time.Since(start))

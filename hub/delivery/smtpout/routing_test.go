@@ -1,0 +1,272 @@
+package smtpout
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"hubd/hub/delivery"
+	"hubd/internal/dnsfake"
+	"hubd/internal/smtpsink"
+	"hubd/policy"
+)
+
+func wantReply(t *testing.T, err error, code int, enhanced string) {
+	t.Helper()
+	var r *policy.Reply
+	if !errors.As(err, &r) || r.Code != code || r.Enhanced != enhanced {
+		t.Errorf("error %v, want %d %s", err, code, enhanced)
+	}
+}
+
+func hostNames(hosts []Host) string {
+	var names []string
+	for _, h := range hosts {
+		names = append(names, h.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+// TestLookupHosts covers every rule of RFC 5321 §5.1 and RFC 7505.
+func TestLookupHosts(t *testing.T) {
+	r := &dnsfake.Resolver{
+		MX: map[string][]*net.MX{
+			"pref.test":    {{Host: "c.pref.test.", Pref: 30}, {Host: "a.pref.test.", Pref: 10}, {Host: "b.pref.test.", Pref: 20}},
+			"null.test":    {{Host: ".", Pref: 0}},
+			"mixed.test":   {{Host: ".", Pref: 0}, {Host: "a.pref.test.", Pref: 10}},
+			"dangle.test":  {{Host: "gone.dangle.test.", Pref: 10}, {Host: "broken.dangle.test.", Pref: 20}},
+			"partial.test": {{Host: "gone.dangle.test.", Pref: 10}, {Host: "a.pref.test.", Pref: 20}},
+		},
+		Hosts: map[string][]string{
+			"a.pref.test": {"192.0.2.1", "2001:db8::1"}, "b.pref.test": {"192.0.2.2"}, "c.pref.test": {"192.0.2.3"},
+			"implicit.test": {"192.0.2.9"},
+		},
+		Fail:    map[string]bool{"servfail.test": true, "broken.dangle.test": true},
+		Timeout: map[string]bool{"slow.test": true},
+	}
+	ctx := context.Background()
+
+	hosts, err := LookupHosts(ctx, r, "pref.test.")
+	if err != nil || hostNames(hosts) != "a.pref.test,b.pref.test,c.pref.test" {
+		t.Errorf("preference order: %v %v", hostNames(hosts), err)
+	}
+	if len(hosts) == 3 && (hosts[0].Pref != 10 || strings.Join(hosts[0].Addrs, ",") != "192.0.2.1,2001:db8::1" || hosts[0].Implicit) {
+		t.Errorf("first host %+v", hosts[0])
+	}
+
+	// No MX: the domain is its own (implicit) MX.
+	hosts, err = LookupHosts(ctx, r, "implicit.test")
+	if err != nil || len(hosts) != 1 || !hosts[0].Implicit || hosts[0].Name != "implicit.test" || hosts[0].Addrs[0] != "192.0.2.9" {
+		t.Errorf("implicit MX: %+v %v", hosts, err)
+	}
+
+	_, err = LookupHosts(ctx, r, "null.test")
+	wantReply(t, err, 556, "5.1.10")
+	hosts, err = LookupHosts(ctx, r, "mixed.test")
+	if err != nil || hostNames(hosts) != "a.pref.test" {
+		t.Errorf("null MX among real ones: %v %v", hostNames(hosts), err)
+	}
+	_, err = LookupHosts(ctx, r, "nxdomain.test")
+	wantReply(t, err, 550, "5.1.2")
+	_, err = LookupHosts(ctx, r, "servfail.test")
+	wantReply(t, err, 451, "4.4.3")
+	_, err = LookupHosts(ctx, r, "slow.test")
+	wantReply(t, err, 451, "4.4.3")
+
+	// MX hosts without addresses: temporary, and still listed for a routing table.
+	hosts, err = LookupHosts(ctx, r, "dangle.test")
+	wantReply(t, err, 451, "4.4.3")
+	if len(hosts) != 2 || hosts[0].Err == nil || hosts[1].Err == nil || len(hosts[0].Addrs) != 0 {
+		t.Errorf("dangling MX hosts: %+v", hosts)
+	}
+	hosts, err = LookupHosts(ctx, r, "partial.test")
+	if err != nil || hostNames(hosts) != "gone.dangle.test,a.pref.test" || hosts[0].Err == nil || hosts[1].Err != nil {
+		t.Errorf("one dangling MX: %+v %v", hosts, err)
+	}
+}
+
+// TestLookupHostsRandomisesEqualPreference: over 200 lookups both orders of
+// two equal-preference hosts appear, and the less preferred host is always
+// last. The chance of one order never showing is 2 × 2^-200.
+func TestLookupHostsRandomisesEqualPreference(t *testing.T) {
+	r := &dnsfake.Resolver{
+		MX:    map[string][]*net.MX{"eq.test": {{Host: "backup.eq.test", Pref: 20}, {Host: "a.eq.test", Pref: 10}, {Host: "b.eq.test", Pref: 10}}},
+		Hosts: map[string][]string{"a.eq.test": {"192.0.2.1"}, "b.eq.test": {"192.0.2.2"}, "backup.eq.test": {"192.0.2.3"}},
+	}
+	seen := map[string]int{}
+	for range 200 {
+		hosts, err := LookupHosts(context.Background(), r, "eq.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[hostNames(hosts)]++
+	}
+	if len(seen) != 2 || seen["a.eq.test,b.eq.test,backup.eq.test"] == 0 || seen["b.eq.test,a.eq.test,backup.eq.test"] == 0 {
+		t.Errorf("orders seen: %v", seen)
+	}
+}
+
+// TestMXFallbackAcrossSinks: real MX hosts on 127.0.0.2 and 127.0.0.3 on one
+// port. The preferred one refuses its greeting; the other takes the mail.
+// The idle connection kept afterwards is the second host's, and the next
+// message uses it without asking DNS again.
+func TestMXFallbackAcrossSinks(t *testing.T) {
+	sinks := smtpsink.StartSamePort(t, smtpsink.Options{Addr: "127.0.0.2", RejectGreeting: true}, smtpsink.Options{Addr: "127.0.0.3"})
+	r := &dnsfake.Resolver{
+		MX:    map[string][]*net.MX{"remote.test": {{Host: "mx1.remote.test.", Pref: 10}, {Host: "mx2.remote.test.", Pref: 20}}},
+		Hosts: map[string][]string{"mx1.remote.test": {"127.0.0.2"}, "mx2.remote.test": {"127.0.0.3"}},
+	}
+	opts := testOptions()
+	opts.Port = sinks[0].Port()
+	opts.Resolver = r
+	d := shared(t, opts)
+	res := deliverWith(t, d, mxHop("remote.test"), numbered(0), rcpts("a@remote.test"))
+	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
+	if res[0].RemoteMTA != "mx2.remote.test" || res[0].Connection {
+		t.Errorf("result %+v", res[0])
+	}
+	lookups := r.Lookups()
+	expect(t, deliverWith(t, d, mxHop("remote.test"), numbered(1), rcpts("b@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
+	if r.Lookups() != lookups {
+		t.Error("DNS asked again although an idle connection was at hand")
+	}
+	sinks[1].WaitFor(t, 2, waitLong)
+	wantPerConn(t, sinks[1], 2)
+	if sinks[0].Connections() != 1 {
+		t.Errorf("mx1 saw %d connections, want 1", sinks[0].Connections())
+	}
+}
+
+// TestConnectionFlag: which failures are the next hop's (Connection) and
+// which the message's.
+func TestConnectionFlag(t *testing.T) {
+	hang := smtpsink.Start(t, smtpsink.Options{Hang: true})
+	refuse := smtpsink.Start(t, smtpsink.Options{RejectGreeting: true})
+	plain := smtpsink.Start(t, smtpsink.Options{
+		MaxMessageBytes: 1000,
+		Mail: func(from string) error {
+			if from == "busy@hub.test" {
+				return smtpErr(451, 4, 3, 2, "try later")
+			}
+			return nil
+		},
+		Rcpt: func(addr string) error {
+			if strings.HasPrefix(addr, "gone@") {
+				return smtpErr(550, 5, 1, 1, "no such user")
+			}
+			return nil
+		},
+		Data: func(_ string, _ []string, data []byte) error {
+			if strings.Contains(string(data), "spam") {
+				return smtpErr(554, 5, 7, 1, "spam")
+			}
+			return nil
+		},
+	})
+	r := &dnsfake.Resolver{
+		MX:   map[string][]*net.MX{"null.test": {{Host: ".", Pref: 0}}},
+		Fail: map[string]bool{"servfail.test": true},
+	}
+	required := smartHop(plain.Addr())
+	required.TLS = policy.SendTLSRequired
+	utf8 := message("x\r\n")
+	utf8.Envelope.SMTPUTF8 = true
+	busy := message("x\r\n")
+	busy.Envelope.From = "busy@hub.test"
+
+	for _, c := range []struct {
+		name string
+		hop  delivery.NextHop
+		msg  delivery.Message
+		rcpt string
+		st   delivery.Status
+		code int
+		enh  string
+		conn bool
+	}{
+		{"DNS temporary failure", mxHop("servfail.test"), message("x\r\n"), "a@servfail.test", delivery.Deferred, 451, "4.4.3", true},
+		{"no such domain", mxHop("nxdomain.test"), message("x\r\n"), "a@nxdomain.test", delivery.Failed, 550, "5.1.2", false},
+		{"null MX", mxHop("null.test"), message("x\r\n"), "a@null.test", delivery.Failed, 556, "5.1.10", false},
+		{"nothing listening", smartHop(deadAddr(t)), message("x\r\n"), "a@remote.test", delivery.Deferred, 451, "4.4.1", true},
+		{"greeting refused", smartHop(refuse.Addr()), message("x\r\n"), "a@remote.test", delivery.Deferred, 421, "4.3.2", true},
+		{"no greeting", smartHop(hang.Addr()), message("x\r\n"), "a@remote.test", delivery.Deferred, 451, "4.4.1", true},
+		{"TLS required, not offered", required, message("x\r\n"), "a@remote.test", delivery.Deferred, 451, "4.7.5", true},
+		{"MAIL 4xx", smartHop(plain.Addr()), busy, "a@remote.test", delivery.Deferred, 451, "4.3.2", false},
+		{"RCPT 5xx", smartHop(plain.Addr()), message("x\r\n"), "gone@remote.test", delivery.Failed, 550, "5.1.1", false},
+		{"data refused", smartHop(plain.Addr()), message("spam\r\n"), "a@remote.test", delivery.Failed, 554, "5.7.1", false},
+		{"too big", smartHop(plain.Addr()), message(strings.Repeat("x", 2000)), "a@remote.test", delivery.Failed, 552, "5.3.4", false},
+		{"SMTPUTF8 missing", smartHop(plain.Addr()), utf8, "zoë@remote.test", delivery.Failed, 553, "5.6.7", false},
+		{"delivered", smartHop(plain.Addr()), message("x\r\n"), "a@remote.test", delivery.Delivered, 250, "2.0.0", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := testOptions()
+			opts.Resolver = r
+			opts.CommandTimeout = 300 * time.Millisecond
+			start := time.Now()
+			res := deliver(t, opts, c.hop, c.msg, rcpts(c.rcpt, c.rcpt+".second"))
+			for _, got := range res {
+				expect(t, got, c.st, c.code, c.enh)
+				if got.Connection != c.conn {
+					t.Errorf("Connection = %v, want %v (%s)", got.Connection, c.conn, got.Text)
+				}
+			}
+			// A hanging server costs the command timeout, not more.
+			if el := time.Since(start); el > 3*time.Second {
+				t.Errorf("took %v", el)
+			}
+		})
+	}
+}
+
+// TestEightBitWithoutConversion: RFC 6152. 8-bit content to a server
+// without 8BITMIME is Failed 5.6.3 (no downgrade); what counts is the
+// content, not the client's declaration.
+func TestEightBitWithoutConversion(t *testing.T) {
+	seven := smtpsink.Start(t, smtpsink.Options{No8BITMIME: true})
+	eight := smtpsink.Start(t, smtpsink.Options{})
+
+	latin := message("Subject: x\r\n\r\ncaf\xe9\r\n")
+	for _, body := range []string{"", "8BITMIME", "7BIT"} {
+		latin.Envelope.Body = body
+		res := deliver(t, testOptions(), smartHop(seven.Addr()), latin, rcpts("a@remote.test", "b@remote.test"))
+		for _, r := range res {
+			expect(t, r, delivery.Failed, 554, "5.6.3")
+			if r.Connection || !strings.Contains(r.Text, "8BITMIME") {
+				t.Errorf("BODY=%q: %+v", body, r)
+			}
+		}
+	}
+	if n := len(seven.Messages()); n != 0 {
+		t.Errorf("7-bit server got %d messages", n)
+	}
+
+	// Declared 8BITMIME, but all 7-bit: goes to the 7-bit server undeclared.
+	ascii := message("Subject: x\r\n\r\nplain\r\n")
+	ascii.Envelope.Body = "8BITMIME"
+	expect(t, deliver(t, testOptions(), smartHop(seven.Addr()), ascii, rcpts("a@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
+	if m := seven.WaitFor(t, 1, waitLong)[0]; m.Body != "" {
+		t.Errorf("BODY=%q sent to a server without 8BITMIME", m.Body)
+	}
+
+	// Undeclared 8-bit content is declared where the server allows it.
+	latin.Envelope.Body = ""
+	expect(t, deliver(t, testOptions(), smartHop(eight.Addr()), latin, rcpts("a@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
+	if m := eight.WaitFor(t, 1, waitLong)[0]; m.Body != "8BITMIME" || string(m.Data) != "Subject: x\r\n\r\ncaf\xe9\r\n" {
+		t.Errorf("BODY=%q data %q", m.Body, m.Data)
+	}
+}
+
+// TestSMTPUTF8AddressWithoutFlag: a non-ASCII address needs SMTPUTF8 even
+// when the envelope did not ask for it (e.g. after alias expansion).
+func TestSMTPUTF8AddressWithoutFlag(t *testing.T) {
+	plain := smtpsink.Start(t, smtpsink.Options{})
+	expect(t, deliver(t, testOptions(), smartHop(plain.Addr()), message("x\r\n"), rcpts("zoë@remote.test"))[0], delivery.Failed, 553, "5.6.7")
+	utf8 := smtpsink.Start(t, smtpsink.Options{SMTPUTF8: true})
+	expect(t, deliver(t, testOptions(), smartHop(utf8.Addr()), message("x\r\n"), rcpts("zoë@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
+	if m := utf8.WaitFor(t, 1, waitLong)[0]; !m.UTF8 {
+		t.Error("SMTPUTF8 not given for a non-ASCII recipient")
+	}
+}

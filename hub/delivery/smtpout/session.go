@@ -1,0 +1,114 @@
+package smtpout
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+
+	"hubd/hub/delivery"
+	"hubd/policy"
+)
+
+// open dials the transaction's target and brings the session to the point
+// where MAIL may be sent: greeting, EHLO, and the hop's TLS policy. On
+// success the connection is bound to ctx (see conn.bind). On failure the
+// connection is closed and the Result, which has Connection set, says why
+// the host was passed over.
+func (tr *transaction) open(ctx context.Context, plain bool) (*conn, delivery.Result, nextAction) {
+	dialer := net.Dialer{Timeout: tr.d.dialTimeout}
+	nc, err := dialer.DialContext(ctx, "tcp", tr.target.addr)
+	if err != nil {
+		res := tr.netResult(ctx, "4.4.1", "connect", err)
+		res.Connection = true
+		return nil, res, nextHost
+	}
+	c := newConn(nc, tr.target.host, tr.target.addr)
+	c.bind(ctx)
+	res, next := tr.greet(ctx, c, plain)
+	if next != done {
+		c.release()
+		_ = c.close()
+		res.Connection = true
+		return nil, res, next
+	}
+	return c, delivery.Result{}, done
+}
+
+// greet waits for the 220 greeting (RFC 5321 §4.5.3.2.1), says EHLO and
+// applies the TLS policy.
+func (tr *transaction) greet(ctx context.Context, c *conn, plain bool) (delivery.Result, nextAction) {
+	r, err := c.readReply(tr.d.cmdTimeout)
+	if err != nil {
+		return tr.netResult(ctx, "4.4.1", "no greeting", err), nextHost
+	}
+	if r.Code != 220 {
+		c.quit(tr.d.quitTimeout)
+		return tr.refused("greeting", r), nextHost
+	}
+	if res, ok := tr.hello(ctx, c); !ok {
+		return res, nextHost
+	}
+	return tr.negotiateTLS(ctx, c, plain)
+}
+
+// hello sends EHLO (or HELO) with the hop's name.
+func (tr *transaction) hello(ctx context.Context, c *conn) (delivery.Result, bool) {
+	name := tr.hop.FQDN
+	if name == "" {
+		name = tr.d.hostname
+	}
+	r, err := c.hello(name, tr.d.cmdTimeout)
+	if err != nil {
+		return tr.netResult(ctx, "4.4.2", "EHLO", err), false
+	}
+	if r.class() != 2 {
+		c.quit(tr.d.quitTimeout)
+		return tr.refused("EHLO/HELO", r), false
+	}
+	return delivery.Result{}, true
+}
+
+// negotiateTLS applies the hop's TLS policy; it returns done when the
+// session may go on to MAIL (with or without TLS as the policy allows).
+func (tr *transaction) negotiateTLS(ctx context.Context, c *conn, plain bool) (delivery.Result, nextAction) {
+	mode := tlsMode(tr.hop)
+	if mode != policy.SendTLSNone && !plain && c.has("STARTTLS") {
+		r, err := c.startTLS(tr.tlsConfig(mode), tr.d.cmdTimeout)
+		var te *tlsError
+		switch {
+		case errors.As(err, &te) && mode == policy.SendTLSOpportunistic:
+			return tr.deferred(451, "4.7.5", te.Error()), retryPlain
+		case errors.As(err, &te):
+			return tr.deferred(451, "4.7.5", te.Error()), nextHost
+		case err != nil:
+			return tr.netResult(ctx, "4.4.2", "STARTTLS", err), nextHost
+		case r.Code != 220 && mode == policy.SendTLSRequired:
+			c.quit(tr.d.quitTimeout)
+			return tr.deferred(451, "4.7.5", "STARTTLS refused: "+r.String()), nextHost
+		case r.Code == 220:
+			// RFC 3207 §4.2: the server forgot everything; EHLO again.
+			if res, ok := tr.hello(ctx, c); !ok {
+				return res, nextHost
+			}
+		}
+		// A refused STARTTLS in opportunistic mode: go on in plaintext.
+	}
+	if mode == policy.SendTLSRequired && !c.tls {
+		c.quit(tr.d.quitTimeout)
+		return tr.deferred(451, "4.7.5", "TLS required but not offered by "+tr.target.host), nextHost
+	}
+	return delivery.Result{}, done
+}
+
+// tlsConfig: opportunistic TLS does not authenticate the server (RFC 7435
+// §4); required TLS verifies the chain and the name we dialled.
+func (tr *transaction) tlsConfig(mode policy.SendTLS) *tls.Config {
+	cfg := &tls.Config{ServerName: tr.target.host, MinVersion: tls.VersionTLS12}
+	if mode != policy.SendTLSRequired {
+		cfg.InsecureSkipVerify = true // RFC 7435 §4: opportunistic, unauthenticated
+		return cfg
+	}
+	cfg.RootCAs = tr.d.roots
+	return cfg
+}
