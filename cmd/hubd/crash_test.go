@@ -97,6 +97,7 @@ receive_connector "in" {
 	}
 
 	// Final start: everything acked must be delivered, then a clean stop.
+	finalStart := time.Now()
 	p := startHubd(t, cfgPath, addr)
 	want := 0
 	for _, to := range acked {
@@ -119,9 +120,12 @@ receive_connector "in" {
 		}
 		<-time.After(100 * time.Millisecond) // poll interval under the deadline
 	}
+	t.Logf("final start: everything delivered after %v", time.Since(finalStart))
+	stopStart := time.Now()
 	if err := p.stop(t, 30*time.Second); err != nil {
 		t.Errorf("hubd did not exit 0 after SIGTERM: %v", err)
 	}
+	t.Logf("SIGTERM to exit: %v", time.Since(stopStart))
 
 	// SIGKILL must never leave an unreadable record: torn writes stay in
 	// tmp/ and are cleaned at start-up, so nothing is ever quarantined.

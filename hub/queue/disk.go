@@ -28,6 +28,10 @@ type DiskOptions struct {
 	Dir    string       // the spool directory; created if missing
 	Logger *slog.Logger // nil: discard
 	Clock  func() time.Time
+	// CrashDelay holds back a message whose active mark cannot be read
+	// (the process died while writing it): its pending recipients are not
+	// due before this long after Load. Default 1m.
+	CrashDelay time.Duration
 
 	// syncEach disables group commit (each Put renames and fsyncs the
 	// directory itself); only the benchmark sets it, to show the difference.
@@ -39,6 +43,7 @@ type DiskOptions struct {
 type DiskStore struct {
 	dir, tmpDir, queueDir, quarantineDir string
 	log                                  *slog.Logger
+	crashDelay                           time.Duration
 	clock                                func() time.Time
 	syncEach                             bool
 
@@ -77,6 +82,7 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 		quarantineDir: filepath.Join(opts.Dir, "quarantine"),
 		log:           opts.Logger,
 		clock:         opts.Clock,
+		crashDelay:    opts.CrashDelay,
 		syncEach:      opts.syncEach,
 		commits:       make(chan *commit, maxBatch),
 		stop:          make(chan struct{}),
@@ -84,6 +90,9 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.crashDelay <= 0 {
+		s.crashDelay = time.Minute
 	}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -158,11 +167,23 @@ func (s *DiskStore) activePath(id hub.QueueID) string {
 
 // MarkActive writes queue/<id>.active holding notBefore; see Store. It is
 // deliberately not fsynced: it must survive the process, not the machine.
+// The time is written as fixed-width Unix nanoseconds over the old value
+// (no truncation), so a process killed mid-write leaves the old value or
+// the new one, never a torn one; only a mark killed between its creation
+// and its first write is empty (Load then uses CrashDelay).
 func (s *DiskStore) MarkActive(id hub.QueueID, notBefore time.Time) error {
 	if !validID(string(id)) {
 		return fmt.Errorf("queue: invalid id %q", id)
 	}
-	return os.WriteFile(s.activePath(id), []byte(notBefore.UTC().Format(time.RFC3339Nano)), 0o600)
+	f, err := os.OpenFile(s.activePath(id), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%020d", notBefore.UnixNano())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ClearActive removes the mark; a missing mark is not an error.
@@ -385,9 +406,10 @@ func (s *DiskStore) recoverActive(ctx context.Context, m *Message) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	notBefore, perr := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(raw)))
+	ns, perr := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	notBefore := time.Unix(0, ns)
 	if err != nil || perr != nil {
-		notBefore = s.clock().Add(time.Minute) // unreadable: still a crash, and still no storm
+		notBefore = s.clock().Add(s.crashDelay) // unreadable: still a crash, and still no storm
 	}
 	m.Crashes++
 	for i := range m.Recipients {

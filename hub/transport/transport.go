@@ -178,7 +178,8 @@ func (t *Transport) Start(ctx context.Context) error {
 	if t.opts.Store != nil {
 		t.store = t.opts.Store
 	} else {
-		s, err := queue.OpenDisk(queue.DiskOptions{Dir: t.cfg.Load().Hub.SpoolDir, Logger: t.log, Clock: t.clock})
+		h := t.cfg.Load().Hub
+		s, err := queue.OpenDisk(queue.DiskOptions{Dir: h.SpoolDir, Logger: t.log, Clock: t.clock, CrashDelay: h.QuickRetryInterval})
 		if err != nil {
 			return err
 		}
