@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"hubd/internal/hubtest"
+	gosmtp "github.com/emersion/go-smtp"
+
 	"hubd/internal/smtpsink"
 )
 
@@ -157,5 +159,48 @@ print("sent")
 	msgs := hubtest.WaitMaildir(t, filepath.Join(root, "var", "mail", "bob"), 1, 20*time.Second)
 	if !strings.Contains(msgs[0], "Subject: from smtplib") || !strings.Contains(msgs[0], "Message-ID:") {
 		t.Errorf("unexpected message (submission should add Message-ID):\n%s", msgs[0])
+	}
+}
+
+// TestInteropDSNParsesInPython: a recipient refused by the next hop earns
+// its sender an RFC 3464 DSN, and Python's email package (an independent
+// MIME parser) reads it as a multipart/report with a message/delivery-status
+// part naming the recipient, the action and the status.
+func TestInteropDSNParsesInPython(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	smtpsink.Start(t, smtpsink.Options{Addr: "127.0.0.1:2526", Rcpt: func(addr string) error {
+		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+	}})
+	_, root := devHub(t)
+	out, err := swaks(t, "--server", "127.0.0.1:2587", "--tls", "--auth", "PLAIN",
+		"--auth-user", "alice@example.test", "--auth-password", "alice-dev-password",
+		"--from", "alice@example.test", "--to", "nobody@elsewhere.example")
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	dsns := hubtest.WaitMaildir(t, filepath.Join(root, "var", "mail", "alice"), 1, 20*time.Second)
+	script := `
+import email, sys
+from email import policy
+msg = email.message_from_string(sys.stdin.read(), policy=policy.default)
+assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+assert msg.get_param("report-type") == "delivery-status"
+assert msg["Auto-Submitted"] == "auto-replied"
+parts = list(msg.iter_parts())
+assert [p.get_content_type() for p in parts][:2] == ["text/plain", "message/delivery-status"], [p.get_content_type() for p in parts]
+blocks = parts[1].get_payload()
+per_rcpt = blocks[1]
+print(per_rcpt["Action"], per_rcpt["Status"], per_rcpt["Final-Recipient"], parts[2].get_content_type())
+`
+	cmd := exec.Command("python3", "-c", script)
+	cmd.Stdin = strings.NewReader(dsns[0])
+	res, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python could not read the DSN: %v\n%s\n%s", err, res, dsns[0])
+	}
+	if got := strings.TrimSpace(string(res)); got != "failed 5.1.1 rfc822;nobody@elsewhere.example message/rfc822" {
+		t.Errorf("python read %q", got)
 	}
 }
