@@ -68,6 +68,13 @@ func (l *loader) buildHub() {
 			MaxAge:           30 * 24 * time.Hour,
 			MaxDirectorySize: 1 << 30,
 		},
+		BackPressure: BackPressure{
+			Enabled:             true,
+			DiskFreeHigh:        500 << 20,
+			MemoryHighPercent:   75,
+			MemoryMediumPercent: 73,
+			CheckInterval:       2 * time.Second,
+		},
 	}
 	if len(hubs) == 0 {
 		l.errorf(l.firstRange(), "Missing hub block",
@@ -127,6 +134,38 @@ func (l *loader) buildHub() {
 	h.ShutdownGrace = l.duration(s.ShutdownGrace, s.ShutdownGraceRange, h.ShutdownGrace)
 	h.MaxAliasDepth = l.intAtLeast(s.MaxAliasDepth, s.MaxAliasDepthRange, h.MaxAliasDepth, 1, "max_alias_depth")
 	l.buildTrackingLog(s.TrackingLog)
+	l.buildBackPressure(s.BackPressure)
+}
+
+// buildBackPressure fills Hub.BackPressure (Exchange's resource monitoring).
+func (l *loader) buildBackPressure(s *backPressureSchema) {
+	b := &l.cfg.Hub.BackPressure
+	if s == nil {
+		return
+	}
+	if s.Enabled != nil {
+		b.Enabled = *s.Enabled
+	}
+	b.DiskFreeHigh = l.positiveSize(s.DiskFreeHigh, s.DiskFreeHighRange, b.DiskFreeHigh, "disk_free_high")
+	b.DiskFreeMedium = l.positiveSize(s.DiskFreeMedium, s.DiskFreeMediumRange, b.DiskFreeMedium, "disk_free_medium")
+	if s.DiskFreeMedium != nil && b.DiskFreeMedium <= b.DiskFreeHigh {
+		l.errorf(s.DiskFreeMediumRange, "Invalid disk_free_medium",
+			"disk_free_medium (%d bytes) must be more than disk_free_high (%d bytes): Medium comes before High.", b.DiskFreeMedium, b.DiskFreeHigh)
+	}
+	b.MemoryHighPercent = l.intAtLeast(s.MemoryHighPercent, s.MemoryHighPercentRange, b.MemoryHighPercent, 1, "memory_high_percent")
+	b.MemoryMediumPercent = l.intAtLeast(s.MemoryMediumPercent, s.MemoryMediumPercentRange, b.MemoryMediumPercent, 1, "memory_medium_percent")
+	switch {
+	case b.MemoryHighPercent > 100:
+		l.errorf(s.MemoryHighPercentRange, "Invalid memory_high_percent", "memory_high_percent is a percentage of RAM: at most 100.")
+	case b.MemoryMediumPercent >= b.MemoryHighPercent:
+		rng := s.MemoryMediumPercentRange
+		if s.MemoryMediumPercent == nil {
+			rng = s.MemoryHighPercentRange
+		}
+		l.errorf(rng, "Invalid memory thresholds", "memory_medium_percent (%d) must be below memory_high_percent (%d).",
+			b.MemoryMediumPercent, b.MemoryHighPercent)
+	}
+	b.CheckInterval = l.positiveDuration(s.CheckInterval, s.CheckIntervalRange, b.CheckInterval, "check_interval")
 }
 
 // buildTrackingLog fills Hub.TrackingLog; the directory defaults to a

@@ -75,7 +75,30 @@ type Hub struct {
 	MaxAliasDepth int           // default 10: alias and distribution list nesting
 	ShutdownGrace time.Duration // default 30s: how long SIGTERM waits for sessions in DATA
 
-	TrackingLog TrackingLog
+	TrackingLog  TrackingLog
+	BackPressure BackPressure
+}
+
+// BackPressure is Exchange 2007's resource monitoring: when the spool's
+// filesystem runs short of free space, or the process of memory, the hub
+// first refuses mail from anonymous sessions (Medium) and then all new mail
+// (High), with 452 4.3.1, so that it never accepts a message it cannot
+// store. Levels drop back only below the lower threshold (hysteresis).
+type BackPressure struct {
+	Enabled bool // default true
+	// DiskFreeHigh: less free space than this on the spool's filesystem is
+	// High. Default 500MB (Exchange 2010 SP1).
+	DiskFreeHigh int64
+	// DiskFreeMedium: less than this is Medium. 0 (the default) means
+	// DiskFreeHigh plus 2% of the filesystem's size (Exchange's rule); the
+	// level returns to Normal above DiskFreeHigh plus 4%.
+	DiskFreeMedium int64
+	// Process memory (resident) as a percentage of the machine's RAM:
+	// High at MemoryHighPercent (default 75), Medium at MemoryMediumPercent
+	// (default 73), Normal again below MemoryMediumPercent-2.
+	MemoryHighPercent   int
+	MemoryMediumPercent int
+	CheckInterval       time.Duration // default 2s
 }
 
 // TrackingLog configures the message tracking log: one JSON line per event
@@ -164,7 +187,7 @@ const (
 	RightRelay                              // may send to domains that are not accepted here
 	RightAnySender                          // may use any MAIL FROM (otherwise: own addresses when authenticated)
 	RightBypassSizeLimit                    // max_message_size does not apply
-	RightAcceptOrgHeaders                   // hub-internal headers are kept (header firewall, later issue)
+	RightAcceptOrgHeaders                   // hub-internal headers (X-Hubd-*) are kept instead of stripped (header firewall)
 )
 
 // Rights is a set of Right values.
@@ -197,6 +220,12 @@ type ReceiveTLS struct {
 	CertFile   string // PEM; relative to the config file's directory
 	KeyFile    string
 	SelfSigned bool // development only: generate a certificate under <spool_dir>/tls/ at first start
+	// ClientCAFile (PEM) makes the connector ask for a client certificate
+	// and verify it against these CAs; with auth = ["external"] a verified
+	// certificate authenticates the session (RFC 4422 EXTERNAL, mutual TLS
+	// for partner connectors).
+	ClientCAFile string
+	MinVersion   uint16 // tls.VersionTLS12 (default) or tls.VersionTLS13
 }
 
 // IPRange is an inclusive range of addresses of one family, from a CIDR
@@ -232,9 +261,45 @@ type ReceiveConnector struct {
 	MaxLogonFailures               int           // default 3
 	ConnectionTimeout              time.Duration // default 10m: whole session
 	ConnectionInactivityTimeout    time.Duration // default 5m: between commands
-	TarpitInterval                 time.Duration // default 5s
-	MessageRateLimit               int           // messages per minute per source; 0 = unlimited
+	TarpitInterval                 time.Duration // default 5s: reply delay for sessions that earn it; never for authenticated ones
+	MessageRateLimit               int           // messages per minute per MessageRateSource; 0 = unlimited (over it: 421 4.4.2)
+	MessageRateSource              RateSource    // default "ip"; "user" for usage = "client"
+
+	// More limits (issue 4: abuse resistance). 0 means unlimited where noted.
+	MaxInboundConnectionsPercentagePerSource int // default 2: % of the connector's remaining slots one source may take (421 4.3.2)
+	ConnectionRateLimit                      int // connections per minute per source address; 0 = unlimited (421 4.4.2)
+	RecipientRateLimit                       int // recipients per minute per authenticated user; 0 = unlimited (452 4.5.3)
+
+	// Brute-force defence: failed AUTH counted across connections per
+	// source address and per network (/24 IPv4, /64 IPv6) within
+	// AuthFailureWindow; each failure delays the reply more, and past the
+	// limit AUTH is refused with 454 4.7.0 until the window has passed.
+	MaxAuthFailuresPerSource  int           // default 10
+	MaxAuthFailuresPerNetwork int           // default 30
+	AuthFailureWindow         time.Duration // default 15m
+
+	// PROXY protocol (v1 and v2) in front of the connector: the client
+	// address in the header is used for ranges and limits, trusted only
+	// from TrustedProxies; a connection from elsewhere is refused.
+	ProxyProtocol  bool
+	TrustedProxies []IPRange
+
+	// Input hardening.
+	MaxCommandLineLength  int  // default 2048 octets with CRLF (RFC 5321 §4.5.3.1.4 is 512 without extensions): 500 5.5.2
+	MaxCommandsBeforeMail int  // default 20: commands (NOOP, RSET, VRFY, HELP, ...) before the first MAIL, then 421 4.7.0
+	RequireEHLODomain     bool // default true: EHLO/HELO needs a domain or address literal (501 5.5.4)
+	AllowVRFY             bool // default false: VRFY answers 252 2.5.0 (RFC 5321 §3.5.3) instead of revealing users
+	AllowEXPN             bool // default false: EXPN answers 252 2.5.0 instead of listing members
 }
+
+// RateSource says what message_rate_limit counts per.
+type RateSource string
+
+const (
+	RateSourceIP   RateSource = "ip"   // per client address
+	RateSourceUser RateSource = "user" // per authenticated user (sessions without AUTH are not limited)
+	RateSourceAll  RateSource = "all"  // per user when authenticated, else per address
+)
 
 // SendTLS is a send connector's TLS policy.
 type SendTLS string
@@ -261,6 +326,10 @@ type SendConnector struct {
 	TLS            SendTLS
 	MaxMessageSize int64 // 0 = unlimited
 	FQDN           string
+	// SendOrgHeaders keeps hub-internal headers (X-Hubd-*) on mail sent
+	// through this connector; default false: they are stripped (the header
+	// firewall), as on Exchange's Internet-facing send connectors.
+	SendOrgHeaders bool
 }
 
 // Reply is an SMTP reply decided by policy: a code, an RFC 3463 enhanced

@@ -4,7 +4,9 @@ package policy
 // per-connector checks (TLS, AUTH, open relay).
 
 import (
+	"crypto/tls"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,9 +53,10 @@ var rightNames = map[string]Right{
 	"accept_org_headers": RightAcceptOrgHeaders,
 }
 
-// authMechanisms are the SASL mechanisms hubd implements (RFC 4616 PLAIN and
-// the de-facto LOGIN); both need the plaintext password, hence bcrypt works.
-var authMechanisms = map[string]bool{"plain": true, "login": true}
+// authMechanisms are the SASL mechanisms hubd implements: RFC 4616 PLAIN and
+// the de-facto LOGIN (both carry the password, hence bcrypt works), and RFC
+// 4422 EXTERNAL (the verified TLS client certificate).
+var authMechanisms = map[string]bool{"plain": true, "login": true, "external": true}
 
 func (l *loader) buildReceiveConnectors() {
 	dups := newDupCheck("receive_connector")
@@ -200,6 +203,20 @@ func (l *loader) receiveTLS(s *receiveTLSSchema) ReceiveTLS {
 	if s.KeyFile != nil {
 		t.KeyFile = l.existingFile(*s.KeyFile, s.KeyFileRange, "key_file")
 	}
+	if s.ClientCAFile != nil {
+		t.ClientCAFile = l.existingFile(*s.ClientCAFile, s.ClientCARange, "client_ca_file")
+	}
+	t.MinVersion = tls.VersionTLS12
+	if s.MinVersion != nil {
+		switch *s.MinVersion {
+		case "1.2":
+		case "1.3":
+			t.MinVersion = tls.VersionTLS13
+		default:
+			// TLS 1.0 and 1.1 are deprecated (RFC 8996).
+			l.errorf(s.MinVerRange, "Invalid min_version", "min_version must be \"1.2\" or \"1.3\" (RFC 8996 deprecates older versions), not %q.", *s.MinVersion)
+		}
+	}
 	return t
 }
 
@@ -218,7 +235,7 @@ func (l *loader) receiveSecurity(s *receiveConnectorSchema, rc *ReceiveConnector
 		for _, it := range items {
 			mech := strings.ToLower(it.val)
 			if !authMechanisms[mech] {
-				l.errorf(it.rng, "Unknown AUTH mechanism", "hubd offers \"plain\" and \"login\"; %q is not supported.", it.val)
+				l.errorf(it.rng, "Unknown AUTH mechanism", "hubd offers \"plain\", \"login\" and \"external\"; %q is not supported.", it.val)
 				continue
 			}
 			rc.Auth = append(rc.Auth, mech)
@@ -238,6 +255,10 @@ func (l *loader) receiveSecurity(s *receiveConnectorSchema, rc *ReceiveConnector
 	if rc.RequireTLS && rc.TLS.Mode == TLSOff {
 		l.errorf(tlsRange, "require_tls without TLS",
 			"Connector %q requires TLS but has no tls block; add tls { cert_file = ...  key_file = ... } or set require_tls = false.", rc.Name)
+	}
+	if slices.Contains(rc.Auth, "external") && rc.TLS.ClientCAFile == "" {
+		l.errorf(authRange, "EXTERNAL without client certificates",
+			"Connector %q offers AUTH EXTERNAL, which authenticates by a verified client certificate: add client_ca_file to its tls block.", rc.Name)
 	}
 	if len(rc.Auth) > 0 && rc.TLS.Mode == TLSOff && !rc.AllowInsecureAuth {
 		l.errorf(authRange, "AUTH without TLS",
@@ -337,15 +358,62 @@ func (l *loader) receiveLimits(s *receiveConnectorSchema, rc *ReceiveConnector) 
 	rc.ConnectionInactivityTimeout = l.positiveDuration(s.ConnectionInactivityTimeout, s.ConnectionInactivityTimeoutRange, 5*time.Minute, "connection_inactivity_timeout")
 	rc.TarpitInterval = l.duration(s.TarpitInterval, s.TarpitIntervalRange, 5*time.Second)
 	rc.MessageRateLimit = l.intAtLeast(s.MessageRateLimit, s.MessageRateLimitRange, 0, 0, "message_rate_limit")
-	// Accepted so that configurations stay valid across versions, but the
-	// connectors do not act on these two yet: say so rather than pretend.
-	if s.TarpitInterval != nil && rc.TarpitInterval > 0 {
-		l.warnf(s.TarpitIntervalRange, "Setting not enforced yet",
-			"tarpit_interval is accepted but this version of hubd does not tarpit sessions yet.")
+	rc.MessageRateSource = RateSourceIP
+	if rc.Usage == UsageClient {
+		rc.MessageRateSource = RateSourceUser // Exchange's client connectors count per user
 	}
-	if s.MessageRateLimit != nil && *s.MessageRateLimit > 0 {
-		l.warnf(s.MessageRateLimitRange, "Setting not enforced yet",
-			"message_rate_limit is accepted but this version of hubd does not rate-limit messages yet.")
+	if s.MessageRateSource != nil {
+		switch src := RateSource(*s.MessageRateSource); src {
+		case RateSourceIP, RateSourceUser, RateSourceAll:
+			rc.MessageRateSource = src
+		default:
+			l.errorf(s.MessageRateSourceRange, "Invalid message_rate_source",
+				"message_rate_source must be \"ip\", \"user\" or \"all\", not %q.", *s.MessageRateSource)
+		}
+	}
+	rc.MaxInboundConnectionsPercentagePerSource = l.intAtLeast(s.MaxConnPercentPerSource, s.MaxConnPercentPerSourceRange, 2, 1,
+		"max_inbound_connections_percentage_per_source")
+	if rc.MaxInboundConnectionsPercentagePerSource > 100 {
+		l.errorf(s.MaxConnPercentPerSourceRange, "Invalid max_inbound_connections_percentage_per_source",
+			"It is a percentage of the connector's remaining connection slots: 1 to 100, not %d.", rc.MaxInboundConnectionsPercentagePerSource)
+	}
+	rc.ConnectionRateLimit = l.intAtLeast(s.ConnectionRateLimit, s.ConnectionRateLimitRange, 0, 0, "connection_rate_limit")
+	rc.RecipientRateLimit = l.intAtLeast(s.RecipientRateLimit, s.RecipientRateLimitRange, 0, 0, "recipient_rate_limit")
+	rc.MaxAuthFailuresPerSource = l.intAtLeast(s.MaxAuthFailuresPerSource, s.MaxAuthFailuresPerSourceRange, 10, 1, "max_auth_failures_per_source")
+	rc.MaxAuthFailuresPerNetwork = l.intAtLeast(s.MaxAuthFailuresPerNetwork, s.MaxAuthFailuresPerNetworkRange, 30, 1, "max_auth_failures_per_network")
+	rc.AuthFailureWindow = l.positiveDuration(s.AuthFailureWindow, s.AuthFailureWindowRange, 15*time.Minute, "auth_failure_window")
+	rc.MaxCommandLineLength = l.intAtLeast(s.MaxCommandLineLength, s.MaxCommandLineLengthRange, 2048, 512, "max_command_line_length")
+	rc.MaxCommandsBeforeMail = l.intAtLeast(s.MaxCommandsBeforeMail, s.MaxCommandsBeforeMailRange, 20, 1, "max_commands_before_mail")
+	rc.RequireEHLODomain = true
+	if s.RequireEHLODomain != nil {
+		rc.RequireEHLODomain = *s.RequireEHLODomain
+	}
+	if s.AllowVRFY != nil {
+		rc.AllowVRFY = *s.AllowVRFY
+	}
+	if s.AllowEXPN != nil {
+		rc.AllowEXPN = *s.AllowEXPN
+	}
+	if s.ProxyProtocol != nil {
+		rc.ProxyProtocol = *s.ProxyProtocol
+	}
+	proxies, set := l.stringList(s.TrustedProxies)
+	for _, it := range proxies {
+		r, err := ParseIPRange(it.val)
+		if err != nil {
+			l.errorf(it.rng, "Invalid trusted proxy", "%v. Use a CIDR, an address, or \"first-last\".", err)
+			continue
+		}
+		rc.TrustedProxies = append(rc.TrustedProxies, r)
+	}
+	switch {
+	case rc.ProxyProtocol && len(proxies) == 0:
+		// Without a list, anyone could claim any address and walk past
+		// every range and limit.
+		l.errorf(s.ProxyProtocolRange, "PROXY protocol without trusted proxies",
+			"Connector %q reads PROXY protocol headers; list the proxies allowed to send them in trusted_proxies.", rc.Name)
+	case set && !rc.ProxyProtocol:
+		l.warnf(s.TrustedProxies.Range(), "trusted_proxies unused", "trusted_proxies has no effect without proxy_protocol = true.")
 	}
 }
 
@@ -418,6 +486,9 @@ func (l *loader) sendConnector(s *sendConnectorSchema) SendConnector {
 		sc.TLS = t
 	}
 	sc.MaxMessageSize = l.size(s.MaxMessageSize, s.MaxSizeRange, 0)
+	if s.SendOrgHeaders != nil {
+		sc.SendOrgHeaders = *s.SendOrgHeaders
+	}
 	if s.FQDN != nil {
 		fqdn, err := normalizeDomain(*s.FQDN)
 		if err != nil {

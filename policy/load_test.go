@@ -2,9 +2,11 @@ package policy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,23 +154,90 @@ send_connector "relay" {
 	}
 }
 
-// TestNotEnforcedWarnings: settings this version accepts but does not act on
-// are flagged, so an operator is not misled.
-func TestNotEnforcedWarnings(t *testing.T) {
-	src := baseConfig + `
+// TestAbuseSettings: the abuse-resistance settings of a receive connector,
+// the header firewall of a send connector and back pressure are read, and
+// their defaults are Exchange's.
+func TestAbuseSettings(t *testing.T) {
+	dir := testDir(t)
+	src := `hub {
+  hostname  = "mx.example.com"
+  spool_dir = "var/spool"
+  back_pressure {
+    disk_free_high        = "1GB"
+    disk_free_medium      = "2GB"
+    memory_high_percent   = 90
+    memory_medium_percent = 85
+  }
+}
 receive_connector "limited" {
-  bind               = ["127.0.0.1:2600"]
-  tarpit_interval    = "3s" # <-
-  message_rate_limit = 10
+  bind                                          = ["127.0.0.1:2600"]
+  tarpit_interval                               = "3s"
+  message_rate_limit                            = 10
+  message_rate_source                           = "all"
+  max_inbound_connections_percentage_per_source = 5
+  connection_rate_limit                         = 60
+  recipient_rate_limit                          = 100
+  max_auth_failures_per_source                  = 4
+  max_auth_failures_per_network                 = 8
+  auth_failure_window                           = "1h"
+  proxy_protocol                                = true
+  trusted_proxies                               = ["10.0.0.1", "10.0.1.0/24"]
+  max_command_line_length                       = 1024
+  max_commands_before_mail                      = 5
+  require_ehlo_domain                           = false
+  allow_vrfy                                    = true
+  tls {
+    cert_file      = "cert.pem"
+    key_file       = "key.pem"
+    client_ca_file = "cert.pem"
+    min_version    = "1.3"
+  }
+  auth = ["external"]
+}
+receive_connector "defaults" {
+  bind  = ["127.0.0.1:2601"]
+  usage = "client"
+  tls {
+    cert_file = "cert.pem"
+    key_file  = "key.pem"
+  }
+}
+send_connector "internal" {
+  address_spaces   = ["example.com"]
+  smart_hosts      = ["[192.0.2.1]"]
+  send_org_headers = true
 }
 `
-	cfg, diags := loadSrc(t, testDir(t), src)
+	cfg, diags := loadSrc(t, dir, src)
 	if cfg == nil {
 		t.Fatalf("load failed: %v", diags)
 	}
-	if len(cfg.Warnings) != 2 || cfg.Warnings[0].Summary != "Setting not enforced yet" ||
-		cfg.Warnings[0].Subject.Start.Line != markedLine(t, src) {
-		t.Fatalf("warnings = %v", cfg.Warnings)
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %v", cfg.Warnings)
+	}
+	rc := cfg.ReceiveConnectors[0]
+	if rc.TarpitInterval != 3*time.Second || rc.MessageRateLimit != 10 || rc.MessageRateSource != RateSourceAll ||
+		rc.MaxInboundConnectionsPercentagePerSource != 5 || rc.ConnectionRateLimit != 60 || rc.RecipientRateLimit != 100 ||
+		rc.MaxAuthFailuresPerSource != 4 || rc.MaxAuthFailuresPerNetwork != 8 || rc.AuthFailureWindow != time.Hour ||
+		!rc.ProxyProtocol || len(rc.TrustedProxies) != 2 || rc.MaxCommandLineLength != 1024 || rc.MaxCommandsBeforeMail != 5 ||
+		rc.RequireEHLODomain || !rc.AllowVRFY || rc.AllowEXPN || rc.TLS.ClientCAFile == "" || rc.TLS.MinVersion != tls.VersionTLS13 ||
+		!slices.Equal(rc.Auth, []string{"external"}) {
+		t.Errorf("limited = %+v", rc)
+	}
+	d := cfg.ReceiveConnectors[1]
+	if d.MessageRateSource != RateSourceUser || d.MaxInboundConnectionsPercentagePerSource != 2 || d.ConnectionRateLimit != 0 ||
+		d.MaxAuthFailuresPerSource != 10 || d.MaxAuthFailuresPerNetwork != 30 || d.AuthFailureWindow != 15*time.Minute ||
+		d.MaxCommandLineLength != 2048 || d.MaxCommandsBeforeMail != 20 || !d.RequireEHLODomain || d.AllowVRFY ||
+		d.TLS.MinVersion != tls.VersionTLS12 {
+		t.Errorf("defaults = %+v", d)
+	}
+	if !cfg.SendConnectors[0].SendOrgHeaders {
+		t.Error("send_org_headers not read")
+	}
+	b := cfg.Hub.BackPressure
+	if !b.Enabled || b.DiskFreeHigh != 1<<30 || b.DiskFreeMedium != 2<<30 || b.MemoryHighPercent != 90 ||
+		b.MemoryMediumPercent != 85 || b.CheckInterval != 2*time.Second {
+		t.Errorf("back pressure = %+v", b)
 	}
 }
 
@@ -186,6 +255,10 @@ func TestDefaults(t *testing.T) {
 		h.MaxPerDomainOutboundConnections != 20 || h.MaxHopCount != 100 ||
 		h.MaxAliasDepth != 10 || h.ShutdownGrace != 30*time.Second {
 		t.Errorf("hub = %+v", h)
+	}
+	if b := h.BackPressure; !b.Enabled || b.DiskFreeHigh != 500<<20 || b.DiskFreeMedium != 0 || b.MemoryHighPercent != 75 ||
+		b.MemoryMediumPercent != 73 {
+		t.Errorf("back pressure = %+v", b)
 	}
 	if tl := h.TrackingLog; !tl.Enabled || tl.Dir != filepath.Join(dir, "var", "log", "tracking") || tl.MaxFileSize != 10<<20 ||
 		tl.MaxAge != 30*24*time.Hour || tl.MaxDirectorySize != 1<<30 {

@@ -19,38 +19,53 @@ type fileSchema struct {
 }
 
 type hubSchema struct {
-	Hostname                             *string            `hcl:"hostname,optional"`
-	HostnameRange                        hcl.Range          `hcl:"hostname,attr_value_range"`
-	SpoolDir                             *string            `hcl:"spool_dir,optional"`
-	SpoolDirRange                        hcl.Range          `hcl:"spool_dir,attr_value_range"`
-	QuickRetryCount                      *int               `hcl:"quick_retry_count,optional"`
-	QuickRetryCountRange                 hcl.Range          `hcl:"quick_retry_count,attr_value_range"`
-	QuickRetryInterval                   *string            `hcl:"quick_retry_interval,optional"`
-	QuickRetryIntervalRange              hcl.Range          `hcl:"quick_retry_interval,attr_value_range"`
-	TransientRetryCount                  *int               `hcl:"transient_retry_count,optional"`
-	TransientRetryCountRange             hcl.Range          `hcl:"transient_retry_count,attr_value_range"`
-	TransientRetryInterval               *string            `hcl:"transient_retry_interval,optional"`
-	TransientRetryIntervalRange          hcl.Range          `hcl:"transient_retry_interval,attr_value_range"`
-	RetryInterval                        *string            `hcl:"retry_interval,optional"`
-	RetryIntervalRange                   hcl.Range          `hcl:"retry_interval,attr_value_range"`
-	MessageExpiration                    *string            `hcl:"message_expiration,optional"`
-	ExpirationRange                      hcl.Range          `hcl:"message_expiration,attr_value_range"`
-	DelayDSNAfter                        *string            `hcl:"delay_dsn_after,optional"`
-	DelayDSNAfterRange                   hcl.Range          `hcl:"delay_dsn_after,attr_value_range"`
-	PoisonThreshold                      *int               `hcl:"poison_threshold,optional"`
-	PoisonThresholdRange                 hcl.Range          `hcl:"poison_threshold,attr_value_range"`
-	MaxOutboundConnections               *int               `hcl:"max_outbound_connections,optional"`
-	MaxOutboundConnectionsRange          hcl.Range          `hcl:"max_outbound_connections,attr_value_range"`
-	MaxPerDomainOutboundConnections      *int               `hcl:"max_per_domain_outbound_connections,optional"`
-	MaxPerDomainOutboundConnectionsRange hcl.Range          `hcl:"max_per_domain_outbound_connections,attr_value_range"`
-	MaxHopCount                          *int               `hcl:"max_hop_count,optional"`
-	MaxHopCountRange                     hcl.Range          `hcl:"max_hop_count,attr_value_range"`
-	MaxAliasDepth                        *int               `hcl:"max_alias_depth,optional"`
-	MaxAliasDepthRange                   hcl.Range          `hcl:"max_alias_depth,attr_value_range"`
-	ShutdownGrace                        *string            `hcl:"shutdown_grace,optional"`
-	ShutdownGraceRange                   hcl.Range          `hcl:"shutdown_grace,attr_value_range"`
-	TrackingLog                          *trackingLogSchema `hcl:"tracking_log,block"`
-	DefRange                             hcl.Range          `hcl:",def_range"`
+	Hostname                             *string             `hcl:"hostname,optional"`
+	HostnameRange                        hcl.Range           `hcl:"hostname,attr_value_range"`
+	SpoolDir                             *string             `hcl:"spool_dir,optional"`
+	SpoolDirRange                        hcl.Range           `hcl:"spool_dir,attr_value_range"`
+	QuickRetryCount                      *int                `hcl:"quick_retry_count,optional"`
+	QuickRetryCountRange                 hcl.Range           `hcl:"quick_retry_count,attr_value_range"`
+	QuickRetryInterval                   *string             `hcl:"quick_retry_interval,optional"`
+	QuickRetryIntervalRange              hcl.Range           `hcl:"quick_retry_interval,attr_value_range"`
+	TransientRetryCount                  *int                `hcl:"transient_retry_count,optional"`
+	TransientRetryCountRange             hcl.Range           `hcl:"transient_retry_count,attr_value_range"`
+	TransientRetryInterval               *string             `hcl:"transient_retry_interval,optional"`
+	TransientRetryIntervalRange          hcl.Range           `hcl:"transient_retry_interval,attr_value_range"`
+	RetryInterval                        *string             `hcl:"retry_interval,optional"`
+	RetryIntervalRange                   hcl.Range           `hcl:"retry_interval,attr_value_range"`
+	MessageExpiration                    *string             `hcl:"message_expiration,optional"`
+	ExpirationRange                      hcl.Range           `hcl:"message_expiration,attr_value_range"`
+	DelayDSNAfter                        *string             `hcl:"delay_dsn_after,optional"`
+	DelayDSNAfterRange                   hcl.Range           `hcl:"delay_dsn_after,attr_value_range"`
+	PoisonThreshold                      *int                `hcl:"poison_threshold,optional"`
+	PoisonThresholdRange                 hcl.Range           `hcl:"poison_threshold,attr_value_range"`
+	MaxOutboundConnections               *int                `hcl:"max_outbound_connections,optional"`
+	MaxOutboundConnectionsRange          hcl.Range           `hcl:"max_outbound_connections,attr_value_range"`
+	MaxPerDomainOutboundConnections      *int                `hcl:"max_per_domain_outbound_connections,optional"`
+	MaxPerDomainOutboundConnectionsRange hcl.Range           `hcl:"max_per_domain_outbound_connections,attr_value_range"`
+	MaxHopCount                          *int                `hcl:"max_hop_count,optional"`
+	MaxHopCountRange                     hcl.Range           `hcl:"max_hop_count,attr_value_range"`
+	MaxAliasDepth                        *int                `hcl:"max_alias_depth,optional"`
+	MaxAliasDepthRange                   hcl.Range           `hcl:"max_alias_depth,attr_value_range"`
+	ShutdownGrace                        *string             `hcl:"shutdown_grace,optional"`
+	ShutdownGraceRange                   hcl.Range           `hcl:"shutdown_grace,attr_value_range"`
+	TrackingLog                          *trackingLogSchema  `hcl:"tracking_log,block"`
+	BackPressure                         *backPressureSchema `hcl:"back_pressure,block"`
+	DefRange                             hcl.Range           `hcl:",def_range"`
+}
+
+type backPressureSchema struct {
+	Enabled                  *bool     `hcl:"enabled,optional"`
+	DiskFreeHigh             *string   `hcl:"disk_free_high,optional"`
+	DiskFreeHighRange        hcl.Range `hcl:"disk_free_high,attr_value_range"`
+	DiskFreeMedium           *string   `hcl:"disk_free_medium,optional"`
+	DiskFreeMediumRange      hcl.Range `hcl:"disk_free_medium,attr_value_range"`
+	MemoryHighPercent        *int      `hcl:"memory_high_percent,optional"`
+	MemoryHighPercentRange   hcl.Range `hcl:"memory_high_percent,attr_value_range"`
+	MemoryMediumPercent      *int      `hcl:"memory_medium_percent,optional"`
+	MemoryMediumPercentRange hcl.Range `hcl:"memory_medium_percent,attr_value_range"`
+	CheckInterval            *string   `hcl:"check_interval,optional"`
+	CheckIntervalRange       hcl.Range `hcl:"check_interval,attr_value_range"`
 }
 
 type trackingLogSchema struct {
@@ -113,6 +128,10 @@ type receiveTLSSchema struct {
 	KeyFile       *string   `hcl:"key_file,optional"`
 	KeyFileRange  hcl.Range `hcl:"key_file,attr_value_range"`
 	SelfSigned    *bool     `hcl:"self_signed,optional"`
+	ClientCAFile  *string   `hcl:"client_ca_file,optional"`
+	ClientCARange hcl.Range `hcl:"client_ca_file,attr_value_range"`
+	MinVersion    *string   `hcl:"min_version,optional"`
+	MinVerRange   hcl.Range `hcl:"min_version,attr_value_range"`
 	DefRange      hcl.Range `hcl:",def_range"`
 }
 
@@ -143,30 +162,54 @@ type receiveConnectorSchema struct {
 	ExternallySecured *bool              `hcl:"externally_secured,optional"`
 	Permissions       *permissionsSchema `hcl:"permissions,block"`
 
-	MaxMessageSize                      *string   `hcl:"max_message_size,optional"`
-	MaxMessageSizeRange                 hcl.Range `hcl:"max_message_size,attr_value_range"`
-	MaxHeaderSize                       *string   `hcl:"max_header_size,optional"`
-	MaxHeaderSizeRange                  hcl.Range `hcl:"max_header_size,attr_value_range"`
-	MaxRecipients                       *int      `hcl:"max_recipients,optional"`
-	MaxRecipientsRange                  hcl.Range `hcl:"max_recipients,attr_value_range"`
-	MaxHopCount                         *int      `hcl:"max_hop_count,optional"`
-	MaxHopCountRange                    hcl.Range `hcl:"max_hop_count,attr_value_range"`
-	MaxInboundConnections               *int      `hcl:"max_inbound_connections,optional"`
-	MaxInboundConnectionsRange          hcl.Range `hcl:"max_inbound_connections,attr_value_range"`
-	MaxInboundConnectionsPerSource      *int      `hcl:"max_inbound_connections_per_source,optional"`
-	MaxInboundConnectionsPerSourceRange hcl.Range `hcl:"max_inbound_connections_per_source,attr_value_range"`
-	MaxProtocolErrors                   *int      `hcl:"max_protocol_errors,optional"`
-	MaxProtocolErrorsRange              hcl.Range `hcl:"max_protocol_errors,attr_value_range"`
-	MaxLogonFailures                    *int      `hcl:"max_logon_failures,optional"`
-	MaxLogonFailuresRange               hcl.Range `hcl:"max_logon_failures,attr_value_range"`
-	ConnectionTimeout                   *string   `hcl:"connection_timeout,optional"`
-	ConnectionTimeoutRange              hcl.Range `hcl:"connection_timeout,attr_value_range"`
-	ConnectionInactivityTimeout         *string   `hcl:"connection_inactivity_timeout,optional"`
-	ConnectionInactivityTimeoutRange    hcl.Range `hcl:"connection_inactivity_timeout,attr_value_range"`
-	TarpitInterval                      *string   `hcl:"tarpit_interval,optional"`
-	TarpitIntervalRange                 hcl.Range `hcl:"tarpit_interval,attr_value_range"`
-	MessageRateLimit                    *int      `hcl:"message_rate_limit,optional"`
-	MessageRateLimitRange               hcl.Range `hcl:"message_rate_limit,attr_value_range"`
+	MaxMessageSize                      *string        `hcl:"max_message_size,optional"`
+	MaxMessageSizeRange                 hcl.Range      `hcl:"max_message_size,attr_value_range"`
+	MaxHeaderSize                       *string        `hcl:"max_header_size,optional"`
+	MaxHeaderSizeRange                  hcl.Range      `hcl:"max_header_size,attr_value_range"`
+	MaxRecipients                       *int           `hcl:"max_recipients,optional"`
+	MaxRecipientsRange                  hcl.Range      `hcl:"max_recipients,attr_value_range"`
+	MaxHopCount                         *int           `hcl:"max_hop_count,optional"`
+	MaxHopCountRange                    hcl.Range      `hcl:"max_hop_count,attr_value_range"`
+	MaxInboundConnections               *int           `hcl:"max_inbound_connections,optional"`
+	MaxInboundConnectionsRange          hcl.Range      `hcl:"max_inbound_connections,attr_value_range"`
+	MaxInboundConnectionsPerSource      *int           `hcl:"max_inbound_connections_per_source,optional"`
+	MaxInboundConnectionsPerSourceRange hcl.Range      `hcl:"max_inbound_connections_per_source,attr_value_range"`
+	MaxProtocolErrors                   *int           `hcl:"max_protocol_errors,optional"`
+	MaxProtocolErrorsRange              hcl.Range      `hcl:"max_protocol_errors,attr_value_range"`
+	MaxLogonFailures                    *int           `hcl:"max_logon_failures,optional"`
+	MaxLogonFailuresRange               hcl.Range      `hcl:"max_logon_failures,attr_value_range"`
+	ConnectionTimeout                   *string        `hcl:"connection_timeout,optional"`
+	ConnectionTimeoutRange              hcl.Range      `hcl:"connection_timeout,attr_value_range"`
+	ConnectionInactivityTimeout         *string        `hcl:"connection_inactivity_timeout,optional"`
+	ConnectionInactivityTimeoutRange    hcl.Range      `hcl:"connection_inactivity_timeout,attr_value_range"`
+	TarpitInterval                      *string        `hcl:"tarpit_interval,optional"`
+	TarpitIntervalRange                 hcl.Range      `hcl:"tarpit_interval,attr_value_range"`
+	MessageRateLimit                    *int           `hcl:"message_rate_limit,optional"`
+	MessageRateLimitRange               hcl.Range      `hcl:"message_rate_limit,attr_value_range"`
+	MessageRateSource                   *string        `hcl:"message_rate_source,optional"`
+	MessageRateSourceRange              hcl.Range      `hcl:"message_rate_source,attr_value_range"`
+	MaxConnPercentPerSource             *int           `hcl:"max_inbound_connections_percentage_per_source,optional"`
+	MaxConnPercentPerSourceRange        hcl.Range      `hcl:"max_inbound_connections_percentage_per_source,attr_value_range"`
+	ConnectionRateLimit                 *int           `hcl:"connection_rate_limit,optional"`
+	ConnectionRateLimitRange            hcl.Range      `hcl:"connection_rate_limit,attr_value_range"`
+	RecipientRateLimit                  *int           `hcl:"recipient_rate_limit,optional"`
+	RecipientRateLimitRange             hcl.Range      `hcl:"recipient_rate_limit,attr_value_range"`
+	MaxAuthFailuresPerSource            *int           `hcl:"max_auth_failures_per_source,optional"`
+	MaxAuthFailuresPerSourceRange       hcl.Range      `hcl:"max_auth_failures_per_source,attr_value_range"`
+	MaxAuthFailuresPerNetwork           *int           `hcl:"max_auth_failures_per_network,optional"`
+	MaxAuthFailuresPerNetworkRange      hcl.Range      `hcl:"max_auth_failures_per_network,attr_value_range"`
+	AuthFailureWindow                   *string        `hcl:"auth_failure_window,optional"`
+	AuthFailureWindowRange              hcl.Range      `hcl:"auth_failure_window,attr_value_range"`
+	ProxyProtocol                       *bool          `hcl:"proxy_protocol,optional"`
+	ProxyProtocolRange                  hcl.Range      `hcl:"proxy_protocol,attr_range"`
+	TrustedProxies                      hcl.Expression `hcl:"trusted_proxies,optional"`
+	MaxCommandLineLength                *int           `hcl:"max_command_line_length,optional"`
+	MaxCommandLineLengthRange           hcl.Range      `hcl:"max_command_line_length,attr_value_range"`
+	MaxCommandsBeforeMail               *int           `hcl:"max_commands_before_mail,optional"`
+	MaxCommandsBeforeMailRange          hcl.Range      `hcl:"max_commands_before_mail,attr_value_range"`
+	RequireEHLODomain                   *bool          `hcl:"require_ehlo_domain,optional"`
+	AllowVRFY                           *bool          `hcl:"allow_vrfy,optional"`
+	AllowEXPN                           *bool          `hcl:"allow_expn,optional"`
 }
 
 type sendConnectorSchema struct {
@@ -183,4 +226,5 @@ type sendConnectorSchema struct {
 	MaxSizeRange   hcl.Range      `hcl:"max_message_size,attr_value_range"`
 	FQDN           *string        `hcl:"fqdn,optional"`
 	FQDNRange      hcl.Range      `hcl:"fqdn,attr_value_range"`
+	SendOrgHeaders *bool          `hcl:"send_org_headers,optional"`
 }

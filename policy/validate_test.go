@@ -69,6 +69,45 @@ hub {
   poison_threshold = 0 # <-
 }
 receive_connector "in" { bind = ["127.0.0.1:25"] }`},
+	{name: "proxy without trusted", summary: "PROXY protocol without trusted proxies", extra: `
+receive_connector "x" {
+  bind           = ["127.0.0.1:2600"]
+  proxy_protocol = true # <-
+}`},
+	{name: "bad rate source", summary: "Invalid message_rate_source", extra: `
+receive_connector "x" {
+  bind                = ["127.0.0.1:2600"]
+  message_rate_source = "session" # <-
+}`},
+	{name: "tls 1.1", summary: "Invalid min_version", extra: `
+receive_connector "x" {
+  bind = ["127.0.0.1:2600"]
+  tls {
+    self_signed = true
+    min_version = "1.1" # <-
+  }
+}`},
+	{name: "external without client ca", summary: "EXTERNAL without client certificates", extra: `
+receive_connector "x" {
+  bind = ["127.0.0.1:2600"]
+  tls { self_signed = true }
+  auth = ["external"] # <-
+}`},
+	{name: "percentage over 100", summary: "Invalid max_inbound_connections_percentage_per_source", extra: `
+receive_connector "x" {
+  bind                                          = ["127.0.0.1:2600"]
+  max_inbound_connections_percentage_per_source = 150 # <-
+}`},
+	{name: "medium not above high", summary: "Invalid disk_free_medium", full: `
+hub {
+  hostname  = "mx.example.com"
+  spool_dir = "/var/spool/hubd"
+  back_pressure {
+    disk_free_high   = "1GB"
+    disk_free_medium = "500MB" # <-
+  }
+}
+receive_connector "in" { bind = ["127.0.0.1:25"] }`},
 	{name: "unknown block", summary: "Unsupported block type", extra: `
 frobnicate "x" {} # <-`},
 	{name: "bad duration", summary: "Invalid duration", extra: `
