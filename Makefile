@@ -5,7 +5,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-unit test-interop lint bench bench-compare clean
+.PHONY: all build run test test-unit test-interop lint bench bench-compare fuzz clean
 
 all: build
 
@@ -36,6 +36,13 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# Runs every fuzz target (func FuzzXxx in a _test.go file) for FUZZTIME each,
+# one after the other. `make test` already runs their seed corpora
+# (testdata/fuzz/ and f.Add); new crashers land in testdata/fuzz/ too.
+FUZZTIME ?= 1m
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do 	  pkg=$$(dirname $$f); 	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do 	    echo "== $$pkg $$t ($(FUZZTIME))"; 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; 	  done; 	done
 
 # Relay throughput of the real hubd binary under Postfix's smtp-source load,
 # relaying to smtp-sink (see examples/bench/smtp-source.sh for the options,
