@@ -143,10 +143,13 @@ func (t *Transport) enqueueLocked(it *workItem) {
 	if q.failures > 0 && t.clock().Before(q.retryAt) && !q.suspended {
 		// The next hop is in Retry: do not dial it again before its time;
 		// the recipients are deferred at once, as if they had been tried.
+		// The results are built here, under t.mu: q's retry time and
+		// error are written by other completions.
+		res := t.retryResults(q, it)
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			t.complete(q, it, t.retryResults(q, it), inRetry, "")
+			t.complete(q, it, res, inRetry, "")
 		}()
 		return
 	}
@@ -186,8 +189,11 @@ func (t *Transport) pumpLocked(q *hopQueue) {
 }
 
 // dropIdleLocked forgets a queue with nothing to do and nothing to remember.
+// q may be a queue already dropped (a deferral in Retry completing late):
+// only the queue the map holds is deleted, never a newer one of the same
+// next hop.
 func (t *Transport) dropIdleLocked(q *hopQueue) {
-	if q.active == 0 && len(q.items) == 0 && q.failures == 0 && !q.suspended {
+	if q.active == 0 && len(q.items) == 0 && q.failures == 0 && !q.suspended && t.queues[q.hop] == q {
 		delete(t.queues, q.hop)
 	}
 }
@@ -196,6 +202,16 @@ func (t *Transport) dropIdleLocked(q *hopQueue) {
 func (t *Transport) run(q *hopQueue, it *workItem) {
 	defer t.wg.Done()
 	ctx := t.runCtx
+	it.e.mu.Lock()
+	poisoned := it.e.msg.Poisoned
+	it.e.mu.Unlock()
+	if poisoned {
+		// Parked in the poison queue while this waited (another of its
+		// deliveries crashed): never dialled again automatically; the
+		// recipients stay as they are, with the message.
+		t.complete(q, it, nil, aborted, "")
+		return
+	}
 	select {
 	case t.global <- struct{}{}:
 	case <-ctx.Done():
@@ -203,6 +219,10 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 		return
 	}
 	m := it.e.msg // ID, Envelope and Size never change
+	// Marked only now that it is dialled: a crash from here on counts
+	// against this message (complete clears the mark once its results are
+	// persisted).
+	t.markActive(it.e, t.cfg.Load())
 	ctx, span := t.startSpan(ctx, m, it)
 	results, panicked := t.callDeliverer(ctx, it)
 	<-t.global
@@ -216,7 +236,7 @@ type ending int
 const (
 	attempted ending = iota // the deliverer ran
 	inRetry                 // not dialled: the queue is in Retry
-	aborted                 // not attempted: shutting down; nothing changes
+	aborted                 // not attempted: shutting down, or the message was poisoned; nothing changes
 )
 
 // complete applies a work item's results: persist the recipients' new
@@ -248,10 +268,14 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		}
 	}
 	var released []*workItem
+	var releasedRes [][]delivery.Result // built under t.mu, like enqueueLocked's
 	if how == attempted && unreachable {
 		// The whole next hop is down: what waits for it is deferred now
 		// instead of dialling it again.
 		released, q.items = q.items, nil
+		for _, w := range released {
+			releasedRes = append(releasedRes, t.retryResults(q, w))
+		}
 	}
 	floor := time.Time{}
 	if unreachable {
@@ -259,11 +283,11 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 	}
 	t.pumpLocked(q)
 	t.mu.Unlock()
-	for _, w := range released {
+	for k, w := range released {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			t.complete(q, w, t.retryResults(q, w), inRetry, "")
+			t.complete(q, w, releasedRes[k], inRetry, "")
 		}()
 	}
 
@@ -294,6 +318,9 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 	e.mu.Unlock()
 	if how != aborted {
 		t.notify(cfg, e)
+	}
+	if how == attempted {
+		t.clearActive(e) // run's markActive: the attempt's outcome is persisted
 	}
 	t.reschedule(e)
 }

@@ -37,24 +37,39 @@ func actionOf(r queue.RecipientState) dsn.Action {
 // never to the null sender (RFC 5321 §6.1, RFC 3461 §6.2), and only as
 // its NOTIFY asks (RFC 3461 §4.1).
 func (t *Transport) owesDSN(m *queue.Message, r queue.RecipientState) bool {
-	return m.Envelope.From != "" && dsn.Wanted(r.DSN.Notify, actionOf(r))
+	return dsnTo(m, r) != "" && dsn.Wanted(r.DSN.Notify, actionOf(r))
+}
+
+// dsnTo is where r's DSNs go: the envelope sender of the copy r received,
+// which is a list owner's address for a list's remote members (RFC 5321
+// §3.10: the owner, not the author, hears of their failures).
+func dsnTo(m *queue.Message, r queue.RecipientState) string {
+	if r.Sender != "" {
+		return r.Sender
+	}
+	return m.Envelope.From
 }
 
 // notify queues the DSNs e owes: one per kind (failure, delay, success)
-// for all the recipients that owe one now.
+// and addressee (dsnTo) for all the recipients that owe one now.
 func (t *Transport) notify(cfg *policy.Config, e *entry) {
 	e.notifyMu.Lock()
 	defer e.notifyMu.Unlock()
 	now := t.clock()
 	e.mu.Lock()
 	m := e.msg
-	groups := map[dsn.Action][]int{}
-	var order []dsn.Action
+	type dsnKey struct {
+		a  dsn.Action
+		to string
+	}
+	groups := map[dsnKey][]int{}
+	var order []dsnKey
 	add := func(a dsn.Action, i int) {
-		if groups[a] == nil {
-			order = append(order, a)
+		k := dsnKey{a, dsnTo(m, m.Recipients[i])}
+		if groups[k] == nil {
+			order = append(order, k)
 		}
-		groups[a] = append(groups[a], i)
+		groups[k] = append(groups[k], i)
 	}
 	delayDue := cfg.Hub.DelayDSNAfter > 0 && !now.Before(m.Arrived.Add(cfg.Hub.DelayDSNAfter))
 	for i, r := range m.Recipients {
@@ -63,7 +78,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 		case r.Status.Settled() && !r.Notified:
 			add(actionOf(r), i)
 		case r.Status == queue.Deferred && delayDue && !r.DelayNotified:
-			if m.Envelope.From != "" && dsn.Wanted(r.DSN.Notify, dsn.Delayed) {
+			if dsnTo(m, r) != "" && dsn.Wanted(r.DSN.Notify, dsn.Delayed) {
 				add(dsn.Delayed, i)
 			} else {
 				m.Recipients[i].DelayNotified = true // nothing owed; persisted with the next Update
@@ -71,13 +86,15 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 		}
 	}
 	reports := make([]dsn.Report, 0, len(order))
-	for _, a := range order {
-		reports = append(reports, t.report(cfg, m, a, groups[a], now))
+	for _, k := range order {
+		reports = append(reports, t.report(cfg, m, k.a, k.to, groups[k], now))
 	}
 	e.mu.Unlock()
 
-	for k, a := range order {
-		id, err := t.sendDSN(m, reports[k])
+	queued := false
+	for n, k := range order {
+		a := k.a
+		id, err := t.sendDSN(m, reports[n])
 		e.mu.Lock()
 		if err != nil {
 			t.log.Error("cannot queue DSN; will try again", "id", m.ID, "action", a, "err", err)
@@ -85,7 +102,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 			e.mu.Unlock()
 			continue
 		}
-		for _, i := range groups[a] {
+		for _, i := range groups[k] {
 			if a == dsn.Delayed {
 				m.Recipients[i].DelayNotified = true
 			} else {
@@ -93,19 +110,34 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 			}
 		}
 		e.notifyRetry = time.Time{}
+		queued = true
 		e.mu.Unlock()
-		t.log.Info("DSN queued", "id", m.ID, "action", a, "dsn_id", id, "to", m.Envelope.From, "rcpts", len(groups[a]))
+		t.log.Info("DSN queued", "id", m.ID, "action", a, "dsn_id", id, "to", k.to, "rcpts", len(groups[k]))
 		ev := t.event(m, queue.RecipientState{})
-		ev.Event, ev.Reference, ev.Reply, ev.Recipient = tracking.DSN, string(id), string(a), m.Envelope.From
+		ev.Event, ev.Reference, ev.Reply, ev.Recipient = tracking.DSN, string(id), string(a), k.to
 		t.track.Record(ev)
+	}
+	if queued {
+		// Record the flags now unless the message is finished (its Remove
+		// follows): a recipient may see no other Update for a long time (the
+		// unreachable queue waits for its expiry), and every restart, clean
+		// ones included, would queue its DSN again. DSNs are rare enough
+		// for the extra fsync.
+		e.mu.Lock()
+		if !finished(m.State) {
+			t.persist(e, cloneState(m.State))
+		}
+		e.mu.Unlock()
 	}
 }
 
-// report builds the DSN report for recipients idx of m. e.mu is held.
-func (t *Transport) report(cfg *policy.Config, m *queue.Message, a dsn.Action, idx []int, now time.Time) dsn.Report {
+// report builds the DSN report to to for recipients idx of m. e.mu is held.
+func (t *Transport) report(cfg *policy.Config, m *queue.Message, a dsn.Action, to string, idx []int, now time.Time) dsn.Report {
+	env := m.Envelope // dsn.Build addresses the DSN to Envelope.From
+	env.From = to
 	rep := dsn.Report{
 		ReportingMTA: cfg.Hub.Hostname,
-		Envelope:     &m.Envelope,
+		Envelope:     &env,
 		QueueID:      string(m.ID),
 		Now:          now,
 	}

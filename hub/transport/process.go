@@ -54,6 +54,9 @@ func (t *Transport) process(e *entry) {
 		t.enqueueLocked(it)
 	}
 	t.mu.Unlock()
+	// The pass is over; each delivery it queued marks the message itself
+	// when (and only when) it runs.
+	t.clearActive(e)
 	t.reschedule(e)
 }
 
@@ -65,7 +68,7 @@ func (t *Transport) reschedule(e *entry) {
 	e.mu.Lock()
 	idle := len(e.inflight) == 0
 	done := idle && !e.msg.Poisoned && finished(e.msg.State)
-	due, ok := nextDue(e, now)
+	due, ok := nextDue(e, now, t.cfg.Load().Hub.DelayDSNAfter)
 	e.mu.Unlock()
 
 	t.mu.Lock()
@@ -83,14 +86,10 @@ func (t *Transport) reschedule(e *entry) {
 		t.scheduleLocked(e, due)
 	}
 	t.mu.Unlock()
-	if idle {
-		t.clearActive(e)
-	}
 }
 
 // remove takes a settled message out of the store and the queue.
 func (t *Transport) remove(e *entry) {
-	t.clearActive(e)
 	if err := t.store.Remove(e.msg.ID); err != nil {
 		// Deliveries may have skipped the Update of the settled state,
 		// counting on this Remove: persist it now, so that after a restart
@@ -106,28 +105,27 @@ func (t *Transport) remove(e *entry) {
 	t.mu.Unlock()
 }
 
-// markActive records in the store that e is being processed (see
-// queue.Store.MarkActive): a process death now counts as a crash of this
-// message, and its retry waits for the ladder's first rung.
+// markActive records in the store that a pass or a delivery of e starts
+// (see queue.Store.MarkActive): a process death now counts as a crash of
+// this message, and its retry waits for the ladder's first rung. Each call
+// is paired with one clearActive when that pass or delivery ends. The mark
+// is rewritten at each start, so its time is never stale while a long
+// delivery runs beside a new one.
 func (t *Transport) markActive(e *entry, cfg *policy.Config) {
 	e.markMu.Lock()
 	defer e.markMu.Unlock()
-	if e.marked {
-		return
-	}
+	e.marks++
 	if err := t.store.MarkActive(e.msg.ID, t.clock().Add(backoff(cfg.Hub, 1))); err != nil {
 		t.log.Warn("cannot mark message active", "id", e.msg.ID, "err", err)
-		return
 	}
-	e.marked = true
 }
 
+// clearActive ends one markActive; the mark goes with the last one.
 func (t *Transport) clearActive(e *entry) {
 	e.markMu.Lock()
 	defer e.markMu.Unlock()
-	if e.marked {
+	if e.marks--; e.marks == 0 {
 		t.store.ClearActive(e.msg.ID)
-		e.marked = false
 	}
 }
 
@@ -143,9 +141,12 @@ func finished(st queue.State) bool {
 
 // nextDue is when e should next be processed: the earliest retry time of a
 // recipient not in a delivery queue, now for one never tried or owing a
-// DSN. ok is false when nothing is due (all in flight, or poisoned).
-// e.mu is held.
-func nextDue(e *entry, now time.Time) (due time.Time, ok bool) {
+// DSN, and the time its delay DSN falls due (delayAfter from arrival; 0:
+// none) for a deferred one that has not had it — a recipient parked in
+// the unreachable queue has no retry before its expiry, yet must hear of
+// the delay. ok is false when nothing is due (all in flight, or
+// poisoned). e.mu is held.
+func nextDue(e *entry, now time.Time, delayAfter time.Duration) (due time.Time, ok bool) {
 	m := e.msg
 	if m.Poisoned {
 		return time.Time{}, false
@@ -160,6 +161,15 @@ func nextDue(e *entry, now time.Time) (due time.Time, ok bool) {
 		case e.inflight[i]:
 		case !r.Status.Settled():
 			consider(r.NextAttempt)
+			if r.Status == queue.Deferred && !r.DelayNotified && delayAfter > 0 {
+				// Not before a failed DSN's retry time, or a Submit that
+				// keeps failing would spin.
+				at := m.Arrived.Add(delayAfter)
+				if e.notifyRetry.After(at) {
+					at = e.notifyRetry
+				}
+				consider(at)
+			}
 		case !r.Notified:
 			consider(e.notifyRetry)
 		}

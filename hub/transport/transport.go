@@ -20,11 +20,13 @@
 //     result has Result.Connection) goes into Retry on the retry ladder: its
 //     waiting items are deferred at once without dialling, and after the
 //     retry time one connection probes the next hop before the others follow.
-//   - Before processing a message the store marks it active (MarkActive), so
-//     that if the process dies the next start counts a crash and does not
-//     retry before the ladder's first rung; after Hub.PoisonThreshold crashes
-//     (process deaths, or panics in the categorizer or a deliverer) the
-//     message is parked in the poison queue and never retried automatically.
+//   - While a pass over a message or one of its deliveries runs (not while
+//     its work merely waits in a queue) the store marks it active
+//     (MarkActive), so that if the process dies the next start counts a
+//     crash and does not retry before the ladder's first rung; after
+//     Hub.PoisonThreshold crashes (process deaths, or panics in the
+//     categorizer or a deliverer) the message is parked in the poison queue
+//     and never retried automatically.
 //   - After every attempt the recipients' new state is persisted before
 //     anything else happens; delivered and failed recipients are never
 //     attempted again, also after a restart.
@@ -123,7 +125,11 @@ type entry struct {
 	due      time.Time // when the scheduler should next run it
 
 	markMu sync.Mutex // serialises MarkActive/ClearActive
-	marked bool
+	// marks counts the passes and deliveries of this message running now;
+	// the store's active mark exists while it is above zero. Work merely
+	// waiting in a next hop's queue is not processing: marking it would
+	// count a crash for every backlogged message at each restart.
+	marks int
 
 	notifyMu sync.Mutex // one notify at a time, so that a DSN is queued once
 }
@@ -207,8 +213,13 @@ func (t *Transport) Start(ctx context.Context) error {
 			poisoned++
 			continue
 		}
-		if due, ok := nextDue(e, now); ok {
+		if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter); ok {
 			t.scheduleLocked(e, due)
+		} else if finished(m.State) {
+			// Its final state reached the disk but its Remove did not (a
+			// crash in between, or a failed Remove): one pass removes it.
+			// Nothing else would ever schedule it.
+			t.scheduleLocked(e, now)
 		}
 	}
 	if len(msgs) > 0 {
