@@ -7,20 +7,32 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
+
+	"hubd/policy"
 )
 
 // AuthMechanisms implements smtp.AuthSession: the connector's mechanisms,
 // which go-smtp advertises only over TLS or with allow_insecure_auth.
+// EXTERNAL is advertised only to a client whose certificate verified.
 func (s *session) AuthMechanisms() []string {
 	out := make([]string, 0, len(s.c.rc.Auth))
 	for _, m := range s.c.rc.Auth {
+		if m == "external" && s.clientIdentity() == "" {
+			continue
+		}
 		out = append(out, strings.ToUpper(m))
 	}
 	return out
 }
 
-// Auth implements smtp.AuthSession (RFC 4954).
+// Auth implements smtp.AuthSession (RFC 4954); a refusal the session earns
+// is tarpitted.
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	srv, err := s.startAuth(mech)
+	return srv, s.delay("AUTH", err)
+}
+
+func (s *session) startAuth(mech string) (sasl.Server, error) {
 	s.mu.Lock()
 	inTransaction, authenticated := s.haveMail, s.authUser != ""
 	s.mu.Unlock()
@@ -42,10 +54,22 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	if offered {
 		switch mech {
-		case "PLAIN":
-			return saslReplies{sasl.NewPlainServer(s.plain)}, nil
-		case "LOGIN":
+		case "PLAIN", "LOGIN":
+			if err := s.authRefusedHere(); err != nil {
+				return nil, err
+			}
+			if mech == "PLAIN" {
+				return saslReplies{sasl.NewPlainServer(s.plain)}, nil
+			}
 			return saslReplies{&loginServer{check: s.checkPassword}}, nil
+		case "EXTERNAL":
+			if s.clientIdentity() == "" {
+				n := s.logonFailure()
+				s.st.log.Info("authentication failed", "mechanism", "EXTERNAL",
+					"reason", "no verified client certificate", "failures", n)
+				return nil, s.authReply(n, reply(535, "5.7.8", "No verified client certificate"))
+			}
+			return saslReplies{sasl.NewExternalServer(s.external)}, nil
 		}
 	}
 	// RFC 4954 §4: a mechanism we do not support.
@@ -71,28 +95,120 @@ func (s *session) checkPassword(user, password string) error {
 	if mb != nil && mb.PasswordHash != "" {
 		hash = []byte(mb.PasswordHash)
 	}
+	if blocked := s.c.limits.authBlocked(s.st.peer); blocked != "" {
+		// Another connection from here tripped the defence while this
+		// exchange ran: refuse without checking, as at the AUTH command.
+		return s.authBlockedReply(blocked)
+	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	if err == nil && mb != nil && mb.PasswordHash != "" {
-		s.mu.Lock()
-		s.authUser = mb.Address
-		s.mu.Unlock()
-		s.st.mu.Lock()
-		s.st.authUser = mb.Address
-		s.st.mu.Unlock()
-		s.st.log.Info("authenticated", "auth_user", mb.Address)
+		s.authenticated(mb.Address, "password")
 		return nil
 	}
+	source, network, tripped := s.c.limits.authFailed(s.st.peer)
+	n := s.logonFailure()
+	delay := s.authDelay(source)
+	s.st.log.Info("authentication failed", "user", user, "failures", n,
+		"source_failures", source, "network_failures", network, "delay", delay)
+	if tripped != "" {
+		// metrics: hubd_smtp_auth_blocked_total{connector, limit} goes here.
+		s.st.log.Warn("authentication blocked", "limit", tripped, "user", user,
+			"for", s.c.rc.AuthFailureWindow)
+	}
+	// The delay grows with the address's failures (tarpit.go), the same for
+	// known and unknown users.
+	s.sleep(delay)
+	// RFC 4954 §6.
+	return s.authReply(n, reply(535, "5.7.8", "Authentication credentials invalid"))
+}
+
+// authRefusedHere refuses AUTH PLAIN and LOGIN from an address or network
+// the brute-force defence has blocked, before any credentials are read.
+func (s *session) authRefusedHere() error {
+	blocked := s.c.limits.authBlocked(s.st.peer)
+	if blocked == "" {
+		return nil
+	}
+	return s.authBlockedReply(blocked)
+}
+
+// authBlockedReply logs a blocked AUTH, counts it against
+// max_logon_failures, tarpits it, and returns "454 4.7.0": temporary, the
+// block ends with the window (RFC 4954 §6).
+func (s *session) authBlockedReply(limit string) error {
+	// metrics: hubd_smtp_limit_refusals_total{connector, limit} goes here.
+	n := s.logonFailure()
+	s.st.log.Warn("refused", "command", "AUTH", "reply", "454 4.7.0", "limit", limit, "failures", n)
+	r := reply(454, "4.7.0", "Temporary authentication failure")
+	s.tarpit("AUTH", s.c.rc.TarpitInterval, smtpError(r))
+	return s.authReply(n, r)
+}
+
+// logonFailure counts a failed AUTH against max_logon_failures (per
+// connection, across STARTTLS) and returns the count.
+func (s *session) logonFailure() int {
 	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	s.st.authFailures++
-	n := s.st.authFailures
-	s.st.mu.Unlock()
-	s.st.log.Info("authentication failed", "user", user, "failures", n)
+	return s.st.authFailures
+}
+
+// authReply is the reply to a session's n-th failed AUTH: r, or, at
+// max_logon_failures, "421 4.7.0" and the connection ends.
+func (s *session) authReply(n int, r *policy.Reply) error {
 	if max := s.c.rc.MaxLogonFailures; max > 0 && n >= max {
 		s.sc.closeAfterWrite.Store(true)
 		return smtpError(reply(421, "4.7.0", "Too many authentication failures"))
 	}
-	// RFC 4954 §6.
-	return smtpError(reply(535, "5.7.8", "Authentication credentials invalid"))
+	return smtpError(r)
+}
+
+// authenticated records a successful AUTH: the session gets the
+// Authenticated rights, and its AuthUser is identity.
+func (s *session) authenticated(identity, how string) {
+	s.mu.Lock()
+	s.authUser = identity
+	s.mu.Unlock()
+	s.st.mu.Lock()
+	s.st.authUser = identity
+	s.st.mu.Unlock()
+	s.st.log.Info("authenticated", "auth_user", identity, "with", how)
+}
+
+// external is the RFC 4422 Appendix A authenticator: the identity is the
+// verified client certificate's (clientIdentity); an authorization
+// identity, if the client gives one, must be that identity.
+func (s *session) external(authzid string) error {
+	id := s.clientIdentity()
+	if id == "" || (authzid != "" && !strings.EqualFold(authzid, id)) {
+		n := s.logonFailure()
+		s.st.log.Info("authentication failed", "mechanism", "EXTERNAL", "certificate", id,
+			"authzid", authzid, "failures", n)
+		r := reply(535, "5.7.8", "Authentication credentials invalid")
+		s.tarpit("AUTH", s.c.rc.TarpitInterval, smtpError(r))
+		return s.authReply(n, r)
+	}
+	s.authenticated(id, "client certificate")
+	return nil
+}
+
+// clientIdentity is the identity of the session's TLS client certificate
+// when it verified against client_ca_file, "" otherwise. It is the
+// certificate's first DNS subjectAltName, or, when it has none, its subject
+// common name (RFC 6125 §6.4.4 puts SANs first), lower-cased.
+//
+// go-smtp v0.25.1 hands us the tls.ConnectionState after STARTTLS (and we
+// take it from our own tls.Conn for implicit TLS); VerifiedChains is empty
+// unless the connector asked for client certificates and one verified.
+func (s *session) clientIdentity() string {
+	if s.tls == nil || len(s.tls.VerifiedChains) == 0 || len(s.tls.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	leaf := s.tls.VerifiedChains[0][0]
+	if len(leaf.DNSNames) > 0 {
+		return strings.ToLower(leaf.DNSNames[0])
+	}
+	return strings.ToLower(leaf.Subject.CommonName)
 }
 
 // saslReplies makes every error of a SASL exchange an SMTP reply: a

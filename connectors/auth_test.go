@@ -10,6 +10,7 @@ const submissionHCL = `
 receive_connector "submission" {
   usage = "client"
   bind  = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   tls { self_signed = true }
   max_logon_failures = 2
 }
@@ -20,6 +21,7 @@ receive_connector "submission" {
 const insecureHCL = `
 receive_connector "insecure" {
   bind  = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   auth  = ["plain", "login"]
   allow_insecure_auth = true
   permissions {
@@ -124,6 +126,7 @@ func TestProtocolErrorLimit(t *testing.T) {
 	h := start(t, `
 receive_connector "strict" {
   bind  = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   auth  = ["plain"]
   allow_insecure_auth = true
   max_protocol_errors = 2
@@ -151,6 +154,7 @@ func TestAuthInsideTransaction(t *testing.T) {
 	h := start(t, `
 receive_connector "mx" {
   bind  = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   auth  = ["plain"]
   allow_insecure_auth = true
   permissions {

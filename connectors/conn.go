@@ -1,73 +1,250 @@
 package connectors
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"hubd/internal/message"
+	"hubd/policy"
 )
 
-// sessionConn is the net.Conn every go-smtp Server of ours is handed. It sits
-// between go-smtp and the TCP connection (or, for implicit TLS, the tls.Conn)
-// and does four things go-smtp v0.25.1 has no hook for:
+// sessionConn is the net.Conn every go-smtp Server of ours is handed, one
+// per client connection. It sits between go-smtp and the TCP connection
+// (or the tls.Conn above it) and always sees the session in plaintext,
+// because it terminates TLS itself: implicit TLS at accept time, and
+// STARTTLS in the command filter (go-smtp's Server has no TLSConfig and
+// never learns about TLS). That lets it do what go-smtp v0.25.1 has no hook
+// for:
 //
-//   - Deadlines. It ignores go-smtp's SetReadDeadline and instead sets, before
-//     every read, min(now+inactivity, session end). The inactivity timeout thus
-//     slides during a long DATA transfer too (go-smtp sets it once per command
-//     line), and connection_timeout bounds the whole session.
-//   - Reply text. While it still sees the plaintext stream (before STARTTLS, or
-//     above an implicit-TLS tls.Conn) it replaces the library's fixed greeting
-//     and a few fixed replies with ours; see rewriteReply. After STARTTLS,
-//     go-smtp writes through a tls.Conn that wraps us, so we only see
-//     ciphertext and the library's texts stand.
-//   - Close after a reply. A 421 decided by the session (too many errors or
-//     logon failures) must be followed by closing the connection; the session
-//     sets closeAfterWrite and the next write (that 421, written by go-smtp as
-//     one Write, or one TLS record) closes the connection.
-//   - Accounting. Close runs onClose exactly once, which releases the
-//     connection-limit slots and ends the session span and log line.
+//   - The command filter (hardening.go). Every command line is read here
+//     first and either handed to go-smtp or answered here: line length,
+//     NUL and 8-bit bytes, unknown verbs, EHLO argument, commands before
+//     MAIL, AUTH before TLS, VRFY, EXPN, HELP and STARTTLS. DATA content,
+//     BDAT chunks and SASL responses pass through untouched; which of these
+//     comes next is known from go-smtp's last reply (354, 334) and the BDAT
+//     size. The filter hands go-smtp at most one line per Read, so go-smtp
+//     never buffers a line the filter has not seen.
+//   - STARTTLS (RFC 3207). The filter answers 220, discards anything the
+//     client pipelined after the command (§5: such bytes would otherwise
+//     be read as if sent over TLS), does the handshake, and then restarts
+//     the go-smtp connection over the same sessionConn: the old one gets
+//     EOF and ends its Session, the new one is handed to the connector's
+//     Server like a new connection (its greeting is swallowed), and its
+//     first EHLO makes a new Session that sees the TLS state (§4.2: all
+//     state is discarded).
+//   - Replies. It replaces go-smtp's fixed greeting and a few fixed texts
+//     with ours, adds STARTTLS to the EHLO keywords and hides AUTH before
+//     TLS when the connector wants TLS for it, and counts protocol errors
+//     (max_protocol_errors) over every reply: go-smtp's, the session's and
+//     the filter's.
+//   - Deadlines. It ignores go-smtp's SetReadDeadline and sets, before every
+//     read, min(now+inactivity, session end): the inactivity timeout slides
+//     during a long DATA transfer too, and connection_timeout bounds the
+//     whole session.
+//   - Close after a reply. A 421 decided by the session or the filter must be
+//     followed by closing the connection; closeAfterWrite makes the next
+//     write close it.
+//   - Accounting. The last Close runs onClose exactly once, which releases
+//     the connection-limit slots and ends the session span and log line.
 type sessionConn struct {
-	net.Conn          // what reads and writes go through: TCP, or tls.Conn for implicit TLS
-	raw      net.Conn // the TCP connection, for deadlines
+	net.Conn          // the client stream: TCP, or tls.Conn once TLS is up
+	raw      net.Conn // the TCP connection (PROXY-buffered), for deadlines
 	tlsConn  *tls.Conn
 
+	c          *connector
 	inactivity time.Duration
 	end        time.Time // connection_timeout; zero = none
 	banner     string    // "220 ..." line that replaces go-smtp's greeting
 
 	state *connState
 
-	mu        sync.Mutex
-	plaintext bool // we still see go-smtp's replies in clear text
-	greeted   bool
-	reason    string // the reply that replaces go-smtp's after a read we timed out (or Shutdown woke)
+	in       *bufio.Reader // the client's bytes, read by the filter
+	pending  []byte        // what the filter passed and go-smtp has not read yet
+	chunkBuf []byte        // BDAT chunk bytes on their way
+	filter   filterState   // used only from go-smtp's connection goroutine
+
+	mu       sync.Mutex
+	reply    replyState
+	reason   string // the reply that replaces go-smtp's after a read we timed out (or Shutdown woke)
+	closed   bool
+	restart  bool // the go-smtp connection is being replaced after STARTTLS
+	errsSeen int  // connState.protoErrors after the last reply we counted
+
+	wmu sync.Mutex // one reply at a time on the wire
 
 	closeAfterWrite atomic.Bool
 	shuttingDown    atomic.Bool
 	inData          atomic.Bool
-	closeOnce       sync.Once
 	onClose         func()
 }
 
-// Read sets the deadline for this read, then reads.
+// replyState is what the reply side tells the filter and remembers about
+// the replies in flight. sessionConn.mu guards it.
+type replyState struct {
+	greeted         bool
+	swallowGreeting bool // a restarted go-smtp connection greets; the client must not see it
+	next            mode // what the client sends after the last reply
+	ehlo            bool // the reply being written answers EHLO
+	ehloFirst       bool // its first line has been written
+	mailPending     bool // the reply being written answers MAIL
+	mailUTF8        bool // that MAIL carried SMTPUTF8
+	utf8Txn         bool // the open transaction's MAIL carried SMTPUTF8
+}
+
+// mode is what the client's next bytes are.
+type mode int
+
+const (
+	modeCommand mode = iota
+	modeData         // DATA content, after 354
+	modeSASL         // one SASL response line, after 334
+)
+
+// errConnClosed ends the go-smtp connection after the filter closed it
+// (its own 421, a failed STARTTLS).
+var errConnClosed = net.ErrClosed
+
+// init prepares the filter's reader once c.Conn is set.
+func (c *sessionConn) init() {
+	c.in = bufio.NewReaderSize(deadlineReader{c}, 4096)
+}
+
+// Read gives go-smtp the next bytes the filter lets through.
 func (c *sessionConn) Read(b []byte) (int, error) {
+	if len(c.pending) == 0 {
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(b, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+// fill reads the client until there is something to hand go-smtp.
+func (c *sessionConn) fill() error {
+	for {
+		if c.filter.chunk > 0 {
+			// A BDAT chunk (RFC 3030 §2): exactly that many octets, raw.
+			if c.chunkBuf == nil {
+				c.chunkBuf = make([]byte, 4096)
+			}
+			n, err := c.in.Read(c.chunkBuf[:min(c.filter.chunk, len(c.chunkBuf))])
+			if n == 0 {
+				if err == nil {
+					err = io.ErrNoProgress
+				}
+				return err
+			}
+			c.pending = c.chunkBuf[:n]
+			c.filter.chunk -= n
+			return nil
+		}
+		c.mu.Lock()
+		m, restart := c.reply.next, c.restart
+		c.mu.Unlock()
+		if restart {
+			return io.EOF
+		}
+		switch m {
+		case modeData:
+			// DATA content goes through line by line, never past a line
+			// end: after "." the next bytes may be commands, and which is
+			// the case only go-smtp's next reply tells.
+			line, err := c.in.ReadSlice('\n')
+			if len(line) == 0 {
+				return err
+			}
+			c.pending = append(c.pending[:0], line...)
+			return nil
+		case modeSASL:
+			line, tooLong, err := c.readLine()
+			if err != nil {
+				return err
+			}
+			if tooLong {
+				// go-smtp waits for a response: cancel the exchange
+				// (RFC 4954 §4) rather than hand it an endless line.
+				line = []byte("*\r\n")
+			}
+			c.mu.Lock()
+			c.reply.next = modeCommand
+			c.mu.Unlock()
+			c.pending = append(c.pending[:0], line...)
+			return nil
+		}
+		line, tooLong, err := c.readLine()
+		if err != nil {
+			return err
+		}
+		if c.command(line, tooLong) {
+			c.pending = append(c.pending[:0], line...)
+			return nil
+		}
+		c.mu.Lock()
+		closed, restart := c.closed, c.restart
+		c.mu.Unlock()
+		if restart {
+			return io.EOF
+		}
+		if closed {
+			return errConnClosed
+		}
+	}
+}
+
+// readLine reads one line of at most max_command_line_length octets
+// (with its CRLF). A longer line is read to its end and discarded, and
+// reported as tooLong.
+func (c *sessionConn) readLine() (line []byte, tooLong bool, err error) {
+	limit := c.c.rc.MaxCommandLineLength
+	var buf []byte
+	for {
+		part, err := c.in.ReadSlice('\n')
+		if !tooLong {
+			buf = append(buf, part...)
+			if limit > 0 && len(buf) > limit {
+				tooLong, buf = true, nil
+			}
+		}
+		switch {
+		case err == nil:
+			return buf, tooLong, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return nil, false, err
+		}
+	}
+}
+
+// deadlineReader reads the client stream with our deadlines.
+type deadlineReader struct{ c *sessionConn }
+
+func (d deadlineReader) Read(b []byte) (int, error) {
+	c := d.c
 	for {
 		if c.shuttingDown.Load() && !c.inData.Load() {
 			c.setReason("421 4.3.2 Service shutting down")
 			return 0, os.ErrDeadlineExceeded
 		}
-		d := time.Time{}
+		dl := time.Time{}
 		if c.inactivity > 0 {
-			d = time.Now().Add(c.inactivity)
+			dl = time.Now().Add(c.inactivity)
 		}
-		if !c.end.IsZero() && (d.IsZero() || c.end.Before(d)) {
-			d = c.end
+		if !c.end.IsZero() && (dl.IsZero() || c.end.Before(dl)) {
+			dl = c.end
 		}
-		if err := c.raw.SetReadDeadline(d); err != nil {
+		if err := c.raw.SetReadDeadline(dl); err != nil {
 			return 0, err
 		}
 		n, err := c.Conn.Read(b)
@@ -95,7 +272,7 @@ func (c *sessionConn) Read(b []byte) (int, error) {
 	}
 }
 
-// SetReadDeadline is ignored: Read manages read deadlines itself.
+// SetReadDeadline is ignored: reads manage their deadlines themselves.
 func (c *sessionConn) SetReadDeadline(time.Time) error { return nil }
 
 // SetDeadline only forwards the write half; see SetReadDeadline.
@@ -104,11 +281,19 @@ func (c *sessionConn) SetDeadline(t time.Time) error { return c.raw.SetWriteDead
 // SetWriteDeadline forwards to the TCP connection.
 func (c *sessionConn) SetWriteDeadline(t time.Time) error { return c.raw.SetWriteDeadline(t) }
 
-// Write writes b (rewritten while in plaintext), then closes the connection
-// if the session asked for it.
+// RemoteAddr is the client's address: the PROXY header's, when there is one.
+func (c *sessionConn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+// Write writes one reply line of go-smtp's (or the filter's), rewritten,
+// then closes the connection if the session asked for it.
 func (c *sessionConn) Write(b []byte) (int, error) {
 	out := c.rewrite(b)
-	_, err := c.Conn.Write(out)
+	var err error
+	if len(out) > 0 {
+		c.wmu.Lock()
+		_, err = c.stream().Write(out)
+		c.wmu.Unlock()
+	}
 	if c.closeAfterWrite.Load() {
 		c.Close()
 	}
@@ -118,42 +303,154 @@ func (c *sessionConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// answer writes a reply decided by the filter.
+func (c *sessionConn) answer(r string) {
+	c.Write([]byte(r + "\r\n"))
+}
+
 func (c *sessionConn) setReason(r string) {
 	c.mu.Lock()
 	c.reason = r
 	c.mu.Unlock()
 }
 
-// rewrite returns the bytes to send in place of b.
+// stream is the current client stream (it changes at STARTTLS).
+func (c *sessionConn) stream() net.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Conn
+}
+
+// rewrite returns the bytes to send in place of b, one reply line, and
+// follows the dialogue: what the client sends next, EHLO keywords,
+// protocol errors.
 func (c *sessionConn) rewrite(b []byte) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if bytes.HasPrefix(b, []byte("550 5.0.0 Handshake error")) {
-		// RFC 3207 §4.1: after a failed TLS negotiation the stream's state is
-		// unknown; go-smtp would carry on in clear text. End the connection.
-		c.closeAfterWrite.Store(true)
-		return []byte("454 4.7.0 TLS handshake failed\r\n")
-	}
-	if !c.plaintext {
-		return b
-	}
-	if !c.greeted {
-		c.greeted = true
+	if !c.reply.greeted {
+		c.reply.greeted = true
+		if c.reply.swallowGreeting {
+			return nil
+		}
 		if bytes.HasPrefix(b, []byte("220 ")) && c.banner != "" {
 			return []byte("220 " + c.banner + "\r\n")
 		}
-	}
-	if bytes.HasPrefix(b, []byte("220 2.0.0 Ready to start TLS")) {
-		// Everything after this goes through a tls.Conn wrapping us.
-		c.plaintext = false
-		return b
 	}
 	if c.reason != "" {
 		// We timed the read out or are shutting down: our reply, not the
 		// library's (which may name internal addresses in its error text).
 		return []byte(c.reason + "\r\n")
 	}
+	code, final := replyCode(b)
+	if c.reply.ehlo && code/100 == 2 {
+		return c.ehloLine(b, final)
+	}
+	c.reply.ehlo = false
+	if !final {
+		return b
+	}
+	switch {
+	case code == 354:
+		c.reply.next = modeData
+	case code == 334:
+		c.reply.next = modeSASL
+	default:
+		c.reply.next = modeCommand
+	}
+	if c.reply.mailPending {
+		// The reply to MAIL opens (or not) a transaction; RCPT may carry
+		// UTF-8 only in one opened with SMTPUTF8 (RFC 6531 §3.4).
+		c.reply.mailPending = false
+		if code == 250 {
+			c.reply.utf8Txn = c.reply.mailUTF8
+		}
+	}
+	if isProtocolError(reply(code, "", "")) {
+		if r := c.countProtocolError(b); r != nil {
+			return r
+		}
+	}
+	c.syncErrs()
 	return rewriteReply(b)
+}
+
+// ehloLine edits one line of the EHLO reply: STARTTLS is ours to offer,
+// and AUTH is hidden until TLS when the connector wants TLS for it
+// (RFC 4954 §4; go-smtp is told insecure AUTH is fine because it never
+// sees our TLS). c.mu is held.
+func (c *sessionConn) ehloLine(b []byte, final bool) []byte {
+	first := !c.reply.ehloFirst
+	c.reply.ehloFirst = true
+	if final {
+		c.reply.ehlo = false
+		c.reply.next = modeCommand
+		c.syncErrs()
+	}
+	if len(b) < 4 {
+		return b
+	}
+	if !c.authAllowed() && (bytes.HasPrefix(b[4:], []byte("AUTH ")) || bytes.HasPrefix(b[4:], []byte("AUTH\r"))) {
+		return nil
+	}
+	if first && !final && c.offerSTARTTLS() {
+		return append(append([]byte(nil), b...), "250-STARTTLS\r\n"...)
+	}
+	if first && !final && c.tlsConn != nil {
+		// RFC 8689 §4: REQUIRETLS is offered only on a TLS session; go-smtp
+		// accepts the parameter but cannot see our TLS to advertise it.
+		return append(append([]byte(nil), b...), "250-REQUIRETLS\r\n"...)
+	}
+	return b
+}
+
+// countProtocolError counts a 500-504/530 reply that the session has not
+// counted itself (session.refuse counts its own) and returns the reply
+// that replaces it once max_protocol_errors is exceeded. c.mu is held.
+func (c *sessionConn) countProtocolError(b []byte) []byte {
+	st := c.state
+	st.mu.Lock()
+	if st.protoErrors == c.errsSeen {
+		st.protoErrors++
+	}
+	n := st.protoErrors
+	c.errsSeen = n
+	st.mu.Unlock()
+	if max := c.c.rc.MaxProtocolErrors; max > 0 && n > max && !c.closeAfterWrite.Load() {
+		st.log.Info("refused", "reply", string(bytes.TrimRight(b, "\r\n")), "closing", "too many errors")
+		c.closeAfterWrite.Store(true)
+		return []byte("421 4.7.0 Too many errors\r\n")
+	}
+	return nil
+}
+
+// syncErrs notes the protocol-error count as of this reply. c.mu is held.
+func (c *sessionConn) syncErrs() {
+	c.state.mu.Lock()
+	c.errsSeen = c.state.protoErrors
+	c.state.mu.Unlock()
+}
+
+// authAllowed: AUTH may be offered and used now. c.mu is held.
+func (c *sessionConn) authAllowed() bool {
+	return c.tlsConn != nil || c.c.rc.AllowInsecureAuth
+}
+
+// offerSTARTTLS: STARTTLS goes in the EHLO keywords. c.mu is held.
+func (c *sessionConn) offerSTARTTLS() bool {
+	return c.tlsConn == nil && c.c.tls != nil && c.c.rc.TLS.Mode == policy.TLSStartTLS
+}
+
+// replyCode parses the code of a reply line and whether it is the last
+// line of its reply ("250 " rather than "250-").
+func replyCode(b []byte) (int, bool) {
+	if len(b) < 4 {
+		return 0, true
+	}
+	n, err := strconv.Atoi(string(b[:3]))
+	if err != nil {
+		return 0, true
+	}
+	return n, b[3] != '-'
 }
 
 // rewriteReply maps fixed go-smtp v0.25.1 replies to the ones our
@@ -163,26 +460,82 @@ func rewriteReply(b []byte) []byte {
 	case "454 4.7.0 Invalid base64 data\r\n":
 		// RFC 4954 §4: a client response that is not valid base64 is 501 5.5.2.
 		return []byte("501 5.5.2 Invalid base64 data\r\n")
-	case "523 5.7.10 TLS is required\r\n":
-		// AUTH before STARTTLS on a connector that does not allow it: the
-		// same answer as MAIL gets under require_tls (RFC 3207 §4).
-		return []byte("530 5.7.0 Must issue a STARTTLS command first\r\n")
 	}
 	return b
 }
 
-// Close closes the connection once, then runs onClose.
+// startTLS upgrades the connection after the filter answered 220 (RFC
+// 3207 §4), and has the go-smtp connection restarted. false: the
+// handshake failed and the connection is closed.
+func (c *sessionConn) startTLS() bool {
+	// §5: bytes pipelined after STARTTLS were sent in clear text; they
+	// must not be read as if they had come over TLS.
+	c.in.Reset(deadlineReader{c})
+	tc := tls.Server(c.Conn, c.c.tls)
+	dl := time.Now().Add(c.inactivity)
+	if c.inactivity <= 0 {
+		dl = time.Now().Add(time.Minute)
+	}
+	if !c.end.IsZero() && c.end.Before(dl) {
+		dl = c.end
+	}
+	c.raw.SetDeadline(dl)
+	err := tc.Handshake()
+	c.raw.SetDeadline(time.Time{})
+	if err != nil {
+		// §4.1: after a failed negotiation the stream's state is unknown;
+		// end the connection.
+		c.state.log.Info("TLS handshake failed", "err", err)
+		c.closeAfterWrite.Store(true)
+		c.answer("454 4.7.0 TLS handshake failed")
+		return false
+	}
+	c.mu.Lock()
+	c.Conn, c.tlsConn = tc, tc
+	c.restart = true
+	c.reply = replyState{}
+	c.mu.Unlock()
+	c.filter.afterTLS()
+	cs := tc.ConnectionState()
+	c.state.setTLS(message.TLSDetails(&cs))
+	c.state.log.Info("STARTTLS", "tls", c.state.tlsText())
+	return true
+}
+
+// Close ends the go-smtp connection; unless it is being restarted after
+// STARTTLS, that closes the client connection too and runs onClose once.
 func (c *sessionConn) Close() error {
-	var err error
-	c.closeOnce.Do(func() {
-		err = c.Conn.Close()
-		if c.tlsConn != nil {
-			c.raw.Close()
+	c.mu.Lock()
+	if c.restart && !c.closeAfterWrite.Load() {
+		// The old go-smtp connection is done with us: hand the same
+		// stream to the connector's Server as a new connection.
+		c.restart = false
+		c.reply = replyState{swallowGreeting: true}
+		c.mu.Unlock()
+		if c.c.ln.deliver(c) {
+			return nil
 		}
-		if c.onClose != nil {
-			c.onClose()
-		}
-	})
+		// A reload or shutdown closed the connector meanwhile.
+		c.mu.Lock()
+		c.reply = replyState{greeted: true}
+		c.mu.Unlock()
+		c.answer("421 4.3.2 Service not available, try again later")
+		c.mu.Lock()
+	}
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	conn := c.Conn
+	c.mu.Unlock()
+	err := conn.Close()
+	if conn != c.raw {
+		c.raw.Close()
+	}
+	if c.onClose != nil {
+		c.onClose()
+	}
 	return err
 }
 

@@ -9,10 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -20,8 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/bcrypt"
 
-	"hubd/connectors/message"
-	"hubd/internal/certgen"
+	"hubd/internal/message"
 	"hubd/policy"
 )
 
@@ -41,33 +38,52 @@ type connector struct {
 	dummy  []byte      // bcrypt hash compared for unknown users
 	server *smtp.Server
 	ln     *chanListener
+	limits *limits // rate limits and brute-force ledger of this generation (limits.go)
+
+	// connRate is connection_rate_limit's buckets, by client address; nil
+	// when unlimited. A new generation starts empty: a reload resets it.
+	connRate *buckets
+
+	// active counts the connector's sessions; a retired connector (an
+	// older generation) stops its go-smtp Server when the last one ends,
+	// not before, since STARTTLS hands a session to the Server again.
+	// Both guarded by svc.mu.
+	active  int
+	retired bool
 }
 
-// certSlot holds a connector's current certificate; a reload swaps it, and
-// the connector's tls.Config reads it at each handshake.
-type certSlot struct {
-	cert atomic.Pointer[tls.Certificate]
-}
-
-// build makes the connectors of cfg. s.mu is held.
+// build makes the connectors of cfg. s.mu is held. Nothing changes until
+// commit: a build that fails leaves the running config (and its
+// certificates) as they were.
 func (s *Service) build(cfg *policy.Config) (*generation, error) {
-	gen := &generation{cfg: cfg, byName: map[string]*connector{}}
+	proxy, err := proxyBinds(cfg)
+	if err != nil {
+		return nil, err
+	}
+	gen := &generation{cfg: cfg, byName: map[string]*connector{}, proxy: proxy}
 	for i := range cfg.ReceiveConnectors {
 		rc := &cfg.ReceiveConnectors[i]
 		if !rc.Enabled {
 			continue
 		}
 		c := &connector{svc: s, cfg: cfg, rc: rc}
-		tc, err := s.tlsConfig(cfg, rc)
+		tc, cert, err := s.tlsConfig(cfg, rc)
 		if err != nil {
 			return nil, fmt.Errorf("connectors: %s: %w", rc.Name, err)
 		}
 		c.tls = tc
+		if cert != nil {
+			gen.certs = append(gen.certs, *cert)
+		}
 		if len(rc.Auth) > 0 {
 			c.dummy, err = s.dummyHash(cfg)
 			if err != nil {
 				return nil, err
 			}
+		}
+		c.limits = newLimits(rc, s.now, s.log)
+		if rc.ConnectionRateLimit > 0 {
+			c.connRate = newBuckets(rc.ConnectionRateLimit, "connection_rate_limit", s.log.With("connector", rc.Name))
 		}
 		c.server = c.newServer()
 		c.ln = newChanListener(&net.TCPAddr{})
@@ -76,38 +92,11 @@ func (s *Service) build(cfg *policy.Config) (*generation, error) {
 	return gen, nil
 }
 
-// tlsConfig loads (or, with self_signed, creates) the connector's
-// certificate and returns a tls.Config that serves whatever certificate is
-// current, so that a reload rotates it without rebinding.
-func (s *Service) tlsConfig(cfg *policy.Config, rc *policy.ReceiveConnector) (*tls.Config, error) {
-	if rc.TLS.Mode == "" || rc.TLS.Mode == policy.TLSOff {
-		return nil, nil
+// commit publishes what build loaded. s.mu is held.
+func (gen *generation) commit() {
+	for _, pc := range gen.certs {
+		pc.slot.cert.Store(pc.cert)
 	}
-	certFile, keyFile := rc.TLS.CertFile, rc.TLS.KeyFile
-	if rc.TLS.SelfSigned && certFile == "" {
-		dir := filepath.Join(cfg.Hub.SpoolDir, "tls")
-		certFile = filepath.Join(dir, rc.Name+".crt")
-		keyFile = filepath.Join(dir, rc.Name+".key")
-		if err := certgen.EnsureFiles(certFile, keyFile, []string{rc.FQDN}); err != nil {
-			return nil, err
-		}
-	}
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, err
-	}
-	slot := s.certs[rc.Name]
-	if slot == nil {
-		slot = &certSlot{}
-		s.certs[rc.Name] = slot
-	}
-	slot.cert.Store(&pair)
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return slot.cert.Load(), nil
-		},
-	}, nil
 }
 
 // dummyHash returns a bcrypt hash of a random password with the highest
@@ -140,7 +129,9 @@ func (c *connector) newServer() *smtp.Server {
 	rc := c.rc
 	srv := smtp.NewServer(c)
 	srv.Domain = rc.FQDN
-	srv.MaxLineLength = maxLineLength
+	// Command lines are bounded by the filter (hardening.go); go-smtp's
+	// limit, which closes the connection, is for text lines in DATA.
+	srv.MaxLineLength = max(maxLineLength, rc.MaxCommandLineLength)
 	// go-smtp refuses SIZE= and DATA over MaxMessageBytes for everybody; a
 	// connector where some principal may bypass the limit advertises plain
 	// "SIZE" (RFC 1870 §4: no fixed limit) and the session enforces it.
@@ -153,19 +144,13 @@ func (c *connector) newServer() *smtp.Server {
 	srv.WriteTimeout = rc.ConnectionInactivityTimeout
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
+	srv.EnableREQUIRETLS = true // advertised by sessionConn.ehloLine after TLS; refused without TLS in session.mailFrom
 	srv.ErrorLog = slogPrinter{c.svc.log.With("connector", rc.Name)}
-	switch rc.TLS.Mode {
-	case policy.TLSStartTLS:
-		srv.TLSConfig = c.tls
-		srv.AllowInsecureAuth = rc.AllowInsecureAuth
-	case policy.TLSImplicit:
-		// The session is TLS from the first byte, but go-smtp is handed our
-		// sessionConn (above the tls.Conn) and cannot tell: no STARTTLS to
-		// advertise, and AUTH is over TLS.
-		srv.AllowInsecureAuth = true
-	default:
-		srv.AllowInsecureAuth = rc.AllowInsecureAuth
-	}
+	// TLS is terminated by sessionConn (implicit TLS at accept, STARTTLS in
+	// the command filter), so go-smtp never sees it: no TLSConfig, and
+	// AUTH is always "secure enough" for go-smtp; the filter refuses AUTH
+	// before TLS and hides it from EHLO where the connector wants TLS.
+	srv.AllowInsecureAuth = true
 	return srv
 }
 
@@ -176,7 +161,8 @@ func bypassPossible(rc *policy.ReceiveConnector) bool {
 }
 
 // newSessionConn wraps an accepted connection for c's Server: implicit TLS
-// handshake, deadlines, accounting, the session span.
+// handshake, deadlines, accounting, the session span. peer is the client's
+// address (the PROXY header's, if any), as raw.RemoteAddr() also says.
 func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn, error) {
 	s, rc := c.svc, c.rc
 	sc := &sessionConn{
@@ -184,7 +170,7 @@ func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn,
 		raw:        raw,
 		inactivity: rc.ConnectionInactivityTimeout,
 		banner:     rc.Banner,
-		plaintext:  true,
+		c:          c,
 	}
 	start := s.now()
 	if rc.ConnectionTimeout > 0 {
@@ -203,6 +189,7 @@ func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn,
 		raw.SetDeadline(time.Time{})
 		sc.Conn, sc.tlsConn = tc, tc
 	}
+	sc.init()
 	id := newID()
 	ctx, span := s.tracer.Start(context.Background(), "smtp.session",
 		trace.WithSpanKind(trace.SpanKindServer),
@@ -229,6 +216,7 @@ func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn,
 	sc.state = st
 	sc.onClose = func() {
 		s.release(rc.Name, peer)
+		s.sessionEnded(c)
 		s.forget(sc)
 		st.end(s.now())
 	}
@@ -245,9 +233,7 @@ func (c *connector) NewSession(conn *smtp.Conn) (smtp.Session, error) {
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error"}
 	}
 	sess := &session{c: c, conn: conn, sc: sc, st: sc.state, helo: conn.Hostname()}
-	if cs, ok := conn.TLSConnectionState(); ok {
-		sess.tls = &cs
-	} else if sc.tlsConn != nil {
+	if sc.tlsConn != nil {
 		cs := sc.tlsConn.ConnectionState()
 		sess.tls = &cs
 	}
@@ -257,17 +243,11 @@ func (c *connector) NewSession(conn *smtp.Conn) (smtp.Session, error) {
 	return sess, nil
 }
 
-// sessionConnOf finds our sessionConn under what go-smtp holds: itself, or
-// the tls.Conn STARTTLS put over it.
+// sessionConnOf finds our sessionConn under what go-smtp holds (always
+// the sessionConn itself: go-smtp never does TLS for us).
 func sessionConnOf(c net.Conn) *sessionConn {
-	switch v := c.(type) {
-	case *sessionConn:
-		return v
-	case *tls.Conn:
-		sc, _ := v.NetConn().(*sessionConn)
-		return sc
-	}
-	return nil
+	sc, _ := c.(*sessionConn)
+	return sc
 }
 
 // connState is what lives as long as the connection, across the go-smtp

@@ -13,14 +13,16 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"hubd/connectors/message"
 	"hubd/hub"
+	"hubd/internal/message"
 	"hubd/policy"
 )
 
 // Data implements DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030): the content
 // goes through message.Reader into Submit, and the reply is 250 only once
-// Submit has returned, that is once the message is durable.
+// Submit has returned, that is once the message is durable. Unless the
+// session's rights include accept_org_headers, the hub-internal header
+// fields (X-Hubd-*) are removed on the way: the header firewall.
 //
 // For BDAT, go-smtp runs Data in a goroutine of its own while it reads the
 // chunks, concurrently with later commands: Data works on a snapshot of the
@@ -47,7 +49,15 @@ func (s *session) Data(r io.Reader) error {
 
 	now := s.c.svc.now()
 	mr := message.NewReader(r, s.readerOptions(tx, id, now))
-	watch := &errWatch{r: mr}
+	var content io.Reader = mr
+	var firewall *message.OrgHeaderFilter
+	if !tx.rights.Has(policy.RightAcceptOrgHeaders) {
+		// The header firewall (message/orgheader.go): a client without the
+		// accept_org_headers right cannot hand the hub its internal fields.
+		firewall = message.StripOrgHeaders(mr)
+		content = firewall
+	}
+	watch := &errWatch{r: content}
 	env := s.envelope(ctx, tx, now)
 	// Read the first chunk before Submit: the reader examines the whole
 	// header section then, so the envelope can carry the Message-ID, and a
@@ -77,6 +87,10 @@ func (s *session) Data(r io.Reader) error {
 		attribute.Int64("mta.message.size", mr.Size()))
 	st.log.Info("queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
 		"size", mr.Size(), "message_id", mr.MessageID())
+	if firewall != nil && firewall.Stripped() > 0 {
+		st.log.Info("header firewall: hub-internal fields removed", "queue_id", string(qid),
+			"fields", firewall.Stripped(), "prefix", message.OrgHeaderPrefix)
+	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + string(qid)}
 }
 

@@ -3,15 +3,20 @@
 // hand-off to hub.Submitter.
 //
 // One TCP listener runs per distinct bind address of the enabled receive
-// connectors. Each accepted connection goes to the connector bound there
-// whose remote_ip_ranges contain the peer most specifically
-// (policy.Config.ConnectorFor); a peer no connector serves is told
+// connectors. On a bind with proxy_protocol, the PROXY header (v1 or v2) is
+// read first, from trusted proxies only, and its address is the client's
+// from then on (proxy.go). Each accepted connection goes to the connector
+// bound there whose remote_ip_ranges contain the client most specifically
+// (policy.Config.ConnectorFor); a client no connector serves is told
 // "554 5.7.1 <fqdn> Access denied" and disconnected. Connection limits
-// (max_inbound_connections, max_inbound_connections_per_source) are counted
-// at that moment, before any SMTP is spoken ("421 4.3.2 Too many
-// connections"). Each connector then has its own go-smtp Server (its own
-// EHLO keywords, TLS, size and recipient limits, AUTH mechanisms), fed
-// through a channel-backed net.Listener.
+// (connection_rate_limit, max_inbound_connections, ..._per_source and
+// ..._percentage_per_source; connlimit.go) are applied at that moment,
+// before any SMTP is spoken ("421 4.4.2" / "421 4.3.2"). Each connector
+// then has its own go-smtp Server (its own EHLO keywords, size and
+// recipient limits, AUTH mechanisms), fed through a channel-backed
+// net.Listener, with our sessionConn between it and the client: it
+// terminates TLS (tls.go), filters every command line (hardening.go) and
+// counts protocol errors (conn.go).
 //
 // What a session promises:
 //
@@ -33,8 +38,10 @@
 //     Submit returned, that is after the message is durable.
 //   - Timeouts: connection_inactivity_timeout between reads (also during a
 //     long DATA), connection_timeout for the whole session.
-//   - max_protocol_errors of our own syntax/sequence/AUTH refusals end the
-//     session with "421 4.7.0 Too many errors".
+//   - max_protocol_errors: every 500-504 and 530 reply counts, whoever
+//     writes it; the one past the limit becomes "421 4.7.0 Too many
+//     errors" and the connection ends (go-smtp's fixed limit of 3 never
+//     applies: the filter answers the commands it would count).
 //
 // A Service never holds a config it did not get from its Options or Reload;
 // config snapshots are immutable and swapped atomically, so a session keeps
@@ -91,16 +98,12 @@ type Service struct {
 	wg        sync.WaitGroup         // accept loops and routing goroutines
 }
 
-// connCounts are one connector's open connections, for the inbound limits.
-type connCounts struct {
-	total     int
-	perSource map[netip.Addr]int
-}
-
 // generation is one config snapshot with the connectors built from it.
 type generation struct {
 	cfg    *policy.Config
 	byName map[string]*connector
+	proxy  map[string]*proxyBind // bind → PROXY protocol setting; absent: none
+	certs  []pendingCert         // certificates to publish at commit
 }
 
 // New checks opts and returns a Service that Start will run.
@@ -159,6 +162,7 @@ func (s *Service) Start() error {
 		s.listeners[bind] = ln
 	}
 	s.started = true
+	gen.commit()
 	s.gen.Store(gen)
 	s.serve(gen)
 	for bind, ln := range s.listeners {
@@ -184,7 +188,10 @@ func (s *Service) Addrs() map[string]net.Addr {
 // progress keep the snapshot they started with. Bind addresses that appear
 // are listened on, those that disappear are closed (best effort: a bind
 // that fails to listen is reported, the rest of the reload stands).
-// Certificates are reloaded from their files.
+// Certificates and client CAs are re-read from their files; a file that
+// does not load, or connectors of one bind that disagree on
+// proxy_protocol, fail the whole reload and leave the running config (and
+// certificates) in force. Connection-rate buckets start afresh.
 func (s *Service) Reload(cfg *policy.Config) error {
 	if cfg == nil {
 		return errors.New("connectors: Reload with a nil config")
@@ -202,11 +209,16 @@ func (s *Service) Reload(cfg *policy.Config) error {
 	if !s.started {
 		return nil
 	}
+	gen.commit()
 	old := s.gen.Swap(gen)
 	s.serve(gen)
 	for _, c := range old.byName {
-		// Serve returns; the sessions it started run on.
-		c.ln.Close()
+		// Serve returns once the sessions it started are over (STARTTLS
+		// hands a session back to it); they run on meanwhile.
+		c.retired = true
+		if c.active == 0 {
+			c.ln.Close()
+		}
 	}
 	var errs []error
 	want := map[string]bool{}
@@ -312,18 +324,34 @@ func (s *Service) acceptLoop(bind string, ln net.Listener) {
 func (s *Service) route(bind string, c net.Conn) {
 	peer := peerAddr(c.RemoteAddr())
 	gen := s.gen.Load()
+	if pb := gen.proxy[bind]; pb != nil {
+		if !pb.trusts(peer) {
+			c.Close()
+			s.log.Warn("connection refused", "bind", bind, "remote", c.RemoteAddr().String(),
+				"reason", "PROXY protocol bind and the peer is not a trusted proxy")
+			return
+		}
+		pc, client, err := readProxyHeader(c, peer)
+		if err != nil {
+			c.Close()
+			s.log.Warn("connection refused", "bind", bind, "remote", c.RemoteAddr().String(), "reason", err.Error())
+			return
+		}
+		s.log.Debug("PROXY protocol", "bind", bind, "proxy", c.RemoteAddr().String(), "client", client.String())
+		c, peer = pc, client.Addr()
+	}
 	rc := gen.cfg.ConnectorFor(bind, peer)
 	if rc == nil {
-		s.refuse(c, bind, "", "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied")
+		s.refuse(c, bind, "", "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied", "no connector for the address")
 		return
 	}
 	conn := gen.byName[rc.Name]
 	if conn == nil {
-		s.refuse(c, bind, rc.Name, "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied")
+		s.refuse(c, bind, rc.Name, "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied", "connector not running")
 		return
 	}
-	if !s.acquire(rc, peer) {
-		s.refuse(c, bind, rc.Name, "421 4.3.2 Too many connections")
+	if r, why := s.acquire(conn, peer); r != "" {
+		s.refuse(c, bind, rc.Name, r, why)
 		return
 	}
 	sc, err := conn.newSessionConn(c, peer)
@@ -338,6 +366,7 @@ func (s *Service) route(bind string, c net.Conn) {
 	if !closed {
 		s.conns[sc] = struct{}{}
 	}
+	conn.active++
 	s.mu.Unlock()
 	if closed || !conn.ln.deliver(sc) {
 		// Shutting down, or a reload replaced the connector just now.
@@ -346,48 +375,24 @@ func (s *Service) route(bind string, c net.Conn) {
 	}
 }
 
-// refuse writes one reply line to a connection no session will serve, and
-// closes it.
-func (s *Service) refuse(c net.Conn, bind, connector, reply string) {
+// refuse writes one reply line to a connection no session will serve,
+// closes it, and logs why.
+func (s *Service) refuse(c net.Conn, bind, connector, reply, why string) {
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, reply+"\r\n")
 	c.Close()
 	s.log.Info("connection refused", "bind", bind, "connector", connector,
-		"remote", c.RemoteAddr().String(), "reply", reply)
+		"remote", c.RemoteAddr().String(), "reply", reply, "reason", why)
 }
 
-// acquire counts a new connection of peer on rc, unless that would break
-// max_inbound_connections or max_inbound_connections_per_source.
-func (s *Service) acquire(rc *policy.ReceiveConnector, peer netip.Addr) bool {
+// sessionEnded notes the end of one of c's sessions, and stops a retired
+// connector's Server after its last one.
+func (s *Service) sessionEnded(c *connector) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cc := s.counts[rc.Name]
-	if cc == nil {
-		cc = &connCounts{perSource: map[netip.Addr]int{}}
-		s.counts[rc.Name] = cc
-	}
-	if rc.MaxInboundConnections > 0 && cc.total >= rc.MaxInboundConnections {
-		return false
-	}
-	if rc.MaxInboundConnectionsPerSource > 0 && cc.perSource[peer] >= rc.MaxInboundConnectionsPerSource {
-		return false
-	}
-	cc.total++
-	cc.perSource[peer]++
-	return true
-}
-
-// release undoes acquire.
-func (s *Service) release(connector string, peer netip.Addr) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cc := s.counts[connector]
-	if cc == nil {
-		return
-	}
-	cc.total--
-	if cc.perSource[peer]--; cc.perSource[peer] <= 0 {
-		delete(cc.perSource, peer)
+	c.active--
+	if c.retired && c.active == 0 {
+		c.ln.Close()
 	}
 }
 

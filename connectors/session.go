@@ -49,8 +49,13 @@ func (s *session) rights() policy.Rights {
 	return s.c.rc.SessionRights(s.authUser != "")
 }
 
-// Mail implements MAIL FROM (RFC 5321 §4.1.1.2).
+// Mail implements MAIL FROM (RFC 5321 §4.1.1.2); a refusal the session
+// earns is tarpitted (tarpit.go).
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	return s.delay("MAIL", s.mailFrom(from, opts))
+}
+
+func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rc := s.c.rc
@@ -61,6 +66,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if rc.RequireTLS && s.tls == nil {
 		return s.refuse("MAIL", reply(530, "5.7.0", "Must issue a STARTTLS command first"))
+	}
+	if opts != nil && opts.RequireTLS && s.tls == nil {
+		// RFC 8689 §4: REQUIRETLS only over TLS (it is not offered before).
+		return s.refuse("MAIL", reply(530, "5.7.10", "REQUIRETLS needs a TLS session"))
 	}
 	rights := s.rights()
 	if !rights.Has(policy.RightSubmit) {
@@ -78,6 +87,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if r := s.c.cfg.CheckSender(rights, s.authUser, from); r != nil {
 		return s.refuse("MAIL", r)
 	}
+	// Last, so that only a MAIL we would accept takes a token.
+	if key := messageKey(rc.MessageRateSource, s.st.peer, s.authUser); !s.c.limits.allowMessage(key) {
+		// Exchange ends the connection; the client retries later.
+		return s.limitRefusal("MAIL", "message_rate_limit", key,
+			reply(421, "4.4.2", "Message rate limit exceeded"))
+	}
 	s.resetLocked()
 	s.haveMail = true
 	s.from = from
@@ -87,8 +102,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-// Rcpt implements RCPT TO (RFC 5321 §4.1.1.3).
+// Rcpt implements RCPT TO (RFC 5321 §4.1.1.3); a refusal the session earns
+// (an unknown user, a refused relay) is tarpitted, which slows directory
+// harvesting.
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return s.delay("RCPT", s.rcptTo(to, opts))
+}
+
+func (s *session) rcptTo(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rc := s.c.rc
@@ -99,11 +120,18 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if r := s.c.cfg.CheckRecipient(s.rights(), to); r != nil {
 		return s.refuse("RCPT", r)
 	}
-	s.rcptCount++
 	key := s.c.cfg.ResolveLocal(to)
 	if key == "" {
 		key = canonical(to)
 	}
+	// A repeated recipient costs no delivery, so no recipient_rate_limit
+	// token.
+	if !s.seen[key] && !s.c.limits.allowRecipient(s.authUser) {
+		// RFC 5321 §4.5.3.1.10: a 452 the client retries later.
+		return s.limitRefusal("RCPT", "recipient_rate_limit", s.authUser,
+			reply(452, "4.5.3", "Recipient rate limit exceeded, try later"))
+	}
+	s.rcptCount++
 	if s.seen[key] {
 		// Accepted, but queued once: one delivery per recipient.
 		return nil
@@ -165,6 +193,19 @@ func (s *session) refuse(cmd string, r *policy.Reply) error {
 	}
 	s.st.log.Info("refused", "command", cmd, "reply", r.Error())
 	return err
+}
+
+// limitRefusal logs a refusal by one of the connector's limits (the
+// setting's name, and the key it counted: address or user) and returns it;
+// a 421 ends the connection after the reply. s.mu is held.
+func (s *session) limitRefusal(cmd, limit, key string, r *policy.Reply) error {
+	// metrics: hubd_smtp_limit_refusals_total{connector, limit} goes here.
+	s.st.log.Warn("refused", "command", cmd, "reply", r.Error(), "limit", limit,
+		"key", key, "auth_user", s.authUser)
+	if r.Code == 421 {
+		s.sc.closeAfterWrite.Store(true)
+	}
+	return smtpError(r)
 }
 
 // isProtocolError says whether a reply refuses bad syntax (x.5.x: 500-504,

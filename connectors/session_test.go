@@ -9,6 +9,7 @@ import (
 const internetHCL = `
 receive_connector "internet" {
   bind   = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   banner = "mx.test ESMTP test banner"
   tls { self_signed = true }
   max_recipients = 3
@@ -40,21 +41,25 @@ func TestConnectorSelection(t *testing.T) {
 	h := start(t, `
 receive_connector "one" {
   bind = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   remote_ip_ranges = ["127.0.0.2/32"]
   banner = "one"
 }
 receive_connector "net" {
   bind = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   remote_ip_ranges = ["127.0.0.0/24"]
   banner = "net"
 }
 receive_connector "all" {
   bind = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   remote_ip_ranges = ["0.0.0.0/0"]
   banner = "all"
 }
 receive_connector "narrow" {
   bind = ["127.0.0.5:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   remote_ip_ranges = ["127.0.0.9/32"]
 }
 `)
@@ -160,6 +165,7 @@ func TestNestedMAIL(t *testing.T) {
 	h := start(t, `
 receive_connector "internet" {
   bind = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
 }
 `)
 	c, _ := h.dial("127.0.0.1:0", "")
@@ -190,6 +196,7 @@ send_connector "corp" {
 }
 receive_connector "internet" {
   bind = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
 }
 `)
 	c, _ := h.dial("127.0.0.1:0", "")

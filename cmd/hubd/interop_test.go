@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"hubd/internal/hubtest"
 	gosmtp "github.com/emersion/go-smtp"
+	"hubd/internal/hubtest"
 
 	"hubd/internal/smtpsink"
 )

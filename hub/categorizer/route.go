@@ -115,6 +115,7 @@ func bestSpace(spaces []policy.AddressSpace, domain string) (policy.AddressSpace
 // NextHopFor is the SMTP next hop of send connector sc for mail to domain:
 // its smart hosts in order, or, with DNS routing and no smart hosts, the MX
 // hosts of domain. The EHLO name is the connector's FQDN, else the hub's.
+// The hub-internal header fields go out only with send_org_headers.
 func NextHopFor(cfg *policy.Config, sc policy.SendConnector, domain string) delivery.NextHop {
 	hop := delivery.NextHop{
 		Kind:       delivery.KindSMTP,
@@ -122,6 +123,7 @@ func NextHopFor(cfg *policy.Config, sc policy.SendConnector, domain string) deli
 		SmartHosts: strings.Join(sc.SmartHosts, ","),
 		TLS:        sc.TLS,
 		FQDN:       sc.FQDN,
+		OrgHeaders: sc.SendOrgHeaders,
 	}
 	if hop.SmartHosts == "" && sc.DNSRouting {
 		hop.Domain = strings.ToLower(domain)

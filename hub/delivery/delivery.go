@@ -49,6 +49,11 @@ type NextHop struct {
 	Domain     string // recipient domain, for MX routing; "" when smart hosts are used
 	TLS        policy.SendTLS
 	FQDN       string // EHLO name
+	// OrgHeaders (SMTP) keeps the hub-internal header fields (X-Hubd-*) in
+	// the message sent: the send connector's send_org_headers. Without it
+	// they are removed on the way out (the header firewall). Maildir and
+	// LMTP always keep them.
+	OrgHeaders bool
 }
 
 // String renders the next hop for logs and the routing table.

@@ -48,13 +48,16 @@ const maxReplyLines = 200
 // One goroutine uses it at a time: the Deliver call that dialled it or took
 // it from the idle pool.
 type conn struct {
-	raw  net.Conn // the TCP connection, under TLS if any
-	nc   net.Conn // raw, or the TLS connection on top of it
-	tp   *textproto.Conn
-	ext  map[string]string // upper-case keyword → parameters
-	tls  bool
-	host string // remote host name as dialled, for Results and TLS
-	addr string // "ip:port" dialled
+	raw net.Conn // the TCP connection, under TLS if any
+	nc  net.Conn // raw, or the TLS connection on top of it
+	tp  *textproto.Conn
+	ext map[string]string // upper-case keyword → parameters
+	tls bool
+	// verified: the server's certificate was verified (chain and name) in
+	// the handshake, as required TLS and REQUIRETLS demand.
+	verified bool
+	host     string // remote host name as dialled, for Results and TLS
+	addr     string // "ip:port" dialled
 
 	msgs   int         // transactions begun on this connection (MAIL sent)
 	unbind func() bool // stops the ctx watcher of the Deliver using it; false if it fired
@@ -239,6 +242,7 @@ func (c *conn) startTLS(cfg *tls.Config, timeout time.Duration) (reply, error) {
 	c.nc = tc
 	c.tp = textproto.NewConn(tc)
 	c.tls = true
+	c.verified = !cfg.InsecureSkipVerify
 	c.ext = nil
 	return r, nil
 }

@@ -51,6 +51,15 @@ func (tr *transaction) mailParams(c *conn, env *hub.Envelope) (string, *delivery
 	if (smtputf8 || env.SMTPUTF8) && c.has("SMTPUTF8") {
 		b.WriteString(" SMTPUTF8") // RFC 6531 §3.4
 	}
+	if env.RequireTLS {
+		// RFC 8689 §4.2.1: only over verified TLS to a server that
+		// advertises REQUIRETLS. negotiateTLS and the idle pool already
+		// ensure it; this is the last line of defence.
+		if !tr.pol.allows(c) || !tr.pol.requireTLS {
+			return refuse(tr.requireTLSFailed("connection to " + tr.target.host + " lacks verified TLS or REQUIRETLS"))
+		}
+		b.WriteString(" REQUIRETLS")
+	}
 	if c.has("DSN") { // RFC 3461 §4: pass the DSN request on
 		if env.DSNRet == "FULL" || env.DSNRet == "HDRS" {
 			b.WriteString(" RET=" + env.DSNRet)

@@ -31,17 +31,22 @@ func newPool(idleTimeout time.Duration, quit func(*conn)) *pool {
 	return &pool{idleTimeout: idleTimeout, quit: quit, idle: map[delivery.NextHop][]*conn{}}
 }
 
-// take removes and returns the most recently used idle connection of hop,
-// or nil. The most recent one is the least likely to have been timed out by
+// take removes and returns the most recently used idle connection of hop
+// that ok accepts (a message's TLS policy decides which may carry it), or
+// nil. The most recent one is the least likely to have been timed out by
 // the server.
-func (p *pool) take(hop delivery.NextHop) *conn {
+func (p *pool) take(hop delivery.NextHop, ok func(*conn) bool) *conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[hop]
-	if len(list) == 0 {
+	i := len(list) - 1
+	for i >= 0 && !ok(list[i]) {
+		i--
+	}
+	if i < 0 {
 		return nil
 	}
-	c := list[len(list)-1]
+	c := list[i]
 	p.removeLocked(hop, c)
 	// A timer that already fired finds c gone from the pool and leaves it.
 	c.idle.Stop()

@@ -29,7 +29,9 @@ func (tr *transaction) open(ctx context.Context, plain bool) (*conn, delivery.Re
 	if next != done {
 		c.release()
 		_ = c.close()
-		res.Connection = true
+		// A Failed result here is a REQUIRETLS message this host cannot
+		// carry: about the message, not the hop.
+		res.Connection = res.Status != delivery.Failed
 		return nil, res, next
 	}
 	return c, delivery.Result{}, done
@@ -69,14 +71,20 @@ func (tr *transaction) hello(ctx context.Context, c *conn) (delivery.Result, boo
 	return delivery.Result{}, true
 }
 
-// negotiateTLS applies the hop's TLS policy; it returns done when the
-// session may go on to MAIL (with or without TLS as the policy allows).
+// negotiateTLS applies the message's TLS policy (tr.pol, see
+// requiretls.go); it returns done when the session may go on to MAIL (with
+// or without TLS as the policy allows). A REQUIRETLS message never goes on
+// without verified TLS and the REQUIRETLS keyword: the host is passed over
+// with 550 5.7.30, or with a temporary failure when the network, not the
+// host's abilities, cut the handshake short.
 func (tr *transaction) negotiateTLS(ctx context.Context, c *conn, plain bool) (delivery.Result, nextAction) {
-	mode := tlsMode(tr.hop)
+	mode, strict := tr.pol.mode, tr.pol.requireTLS
 	if mode != policy.SendTLSNone && !plain && c.has("STARTTLS") {
 		r, err := c.startTLS(tr.tlsConfig(mode), tr.d.cmdTimeout)
 		var te *tlsError
 		switch {
+		case errors.As(err, &te) && strict && isVerifyError(err):
+			return tr.requireTLSFailed(te.Error()), nextHost
 		case errors.As(err, &te) && mode == policy.SendTLSOpportunistic:
 			return tr.deferred(451, "4.7.5", te.Error()), retryPlain
 		case errors.As(err, &te):
@@ -85,6 +93,9 @@ func (tr *transaction) negotiateTLS(ctx context.Context, c *conn, plain bool) (d
 			return tr.netResult(ctx, "4.4.2", "STARTTLS", err), nextHost
 		case r.Code != 220 && mode == policy.SendTLSRequired:
 			c.quit(tr.d.quitTimeout)
+			if strict {
+				return tr.requireTLSFailed("STARTTLS refused: " + r.String()), nextHost
+			}
 			return tr.deferred(451, "4.7.5", "STARTTLS refused: "+r.String()), nextHost
 		case r.Code == 220:
 			// RFC 3207 §4.2: the server forgot everything; EHLO again.
@@ -94,9 +105,18 @@ func (tr *transaction) negotiateTLS(ctx context.Context, c *conn, plain bool) (d
 		}
 		// A refused STARTTLS in opportunistic mode: go on in plaintext.
 	}
-	if mode == policy.SendTLSRequired && !c.tls {
+	switch {
+	case mode == policy.SendTLSRequired && !c.tls:
 		c.quit(tr.d.quitTimeout)
+		if strict {
+			return tr.requireTLSFailed(tr.target.host + " does not offer STARTTLS"), nextHost
+		}
 		return tr.deferred(451, "4.7.5", "TLS required but not offered by "+tr.target.host), nextHost
+	case strict && !c.has("REQUIRETLS"):
+		// RFC 8689 §4.2.1: the server must advertise REQUIRETLS (after
+		// STARTTLS, where servers offer it).
+		c.quit(tr.d.quitTimeout)
+		return tr.requireTLSFailed(tr.target.host + " does not advertise REQUIRETLS"), nextHost
 	}
 	return delivery.Result{}, done
 }

@@ -41,7 +41,20 @@
 //     against passive attackers is better than none), and on a failed
 //     handshake reconnects once in plaintext; "required" verifies the
 //     certificate against Options.RootCAs and the host name and never sends
-//     mail in plaintext (Deferred 451 4.7.5); "none" never uses TLS.
+//     mail in plaintext (Deferred 451 4.7.5); "none" never uses TLS. An
+//     idle connection only carries a message whose policy it meets.
+//   - REQUIRETLS (RFC 8689): a message whose envelope has RequireTLS goes
+//     only over TLS with a verified certificate (whatever NextHop.TLS says,
+//     "none" included) to a server that advertises REQUIRETLS, with
+//     REQUIRETLS on MAIL FROM; a host that cannot give that is passed over
+//     with Failed 550 5.7.30 (RFC 8689 §7.3), never used in plaintext or
+//     with unverified TLS. A "TLS-Required: No" header field (RFC 8689 §3,
+//     §4.2.2) lets a message go without TLS where the hop requires it
+//     (treated as opportunistic); REQUIRETLS wins over it.
+//   - Header firewall: unless NextHop.OrgHeaders (send_org_headers), the
+//     hub-internal header fields (X-Hubd-*, see internal/message) are
+//     removed from the header section as it is sent; the body and the rest
+//     of the header stream through unchanged.
 //   - MAIL FROM carries SIZE= when the server has SIZE (and a message larger
 //     than the advertised limit is Failed 552 5.3.4 before sending),
 //     BODY=8BITMIME for 8-bit content when the server has 8BITMIME,
@@ -183,11 +196,17 @@ func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg deliv
 	if len(rcpts) == 0 {
 		return results
 	}
-	if c := d.pool.take(hop); c != nil && d.reuse(ctx, hop, msg, rcpts, c, results) {
+	pol, res := d.messageTLS(hop, msg)
+	if res != nil {
+		fill(results, *res)
 		d.logResults(ctx, hop, msg, rcpts, results)
 		return results
 	}
-	d.deliverFresh(ctx, hop, msg, rcpts, results)
+	if c := d.pool.take(hop, pol.allows); c != nil && d.reuse(ctx, hop, pol, msg, rcpts, c, results) {
+		d.logResults(ctx, hop, msg, rcpts, results)
+		return results
+	}
+	d.deliverFresh(ctx, hop, pol, msg, rcpts, results)
 	d.logResults(ctx, hop, msg, rcpts, results)
 	return results
 }
@@ -195,8 +214,8 @@ func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg deliv
 // reuse makes the transaction on an idle connection. It returns false when
 // nothing was decided (the connection was dead, or the host passed its
 // turn): the attempt then starts over on a fresh connection.
-func (d *Deliverer) reuse(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient, c *conn, results []delivery.Result) bool {
-	tr := &transaction{d: d, hop: hop, msg: msg, rcpts: rcpts, target: target{host: c.host, addr: c.addr}}
+func (d *Deliverer) reuse(ctx context.Context, hop delivery.NextHop, pol tlsPolicy, msg delivery.Message, rcpts []delivery.Recipient, c *conn, results []delivery.Result) bool {
+	tr := &transaction{d: d, hop: hop, pol: pol, msg: msg, rcpts: rcpts, target: target{host: c.host, addr: c.addr}}
 	c.bind(ctx)
 	res, next, f := tr.send(ctx, c, true)
 	d.finish(hop, c, f)
@@ -211,7 +230,7 @@ func (d *Deliverer) reuse(ctx context.Context, hop delivery.NextHop, msg deliver
 
 // deliverFresh resolves the hop's hosts and walks them until one makes the
 // transaction.
-func (d *Deliverer) deliverFresh(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient, results []delivery.Result) {
+func (d *Deliverer) deliverFresh(ctx context.Context, hop delivery.NextHop, pol tlsPolicy, msg delivery.Message, rcpts []delivery.Recipient, results []delivery.Result) {
 	targets, rerr := d.targets(ctx, hop)
 	if rerr == nil && len(targets) == 0 {
 		rerr = &policy.Reply{Code: 451, Enhanced: "4.4.3", Text: "no addresses for " + hop.String()}
@@ -232,7 +251,7 @@ func (d *Deliverer) deliverFresh(ctx context.Context, hop delivery.NextHop, msg 
 		if ctx.Err() != nil {
 			break
 		}
-		tr := &transaction{d: d, hop: hop, msg: msg, rcpts: rcpts, target: t}
+		tr := &transaction{d: d, hop: hop, pol: pol, msg: msg, rcpts: rcpts, target: t}
 		c, res, next := tr.open(ctx, false)
 		if next == retryPlain {
 			d.log.InfoContext(ctx, "smtpout: TLS handshake failed, retrying without TLS",

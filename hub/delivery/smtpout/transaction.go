@@ -9,6 +9,7 @@ import (
 
 	"hubd/hub"
 	"hubd/hub/delivery"
+	mailmsg "hubd/internal/message"
 )
 
 // nextAction says what Deliver does after one transaction attempt.
@@ -34,6 +35,7 @@ const (
 type transaction struct {
 	d       *Deliverer
 	hop     delivery.NextHop
+	pol     tlsPolicy // the message's TLS policy on this hop (requiretls.go)
 	msg     delivery.Message
 	rcpts   []delivery.Recipient
 	target  target
@@ -211,7 +213,14 @@ func (tr *transaction) data(ctx context.Context, c *conn, body io.Reader, accept
 		}
 		return settle(tr.replyResult(r), fateKeep)
 	}
-	if err := c.writeData(body, d.dataBlock); err != nil {
+	var content io.Reader = body
+	if !tr.hop.OrgHeaders {
+		// The header firewall: hub-internal fields stay inside unless the
+		// send connector has send_org_headers. The SIZE declared on MAIL
+		// was the queued size, never less than what is sent.
+		content = mailmsg.StripOrgHeaders(body)
+	}
+	if err := c.writeData(content, d.dataBlock); err != nil {
 		var re *readError
 		if errors.As(err, &re) {
 			// Our spool failed mid-message: drop the connection without the

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -81,6 +82,57 @@ func FuzzCountReceived(f *testing.F) {
 		n := CountReceived(header)
 		if lines := bytes.Count(header, []byte("\n")) + 1; n < 0 || n > lines {
 			t.Fatalf("CountReceived = %d for %d lines", n, lines)
+		}
+	})
+}
+
+// FuzzStripOrgHeaders checks the header firewall for any content and any
+// chunking: the header section of the output has no line that starts with
+// the hub-internal prefix, the body comes out byte for byte, the fields kept
+// are the input's other fields in order, and filtering again strips nothing.
+func FuzzStripOrgHeaders(f *testing.F) {
+	addSeeds(f, func(b []byte) { f.Add(b, uint8(0)) })
+	f.Add([]byte("X-Hubd-A: 1\r\n x\r\nB: 2\r\n\r\nX-Hubd-C: 3\r\n"), uint8(2))
+	f.Add([]byte("x-hubd-a : 1\r\nbody\r\n"), uint8(0))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		fl := StripOrgHeaders(&chunkReader{r: bytes.NewReader(data), n: int(chunk) + 1})
+		out, err := io.ReadAll(fl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inHdr, err := ReadHeader(bytes.NewReader(data), len(data)+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := data[len(inHdr):]
+		if !bytes.HasSuffix(out, body) {
+			t.Fatalf("body changed:\n in %q\nout %q", data, out)
+		}
+		outHdr, _ := ReadHeader(bytes.NewReader(out), len(out)+1)
+		for line := range bytes.Lines(outHdr) {
+			if len(line) >= len(OrgHeaderPrefix) && isOrgName(line[:len(OrgHeaderPrefix)]) {
+				t.Fatalf("hub-internal line left in the header: %q\n in %q\nout %q", line, data, out)
+			}
+		}
+		var kept, all []string
+		eachField(inHdr, func(n, v []byte) bool {
+			if !isOrgName(n) {
+				kept = append(kept, string(n)+":"+string(v))
+			}
+			all = append(all, string(n))
+			return true
+		})
+		var got []string
+		eachField(out, func(n, v []byte) bool { got = append(got, string(n)+":"+string(v)); return true })
+		if strings.Join(got, "\x00") != strings.Join(kept, "\x00") {
+			t.Fatalf("fields kept %q, want %q (in %q)", got, kept, data)
+		}
+		if fl.Stripped() != len(all)-len(kept) {
+			t.Fatalf("Stripped() = %d, want %d", fl.Stripped(), len(all)-len(kept))
+		}
+		again := StripOrgHeaders(bytes.NewReader(out))
+		if out2, _ := io.ReadAll(again); again.Stripped() != 0 || !bytes.Equal(out2, out) {
+			t.Fatalf("second pass changed %q into %q", out, out2)
 		}
 	})
 }

@@ -59,6 +59,24 @@ func classifyLine(b []byte, afterField bool) lineKind {
 	return lineNotField
 }
 
+// classifyStart is classifyLine on at most the first maxLine+1 bytes of b,
+// so that the verdict does not depend on how much of a long line has
+// arrived: a field's colon must come within the first maxLine bytes (RFC
+// 5322 §2.1.1 bounds a line to 998 characters), and a line start longer than
+// that with no colon yet is not a field. Every reader of a header section
+// here (Reader, OrgHeaderFilter, ReadHeader, eachField) decides with it, so
+// that all of them end the header section at the same line.
+func classifyStart(b []byte, afterField bool) lineKind {
+	if len(b) > maxLine+1 {
+		b = b[:maxLine+1]
+	}
+	k := classifyLine(b, afterField)
+	if k == lineUndecided && len(b) > maxLine {
+		return lineNotField
+	}
+	return k
+}
+
 // isFtext reports whether c may appear in a header field name (RFC 5322 §3.6.8).
 func isFtext(c byte) bool { return c >= 33 && c <= 126 && c != ':' }
 
@@ -89,7 +107,7 @@ func eachField(header []byte, fn func(name, value []byte) bool) {
 			end += pos + 1
 		}
 		line := header[pos:end]
-		switch classifyLine(line, inField) {
+		switch classifyStart(line, inField) {
 		case lineContinuation:
 			// Part of the current field.
 		case lineField:

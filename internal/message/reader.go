@@ -1,7 +1,10 @@
 // Package message is hubd's DATA pipeline: it turns the content a client
 // sent after DATA (or in BDAT chunks) into the message the hub queues, and
 // refuses content that breaks the rules below, with the SMTP reply the
-// client gets.
+// client gets. It also holds the header firewall (orgheader.go), which the
+// receive connectors and the SMTP deliverer both apply; that is why it lives
+// in internal/, shared by both sides, rather than under connectors/ (the
+// hub never imports connectors).
 //
 // # Input
 //
@@ -57,6 +60,15 @@
 // anything at all is written before the body, a blank line (CRLF) is
 // inserted, so that the body text is not read as a broken header field (as
 // Postfix's cleanup does). A message that is all header stays all header.
+//
+// # Header firewall
+//
+// IsOrgHeader says which header fields are hub-internal (X-Hubd-*), and
+// StripOrgHeaders removes them from a message as it streams: the receive
+// side runs it on a Reader's output for sessions without accept_org_headers,
+// the SMTP deliverer on what it sends through a send connector without
+// send_org_headers. See orgheader.go. Reader, StripOrgHeaders and ReadHeader
+// all end the header section at the same line (classifyStart).
 package message
 
 import (
@@ -337,7 +349,7 @@ func (r *Reader) scanHeader() (bool, error) {
 	atEOF := r.srcEOF && r.pending == nil // the whole message is in buf[:ok]
 	for {
 		rest := r.buf[r.line:r.ok]
-		switch classifyLine(rest, r.afterField) {
+		switch classifyStart(rest, r.afterField) {
 		case lineBlank:
 			return true, r.endHeader(r.line, r.line+2, sepBlank)
 		case lineNotField:
@@ -348,10 +360,6 @@ func (r *Reader) scanHeader() (bool, error) {
 				return true, r.endHeader(r.line, r.line, sepNone) // all header
 			case atEOF:
 				// A last line with no colon is body text.
-				return true, r.endHeader(r.line, r.line, sepInsert)
-			}
-			if len(rest) > maxLine {
-				// No field name is this long (RFC 5322 §2.1.1): body text.
 				return true, r.endHeader(r.line, r.line, sepInsert)
 			}
 			return false, nil // a field name, or body text, still arriving
