@@ -74,11 +74,24 @@ type Options struct {
 	Logger         *slog.Logger         // nil: discard
 	TracerProvider trace.TracerProvider // nil: no tracing
 	Clock          func() time.Time     // nil: time.Now
+	// Pressure is the hub's back pressure (hub/backpressure.Monitor): at
+	// MAIL FROM it may refuse with 452 4.3.1 — anonymous sessions at
+	// Medium, everyone at High. nil: never.
+	Pressure Pressure
+}
+
+// Pressure says whether the hub can take a new message now: Admit returns
+// nil or the refusal (452 4.3.1); Reserve says whether a message of the
+// declared size (MAIL SIZE=) still fits above the storage threshold.
+type Pressure interface {
+	Admit(anonymous bool) error
+	Reserve(size int64) bool
 }
 
 // Service runs every enabled receive connector of a config.
 type Service struct {
 	sub    hub.Submitter
+	press  Pressure
 	log    *slog.Logger
 	tracer trace.Tracer
 	now    func() time.Time
@@ -116,6 +129,7 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{
 		sub:       opts.Submitter,
+		press:     opts.Pressure,
 		log:       opts.Logger,
 		now:       opts.Clock,
 		cfg:       opts.Config,

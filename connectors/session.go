@@ -84,6 +84,9 @@ func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
 		// RFC 1870 §6.1: a declared size over the fixed limit.
 		return s.refuse("MAIL", reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
 	}
+	if r := s.admit(opts); r != nil {
+		return s.refuse("MAIL", r)
+	}
 	if r := s.c.cfg.CheckSender(rights, s.authUser, from); r != nil {
 		return s.refuse("MAIL", r)
 	}
@@ -257,4 +260,30 @@ func canonical(addr string) string {
 		return addr
 	}
 	return addr[:i] + strings.ToLower(addr[i:])
+}
+
+// admit asks the hub's back pressure whether this session may start a
+// transaction (Exchange 2007: at Medium, mail from anonymous sources is
+// refused while authenticated and internal traffic flows; at High, all).
+// s.mu is held.
+func (s *session) admit(opts *smtp.MailOptions) *policy.Reply {
+	p := s.c.svc.press
+	if p == nil {
+		return nil
+	}
+	anonymous := s.authUser == "" && !s.c.rc.ExternallySecured
+	if err := p.Admit(anonymous); err != nil {
+		var r *policy.Reply
+		if !errors.As(err, &r) {
+			r = reply(452, "4.3.1", "Insufficient system resources")
+		}
+		s.st.log.Warn("refused by back pressure", "anonymous", anonymous)
+		return r
+	}
+	if opts != nil && opts.Size > 0 && !p.Reserve(opts.Size) {
+		// The declared size would take the spool below its floor.
+		s.st.log.Warn("refused by back pressure", "declared_size", opts.Size)
+		return reply(452, "4.3.1", "Insufficient system storage")
+	}
+	return nil
 }

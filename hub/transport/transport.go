@@ -73,6 +73,10 @@ type Options struct {
 	Store queue.Store
 	// Tracking receives the message tracking log's events; nil: none.
 	Tracking *tracking.Log
+	// Pressure is the back pressure monitor (hub/backpressure): at High,
+	// Submit refuses with 452 4.3.1 so that the hub never takes a message
+	// it may not be able to store. nil: never refuses.
+	Pressure interface{ Admit(anonymous bool) error }
 }
 
 // Stats is a snapshot of the queue.
@@ -243,6 +247,11 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	}
 	if len(env.Recipients) == 0 {
 		return "", &policy.Reply{Code: 554, Enhanced: "5.5.1", Text: "No valid recipients"}
+	}
+	if p := t.opts.Pressure; p != nil {
+		if err := p.Admit(false); err != nil {
+			return "", err
+		}
 	}
 	m := &queue.Message{Envelope: env, Arrived: t.clock()}
 	m.Envelope.Recipients = append([]hub.Recipient(nil), env.Recipients...)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"hubd/connectors"
+	"hubd/hub/backpressure"
 	"hubd/hub/delivery"
 	"hubd/hub/delivery/lmtp"
 	"hubd/hub/delivery/maildir"
@@ -34,6 +35,9 @@ type Options struct {
 	// SMTPPort is the port MX hosts are dialled on; 0 → 25. Tests point
 	// it at their remote MTAs.
 	SMTPPort int
+	// PressureProbe replaces the system's free-space and memory figures
+	// for back pressure (tests); nil → statfs and /proc.
+	PressureProbe backpressure.Probe
 }
 
 // Daemon is a running hub.
@@ -44,6 +48,7 @@ type Daemon struct {
 	Service   *connectors.Service
 	tracking  *tracking.Log
 	smtp      *smtpout.Deliverer
+	Pressure  *backpressure.Monitor
 }
 
 // Start opens the queue (recovering whatever it holds), starts delivery,
@@ -66,6 +71,10 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		return nil, fmt.Errorf("tracking log: %w", err)
 	}
 	d.tracking = track
+	// Back pressure watches the spool's filesystem and the process's memory
+	// from the start, so that nothing is accepted that cannot be stored.
+	d.Pressure = backpressure.New(backpressure.Options{Dir: cfg.Hub.SpoolDir, Config: cfg.Hub.BackPressure, Logger: log,
+		Probe: opts.PressureProbe})
 	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
 		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout})
 	deliverers := map[delivery.Kind]delivery.Deliverer{
@@ -73,7 +82,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		delivery.KindLMTP:    lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
 		delivery.KindSMTP:    d.smtp,
 	}
-	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers, Tracking: track})
+	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure})
 	if err != nil {
 		d.closeOutbound()
 		return nil, err
@@ -82,7 +91,8 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		d.closeOutbound()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log})
+	d.Pressure.Start() // the spool exists now: its filesystem can be watched
+	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log, Pressure: d.Pressure})
 	if err == nil {
 		err = svc.Start()
 	}
@@ -109,6 +119,7 @@ func (d *Daemon) Apply(cfg *policy.Config) error {
 		return err
 	}
 	d.Transport.Reload(cfg)
+	d.Pressure.Reload(cfg.Hub.BackPressure)
 	if old := d.config.Swap(cfg); old.Hub.TrackingLog != cfg.Hub.TrackingLog {
 		d.log.Warn("tracking_log settings changed; they take effect at the next restart")
 	}
@@ -135,4 +146,5 @@ func (d *Daemon) Shutdown(ctx context.Context, deliveryGrace time.Duration) erro
 func (d *Daemon) closeOutbound() {
 	d.smtp.Close()
 	d.tracking.Close()
+	d.Pressure.Stop()
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"hubd/hub/backpressure"
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
 	"hubd/policy"
@@ -38,6 +39,8 @@ type Options struct {
 	SMTPPort int
 	// SMTPCommandTimeout bounds each SMTP reply awaited; default 10s.
 	SMTPCommandTimeout time.Duration
+	// PressureProbe fakes free disk space and memory for back pressure.
+	PressureProbe backpressure.Probe
 }
 
 // Start loads hcl, starts the hub through internal/daemon (the wiring `hubd
@@ -63,7 +66,7 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 		cmdTimeout = 10 * time.Second
 	}
 	d, err := daemon.Start(context.Background(), cfg, daemon.Options{Logger: log, Resolver: opts.Resolver,
-		SMTPPort: opts.SMTPPort, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
+		SMTPPort: opts.SMTPPort, PressureProbe: opts.PressureProbe, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
