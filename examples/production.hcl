@@ -19,6 +19,13 @@ hub {
   tracking_log {
     dir = "/var/log/hubd/tracking" # one JSON line per message event; kept 30 days
   }
+
+  # Refuse anonymous mail when the spool's filesystem has less than 2GB free,
+  # all mail under 1GB (452 4.3.1), rather than accept what cannot be stored.
+  back_pressure {
+    disk_free_high   = "1GB"
+    disk_free_medium = "2GB"
+  }
 }
 
 accepted_domain "example.com" {
@@ -63,6 +70,10 @@ receive_connector "internet" {
   permissions {
     anonymous = ["submit"]
   }
+  # Abuse resistance (the tarpit, 2% of free slots per source, brute-force
+  # defence and command hardening are on by default).
+  message_rate_limit    = 60 # per client address per minute (421 4.4.2)
+  connection_rate_limit = 120
 }
 
 # Same binding, narrower range: these peers get this connector, not "internet".
