@@ -9,6 +9,7 @@ import (
 	"hubd/hub/dsn"
 	"hubd/hub/queue"
 	"hubd/hub/tracking"
+	"hubd/internal/message"
 	"hubd/policy"
 )
 
@@ -179,11 +180,21 @@ func (t *Transport) sendDSN(m *queue.Message, rep dsn.Report) (id string, err er
 		return "", err
 	}
 	defer rc.Close()
-	rep.Original = rc
+	// The header firewall applies to the original a DSN returns: its
+	// hub-internal X-Hubd-* fields stay inside (as Exchange's DSNs do).
+	rep.Original = message.StripOrgHeaders(rc)
+	if m.Envelope.RequireTLS {
+		// RFC 8689 §5: a REQUIRETLS message's DSN returns headers only and
+		// travels with REQUIRETLS itself.
+		env := *rep.Envelope
+		env.DSNRet = "HDRS"
+		rep.Envelope = &env
+	}
 	env, body, err := dsn.Build(rep)
 	if err != nil {
 		return "", err
 	}
+	env.RequireTLS = m.Envelope.RequireTLS
 	if env.ReceivedAt.IsZero() {
 		env.ReceivedAt = rep.Now
 	}

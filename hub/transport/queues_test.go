@@ -511,3 +511,35 @@ func TestSuspendQueue(t *testing.T) {
 		t.Errorf("smtp calls after resume: %d", len(sm.seen()))
 	}
 }
+
+// TestDSNOfRequireTLSAndOrgHeaders: the DSN of a REQUIRETLS message returns
+// headers only and travels with REQUIRETLS itself (RFC 8689 §5), and the
+// original it returns has lost its hub-internal X-Hubd-* fields (the header
+// firewall applies to DSNs too).
+func TestDSNOfRequireTLSAndOrgHeaders(t *testing.T) {
+	spool := t.TempDir()
+	fail := func(int, delivery.Recipient) delivery.Result {
+		return delivery.Result{Status: delivery.Failed, Code: 550, Enhanced: "5.7.30", Text: "REQUIRETLS support required"}
+	}
+	md := &fake{result: ok}
+	h := start(t, config(t, spool, ""), md, &fake{result: fail}, nil)
+	h.submitEnv(hub.Envelope{From: "sender@example.com", RequireTLS: true, DSNRet: "FULL",
+		Recipients: []hub.Recipient{{Address: "carol@partner.example"}}},
+		"X-Hubd-Expanded: secret@example.com; by=hub.example.com\r\nSubject: private\r\n\r\nsecret body\r\n")
+	h.waitIdle()
+	dsns := md.seen()
+	if len(dsns) != 1 {
+		t.Fatalf("want one DSN, got %d", len(dsns))
+	}
+	d := dsns[0]
+	checkDSN(t, d.body, "failed", "5.7.30", "carol@partner.example")
+	if !d.requireTLS {
+		t.Error("the DSN of a REQUIRETLS message is not sent with REQUIRETLS")
+	}
+	if strings.Contains(d.body, "secret body") || !strings.Contains(d.body, "Subject: private") {
+		t.Errorf("RET=FULL not reduced to headers:\n%s", d.body)
+	}
+	if strings.Contains(d.body, "X-Hubd-Expanded: secret") {
+		t.Errorf("hub-internal field returned in the DSN:\n%s", d.body)
+	}
+}

@@ -62,7 +62,8 @@ func loadConfig(t *testing.T, src string) *policy.Config {
 
 // call is one Deliver call seen by a fake deliverer.
 type call struct {
-	from  string
+	from       string
+	requireTLS bool
 	hop   delivery.NextHop
 	keys  []string
 	addrs []string
@@ -99,7 +100,7 @@ func (f *fake) Deliver(ctx context.Context, hop delivery.NextHop, msg delivery.M
 		body, err = io.ReadAll(rc)
 		rc.Close()
 	}
-	c := call{from: msg.Envelope.From, hop: hop, body: string(body)}
+	c := call{from: msg.Envelope.From, requireTLS: msg.Envelope.RequireTLS, hop: hop, body: string(body)}
 	for _, r := range rcpts {
 		c.keys = append(c.keys, r.Key)
 		c.addrs = append(c.addrs, r.Address)
