@@ -64,10 +64,10 @@ func loadConfig(t *testing.T, src string) *policy.Config {
 type call struct {
 	from       string
 	requireTLS bool
-	hop   delivery.NextHop
-	keys  []string
-	addrs []string
-	body  string
+	hop        delivery.NextHop
+	keys       []string
+	addrs      []string
+	body       string
 }
 
 // fake is a Deliverer whose behaviour is a function; it records calls.
