@@ -81,11 +81,12 @@ type Options struct {
 }
 
 // Pressure says whether the hub can take a new message now: Admit returns
-// nil or the refusal (452 4.3.1); Reserve says whether a message of the
-// declared size (MAIL SIZE=) still fits above the storage threshold.
+// nil or the refusal (452 4.3.1); Fits says whether a message of the
+// declared size (MAIL SIZE=) still fits above the storage threshold,
+// without reserving anything (a declaration is not a message).
 type Pressure interface {
 	Admit(anonymous bool) error
-	Reserve(size int64) bool
+	Fits(size int64) bool
 }
 
 // Service runs every enabled receive connector of a config.
@@ -105,6 +106,7 @@ type Service struct {
 	listeners map[string]net.Listener // bind string → TCP listener
 	servers   []*connector            // every connector started, old generations too
 	conns     map[*sessionConn]struct{}
+	routing   map[net.Conn]struct{}  // accepted, not yet a session: PROXY header or implicit TLS handshake
 	counts    map[string]*connCounts // connector name → open connections
 	certs     map[string]*certSlot   // connector name → current certificate
 	dummy     map[int][]byte         // bcrypt cost → dummy hash
@@ -135,6 +137,7 @@ func New(opts Options) (*Service, error) {
 		cfg:       opts.Config,
 		listeners: map[string]net.Listener{},
 		conns:     map[*sessionConn]struct{}{},
+		routing:   map[net.Conn]struct{}{},
 		counts:    map[string]*connCounts{},
 		certs:     map[string]*certSlot{},
 		dummy:     map[int][]byte{},
@@ -277,6 +280,13 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	for sc := range s.conns {
 		sc.wake()
 	}
+	for c := range s.routing {
+		// Still reading a PROXY header or in the implicit TLS handshake
+		// (bounded only by proxyHeaderTimeout or the inactivity timeout):
+		// no SMTP has been spoken, so end it now, or Shutdown's s.wg.Wait
+		// would wait for it whatever ctx says.
+		c.Close()
+	}
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -286,12 +296,22 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := c.server.Shutdown(ctx); err != nil && ctx.Err() != nil {
-				c.server.Close()
 				errs[i] = err
 			}
 		}()
 	}
 	wg.Wait()
+	if errors.Join(errs...) != nil {
+		// ctx is done and sessions are left (a message in flight). go-smtp's
+		// Server.Close does nothing after Shutdown (both close the same done
+		// channel), so close their connections ourselves; each session then
+		// ends on its read error and releases its slots as usual.
+		s.mu.Lock()
+		for sc := range s.conns {
+			sc.raw.Close()
+		}
+		s.mu.Unlock()
+	}
 	s.wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("connectors: shutdown: %w", ctx.Err())
@@ -336,6 +356,23 @@ func (s *Service) acceptLoop(bind string, ln net.Listener) {
 
 // route picks the connector for c and hands c to its go-smtp Server.
 func (s *Service) route(bind string, c net.Conn) {
+	// Until c is a session, Shutdown can only reach it through s.routing.
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.routing[c] = struct{}{}
+	}
+	s.mu.Unlock()
+	if closed {
+		c.Close()
+		return
+	}
+	orig := c
+	defer func() {
+		s.mu.Lock()
+		delete(s.routing, orig)
+		s.mu.Unlock()
+	}()
 	peer := peerAddr(c.RemoteAddr())
 	gen := s.gen.Load()
 	if pb := gen.proxy[bind]; pb != nil {
@@ -376,7 +413,7 @@ func (s *Service) route(bind string, c net.Conn) {
 		return
 	}
 	s.mu.Lock()
-	closed := s.closed
+	closed = s.closed
 	if !closed {
 		s.conns[sc] = struct{}{}
 	}

@@ -280,7 +280,7 @@ func (s *session) admit(opts *smtp.MailOptions) *policy.Reply {
 		s.st.log.Warn("refused by back pressure", "anonymous", anonymous)
 		return r
 	}
-	if opts != nil && opts.Size > 0 && !p.Reserve(opts.Size) {
+	if opts != nil && opts.Size > 0 && !p.Fits(opts.Size) {
 		// The declared size would take the spool below its floor.
 		s.st.log.Warn("refused by back pressure", "declared_size", opts.Size)
 		return reply(452, "4.3.1", "Insufficient system storage")

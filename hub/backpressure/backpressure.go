@@ -239,6 +239,24 @@ func (m *Monitor) Reserve(n int64) bool {
 	return true
 }
 
+// Fits is Reserve without the reservation: whether n more bytes would keep
+// the spool at or above DiskFreeHigh, given what is reserved now. It is what
+// a MAIL FROM with SIZE= asks: the declaration alone must not use up the
+// reserve (a client could repeat MAIL SIZE=max / RSET to refuse everyone).
+func (m *Monitor) Fits(n int64) bool {
+	if m == nil {
+		return true
+	}
+	need := uint64(max(n, 0))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.cfg.Enabled || !m.st.Disk.Known {
+		return true
+	}
+	free := m.st.Disk.Free - min(m.reserved, m.st.Disk.Free)
+	return need <= free && free-need >= uint64(m.cfg.DiskFreeHigh)
+}
+
 // Status returns a snapshot of the monitor's state and last figures (the
 // zero Status, which reads as disabled and Normal, on a nil Monitor).
 func (m *Monitor) Status() Status {

@@ -546,3 +546,27 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestFitsReservesNothing: asking whether a declared size fits never uses
+// up the reserve, however often a client asks.
+func TestFitsReservesNothing(t *testing.T) {
+	p := &fakeProbe{free: 3 * gb, total: 100 * gb, rss: 100 * mb, ram: 16 * gb}
+	cfg := enabled()
+	cfg.DiskFreeHigh = gb
+	m := New(Options{Dir: "/spool", Config: cfg, Probe: p})
+	m.Check()
+	for range 1000 {
+		if !m.Fits(1 << 30) {
+			t.Fatal("a declared size that fits was refused after repeated asking")
+		}
+	}
+	if m.Fits(2<<30 + 1) {
+		t.Error("a size that would cross High fits")
+	}
+	if !m.Reserve(1 << 30) {
+		t.Fatal("Reserve refused")
+	}
+	if m.Fits(1<<30 + 1) {
+		t.Error("Fits ignores what was reserved")
+	}
+}
