@@ -350,10 +350,8 @@ func (l *loader) buildMailboxes() {
 		mb := &l.cfg.Mailboxes[i]
 		items, _ := l.stringList(extras[i])
 		for _, it := range items {
-			_, extra, ok := canonAddress(it.val)
+			extra, ok := l.address(it.val, it.rng, "Invalid mailbox address")
 			if !ok {
-				_, err := parseMailbox(it.val)
-				l.errorf(it.rng, "Invalid mailbox address", "%v.", err)
 				continue
 			}
 			if o, taken := owner[extra]; taken {
@@ -376,10 +374,8 @@ func (l *loader) buildAliases() {
 		}
 	}
 	for _, s := range l.schema.Aliases {
-		_, addr, ok := canonAddress(s.Address)
+		addr, ok := l.address(s.Address, s.AddressRange, "Invalid alias address")
 		if !ok {
-			_, err := parseMailbox(s.Address)
-			l.errorf(s.AddressRange, "Invalid alias address", "%v.", err)
 			continue
 		}
 		if dups.seen(l, addr, s.Address, s.DefRange) {
@@ -391,17 +387,9 @@ func (l *loader) buildAliases() {
 			continue
 		}
 		a := Alias{Address: addr}
-		items, set := l.stringList(s.To)
-		for _, it := range items {
-			_, target, ok := canonAddress(it.val)
-			if !ok {
-				_, err := parseMailbox(it.val)
-				l.errorf(it.rng, "Invalid alias target", "%v.", err)
-				continue
-			}
-			a.To = append(a.To, target)
-		}
-		if set && len(items) == 0 {
+		var empty bool
+		a.To, empty = l.addressList(s.To, "Invalid alias target")
+		if empty {
 			l.errorf(s.To.Range(), "Empty alias", "Alias %q needs at least one target in to.", s.Address)
 		}
 		l.cfg.Aliases = append(l.cfg.Aliases, a)
@@ -431,10 +419,8 @@ func (l *loader) lmtpAddress(v string, rng hcl.Range) string {
 func (l *loader) buildLists() {
 	dups := newDupCheck("distribution_list")
 	for _, s := range l.schema.DistributionLists {
-		_, addr, ok := canonAddress(s.Address)
+		addr, ok := l.address(s.Address, s.AddressRange, "Invalid distribution list address")
 		if !ok {
-			_, err := parseMailbox(s.Address)
-			l.errorf(s.AddressRange, "Invalid distribution list address", "%v.", err)
 			continue
 		}
 		if dups.seen(l, addr, s.Address, s.DefRange) {
@@ -446,26 +432,13 @@ func (l *loader) buildLists() {
 			continue
 		}
 		dl := DistributionList{Address: addr}
-		items, set := l.stringList(s.Members)
-		for _, it := range items {
-			_, member, ok := canonAddress(it.val)
-			if !ok {
-				_, err := parseMailbox(it.val)
-				l.errorf(it.rng, "Invalid list member", "%v.", err)
-				continue
-			}
-			dl.Members = append(dl.Members, member)
-		}
-		if set && len(items) == 0 {
+		var empty bool
+		dl.Members, empty = l.addressList(s.Members, "Invalid list member")
+		if empty {
 			l.errorf(s.Members.Range(), "Empty distribution list", "List %q needs at least one member.", s.Address)
 		}
 		if s.Owner != nil {
-			_, owner, ok := canonAddress(*s.Owner)
-			if !ok {
-				_, err := parseMailbox(*s.Owner)
-				l.errorf(s.OwnerRange, "Invalid list owner", "%v.", err)
-			}
-			dl.Owner = owner
+			dl.Owner, _ = l.address(*s.Owner, s.OwnerRange, "Invalid list owner")
 		}
 		l.cfg.DistributionLists = append(l.cfg.DistributionLists, dl)
 	}
@@ -485,4 +458,28 @@ func (c *Config) mailboxOrAlias(addr string) bool {
 		}
 	}
 	return false
+}
+
+// address canonicalises an address written in the configuration; when it is
+// invalid it reports why, under summary, at rng.
+func (l *loader) address(val string, rng hcl.Range, summary string) (string, bool) {
+	_, addr, ok := canonAddress(val)
+	if !ok {
+		_, err := parseMailbox(val)
+		l.errorf(rng, summary, "%v.", err)
+	}
+	return addr, ok
+}
+
+// addressList reads a list of addresses (alias targets, list members),
+// reporting each invalid one under summary; empty is true when the list was
+// written but holds nothing.
+func (l *loader) addressList(expr hcl.Expression, summary string) (addrs []string, empty bool) {
+	items, set := l.stringList(expr)
+	for _, it := range items {
+		if a, ok := l.address(it.val, it.rng, summary); ok {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs, set && len(items) == 0
 }
