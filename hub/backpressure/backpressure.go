@@ -225,17 +225,12 @@ func (m *Monitor) Reserve(n int64) bool {
 	if m == nil {
 		return true
 	}
-	need := uint64(max(n, 0))
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.cfg.Enabled || !m.st.Disk.Known {
-		return true
-	}
-	free := m.st.Disk.Free - min(m.reserved, m.st.Disk.Free)
-	if need > free || free-need < uint64(m.cfg.DiskFreeHigh) {
+	if !m.fitsLocked(n) {
 		return false
 	}
-	m.reserved += need
+	m.reserved += uint64(max(n, 0))
 	return true
 }
 
@@ -247,12 +242,19 @@ func (m *Monitor) Fits(n int64) bool {
 	if m == nil {
 		return true
 	}
-	need := uint64(max(n, 0))
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.fitsLocked(n)
+}
+
+// fitsLocked reports whether n more bytes keep the spool at or above
+// DiskFreeHigh after what is reserved; true when disabled or the free space
+// is unknown. m.mu is held.
+func (m *Monitor) fitsLocked(n int64) bool {
 	if !m.cfg.Enabled || !m.st.Disk.Known {
 		return true
 	}
+	need := uint64(max(n, 0))
 	free := m.st.Disk.Free - min(m.reserved, m.st.Disk.Free)
 	return need <= free && free-need >= uint64(m.cfg.DiskFreeHigh)
 }

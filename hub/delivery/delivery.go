@@ -23,6 +23,8 @@ package delivery
 import (
 	"context"
 	"io"
+	"log/slog"
+	"strconv"
 
 	"hubd/hub"
 	"hubd/policy"
@@ -130,6 +132,20 @@ type Result struct {
 	// extension (RFC 3461): it got the recipient's NOTIFY and reports
 	// success itself, so the hub owes no "relayed" DSN.
 	RemoteDSN bool
+}
+
+// String renders the reply for logs: "250 2.0.0 ok".
+func (r Result) String() string {
+	return strconv.Itoa(r.Code) + " " + r.Enhanced + " " + r.Text
+}
+
+// LogLevel is the level a deliverer logs an outcome at: Debug for a
+// delivery (the transport logs it at Info), Warn for anything else.
+func (s Status) LogLevel() slog.Level {
+	if s == Delivered {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
 }
 
 // Deliverer makes delivery attempts. See the package comment for the contract.

@@ -48,7 +48,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -120,10 +119,10 @@ func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg deliv
 	s.run(ctx)
 	for i, r := range rcpts {
 		res := s.results[i]
-		d.log.LogAttrs(ctx, levelFor(res.Status), "lmtp delivery",
+		d.log.LogAttrs(ctx, res.Status.LogLevel(), "lmtp delivery",
 			slog.String("queue_id", string(msg.ID)), slog.String("key", r.Key),
 			slog.String("rcpt", r.Address), slog.String("server", hop.SmartHosts),
-			slog.String("status", res.Status.String()), slog.String("reply", replyString(res)))
+			slog.String("status", res.Status.String()), slog.String("reply", res.String()))
 	}
 	return s.results
 }
@@ -145,13 +144,4 @@ func (d *Deliverer) lhloName(hop delivery.NextHop) string {
 	return d.hostname
 }
 
-func replyString(r delivery.Result) string {
-	return strconv.Itoa(r.Code) + " " + r.Enhanced + " " + r.Text
-}
 
-func levelFor(s delivery.Status) slog.Level {
-	if s == delivery.Delivered {
-		return slog.LevelDebug
-	}
-	return slog.LevelWarn
-}

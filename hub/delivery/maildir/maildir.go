@@ -80,9 +80,9 @@ func (d *deliverer) Deliver(ctx context.Context, _ delivery.NextHop, msg deliver
 	out := make([]delivery.Result, len(rcpts))
 	for i, r := range rcpts {
 		out[i] = d.deliverOne(ctx, msg, r)
-		d.log.LogAttrs(ctx, levelFor(out[i].Status), "maildir delivery",
+		d.log.LogAttrs(ctx, out[i].Status.LogLevel(), "maildir delivery",
 			slog.String("queue_id", string(msg.ID)), slog.String("key", r.Key),
-			slog.String("status", out[i].Status.String()), slog.String("reply", replyString(out[i])))
+			slog.String("status", out[i].Status.String()), slog.String("reply", out[i].String()))
 	}
 	return out
 }
@@ -274,17 +274,6 @@ func delivered(name, what string) delivery.Result {
 
 func deferred(code int, enhanced, text string) delivery.Result {
 	return delivery.Result{Status: delivery.Deferred, Code: code, Enhanced: enhanced, Text: text}
-}
-
-func replyString(r delivery.Result) string {
-	return strconv.Itoa(r.Code) + " " + r.Enhanced + " " + r.Text
-}
-
-func levelFor(s delivery.Status) slog.Level {
-	if s == delivery.Delivered {
-		return slog.LevelDebug
-	}
-	return slog.LevelWarn
 }
 
 // linkUnsupported reports the errors with which file systems without hard
