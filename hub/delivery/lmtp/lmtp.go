@@ -143,5 +143,3 @@ func (d *Deliverer) lhloName(hop delivery.NextHop) string {
 	}
 	return d.hostname
 }
-
-
