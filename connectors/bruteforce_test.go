@@ -73,7 +73,7 @@ func TestBruteForcePerSource(t *testing.T) {
 		t.Errorf("third failure answered after %v, want ≥ %v", d, 3*tarpit)
 	}
 	eventually(t, "the block's log line", func() bool {
-		return h.logs.has("authentication blocked", "limit=max_auth_failures_per_source", "remote=127.0.0.1:")
+		return hasLine(h.logs, "authentication blocked", "limit=max_auth_failures_per_source", "remote=127.0.0.1:")
 	})
 	// Blocked now: the right password is not even checked.
 	c2.expect(goodAuth, "454 4.7.0 Temporary authentication failure")
@@ -81,7 +81,7 @@ func TestBruteForcePerSource(t *testing.T) {
 	c3.expect("AUTH LOGIN", "454 4.7.0 Temporary authentication failure")
 	c3.expect(goodAuth, "454 4.7.0 ")
 	eventually(t, "the refusal's log line", func() bool {
-		return h.logs.has("msg=refused", "command=AUTH", "limit=max_auth_failures_per_source", "remote=127.0.0.1:")
+		return hasLine(h.logs, "msg=refused", "command=AUTH", "limit=max_auth_failures_per_source", "remote=127.0.0.1:")
 	})
 
 	// Another address (even in the same /24, under its network limit) is
@@ -111,7 +111,7 @@ func TestBruteForcePerNetwork(t *testing.T) {
 	c3.expect(b64("root"), "334 "+b64("Password:"))
 	c3.expect(b64("toor"), "535 5.7.8 ") // the /24's third failure
 	eventually(t, "the block's log line", func() bool {
-		return h.logs.has("authentication blocked", "limit=max_auth_failures_per_network", "remote=127.0.0.3:")
+		return hasLine(h.logs, "authentication blocked", "limit=max_auth_failures_per_network", "remote=127.0.0.3:")
 	})
 
 	// Every address of 127.0.0.0/24 is refused now, the one that logged
@@ -215,7 +215,7 @@ func TestAuthExternal(t *testing.T) {
 		t.Errorf("AuthUser %q, want partner.example", env.AuthUser)
 	}
 	eventually(t, "the log line", func() bool {
-		return h.logs.has("msg=authenticated", "auth_user=partner.example", `with="client certificate"`)
+		return hasLine(h.logs, "msg=authenticated", "auth_user=partner.example", `with="client certificate"`)
 	})
 
 	// The authorization identity, when given, must be the certificate's:

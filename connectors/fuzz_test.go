@@ -2,7 +2,6 @@ package connectors
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -10,31 +9,12 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"hubd/internal/logbuf"
 	"hubd/policy"
 )
-
-// lockedLog collects log output for the fuzz targets, which look for
-// panics that go-smtp recovered ("panic serving ...") and logged.
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) panicked() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Contains(l.b.Bytes(), []byte("panic"))
-}
 
 // FuzzSession feeds arbitrary bytes after EHLO to a real receive connector
 // over loopback: the command filter, go-smtp, the session and the DATA
@@ -75,7 +55,7 @@ receive_connector "internet" {
 	if err != nil {
 		f.Fatal(err)
 	}
-	logs := &lockedLog{}
+	logs := &logbuf.Buffer{}
 	svc, err := New(Options{Config: cfg, Submitter: &capture{}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		f.Fatal(err)
@@ -111,8 +91,8 @@ receive_connector "internet" {
 				break // EOF, or the deadline (e.g. the input left DATA open)
 			}
 		}
-		if logs.panicked() {
-			t.Fatalf("a panic was logged:\n%s", logs.b.String())
+		if logs.Count("panic") > 0 {
+			t.Fatalf("a panic was logged:\n%s", logs.String())
 		}
 	})
 }

@@ -6,26 +6,23 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"hubd/internal/logbuf"
 	"hubd/policy"
 )
 
-// logBuf collects a Service's log lines so that tests can assert them.
+// logBuf collects a Service's log lines so that tests can assert them,
+// echoing them to t.Log unless quiet.
 type logBuf struct {
 	t     *testing.T
 	quiet bool // do not echo to t.Log (floods)
-
-	mu sync.Mutex
-	b  strings.Builder
+	buf   logbuf.Buffer
 }
 
 func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.b.Write(p)
-	l.mu.Unlock()
+	l.buf.Write(p)
 	if !l.quiet {
 		l.t.Log(strings.TrimRight(string(p), "\n"))
 	}
@@ -33,21 +30,7 @@ func (l *logBuf) Write(p []byte) (int, error) {
 }
 
 // count returns how many log lines contain all of parts.
-func (l *logBuf) count(parts ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for line := range strings.SplitSeq(l.b.String(), "\n") {
-		all := line != ""
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
+func (l *logBuf) count(parts ...string) int { return l.buf.Count(parts...) }
 
 // waitLog polls until a log line contains all of parts.
 func (l *logBuf) waitLog(parts ...string) {

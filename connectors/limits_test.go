@@ -1,7 +1,6 @@
 package connectors
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"hubd/internal/logbuf"
 	"hubd/policy"
 )
 
@@ -38,39 +38,14 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// logBuffer keeps the Service's log lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// has reports whether one logged line contains every one of parts.
-func (b *logBuffer) has(parts ...string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for line := range strings.SplitSeq(b.buf.String(), "\n") {
-		ok := true
-		for _, p := range parts {
-			ok = ok && strings.Contains(line, p)
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
+// hasLine reports whether one logged line contains every one of parts.
+func hasLine(b *logbuf.Buffer, parts ...string) bool { return b.Count(parts...) > 0 }
 
 // limitHarness is a harness with an injected clock and a log to search.
 type limitHarness struct {
 	*harness
 	clock *fakeClock
-	logs  *logBuffer
+	logs  *logbuf.Buffer
 }
 
 // startLimits starts a Service on base + connectors HCL with a fake clock;
@@ -79,7 +54,7 @@ func startLimits(t *testing.T, connectors string) *limitHarness {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := loadLimitsConfig(t, dir, connectors)
-	lh := &limitHarness{harness: &harness{t: t, sub: &capture{}, dir: dir}, clock: newFakeClock(), logs: &logBuffer{}}
+	lh := &limitHarness{harness: &harness{t: t, sub: &capture{}, dir: dir}, clock: newFakeClock(), logs: &logbuf.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, lh.logs),
 		&slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc, err := New(Options{Config: cfg, Submitter: lh.sub, Logger: logger, Clock: lh.clock.now})
@@ -157,7 +132,7 @@ func TestMessageRateLimitPerIP(t *testing.T) {
 		t.Error("connection still open after 421")
 	}
 	eventually(t, "the refusal's log line", func() bool {
-		return h.logs.has("msg=refused", "connector=in", "remote=127.0.0.1:", "limit=message_rate_limit", "key=ip:127.0.0.1")
+		return hasLine(h.logs, "msg=refused", "connector=in", "remote=127.0.0.1:", "limit=message_rate_limit", "key=ip:127.0.0.1")
 	})
 
 	// Another client address has its own bucket.
@@ -199,7 +174,7 @@ receive_connector "in" {
 	alice.expect("RSET", "250 ")
 	alice.expect("MAIL FROM:<alice@example.com>", "421 4.4.2 Message rate limit exceeded")
 	eventually(t, "the refusal's log line", func() bool {
-		return h.logs.has("msg=refused", "limit=message_rate_limit", "key=user:alice@example.com", "auth_user=alice@example.com")
+		return hasLine(h.logs, "msg=refused", "limit=message_rate_limit", "key=user:alice@example.com", "auth_user=alice@example.com")
 	})
 
 	// A fresh connection as alice is still over the limit...
@@ -246,7 +221,7 @@ receive_connector "in" {
 	alice.expect("RCPT TO:<r1@REMOTE.TEST>", "250 ") // a repeat takes no token
 	alice.expect("RCPT TO:<r3@remote.test>", "452 4.5.3 Recipient rate limit exceeded, try later")
 	eventually(t, "the refusal's log line", func() bool {
-		return h.logs.has("msg=refused", "limit=recipient_rate_limit", "auth_user=alice@example.com")
+		return hasLine(h.logs, "msg=refused", "limit=recipient_rate_limit", "auth_user=alice@example.com")
 	})
 	// The transaction goes on with the recipients accepted.
 	alice.expect("DATA", "354 ")

@@ -40,7 +40,7 @@ func TestTarpitUnknownRecipient(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the tarpit's log line", func() bool {
-		return h.logs.has("msg=tarpit", "command=RCPT", "delay=1s", "remote=127.0.0.1:", "550 5.1.1")
+		return hasLine(h.logs, "msg=tarpit", "command=RCPT", "delay=1s", "remote=127.0.0.1:", "550 5.1.1")
 	})
 
 	// While the harvester waits, another client is served at once.
@@ -103,7 +103,7 @@ func TestTarpitEndsAtShutdown(t *testing.T) {
 	if err := c.tp.PrintfLine("RCPT TO:<nobody@example.com>"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the tarpit", func() bool { return h.logs.has("msg=tarpit", "command=RCPT") })
+	eventually(t, "the tarpit", func() bool { return hasLine(h.logs, "msg=tarpit", "command=RCPT") })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()

@@ -4,13 +4,12 @@ package main
 // on a config, wait for its ports, signal it, read its log.
 
 import (
-	"bytes"
 	"fmt"
+	"hubd/internal/logbuf"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,28 +35,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// lockedBuffer collects a child's output safely while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // hubdProcess is one running hubd.
 type hubdProcess struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *logbuf.Buffer
 	done chan struct{}
 	err  error // exit error, valid after done is closed
 }
@@ -66,7 +47,7 @@ type hubdProcess struct {
 // ready accepts TCP connections.
 func startHubd(t *testing.T, cfg string, ready ...string) *hubdProcess {
 	t.Helper()
-	p := &hubdProcess{out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &hubdProcess{out: &logbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(hubdBinary, "run", "-config", cfg)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out

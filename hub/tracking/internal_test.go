@@ -3,35 +3,17 @@ package tracking
 import (
 	"bytes"
 	"encoding/json"
+	"hubd/internal/logbuf"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// syncBuffer is a bytes.Buffer safe for a slog handler and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestWriteErrorsAreReportedOncePerMinute(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	now := time.Date(2020, 3, 1, 12, 0, 0, 0, time.UTC)
 	l, err := Open(Options{
 		Dir:    t.TempDir(),
@@ -63,7 +45,7 @@ func TestWriteErrorsAreReportedOncePerMinute(t *testing.T) {
 // When the next file cannot be created, the log keeps writing to the
 // current one rather than losing events.
 func TestRotationFailureKeepsTheCurrentFile(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	dir := filepath.Join(t.TempDir(), "tracking")
 	l, err := Open(Options{Dir: dir, MaxFileSize: 10, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {

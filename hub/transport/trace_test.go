@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"hubd/hub/delivery"
+	"hubd/internal/logbuf"
 )
 
 // recorder is a minimal TracerProvider that remembers each span's start
@@ -70,7 +71,7 @@ func TestDeliverySpan(t *testing.T) {
 	if err := tr.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, tr: tr, logs: &syncBuffer{}}
+	h := &harness{t: t, tr: tr, logs: &logbuf.Buffer{}}
 	t.Cleanup(h.close)
 	id := h.submit("x\r\n", "alice@example.com", "bob@example.com")
 	h.waitIdle()

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"hubd/hub"
 	"hubd/hub/delivery"
+	"hubd/internal/logbuf"
 	"hubd/policy"
 )
 
@@ -136,35 +136,17 @@ func (f *fake) addrsDelivered() []string {
 	return out
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t       *testing.T
 	tr      *Transport
 	maildir *fake
 	smtp    *fake
-	logs    *syncBuffer
+	logs    *logbuf.Buffer
 }
 
 func start(t *testing.T, cfg *policy.Config, maildir, smtp *fake, clock func() time.Time) *harness {
 	t.Helper()
-	h := &harness{t: t, maildir: maildir, smtp: smtp, logs: &syncBuffer{}}
+	h := &harness{t: t, maildir: maildir, smtp: smtp, logs: &logbuf.Buffer{}}
 	tr, err := New(cfg, Options{
 		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Deliverers: map[delivery.Kind]delivery.Deliverer{delivery.KindMaildir: maildir, delivery.KindSMTP: smtp},

@@ -1,7 +1,6 @@
 package smtpout
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"hubd/hub"
 	"hubd/hub/delivery"
 	"hubd/internal/certgen"
+	"hubd/internal/logbuf"
 	"hubd/internal/smtpsink"
 )
 
@@ -152,7 +152,7 @@ func TestDeadIdleConnectionReplaced(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			sink := smtpsink.Start(t, o)
 			opts := testOptions()
-			var logs lockedBuffer
+			var logs logbuf.Buffer
 			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			d := shared(t, opts)
 			hop := smartHop(sink.Addr())
@@ -287,23 +287,4 @@ func TestDropInDataNoDuplicate(t *testing.T) {
 		t.Errorf("%d copies delivered", len(msgs))
 	}
 	wantPerConn(t, sink, 0, 1)
-}
-
-// lockedBuffer is a bytes.Buffer for a slog handler written from several
-// goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
