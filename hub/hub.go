@@ -30,6 +30,11 @@ type Submitter interface {
 
 // Envelope is the SMTP envelope of one message plus how it arrived.
 type Envelope struct {
+	// ID, when set, is the queue ID reserved with NewQueueID when the mail
+	// transaction started, so that the Received: field, the 250 reply and
+	// every log line name the message alike; "" lets the hub assign one.
+	ID QueueID `json:"-"`
+
 	From       string      // reverse-path; "" is the null sender <>
 	Recipients []Recipient // forward-paths, in RCPT order, de-duplicated by the connector
 

@@ -197,14 +197,19 @@ func (s *DiskStore) tmpPath(id hub.QueueID, kind string) string {
 	return filepath.Join(s.tmpDir, fmt.Sprintf("%s.%s.%d", id, kind, s.tmpSeq.Add(1)))
 }
 
-// Put stores m and its body durably; see Store. It sets m.ID, m.Arrived (if
-// zero) and m.Size.
+// Put stores m and its body durably; see Store. It sets m.ID (unless the
+// caller reserved one with hub.NewQueueID), m.Arrived (if zero) and m.Size.
 func (s *DiskStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	now := s.clock()
-	m.ID = s.ids.next(now)
+	switch {
+	case m.ID == "":
+		m.ID = s.ids.next(now)
+	case !m.ID.Valid():
+		return fmt.Errorf("queue: invalid id %q", m.ID)
+	}
 	if m.Arrived.IsZero() {
 		m.Arrived = now
 	}

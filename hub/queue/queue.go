@@ -11,7 +11,8 @@
 //
 //   - Put reads body to EOF and returns nil only when the message (body,
 //     envelope and initial recipient state) is on stable storage. It assigns
-//     Message.ID (never reused) and Message.Size. On error nothing is queued:
+//     Message.ID (never reused) unless the caller reserved one with
+//     hub.NewQueueID, and Message.Size. On error nothing is queued:
 //     a later Load does not return the message.
 //   - Update replaces the mutable State of a message and returns nil only
 //     when the new state is on stable storage. A Load after a crash returns
@@ -92,7 +93,7 @@ type Store interface {
 
 // Message is one queued message as the store keeps it.
 type Message struct {
-	ID       hub.QueueID  // assigned by Put; time-ordered, never reused
+	ID       hub.QueueID  // hub.NewQueueID, reserved by the caller or assigned by Put; never reused
 	Envelope hub.Envelope // as submitted; never changed after Put
 	Arrived  time.Time    // when Put was called; expiry counts from here
 	Size     int64        // body size in bytes, set by Put

@@ -1,8 +1,6 @@
 package queue
 
 import (
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,7 +9,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"sync"
 	"time"
 
 	"hubd/hub"
@@ -111,56 +108,10 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 
 func (b *bodyReader) Close() error { return b.f.Close() }
 
-// idGen makes queue IDs: 13 base32hex characters of Unix nanoseconds, kept
-// strictly increasing within the process, then 8 random characters (40 bits)
-// so that two hubs, or a clock stepped back across a restart, do not collide.
-// Base32hex (lower case) keeps IDs sortable by time and safe as file names.
-type idGen struct {
-	mu   sync.Mutex
-	last int64
-}
+// idGen hands out queue IDs (hub.NewQueueID) for messages put without one.
+type idGen struct{}
 
-var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+func (idGen) next(now time.Time) hub.QueueID { return hub.NewQueueID(now) }
 
-func (g *idGen) next(now time.Time) hub.QueueID {
-	g.mu.Lock()
-	n := now.UnixNano()
-	if n <= g.last {
-		n = g.last + 1
-	}
-	g.last = n
-	g.mu.Unlock()
-	var b [13]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(n))
-	rand.Read(b[8:]) // never fails (crypto/rand, Go ≥ 1.24)
-	// 13 bytes = 104 bits = 21 base32 characters after dropping padding; the
-	// first 13 carry the 64-bit time (65 bits, top bit zero).
-	s := idEncoding.EncodeToString(b[:])
-	return hub.QueueID(toLower(s))
-}
-
-func toLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
-
-// validID reports whether s looks like an ID this package made, so that a
-// stray file in the spool (or a hostile name from an admin request) is never
-// treated as a message or joined into a path.
-func validID(s string) bool {
-	if len(s) != 21 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'v') {
-			return false
-		}
-	}
-	return true
-}
+// validID reports whether s looks like a queue ID (hub.QueueID.Valid).
+func validID(s string) bool { return hub.QueueID(s).Valid() }

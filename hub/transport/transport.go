@@ -253,7 +253,7 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 			return "", err
 		}
 	}
-	m := &queue.Message{Envelope: env, Arrived: t.clock()}
+	m := &queue.Message{ID: env.ID, Envelope: env, Arrived: t.clock()}
 	m.Envelope.Recipients = append([]hub.Recipient(nil), env.Recipients...)
 	for _, r := range m.Envelope.Recipients {
 		m.Recipients = append(m.Recipients, queue.RecipientState{Address: r.Address, DSN: r, Status: queue.Queued})
