@@ -117,7 +117,7 @@ func (s *session) checkPassword(user, password string) error {
 	}
 	// The delay grows with the address's failures (tarpit.go), the same for
 	// known and unknown users.
-	s.sleep(delay)
+	s.sc.sleep(delay)
 	// RFC 4954 §6.
 	return s.authReply(n, reply(535, "5.7.8", "Authentication credentials invalid"))
 }
@@ -140,7 +140,7 @@ func (s *session) authBlockedReply(limit string) error {
 	n := s.logonFailure()
 	s.st.log.Warn("refused", "command", "AUTH", "reply", "454 4.7.0", "limit", limit, "failures", n)
 	r := reply(454, "4.7.0", "Temporary authentication failure")
-	s.tarpit("AUTH", s.c.rc.TarpitInterval, smtpError(r))
+	s.sc.tarpit("AUTH", s.c.rc.TarpitInterval, r)
 	return s.authReply(n, r)
 }
 
@@ -185,7 +185,7 @@ func (s *session) external(authzid string) error {
 		s.st.log.Info("authentication failed", "mechanism", "EXTERNAL", "certificate", id,
 			"authzid", authzid, "failures", n)
 		r := reply(535, "5.7.8", "Authentication credentials invalid")
-		s.tarpit("AUTH", s.c.rc.TarpitInterval, smtpError(r))
+		s.sc.tarpit("AUTH", s.c.rc.TarpitInterval, r)
 		return s.authReply(n, r)
 	}
 	s.authenticated(id, "client certificate")

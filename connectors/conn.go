@@ -91,13 +91,10 @@ type sessionConn struct {
 // the replies in flight. sessionConn.mu guards it.
 type replyState struct {
 	greeted         bool
-	swallowGreeting bool // a restarted go-smtp connection greets; the client must not see it
-	next            mode // what the client sends after the last reply
-	ehlo            bool // the reply being written answers EHLO
-	ehloFirst       bool // its first line has been written
-	mailPending     bool // the reply being written answers MAIL
-	mailUTF8        bool // that MAIL carried SMTPUTF8
-	utf8Txn         bool // the open transaction's MAIL carried SMTPUTF8
+	swallowGreeting bool     // a restarted go-smtp connection greets; the client must not see it
+	next            mode     // what the client sends after the last reply
+	ehloFirst       bool     // the first line of the EHLO reply being written has gone
+	proto           protocol // the SMTP state machine (protocol.go)
 }
 
 // mode is what the client's next bytes are.
@@ -186,8 +183,8 @@ func (c *sessionConn) fill() error {
 		if err != nil {
 			return err
 		}
-		if c.command(line, tooLong) {
-			c.pending = append(c.pending[:0], line...)
+		if out, pass := c.command(line, tooLong); pass {
+			c.pending = append(c.pending[:0], out...)
 			return nil
 		}
 		c.mu.Lock()
@@ -284,10 +281,14 @@ func (c *sessionConn) SetWriteDeadline(t time.Time) error { return c.raw.SetWrit
 // RemoteAddr is the client's address: the PROXY header's, when there is one.
 func (c *sessionConn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
 
-// Write writes one reply line of go-smtp's (or the filter's), rewritten,
+// Write writes one reply line of go-smtp's, in our words (replies.go),
 // then closes the connection if the session asked for it.
 func (c *sessionConn) Write(b []byte) (int, error) {
-	out := c.rewrite(b)
+	return c.write(b, false)
+}
+
+func (c *sessionConn) write(b []byte, own bool) (int, error) {
+	out := c.rewrite(b, own)
 	var err error
 	if len(out) > 0 {
 		c.wmu.Lock()
@@ -303,15 +304,23 @@ func (c *sessionConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// answer writes a reply decided by the filter.
+// answer writes a reply decided by the filter (one line, or several
+// joined by CRLF), as it is.
 func (c *sessionConn) answer(r string) {
-	c.Write([]byte(r + "\r\n"))
+	c.write([]byte(r+"\r\n"), true)
 }
 
 func (c *sessionConn) setReason(r string) {
 	c.mu.Lock()
 	c.reason = r
 	c.mu.Unlock()
+}
+
+// greeting is how the client introduced itself in the current session.
+func (c *sessionConn) greeting() greeting {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reply.proto.greeting
 }
 
 // stream is the current client stream (it changes at STARTTLS).
@@ -321,10 +330,11 @@ func (c *sessionConn) stream() net.Conn {
 	return c.Conn
 }
 
-// rewrite returns the bytes to send in place of b, one reply line, and
-// follows the dialogue: what the client sends next, EHLO keywords,
+// rewrite returns the bytes to send in place of b, one reply line (own:
+// the filter's, sent as they are; else go-smtp's, put in our words), and
+// follows the dialogue: the state machine, what the client sends next,
 // protocol errors.
-func (c *sessionConn) rewrite(b []byte) []byte {
+func (c *sessionConn) rewrite(b []byte, own bool) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.reply.greeted {
@@ -342,28 +352,26 @@ func (c *sessionConn) rewrite(b []byte) []byte {
 		return []byte(c.reason + "\r\n")
 	}
 	code, final := replyCode(b)
-	if c.reply.ehlo && code/100 == 2 {
+	p := &c.reply.proto
+	if !own && p.pending.verb == "EHLO" && code/100 == 2 {
 		return c.ehloLine(b, final)
 	}
-	c.reply.ehlo = false
 	if !final {
 		return b
 	}
-	switch {
-	case code == 354:
+	if !own {
+		cmd := p.pending
+		p.replied(code)
+		b = c.replyFor(cmd, code, b)
+		code, _ = replyCode(b)
+	}
+	switch code {
+	case 354:
 		c.reply.next = modeData
-	case code == 334:
+	case 334:
 		c.reply.next = modeSASL
 	default:
 		c.reply.next = modeCommand
-	}
-	if c.reply.mailPending {
-		// The reply to MAIL opens (or not) a transaction; RCPT may carry
-		// UTF-8 only in one opened with SMTPUTF8 (RFC 6531 §3.4).
-		c.reply.mailPending = false
-		if code == 250 {
-			c.reply.utf8Txn = c.reply.mailUTF8
-		}
 	}
 	if isProtocolError(reply(code, "", "")) {
 		if r := c.countProtocolError(b); r != nil {
@@ -371,34 +379,38 @@ func (c *sessionConn) rewrite(b []byte) []byte {
 		}
 	}
 	c.syncErrs()
-	return rewriteReply(b)
+	return b
 }
 
-// ehloLine edits one line of the EHLO reply: STARTTLS is ours to offer,
-// and AUTH is hidden until TLS when the connector wants TLS for it
-// (RFC 4954 §4; go-smtp is told insecure AUTH is fine because it never
-// sees our TLS). c.mu is held.
+// ehloLine edits one line of the EHLO reply: the first names us (RFC 5321
+// §4.1.1.1), STARTTLS is ours to offer, and AUTH is hidden until TLS when
+// the connector wants TLS for it (RFC 4954 §4; go-smtp is told insecure
+// AUTH is fine because it never sees our TLS). c.mu is held.
 func (c *sessionConn) ehloLine(b []byte, final bool) []byte {
 	first := !c.reply.ehloFirst
 	c.reply.ehloFirst = true
+	name := c.reply.proto.pending.path
 	if final {
-		c.reply.ehlo = false
+		c.reply.proto.replied(250)
 		c.reply.next = modeCommand
 		c.syncErrs()
 	}
 	if len(b) < 4 {
 		return b
 	}
+	if first {
+		b = []byte(string(b[:4]) + c.c.rc.FQDN + " Hello " + name + "\r\n")
+	}
 	if !c.authAllowed() && (bytes.HasPrefix(b[4:], []byte("AUTH ")) || bytes.HasPrefix(b[4:], []byte("AUTH\r"))) {
 		return nil
 	}
 	if first && !final && c.offerSTARTTLS() {
-		return append(append([]byte(nil), b...), "250-STARTTLS\r\n"...)
+		return append(b, "250-STARTTLS\r\n"...)
 	}
 	if first && !final && c.tlsConn != nil {
 		// RFC 8689 §4: REQUIRETLS is offered only on a TLS session; go-smtp
 		// accepts the parameter but cannot see our TLS to advertise it.
-		return append(append([]byte(nil), b...), "250-REQUIRETLS\r\n"...)
+		return append(b, "250-REQUIRETLS\r\n"...)
 	}
 	return b
 }
@@ -453,17 +465,6 @@ func replyCode(b []byte) (int, bool) {
 	return n, b[3] != '-'
 }
 
-// rewriteReply maps fixed go-smtp v0.25.1 replies to the ones our
-// specification asks for, and returns any other reply unchanged.
-func rewriteReply(b []byte) []byte {
-	switch string(b) {
-	case "454 4.7.0 Invalid base64 data\r\n":
-		// RFC 4954 §4: a client response that is not valid base64 is 501 5.5.2.
-		return []byte("501 5.5.2 Invalid base64 data\r\n")
-	}
-	return b
-}
-
 // startTLS upgrades the connection after the filter answered 220 (RFC
 // 3207 §4), and has the go-smtp connection restarted. false: the
 // handshake failed and the connection is closed.
@@ -496,6 +497,9 @@ func (c *sessionConn) startTLS() bool {
 	c.reply = replyState{}
 	c.mu.Unlock()
 	c.filter.afterTLS()
+	c.state.mu.Lock()
+	c.state.authUser = "" // RFC 3207 §4.2: the new session starts unauthenticated
+	c.state.mu.Unlock()
 	cs := tc.ConnectionState()
 	c.state.setTLS(message.TLSDetails(&cs))
 	c.state.log.Info("STARTTLS", "tls", c.state.tlsText())

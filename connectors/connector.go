@@ -264,7 +264,6 @@ type connState struct {
 	tls          string
 	authUser     string
 	messages     int
-	msgSeq       int
 	protoErrors  int
 	authFailures int
 }
@@ -273,6 +272,14 @@ func (st *connState) setTLS(s string) {
 	st.mu.Lock()
 	st.tls = s
 	st.mu.Unlock()
+}
+
+// authenticated reports whether the client has authenticated in the
+// current session (STARTTLS forgets it, RFC 3207 §4.2).
+func (st *connState) authenticated() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.authUser != ""
 }
 
 func (st *connState) tlsText() string {

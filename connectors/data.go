@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -30,20 +29,16 @@ import (
 func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	s.helo = s.conn.Hostname() // a later EHLO may have renamed the client
-	tx := txn{helo: s.helo, authUser: s.authUser, rights: s.rights(), from: s.from, mail: s.mail,
-		rcpts: append([]hub.Recipient(nil), s.rcpts...)}
+	tx := txn{id: s.queueID, helo: s.helo, ehlo: s.sc.greeting() == greetedEHLO, authUser: s.authUser,
+		rights: s.rights(), from: s.from, mail: s.mail, rcpts: append([]hub.Recipient(nil), s.rcpts...)}
 	s.mu.Unlock()
 	s.sc.inData.Store(true)
 	defer s.sc.inData.Store(false)
 
 	st := s.st
-	st.mu.Lock()
-	st.msgSeq++
-	id := st.id + "." + strconv.Itoa(st.msgSeq)
-	st.mu.Unlock()
-
+	id := string(tx.id)
 	ctx, span := s.c.svc.tracer.Start(st.ctx, "smtp.message",
-		trace.WithAttributes(attribute.String("hubd.message_id", id),
+		trace.WithAttributes(attribute.String("mta.queue_id", id),
 			attribute.Int("smtp.rcpt.count", len(tx.rcpts))))
 	defer span.End()
 
@@ -83,8 +78,7 @@ func (s *session) Data(r io.Reader) error {
 	st.mu.Lock()
 	st.messages++
 	st.mu.Unlock()
-	span.SetAttributes(attribute.String("mta.queue_id", string(qid)),
-		attribute.Int64("mta.message.size", mr.Size()))
+	span.SetAttributes(attribute.Int64("mta.message.size", mr.Size()))
 	st.log.Info("queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
 		"size", mr.Size(), "message_id", mr.MessageID())
 	if firewall != nil && firewall.Stripped() > 0 {
@@ -97,6 +91,8 @@ func (s *session) Data(r io.Reader) error {
 // txn is the part of the session a message needs, copied when DATA or BDAT
 // starts.
 type txn struct {
+	id                   hub.QueueID // reserved at MAIL
+	ehlo                 bool        // the client said EHLO, not HELO
 	helo, authUser, from string
 	rights               policy.Rights
 	mail                 smtp.MailOptions
@@ -131,6 +127,7 @@ func (s *session) envelope(ctx context.Context, tx txn, now time.Time) hub.Envel
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	return hub.Envelope{
+		ID:          tx.id,
 		From:        tx.from,
 		Recipients:  tx.rcpts,
 		SMTPUTF8:    tx.mail.UTF8,
@@ -161,19 +158,13 @@ func (s *session) dataFailed(span trace.Span, err error) error {
 
 // trace describes this hop for the Received: field (RFC 5321 §4.4).
 func (s *session) trace(tx txn, id string, now time.Time) message.Trace {
-	with := "ESMTP"
-	if s.tls != nil {
-		with += "S"
-	}
-	if tx.authUser != "" {
-		with += "A" // RFC 3848
-	}
 	t := message.Trace{
 		FromHelo: tx.helo,
 		FromIP:   s.st.peer.String(),
 		By:       s.c.rc.FQDN,
-		With:     with,
+		With:     withProtocol(tx.ehlo, tx.mail.UTF8, s.tls != nil, tx.authUser != ""),
 		ID:       id,
+		UTF8:     tx.mail.UTF8,
 		Time:     now,
 	}
 	if len(tx.rcpts) == 1 {
@@ -184,6 +175,29 @@ func (s *session) trace(tx txn, id string, now time.Time) message.Trace {
 		t.TLS = message.TLSDetails(s.tls)
 	}
 	return t
+}
+
+// withProtocol is the Received: field's "with" keyword (the IANA "Mail
+// Transmission Types" registry): SMTP after HELO; after EHLO ESMTP, with
+// S for TLS and A for AUTH (RFC 3848: ESMTPS, ESMTPA, ESMTPSA), and
+// UTF8SMTP in their place when the transaction used SMTPUTF8 (RFC 6531
+// §3.7.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA). hubd receives no
+// LMTP, so the LMTP names never apply here.
+func withProtocol(ehlo, utf8, tls, auth bool) string {
+	if !ehlo {
+		return "SMTP"
+	}
+	with := "ESMTP"
+	if utf8 {
+		with = "UTF8SMTP"
+	}
+	if tls {
+		with += "S"
+	}
+	if auth {
+		with += "A"
+	}
+	return with
 }
 
 // readHead reads the first chunk of r: at least one byte, or an error

@@ -56,108 +56,202 @@ type filterState struct {
 // is the connection's and stays.
 func (f *filterState) afterTLS() { f.chunk = 0 }
 
-// command checks one command line (CRLF included) and either lets it
-// through to go-smtp (true) or answers it itself (false).
-func (c *sessionConn) command(line []byte, tooLong bool) bool {
+// command checks one command line (CRLF included) and either returns the
+// line to hand to go-smtp (pass: true; the line itself, or RCPT
+// <Postmaster> with the postmaster's address) or answers it itself.
+func (c *sessionConn) command(line []byte, tooLong bool) (out []byte, pass bool) {
 	rc := c.c.rc
 	f := &c.filter
 	if !f.sawMail {
 		f.commands++
 		if rc.MaxCommandsBeforeMail > 0 && f.commands > rc.MaxCommandsBeforeMail {
 			c.refuseCommand("", "421 4.7.0 Too many commands without MAIL", true)
-			return false
+			return nil, false
 		}
 	}
 	if tooLong {
 		c.refuseCommand("", "500 5.5.2 Line too long", false)
-		return false
+		return nil, false
 	}
 	text := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
 	if strings.IndexByte(text, 0) >= 0 {
 		c.refuseCommand("", "500 5.5.2 Syntax error, NUL in command", false)
-		return false
+		return nil, false
 	}
 	upper := strings.ToUpper(text)
 	if strings.HasPrefix(upper, "STARTTLS") {
-		return c.startTLSCommand(upper)
+		c.startTLSCommand(upper)
+		return nil, false
 	}
 	verb, arg, ok := splitCommand(text)
 	if !ok {
 		c.refuseCommand("", "500 5.5.2 Syntax error, command unrecognized", false)
-		return false
+		return nil, false
 	}
 	if verb == "MAIL" {
 		f.sawMail = true
 	}
 	if !ascii(text) && !c.eightBitAllowed(verb, arg) {
 		c.refuseCommand(verb, "500 5.5.2 Syntax error, 8-bit data in command without SMTPUTF8", false)
-		return false
+		return nil, false
+	}
+	c.mu.Lock()
+	outOfSequence := c.reply.proto.sequenceError(verb)
+	c.mu.Unlock()
+	cmd := command{verb: verb}
+	refuse := func(r string) ([]byte, bool) {
+		c.refuseCommand(verb, r, false)
+		return nil, false
 	}
 	switch verb {
 	case "EHLO", "HELO":
-		if rc.RequireEHLODomain && arg != "" && !validHelo(firstWord(arg)) {
-			c.refuseCommand(verb, "501 5.5.4 Invalid domain name", false)
-			return false
+		switch {
+		case arg == "":
+			return refuse("501 5.5.4 Syntax: " + verb + " hostname")
+		case rc.RequireEHLODomain && !validHelo(firstWord(arg)):
+			return refuse("501 5.5.4 Invalid domain name")
 		}
-		c.mu.Lock()
-		c.reply.ehlo, c.reply.ehloFirst = verb == "EHLO", false
-		c.reply.utf8Txn = false
-		c.mu.Unlock()
-	case "MAIL":
-		c.mu.Lock()
-		c.reply.mailPending, c.reply.mailUTF8 = true, hasParam(arg, "SMTPUTF8")
-		c.mu.Unlock()
-	case "RSET", "DATA":
-		c.mu.Lock()
-		c.reply.utf8Txn = false
-		c.mu.Unlock()
+		cmd.path = firstWord(arg)
+	case "MAIL", "RCPT":
+		if outOfSequence != "" {
+			return refuse(outOfSequence)
+		}
+		var r string
+		if line, cmd, r = c.pathCommand(verb, arg, line); r != "" {
+			return refuse(r)
+		}
+	case "DATA":
+		switch {
+		case outOfSequence != "":
+			return refuse(outOfSequence)
+		case arg != "":
+			return refuse("501 5.5.4 Syntax: DATA takes no parameters")
+		}
 	case "BDAT":
-		// go-smtp reads the chunk whenever the command parses, even when
-		// it refuses it; so does the filter.
-		if n, ok := bdatSize(arg); ok {
-			f.chunk = n
+		n, last, ok := bdatArgs(arg)
+		if !ok {
+			// Without a size the chunk cannot be told from commands; go-smtp
+			// does not read one either.
+			return refuse("501 5.5.4 Syntax: BDAT chunk-size [LAST]")
 		}
+		if outOfSequence != "" {
+			// RFC 3030 §2: the chunk follows its command, refused or not.
+			if _, err := c.in.Discard(n); err != nil {
+				return nil, false
+			}
+			return refuse(outOfSequence)
+		}
+		f.chunk = n
+		cmd.size, cmd.last = n, last
 	case "AUTH":
 		c.mu.Lock()
 		allowed := c.authAllowed()
 		c.mu.Unlock()
-		if !allowed {
-			c.refuseCommand(verb, "530 5.7.0 Must issue a STARTTLS command first", false)
-			return false
+		switch {
+		case !allowed:
+			return refuse("530 5.7.0 Must issue a STARTTLS command first")
+		case outOfSequence != "":
+			return refuse(outOfSequence)
+		case arg == "":
+			return refuse("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
 		}
+	case "RSET", "QUIT":
+		if arg != "" {
+			return refuse("501 5.5.4 Syntax: " + verb + " takes no parameters")
+		}
+	case "NOOP":
 	case "VRFY":
 		c.answerVRFY(arg)
-		return false
+		return nil, false
 	case "EXPN":
 		c.answerEXPN(arg)
-		return false
+		return nil, false
 	case "HELP":
 		c.answer("214 2.0.0 See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)")
-		return false
-	case "RCPT", "NOOP", "QUIT", "SEND", "SOML", "SAML", "TURN", "LHLO":
-		// go-smtp's to answer.
+		return nil, false
+	case "SEND", "SOML", "SAML", "TURN":
+		// RFC 5321 §4.2.4: 502 for commands recognized but not implemented.
+		return refuse("502 5.5.1 Command not implemented")
 	default:
-		c.refuseCommand(verb, "500 5.5.2 Syntax error, command unrecognized", false)
-		return false
+		return refuse("500 5.5.2 Syntax error, command unrecognized")
 	}
-	return true
+	c.mu.Lock()
+	c.reply.proto.pending = cmd
+	if verb == "EHLO" {
+		c.reply.ehloFirst = false
+	}
+	c.mu.Unlock()
+	return line, true
 }
 
-// refuseCommand answers a command the filter refuses, logs it, and closes
-// the connection after the reply when closing.
+// pathCommand checks the argument of MAIL or RCPT (RFC 5321 §4.1.1.2,
+// §4.1.1.3): the prefix, the path, the parameters' keywords. It returns
+// the line to hand go-smtp, the command for its reply, or a refusal.
+func (c *sessionConn) pathCommand(verb, arg string, line []byte) ([]byte, command, string) {
+	cmd := command{verb: verb}
+	prefix, known := "FROM:", mailParams
+	if verb == "RCPT" {
+		prefix, known = "TO:", rcptParams
+	}
+	rest, ok := cutPrefixFold(arg, prefix)
+	if !ok {
+		return nil, cmd, "501 5.5.2 Syntax: " + verb + " " + prefix + "<address> [parameters]"
+	}
+	path, params, ok := splitPath(rest)
+	if !ok {
+		return nil, cmd, "501 5.5.2 Syntax: " + verb + " " + prefix + "<address> [parameters]"
+	}
+	if k := unsupportedParam(params, known); k != "" {
+		return nil, cmd, "555 5.5.4 Parameter " + k + " not supported"
+	}
+	cmd.path = path
+	if verb == "MAIL" {
+		cmd.utf8 = hasParam(arg, "SMTPUTF8")
+	}
+	if verb == "RCPT" && isBarePostmaster(path) {
+		addr := c.c.cfg.ResolveLocal("postmaster")
+		if addr == "" {
+			// The configuration names no postmaster (hubd check warns).
+			return nil, cmd, "550 5.1.1 User unknown"
+		}
+		if !hasParam(params, "ORCPT") {
+			params += " ORCPT=rfc822;" + path[1:len(path)-1]
+		}
+		line = []byte("RCPT TO:<" + addr + ">" + params + "\r\n")
+	}
+	return line, cmd, ""
+}
+
+// refuseCommand answers a command the filter refuses, logs it, tarpits it
+// when it earns that (tarpit.go), and closes the connection after the reply
+// when closing.
 func (c *sessionConn) refuseCommand(verb, r string, closing bool) {
 	if closing {
 		c.closeAfterWrite.Store(true)
 		c.state.log.Info("refused", "command", verb, "reply", r, "closing", true)
-	} else {
-		c.state.log.Info("refused", "command", verb, "reply", r)
+		c.answer(r)
+		return
+	}
+	c.state.log.Info("refused", "command", verb, "reply", r)
+	if pr := parseReply(r); pr != nil && replyEarnsTarpit(pr) {
+		c.tarpit(verb, c.c.rc.TarpitInterval, pr)
 	}
 	c.answer(r)
 }
 
-// startTLSCommand handles STARTTLS (RFC 3207 §4); always false: go-smtp
-// never sees it.
-func (c *sessionConn) startTLSCommand(upper string) bool {
+// parseReply parses "code x.y.z text" as the filter writes its replies.
+func parseReply(r string) *policy.Reply {
+	code, rest, _ := strings.Cut(r, " ")
+	enhanced, text, _ := strings.Cut(rest, " ")
+	n, err := strconv.Atoi(code)
+	if err != nil || strings.Count(enhanced, ".") != 2 {
+		return nil
+	}
+	return reply(n, enhanced, text)
+}
+
+// startTLSCommand handles STARTTLS (RFC 3207 §4); go-smtp never sees it.
+func (c *sessionConn) startTLSCommand(upper string) {
 	c.mu.Lock()
 	offered, already := c.c.tls != nil && c.c.rc.TLS.Mode == policy.TLSStartTLS, c.tlsConn != nil
 	c.mu.Unlock()
@@ -172,7 +266,6 @@ func (c *sessionConn) startTLSCommand(upper string) bool {
 		c.answer("220 2.0.0 Ready to start TLS")
 		c.startTLS()
 	}
-	return false
 }
 
 // eightBitAllowed: RFC 6531 §3.4, UTF-8 in MAIL with SMTPUTF8 and in the
@@ -184,7 +277,7 @@ func (c *sessionConn) eightBitAllowed(verb, arg string) bool {
 	case "RCPT":
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.reply.utf8Txn
+		return c.reply.proto.utf8
 	}
 	return false
 }
@@ -294,17 +387,25 @@ func hasParam(arg, name string) bool {
 	return false
 }
 
-// bdatSize parses "BDAT size [LAST]" as go-smtp does.
-func bdatSize(arg string) (int, bool) {
+// bdatArgs parses "BDAT chunk-size [LAST]" (RFC 3030 §2) as go-smtp does.
+func bdatArgs(arg string) (size int, last, ok bool) {
 	f := strings.Fields(arg)
 	if len(f) == 0 || len(f) > 2 || (len(f) == 2 && !strings.EqualFold(f[1], "LAST")) {
-		return 0, false
+		return 0, false, false
 	}
 	n, err := strconv.ParseUint(f[0], 10, 32)
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
-	return int(n), true
+	return int(n), len(f) == 2, true
+}
+
+// cutPrefixFold is strings.CutPrefix, ignoring case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return "", false
+	}
+	return s[len(prefix):], true
 }
 
 func firstWord(s string) string {

@@ -87,6 +87,7 @@ const hardHCL = `
 distribution_list "team@example.com" { members = ["alice@example.com", "bob@example.com"] }
 receive_connector "mx" {
   bind = ["127.0.0.1:0"]
+  tarpit_interval = "0s" # tarpit_test.go measures the tarpit
   max_command_line_length  = 512
   max_commands_before_mail = 6
   max_protocol_errors      = 5
@@ -200,11 +201,11 @@ func TestProtocolErrorsOwnCount(t *testing.T) {
 	t.Parallel()
 	h, lb := startLogged(t, hardHCL, false)
 	c, _ := h.dial("127.0.0.1:0", "")
-	c.expect("MAIL FROM:<x@remote.test>", "502 5.5.1 ") // go-smtp: no EHLO yet
+	c.expect("MAIL FROM:<x@remote.test>", "503 5.5.1 ") // no EHLO yet
 	c.expect("EHLO client.test", "250")
 	c.expect("FOO", "500 5.5.2 Syntax error, command unrecognized")
 	c.expect("", "500 5.5.2 ")
-	c.expect("RCPT TO:<alice@example.com>", "502 ") // go-smtp: no MAIL
+	c.expect("RCPT TO:<alice@example.com>", "503 5.5.1 ") // no MAIL
 	c.expect("XY", "500 5.5.2 ")
 	c.expect("BARF x", "421 4.7.0 Too many errors")
 	if !c.closed() {
@@ -239,7 +240,7 @@ func TestSTARTTLSDiscardsPipelinedPlaintext(t *testing.T) {
 		t.Errorf("STARTTLS offered over TLS:\n%s", ehlo)
 	}
 	// The transaction before STARTTLS is gone (RFC 3207 §4.2).
-	c.expect("RCPT TO:<alice@example.com>", "502 5.5.1 Missing MAIL")
+	c.expect("RCPT TO:<alice@example.com>", "503 5.5.1 Need MAIL command")
 	c.expect("STARTTLS", "503 5.5.1 ")
 	c.send("x@remote.test", []string{"alice@example.com"}, "Subject: x\r\n\r\nhi\r\n")
 	_, body := h.sub.last(t)

@@ -47,6 +47,9 @@ func (c *capture) Submit(ctx context.Context, env hub.Envelope, body io.Reader) 
 	c.n++
 	c.envs = append(c.envs, env)
 	c.bodies = append(c.bodies, string(b))
+	if env.ID != "" {
+		return env.ID, nil // reserved by the session at MAIL, as the hub keeps it
+	}
 	return hub.QueueID(fmt.Sprintf("Q%d", c.n)), nil
 }
 

@@ -32,6 +32,7 @@ type session struct {
 
 	// The mail transaction (RFC 5321 §3.3); reset by Reset.
 	haveMail  bool
+	queueID   hub.QueueID // reserved at MAIL: the Received: id, the 250 reply and the logs name it
 	from      string
 	mail      smtp.MailOptions
 	rcpts     []hub.Recipient
@@ -59,11 +60,8 @@ func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rc := s.c.rc
-	if s.haveMail {
-		// RFC 5321 §4.1.4: MAIL inside an open transaction is out of
-		// sequence; the client must RSET (or finish) first.
-		return s.refuse("MAIL", reply(503, "5.5.1", "Nested MAIL command"))
-	}
+	// Commands out of sequence (MAIL inside a transaction, before EHLO)
+	// never get here: the command filter answers them (protocol.go).
 	if rc.RequireTLS && s.tls == nil {
 		return s.refuse("MAIL", reply(530, "5.7.0", "Must issue a STARTTLS command first"))
 	}
@@ -98,6 +96,7 @@ func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
 	}
 	s.resetLocked()
 	s.haveMail = true
+	s.queueID = hub.NewQueueID(s.c.svc.now())
 	s.from = from
 	if opts != nil {
 		s.mail = *opts
@@ -166,6 +165,7 @@ func (s *session) Reset() {
 
 func (s *session) resetLocked() {
 	s.haveMail = false
+	s.queueID = ""
 	s.from = ""
 	s.mail = smtp.MailOptions{}
 	s.rcpts = nil

@@ -24,10 +24,9 @@ package connectors
 // the delay is the same for a known and an unknown user.
 
 import (
-	"errors"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	"hubd/policy"
 )
 
 const (
@@ -41,15 +40,18 @@ const (
 
 // earnsTarpit says whether a refusal is one the tarpit delays.
 func earnsTarpit(err error) bool {
-	var se *smtp.SMTPError
-	if !errors.As(err, &se) {
-		return false
-	}
+	r, ok := replyOf(err)
+	return ok && replyEarnsTarpit(r)
+}
+
+// replyEarnsTarpit: 550 5.1.1 and 550 5.7.1 (RFC 3463: bad destination
+// mailbox, not authorized), bad syntax and commands out of sequence
+// (500-504, 555, 530), failed AUTH (535).
+func replyEarnsTarpit(r *policy.Reply) bool {
 	switch {
-	case se.Code == 550:
-		// RFC 3463: X.1.1 bad destination mailbox, X.7.1 not authorized.
-		return se.EnhancedCode == smtp.EnhancedCode{5, 1, 1} || se.EnhancedCode == smtp.EnhancedCode{5, 7, 1}
-	case se.Code >= 500 && se.Code <= 504, se.Code == 530, se.Code == 535:
+	case r.Code == 550:
+		return r.Enhanced == "5.1.1" || r.Enhanced == "5.7.1"
+	case r.Code >= 500 && r.Code <= 504, r.Code == 555, r.Code == 530, r.Code == 535:
 		return true
 	}
 	return false
@@ -57,42 +59,32 @@ func earnsTarpit(err error) bool {
 
 // delay tarpits a refusal the session earned, then returns it unchanged.
 func (s *session) delay(cmd string, err error) error {
-	if err != nil && earnsTarpit(err) {
-		s.tarpit(cmd, s.c.rc.TarpitInterval, err)
+	if r, ok := replyOf(err); ok && replyEarnsTarpit(r) {
+		s.sc.tarpit(cmd, s.c.rc.TarpitInterval, r)
 	}
 	return err
 }
 
-// tarpitExempt reports whether the session is never tarpitted.
-func (s *session) tarpitExempt() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.authUser != "" || s.c.rc.ExternallySecured
-}
-
-// tarpit holds the reply to cmd back for d, unless the session is exempt.
-func (s *session) tarpit(cmd string, d time.Duration, refusal error) {
-	if d <= 0 || s.tarpitExempt() {
+// tarpit holds the reply r to cmd back for d, unless the session is
+// exempt: authenticated, or on an externally secured connector.
+func (c *sessionConn) tarpit(cmd string, d time.Duration, r *policy.Reply) {
+	if d <= 0 || c.c.rc.ExternallySecured || c.state.authenticated() {
 		return
 	}
-	text := refusal.Error()
-	if r, ok := replyOf(refusal); ok {
-		text = r.Error()
-	}
-	s.st.log.Info("tarpit", "command", cmd, "delay", d, "reply", text)
+	c.state.log.Info("tarpit", "command", cmd, "delay", d, "reply", r.Error())
 	// metrics: hubd_smtp_tarpit_total{connector} and the seconds slept
 	// (hubd_smtp_tarpit_seconds_total{connector}) go here.
-	s.sleep(d)
+	c.sleep(d)
 }
 
-// sleep waits d in the session's goroutine, less if the Service shuts down
-// or connection_timeout ends the session first.
-func (s *session) sleep(d time.Duration) {
+// sleep waits d in the connection's goroutine, less if the Service shuts
+// down or connection_timeout ends the session first.
+func (c *sessionConn) sleep(d time.Duration) {
 	deadline := time.Now().Add(d)
-	if end := s.sc.end; !end.IsZero() && end.Before(deadline) {
+	if end := c.end; !end.IsZero() && end.Before(deadline) {
 		deadline = end
 	}
-	for !s.sc.shuttingDown.Load() {
+	for !c.shuttingDown.Load() {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return

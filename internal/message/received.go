@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Trace is what a receive connector knows about one message's arrival, for
@@ -16,6 +17,7 @@ type Trace struct {
 	With     string // RFC 3848 protocol keyword: ESMTP, ESMTPS, ESMTPA, ESMTPSA, LMTP, SMTP...
 	ID       string // the queue ID, or ""
 	For      string // the one recipient, without brackets, or "" (never list several: privacy)
+	UTF8     bool   // the message came with SMTPUTF8: For keeps its UTF-8 (RFC 6531 §3.7.3, RFC 6532)
 	TLS      string // TLS details as TLSDetails gives them ("TLS1.3 with cipher X"), or ""
 	Time     time.Time
 }
@@ -66,7 +68,7 @@ func ReceivedHeader(t Trace) string {
 	if id := clean(t.ID); id != "" {
 		tokens = append(tokens, "id "+id)
 	}
-	if rcpt := clean(t.For); rcpt != "" {
+	if rcpt := cleanAddress(t.For, t.UTF8); rcpt != "" {
 		tokens = append(tokens, "for <"+rcpt+">")
 	}
 	when := t.Time
@@ -129,6 +131,31 @@ func clean(s string) string {
 			c = '?'
 		}
 		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// cleanAddress is clean for the For clause: in a message sent with
+// SMTPUTF8 the header may carry UTF-8 (RFC 6532 §3.2), so a valid UTF-8
+// address keeps its non-ASCII characters (C1 controls and invalid bytes
+// still become "?"); otherwise it is clean.
+func cleanAddress(s string, utf8OK bool) string {
+	if !utf8OK || !utf8.ValidString(s) {
+		return clean(s)
+	}
+	var b strings.Builder
+	for i, r := range s {
+		if i+utf8.RuneLen(r) > maxTraceValue {
+			break
+		}
+		switch {
+		case r < utf8.RuneSelf:
+			b.WriteString(clean(string(r)))
+		case r < 0xA0:
+			b.WriteByte('?')
+		default:
+			b.WriteRune(r)
+		}
 	}
 	return b.String()
 }
