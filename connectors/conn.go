@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,10 +45,10 @@ import (
 //     TLS when the connector wants TLS for it, and counts protocol errors
 //     (max_protocol_errors) over every reply: go-smtp's, the session's and
 //     the filter's.
-//   - Deadlines. It ignores go-smtp's SetReadDeadline and sets, before every
-//     read, min(now+inactivity, session end): the inactivity timeout slides
-//     during a long DATA transfer too, and connection_timeout bounds the
-//     whole session.
+//   - Deadlines (deadline.go). It ignores go-smtp's SetReadDeadline: every
+//     request (a command line, a DATA line, a BDAT chunk) must arrive whole
+//     within the inactivity timeout however its bytes trickle, and
+//     connection_timeout bounds the whole session. A timeout is final.
 //   - Close after a reply. A 421 decided by the session or the filter must be
 //     followed by closing the connection; closeAfterWrite makes the next
 //     write close it.
@@ -80,6 +79,10 @@ type sessionConn struct {
 	errsSeen int  // connState.protoErrors after the last reply we counted
 
 	wmu sync.Mutex // one reply at a time on the wire
+
+	request  request // the deadline of what is being read now (deadline.go)
+	midLine  bool    // DATA: the last part handed on did not end a line
+	timedOut atomic.Bool
 
 	closeAfterWrite atomic.Bool
 	shuttingDown    atomic.Bool
@@ -156,14 +159,20 @@ func (c *sessionConn) fill() error {
 		case modeData:
 			// DATA content goes through line by line, never past a line
 			// end: after "." the next bytes may be commands, and which is
-			// the case only go-smtp's next reply tells.
+			// the case only go-smtp's next reply tells. Each line has its
+			// own deadline; a line longer than the buffer comes in parts.
+			if !c.midLine {
+				c.startRequest(0)
+			}
 			line, err := c.in.ReadSlice('\n')
 			if len(line) == 0 {
 				return err
 			}
+			c.midLine = line[len(line)-1] != '\n'
 			c.pending = append(c.pending[:0], line...)
 			return nil
 		case modeSASL:
+			c.startRequest(0)
 			line, tooLong, err := c.readLine()
 			if err != nil {
 				return err
@@ -179,6 +188,7 @@ func (c *sessionConn) fill() error {
 			c.pending = append(c.pending[:0], line...)
 			return nil
 		}
+		c.startRequest(0)
 		line, tooLong, err := c.readLine()
 		if err != nil {
 			return err
@@ -221,51 +231,6 @@ func (c *sessionConn) readLine() (line []byte, tooLong bool, err error) {
 		default:
 			return nil, false, err
 		}
-	}
-}
-
-// deadlineReader reads the client stream with our deadlines.
-type deadlineReader struct{ c *sessionConn }
-
-func (d deadlineReader) Read(b []byte) (int, error) {
-	c := d.c
-	for {
-		if c.shuttingDown.Load() && !c.inData.Load() {
-			c.setReason("421 4.3.2 Service shutting down")
-			return 0, os.ErrDeadlineExceeded
-		}
-		dl := time.Time{}
-		if c.inactivity > 0 {
-			dl = time.Now().Add(c.inactivity)
-		}
-		if !c.end.IsZero() && (dl.IsZero() || c.end.Before(dl)) {
-			dl = c.end
-		}
-		if err := c.raw.SetReadDeadline(dl); err != nil {
-			return 0, err
-		}
-		n, err := c.Conn.Read(b)
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			if c.shuttingDown.Load() && c.inData.Load() && n == 0 {
-				// Woken by Shutdown while a message is in flight: keep
-				// reading, the message may finish (Shutdown's ctx bounds it).
-				continue
-			}
-			switch {
-			case c.shuttingDown.Load():
-				c.setReason("421 4.3.2 Service shutting down")
-			case !c.end.IsZero() && !time.Now().Before(c.end):
-				c.setReason("421 4.4.2 Connection timed out")
-			default:
-				c.setReason("421 4.4.2 Timeout waiting for client input")
-			}
-			// Whatever go-smtp answers a timed-out read (its idle-timeout
-			// 421, or a DATA/BDAT failure it would otherwise follow with
-			// more commands read from the middle of a message), the
-			// connection ends after that reply: the stream is out of step.
-			c.closeAfterWrite.Store(true)
-		}
-		return n, err
 	}
 }
 

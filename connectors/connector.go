@@ -22,11 +22,12 @@ import (
 	"hubd/policy"
 )
 
-// maxLineLength bounds a command or text line. RFC 5321 §4.5.3.1.4-6 sets
-// 512 for commands and 1000 for text lines; like go-smtp's default we allow
-// twice the text limit, because over-long lines exist in the wild and the
-// message is not ours to fold.
-const maxLineLength = 2000
+// maxDataLineLength bounds a line of DATA or BDAT content, CRLF included.
+// RFC 5321 §4.5.3.1.6 sets 1,000; over-long lines exist in the wild, so,
+// like go-smtp's default and close to Postfix's line_length_limit (2048),
+// hubd takes twice that (message.Reader refuses more with 550 5.6.0) and
+// the SMTP deliverer wraps what it relays to the RFC's limit.
+const maxDataLineLength = 2000
 
 // connector is one receive connector of one config generation: its go-smtp
 // Server and the listener that feeds it.
@@ -129,9 +130,11 @@ func (c *connector) newServer() *smtp.Server {
 	rc := c.rc
 	srv := smtp.NewServer(c)
 	srv.Domain = rc.FQDN
-	// Command lines are bounded by the filter (hardening.go); go-smtp's
-	// limit, which closes the connection, is for text lines in DATA.
-	srv.MaxLineLength = max(maxLineLength, rc.MaxCommandLineLength)
+	// Command lines are bounded by the filter (hardening.go) and content
+	// lines by message.Reader (maxDataLineLength), each with its own reply;
+	// go-smtp's limit would close the connection in the middle of a
+	// message, so it is off.
+	srv.MaxLineLength = 0
 	// go-smtp refuses SIZE= and DATA over MaxMessageBytes for everybody; a
 	// connector where some principal may bypass the limit advertises plain
 	// "SIZE" (RFC 1870 §4: no fixed limit) and the session enforces it.

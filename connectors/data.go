@@ -110,6 +110,7 @@ func (s *session) readerOptions(tx txn, id string, now time.Time) message.Option
 		MaxMessageSize: maxSize,
 		MaxHeaderSize:  rc.MaxHeaderSize,
 		MaxHopCount:    rc.MaxHopCount,
+		MaxLineLength:  maxDataLineLength,
 		Received:       message.ReceivedHeader(s.trace(tx, id, now)),
 		Clock:          s.c.svc.now,
 	}

@@ -136,12 +136,14 @@ func (c *sessionConn) command(line []byte, tooLong bool) (out []byte, pass bool)
 		}
 		if outOfSequence != "" {
 			// RFC 3030 §2: the chunk follows its command, refused or not.
+			c.startRequest(chunkAllowance(n))
 			if _, err := c.in.Discard(n); err != nil {
 				return nil, false
 			}
 			return refuse(outOfSequence)
 		}
 		f.chunk = n
+		c.startRequest(chunkAllowance(n))
 		cmd.size, cmd.last = n, last
 	case "AUTH":
 		c.mu.Lock()

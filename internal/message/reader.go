@@ -86,6 +86,7 @@ type Options struct {
 	MaxMessageSize int64 // bytes of original content; 0 = unlimited (bypass_size_limit)
 	MaxHeaderSize  int64 // bytes of header section; 0 = unlimited (internal cap of 1 MiB)
 	MaxHopCount    int   // Received: fields allowed in the original header; 0 = unlimited
+	MaxLineLength  int   // octets of one line, its CRLF included; 0 = unlimited
 
 	// Received is the complete Received: field to prepend, folded and
 	// CRLF-terminated, as ReceivedHeader builds it; "" adds none.
@@ -133,6 +134,7 @@ type Reader struct {
 	prefix      []byte
 	messageID   string
 	headerLimit int64 // MaxHeaderSize, or headerCap
+	lineLen     int   // octets of the current line read so far (MaxLineLength)
 }
 
 // NewReader returns a Reader over r, the content of one DATA or BDAT
@@ -234,6 +236,7 @@ func (r *Reader) fill() {
 	}
 	r.buf = r.buf[:r.w+keep]
 	r.check(r.w, r.w+keep)
+	r.checkLines(r.w, r.w+keep)
 	r.w += keep
 	if r.pending == nil && sizeErr != nil {
 		r.pending = sizeErr
@@ -290,6 +293,37 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// checkLines applies MaxLineLength to buf[from:to]: a line longer than
+// that, CRLF included, is refused with 550 5.6.0 as soon as it is seen to
+// be (RFC 5321 §4.5.3.1.6 allows 1,000; hubd takes up to MaxLineLength
+// and wraps what it relays, see README). As with the size limit, nothing
+// from the first octet past the limit on is yielded.
+func (r *Reader) checkLines(from, to int) {
+	limit := r.opts.MaxLineLength
+	if limit <= 0 || r.pending != nil {
+		return
+	}
+	for i := from; i < to; {
+		end := to // the end of the line, or of what has arrived of it
+		if j := bytes.IndexByte(r.buf[i:to], '\n'); j >= 0 {
+			end = i + j + 1
+		}
+		if r.lineLen+end-i > limit {
+			breach := i + limit - r.lineLen
+			r.ok = max(min(r.ok, breach), r.rpos)
+			r.pending = &policy.Reply{Code: 550, Enhanced: "5.6.0",
+				Text: "Message contains a line longer than " + strconv.Itoa(limit) + " octets"}
+			return
+		}
+		if r.buf[end-1] != '\n' {
+			r.lineLen += end - i
+			return
+		}
+		r.lineLen = 0
+		i = end
+	}
 }
 
 // checkSlow is check one byte at a time; it records the first rule broken.

@@ -290,6 +290,40 @@ func TestMessageSizeLimit(t *testing.T) {
 	}
 }
 
+// TestLineLengthLimit: a line of MaxLineLength octets, CRLF included, is
+// taken; one octet more is refused with 550 5.6.0 (in the header or the
+// body, ended or not), and nothing past the breach is yielded (nothing at
+// all when it is in the header).
+func TestLineLengthLimit(t *testing.T) {
+	const limit = 100
+	line := func(n int) string { return strings.Repeat("y", n-2) + "\r\n" }
+	for _, rd := range readers {
+		t.Run(rd.name, func(t *testing.T) {
+			ok := "Subject: s\r\n\r\n" + line(limit) + line(limit) + strings.Repeat("z", limit)
+			if out, _, err := run(t, rd.wrap, ok, Options{MaxLineLength: limit}); err != nil || out != ok {
+				t.Fatalf("at the limit: err = %v", err)
+			}
+			for name, in := range map[string]string{
+				"body":            "Subject: s\r\n\r\n" + line(10) + line(limit+1) + line(10),
+				"header":          "Subject: " + strings.Repeat("x", limit) + "\r\n\r\nbody\r\n",
+				"last, unended":   "Subject: s\r\n\r\n" + strings.Repeat("z", limit+1),
+				"after long ones": "Subject: s\r\n\r\n" + line(limit) + line(limit) + line(limit+1),
+			} {
+				out, _, err := run(t, rd.wrap, in, Options{MaxLineLength: limit})
+				rep := replyOf(err)
+				if rep == nil || rep.Code != 550 || rep.Enhanced != "5.6.0" ||
+					rep.Text != "Message contains a line longer than 100 octets" {
+					t.Errorf("%s: err = %v", name, err)
+				}
+				if strings.Contains(out, line(limit+1)) || strings.Contains(out, strings.Repeat("z", limit+1)) ||
+					(name == "header" && out != "") {
+					t.Errorf("%s: yielded past the breach: %q", name, out)
+				}
+			}
+		})
+	}
+}
+
 func TestHeaderSizeLimit(t *testing.T) {
 	header := "Subject: " + strings.Repeat("x", 89) + "\r\n" // 100 bytes
 	cases := []struct {
