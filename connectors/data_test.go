@@ -324,3 +324,43 @@ receive_connector "internet" {
 		t.Error("connection still open after a failed handshake")
 	}
 }
+
+// TestLongLineInDATA: a content line of 2,000 octets with its CRLF is taken
+// (the SMTP deliverer wraps it to RFC 5322's 998 before relaying); one
+// octet more is refused with 550 5.6.0 after the final dot, nothing is
+// queued, and the session stays in step for the next command.
+func TestLongLineInDATA(t *testing.T) {
+	t.Parallel()
+	h := start(t, internetHCL+`
+receive_connector "big" {
+  bind = ["127.0.0.2:0"]
+  tarpit_interval = "0s"
+}
+`)
+	for _, bdat := range []bool{false, true} {
+		c, _ := h.dial("127.0.0.2:0", "")
+		c.expect("EHLO client.test", "250")
+		for _, n := range []int{1998, 1999} {
+			msg := "Subject: long\r\n\r\n" + strings.Repeat("y", n) + "\r\nNOOP\r\n"
+			c.expect("MAIL FROM:<s@remote.test>", "250 ")
+			c.expect("RCPT TO:<alice@example.com>", "250 ")
+			if bdat {
+				c.raw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg))
+			} else {
+				c.expect("DATA", "354 ")
+				c.raw(msg + ".\r\n")
+			}
+			r := c.reply()
+			switch {
+			case n == 1998 && !strings.HasPrefix(r, "250 2.0.0 Ok: queued as "):
+				t.Errorf("bdat=%v: line of %d+2 octets: %q", bdat, n, r)
+			case n == 1999 && r != "550 5.6.0 Message contains a line longer than 2000 octets":
+				t.Errorf("bdat=%v: line of %d+2 octets: %q", bdat, n, r)
+			}
+			c.expect("NOOP", "250 2.0.0 OK")
+		}
+	}
+	if n := h.sub.count(); n != 2 {
+		t.Errorf("%d messages queued, want 2", n)
+	}
+}

@@ -2,7 +2,10 @@ package connectors
 
 // The command filter: every command line a client sends is checked here
 // before go-smtp sees it (see sessionConn for how the filter sits in the
-// stream). The rules, per receive connector:
+// stream). It keeps the SMTP state machine and answers every command out of
+// sequence or with bad syntax itself (protocol.go); what it hands go-smtp
+// is a command that is in sequence, and go-smtp's reply to it is put in our
+// words (replies.go). The rules, per receive connector:
 //
 //   - max_command_line_length, CRLF included (RFC 5321 §4.5.3.1.4 sets 512;
 //     extensions make lines longer): a longer line is read to its end and
@@ -13,12 +16,18 @@ package connectors
 //   - 8-bit bytes: only in MAIL with the SMTPUTF8 parameter and in RCPT of
 //     a transaction so opened (RFC 6531 §3.4); elsewhere "500 5.5.2 Syntax
 //     error, 8-bit data in command without SMTPUTF8".
-//   - An empty line, a mangled one or an unknown verb: "500 5.5.2 Syntax
-//     error, command unrecognized" (RFC 5321 §4.2.4), answered here so that
-//     go-smtp's own error counter (which closes after 3) never runs.
-//   - require_ehlo_domain: the EHLO/HELO argument must be a domain name or
-//     an address literal (RFC 5321 §4.1.1.1, §4.1.3): "501 5.5.4 Invalid
-//     domain name".
+//   - An empty line, a mangled one or an unknown verb (LHLO included):
+//     "500 5.5.2 Syntax error, command unrecognized" (RFC 5321 §4.2.4),
+//     answered here so that go-smtp's own error counter (which closes after
+//     3) never runs. SEND, SOML, SAML, TURN: "502 5.5.1 Command not
+//     implemented".
+//   - Arguments: EHLO/HELO need one ("501 5.5.4 Syntax: EHLO hostname"),
+//     and with require_ehlo_domain it must be a domain name or an address
+//     literal (RFC 5321 §4.1.1.1, §4.1.3): "501 5.5.4 Invalid domain
+//     name". DATA, RSET and QUIT take none; BDAT takes a size and LAST;
+//     AUTH takes a mechanism (501 5.5.4). MAIL and RCPT need their
+//     FROM:/TO: path (501 5.5.2) and only the parameters hubd offers (555
+//     5.5.4, protocol.go).
 //   - max_commands_before_mail: the command lines of a connection before its
 //     first MAIL (EHLO, STARTTLS, AUTH, NOOP, RSET, VRFY, ...) are counted;
 //     the one past the limit gets "421 4.7.0 Too many commands without
@@ -32,10 +41,11 @@ package connectors
 //   - HELP: "214 2.0.0" and a pointer to RFC 5321.
 //   - STARTTLS (RFC 3207), see sessionConn.startTLS.
 //
-// max_protocol_errors counts every 500-504 and 530 reply of the connection,
-// whoever writes it (the filter, go-smtp, the session); the error past the
-// limit is answered "421 4.7.0 Too many errors" and the connection closed.
-// Each refusal here logs one line.
+// max_protocol_errors counts every 500-504, 555 and 530 reply of the
+// connection, whoever writes it (the filter, go-smtp, the session); the
+// error past the limit is answered "421 4.7.0 Too many errors" and the
+// connection closed. Each refusal here logs one line, and the ones that earn
+// it are tarpitted like the session's (tarpit.go).
 
 import (
 	"net/netip"

@@ -26,6 +26,7 @@ package connectors
 //	          meanwhile: 503 5.5.1 (RFC 3030 §2: BDAT and DATA do not mix).
 //	          A BDAT refused here has its chunk read and discarded first, so
 //	          the chunk's bytes are never read as commands.
+//	authed    AUTH succeeded; AUTH again: "503 5.5.1 Already authenticated".
 //
 // The state advances only on go-smtp's final reply to a command the filter
 // passed on: 250 to EHLO/HELO greets (and, like RSET, ends a transaction),
@@ -69,6 +70,7 @@ type protocol struct {
 	rcptTried int  // RCPT commands of the transaction
 	rcpts     int  // RCPT commands of the transaction that were accepted
 	bdat      bool // BDAT chunks accepted, LAST not yet
+	authed    bool // AUTH succeeded (RFC 4954 §4: no second AUTH)
 
 	pending command // the command handed to go-smtp whose final reply is awaited
 }
@@ -129,6 +131,8 @@ func (p *protocol) sequenceError(verb string) string {
 			return "503 5.5.1 Send EHLO first"
 		case p.mail || p.bdat:
 			return "503 5.5.1 AUTH not permitted during a mail transaction"
+		case p.authed:
+			return "503 5.5.1 Already authenticated"
 		}
 	}
 	return ""
@@ -155,6 +159,8 @@ func (p *protocol) replied(code int) {
 		}
 	case "RSET":
 		p.endTransaction()
+	case "AUTH":
+		p.authed = p.authed || code == 235
 	case "MAIL":
 		if code == 250 {
 			p.endTransaction()

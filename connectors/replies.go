@@ -59,8 +59,6 @@ var goSMTPReplies = map[string]string{
 	// AUTH (RFC 4954 §4, §6).
 	"501 5.0.0 Negotiation cancelled": "501 5.7.0 Authentication cancelled",
 	"454 4.7.0 Invalid base64 data":   "501 5.5.2 Invalid base64 data",
-	// DATA and BDAT content go-smtp could not read (RFC 5321 §4.5.3.1.6).
-	"554 5.0.0 Error: transaction failed: smtp: too long a line in input stream": "500 5.5.2 Line too long",
 	// A panic in a callback.
 	"421 4.0.0 Internal server error": "421 4.3.0 Internal error, closing connection",
 }

@@ -15,8 +15,9 @@
 // then has its own go-smtp Server (its own EHLO keywords, size and
 // recipient limits, AUTH mechanisms), fed through a channel-backed
 // net.Listener, with our sessionConn between it and the client: it
-// terminates TLS (tls.go), filters every command line (hardening.go) and
-// counts protocol errors (conn.go).
+// terminates TLS (tls.go), filters every command line (hardening.go), keeps
+// the SMTP state machine and puts every reply in our words (protocol.go,
+// replies.go), and counts protocol errors (conn.go).
 //
 // What a session promises:
 //
@@ -36,9 +37,10 @@
 //     Message-ID and Date added for authenticated (submission) sessions,
 //     RFC 6409 §8. "250 2.0.0 Ok: queued as <id>" is written only after
 //     Submit returned, that is after the message is durable.
-//   - Timeouts: connection_inactivity_timeout between reads (also during a
-//     long DATA), connection_timeout for the whole session.
-//   - max_protocol_errors: every 500-504 and 530 reply counts, whoever
+//   - Timeouts: connection_inactivity_timeout for each request (a command
+//     line, a DATA line, a BDAT chunk: deadline.go), connection_timeout for
+//     the whole session.
+//   - max_protocol_errors: every 500-504, 555 and 530 reply counts, whoever
 //     writes it; the one past the limit becomes "421 4.7.0 Too many
 //     errors" and the connection ends (go-smtp's fixed limit of 3 never
 //     applies: the filter answers the commands it would count).

@@ -211,10 +211,10 @@ func (s *session) limitRefusal(cmd, limit, key string, r *policy.Reply) error {
 	return smtpError(r)
 }
 
-// isProtocolError says whether a reply refuses bad syntax (x.5.x: 500-504,
-// 501 5.1.3) or a command out of sequence (530).
+// isProtocolError says whether a reply refuses bad syntax (500-504, 555)
+// or a command out of sequence (503, 530).
 func isProtocolError(r *policy.Reply) bool {
-	return (r.Code >= 500 && r.Code <= 504) || r.Code == 530
+	return (r.Code >= 500 && r.Code <= 504) || r.Code == 555 || r.Code == 530
 }
 
 func reply(code int, enhanced, text string) *policy.Reply {

@@ -6,16 +6,18 @@ package connectors
 // costs its sender tarpit_interval per try instead of a round trip.
 //
 // Which refusals earn it: 550 5.1.1 (unknown user) and 550 5.7.1 (relay or
-// submission refused) at RCPT or MAIL, our refusals of bad syntax and
-// commands out of sequence (500-504, 530), and a failed AUTH (535, and 454
-// while the brute-force defence refuses AUTH). Refusals go-smtp makes itself,
-// before our callbacks run, are not seen here.
+// submission refused) at RCPT or MAIL, refusals of bad syntax and commands
+// out of sequence (500-504, 555, 530), whether the session or the command
+// filter makes them, and a failed AUTH (535, and 454 while the brute-force
+// defence refuses AUTH). go-smtp's own refusals of bad parameter values are
+// not seen here.
 //
 // Who never gets it: authenticated sessions, and every session on an
 // externally secured connector (Exchange treats both as authenticated).
 //
-// How: the session's own goroutine sleeps before returning the refusal to
-// go-smtp, holding no lock, so other sessions are not slowed. The sleep ends
+// How: the connection's own goroutine (go-smtp's, which also runs the
+// filter and the session) sleeps before the refusal is written, holding
+// no lock, so other sessions are not slowed. The sleep ends
 // early when the Service shuts down (it polls the connection's shutdown
 // flag every tarpitPoll) or when connection_timeout ends the session.
 //
