@@ -40,9 +40,9 @@ type connector struct {
 	ln     *chanListener
 	limits *limits // rate limits and brute-force ledger of this generation (limits.go)
 
-	// connRate is connection_rate_limit's buckets, by client address; nil
+	// connRate is connection_rate_limit's buckets, by client source; nil
 	// when unlimited. A new generation starts empty: a reload resets it.
-	connRate *buckets
+	connRate *buckets[netip.Prefix]
 
 	// active counts the connector's sessions; a retired connector (an
 	// older generation) stops its go-smtp Server when the last one ends,
@@ -83,7 +83,7 @@ func (s *Service) build(cfg *policy.Config) (*generation, error) {
 		}
 		c.limits = newLimits(rc, s.now, s.log)
 		if rc.ConnectionRateLimit > 0 {
-			c.connRate = newBuckets(rc.ConnectionRateLimit, "connection_rate_limit", s.log.With("connector", rc.Name))
+			c.connRate = newBuckets[netip.Prefix](rc.ConnectionRateLimit, "connection_rate_limit", s.log.With("connector", rc.Name))
 		}
 		c.server = c.newServer()
 		c.ln = newChanListener(&net.TCPAddr{})
