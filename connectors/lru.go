@@ -3,7 +3,7 @@ package connectors
 // lruTable is the store under every per-source limit table (limits.go):
 // a map whose entries are also kept on a doubly linked list in order of
 // last use, so that finding, touching, adding and dropping the least
-// recently used entry are all O(1). It is ~60 lines on purpose: a
+// recently used entry are all O(1). It is ~70 lines on purpose: a
 // dependency (hashicorp/golang-lru) would bring its own locking and
 // callbacks we do not need, and container/list stores values as `any`
 // (an allocation and a type assertion per entry). Not safe for concurrent
