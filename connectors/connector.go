@@ -33,6 +33,7 @@ const maxDataLineLength = 2000
 // Server and the listener that feeds it.
 type connector struct {
 	svc    *Service
+	gen    uint64 // its generation's seq, for Service.retained
 	cfg    *policy.Config
 	rc     *policy.ReceiveConnector
 	tls    *tls.Config // nil when the connector has no TLS
@@ -41,14 +42,14 @@ type connector struct {
 	ln     *chanListener
 	limits *limits // rate limits and brute-force ledger of this generation (limits.go)
 
-	// connRate is connection_rate_limit's buckets, by client address; nil
+	// connRate is connection_rate_limit's buckets, by client source; nil
 	// when unlimited. A new generation starts empty: a reload resets it.
-	connRate *buckets
+	connRate *buckets[netip.Prefix]
 
 	// active counts the connector's sessions; a retired connector (an
-	// older generation) stops its go-smtp Server when the last one ends,
-	// not before, since STARTTLS hands a session to the Server again.
-	// Both guarded by svc.mu.
+	// older generation) stops its go-smtp Server, and the Service forgets
+	// it (Service.drop), when the last one ends, not before, since STARTTLS
+	// hands a session to the Server again. Both guarded by svc.mu.
 	active  int
 	retired bool
 }
@@ -61,13 +62,14 @@ func (s *Service) build(cfg *policy.Config) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	gen := &generation{cfg: cfg, byName: map[string]*connector{}, proxy: proxy}
+	s.genSeq++
+	gen := &generation{seq: s.genSeq, cfg: cfg, byName: map[string]*connector{}, proxy: proxy}
 	for i := range cfg.ReceiveConnectors {
 		rc := &cfg.ReceiveConnectors[i]
 		if !rc.Enabled {
 			continue
 		}
-		c := &connector{svc: s, cfg: cfg, rc: rc}
+		c := &connector{svc: s, gen: gen.seq, cfg: cfg, rc: rc}
 		tc, cert, err := s.tlsConfig(cfg, rc)
 		if err != nil {
 			return nil, fmt.Errorf("connectors: %s: %w", rc.Name, err)
@@ -84,7 +86,7 @@ func (s *Service) build(cfg *policy.Config) (*generation, error) {
 		}
 		c.limits = newLimits(rc, s.now, s.log)
 		if rc.ConnectionRateLimit > 0 {
-			c.connRate = newBuckets(rc.ConnectionRateLimit, "connection_rate_limit", s.log.With("connector", rc.Name))
+			c.connRate = newBuckets[netip.Prefix](rc.ConnectionRateLimit, "connection_rate_limit", s.log.With("connector", rc.Name))
 		}
 		c.server = c.newServer()
 		c.ln = newChanListener(&net.TCPAddr{})

@@ -4,18 +4,20 @@ package connectors
 // connector chosen, before any SMTP is spoken. In order:
 //
 //  1. connection_rate_limit: connection attempts per minute per client
-//     address, a token bucket (golang.org/x/time/rate, via buckets in
-//     limits.go) of that many tokens refilled at that rate a minute. Every
+//     source (an IPv4 address or an IPv6 /64, source.go), a token bucket
+//     (golang.org/x/time/rate, via buckets in limits.go) of that many
+//     tokens refilled at that rate a minute. Every
 //     attempt takes a token, even one a later check refuses: the limit is
 //     on knocking, not on being let in. Over it: "421 4.4.2 Connection rate
 //     limit exceeded". The buckets belong to the connector's generation:
-//     a reload starts them afresh, and full (idle) ones are swept.
+//     a reload starts them afresh, full (idle) ones are dropped, and a
+//     full table evicts the least recently used source (limits.go).
 //  2. max_inbound_connections: open connections of the connector. Over it:
 //     "421 4.3.2 Too many connections".
 //  3. max_inbound_connections_per_source: open connections per client
-//     address. Over it: the same 421 4.3.2.
+//     source. Over it: the same 421 4.3.2.
 //  4. max_inbound_connections_percentage_per_source (Exchange's
-//     MaxInboundConnectionPercentagePerSource): one address may hold at most
+//     MaxInboundConnectionPercentagePerSource): one source may hold at most
 //     that percentage of the connector's *remaining* slots, computed at each
 //     new connection as
 //
@@ -32,7 +34,9 @@ package connectors
 //
 // Open-connection counts live in the Service by connector name, so they
 // survive reloads (the connections do), and are released when a
-// connection closes. Each refusal is logged once by Service.refuse.
+// connection closes; a connector's counts go when it leaves the config and
+// its last connection has closed. Each refusal is logged once by
+// Service.refuse.
 
 import (
 	"net/netip"
@@ -40,7 +44,9 @@ import (
 
 // connCounts are one connector's open connections, for the inbound limits.
 type connCounts struct {
-	total     int
+	total int
+	// perSource is keyed by sourceKey(peer).Addr(): the address itself
+	// for IPv4, the first address of the /64 for IPv6.
 	perSource map[netip.Addr]int
 }
 
@@ -48,7 +54,8 @@ type connCounts struct {
 // refuses it and why.
 func (s *Service) acquire(c *connector, peer netip.Addr) (reply, why string) {
 	rc := c.rc
-	if c.connRate != nil && !c.connRate.allow(peer.String(), s.now()) {
+	src := sourceKey(peer)
+	if c.connRate != nil && !c.connRate.allow(src, s.now()) {
 		return "421 4.4.2 Connection rate limit exceeded", "connection_rate_limit"
 	}
 	s.mu.Lock()
@@ -58,7 +65,7 @@ func (s *Service) acquire(c *connector, peer netip.Addr) (reply, why string) {
 		cc = &connCounts{perSource: map[netip.Addr]int{}}
 		s.counts[rc.Name] = cc
 	}
-	held := cc.perSource[peer]
+	held := cc.perSource[src.Addr()]
 	const tooMany = "421 4.3.2 Too many connections"
 	if max := rc.MaxInboundConnections; max > 0 {
 		if cc.total >= max {
@@ -72,7 +79,7 @@ func (s *Service) acquire(c *connector, peer netip.Addr) (reply, why string) {
 		return tooMany, "max_inbound_connections_per_source"
 	}
 	cc.total++
-	cc.perSource[peer]++
+	cc.perSource[src.Addr()]++
 	return "", ""
 }
 
@@ -91,7 +98,12 @@ func (s *Service) release(connector string, peer netip.Addr) {
 		return
 	}
 	cc.total--
-	if cc.perSource[peer]--; cc.perSource[peer] <= 0 {
-		delete(cc.perSource, peer)
+	src := sourceKey(peer).Addr()
+	if cc.perSource[src]--; cc.perSource[src] <= 0 {
+		delete(cc.perSource, src)
+	}
+	if g := s.gen.Load(); cc.total == 0 && (g == nil || g.byName[connector] == nil) {
+		// The connector left the config and its last connection is gone.
+		delete(s.counts, connector)
 	}
 }

@@ -2,35 +2,47 @@ package connectors
 
 // Rate limits and the brute-force ledger of one receive connector.
 //
-// What is counted, and where:
+// What is counted, and where (a "source" is an IPv4 address or an IPv6
+// /64; source.go):
 //
 //   - message_rate_limit: messages per minute, checked (and consumed) at
 //     MAIL FROM once every other check of the command has passed, per
-//     message_rate_source: "ip" counts per client address, "user" per SASL
+//     message_rate_source: "ip" counts per client source, "user" per SASL
 //     identity (sessions without AUTH are not limited), "all" per identity
-//     when authenticated and per address otherwise. Over the limit the
+//     when authenticated and per source otherwise. Over the limit the
 //     session gets "421 4.4.2 Message rate limit exceeded" and the
 //     connection ends (Exchange's MessageRateLimit behaviour).
 //   - recipient_rate_limit: accepted recipients per minute per
 //     authenticated identity, checked at RCPT; over it "452 4.5.3 Recipient
 //     rate limit exceeded, try later" (RFC 5321 §4.5.3.1.10: the client
 //     sends the rest later). Unauthenticated sessions are not limited here.
-//   - Failed AUTH (PLAIN, LOGIN) per client address and per network (/24 for
-//     IPv4, /64 for IPv6), across connections; see authLedger.
+//   - Failed AUTH (PLAIN, LOGIN) per client source and per network (/24 for
+//     IPv4, /48 for IPv6), across connections; see authLedger.
 //
 // Both rates are token buckets from golang.org/x/time/rate holding `limit`
-// tokens (burst = limit) that refill at limit per minute. A bucket that has
-// refilled completely is indistinguishable from a new one, so a sweep,
-// run at most once a minute from the calls themselves (no goroutine to
-// stop on reload), drops it: memory stays proportional to the sources seen
-// in the last minute or so. A hard cap (maxTracked) bounds it under a flood
-// of distinct sources; past it new keys are not tracked (they pass: the cap
-// must not let a flood lock everybody out) and a warning is logged.
+// tokens (burst = limit) that refill at limit per minute.
+//
+// Every table (buckets, and the ledger's counts) holds at most maxTracked
+// keys, in least-recently-used order (lruTable): each call costs O(1)
+// however full the table is. A new key in a full table evicts the least
+// recently used one, so a flood of fresh sources (one client spreading over
+// many IPv6 /64s, say) evicts its own older keys first, and never turns a
+// limit off: a source over its limit that keeps trying stays recently used
+// and keeps its empty bucket or its block. Only a flood of more than
+// maxTracked other sources between two of its attempts forgets it, and a
+// warning (once a minute) says that an entry with state was evicted.
+//
+// Entries that carry no state (a bucket that has refilled completely is
+// indistinguishable from a new one; a count whose window and block have
+// passed is zero) are dropped from the least recently used end, a few per
+// call (sweepBatch), so memory follows the sources seen in the last minute
+// or window rather than staying at the high-water mark of a past flood. No
+// goroutine: nothing to stop on reload.
 //
 // All of this state belongs to one connector of one config generation: a
 // reload builds new connectors and therefore a fresh, empty state, which new
 // sessions use with the new limits; sessions in progress finish on the old
-// one, which is then garbage.
+// one, which is dropped with its connector after their end (service.go).
 //
 // Every decision takes the time from the Service's clock (Options.Clock), so
 // tests move windows and buckets without waiting.
@@ -48,11 +60,13 @@ import (
 
 const (
 	// maxTracked bounds each table (buckets or ledger entries) of a
-	// connector: about 100 bytes an entry, so some 10 MB at worst.
+	// connector: some 200 bytes an entry, so about 20 MB when full.
 	maxTracked = 100_000
-	// sweepEvery is how often a table drops entries that carry no state.
-	// A bucket refills completely within a minute of its last use.
-	sweepEvery = time.Minute
+	// sweepBatch is how many stateless entries a call drops at most from
+	// the least recently used end of a table: more than the one entry a
+	// call can add, so a table shrinks back once a flood is over, and a
+	// constant, so no call pays for the whole table.
+	sweepBatch = 4
 )
 
 // limits is one connector generation's rate and brute-force state.
@@ -61,9 +75,9 @@ type limits struct {
 	now func() time.Time
 	log *slog.Logger
 
-	messages   *buckets    // nil: message_rate_limit is 0
-	recipients *buckets    // nil: recipient_rate_limit is 0
-	auth       *authLedger // per address and per network
+	messages   *buckets[string] // nil: message_rate_limit is 0
+	recipients *buckets[string] // nil: recipient_rate_limit is 0
+	auth       *authLedger      // per source and per network
 }
 
 // newLimits returns empty state for rc; now is the Service's clock.
@@ -73,10 +87,10 @@ func newLimits(rc *policy.ReceiveConnector, now func() time.Time, log *slog.Logg
 	}
 	l := &limits{rc: rc, now: now, log: log.With("connector", rc.Name)}
 	if rc.MessageRateLimit > 0 {
-		l.messages = newBuckets(rc.MessageRateLimit, "message_rate_limit", l.log)
+		l.messages = newBuckets[string](rc.MessageRateLimit, "message_rate_limit", l.log)
 	}
 	if rc.RecipientRateLimit > 0 {
-		l.recipients = newBuckets(rc.RecipientRateLimit, "recipient_rate_limit", l.log)
+		l.recipients = newBuckets[string](rc.RecipientRateLimit, "recipient_rate_limit", l.log)
 	}
 	l.auth = &authLedger{
 		window:     rc.AuthFailureWindow,
@@ -89,14 +103,16 @@ func newLimits(rc *policy.ReceiveConnector, now func() time.Time, log *slog.Logg
 }
 
 // messageKey is the bucket message_rate_limit counts a session in: "" when
-// the session is not limited (source "user" without AUTH).
+// the session is not limited (source "user" without AUTH). It is also the
+// key the refusal logs ("ip:192.0.2.7", "ip:2001:db8:1:2::/64",
+// "user:alice@example.com").
 func messageKey(src policy.RateSource, peer netip.Addr, user string) string {
 	switch {
 	case user != "" && (src == policy.RateSourceUser || src == policy.RateSourceAll):
 		return "user:" + user
 	case src == policy.RateSourceIP || src == policy.RateSourceAll:
 		if peer.IsValid() {
-			return "ip:" + peer.String()
+			return "ip:" + sourceName(sourceKey(peer))
 		}
 	}
 	return ""
@@ -129,7 +145,7 @@ func (l *limits) authBlocked(peer netip.Addr) string {
 }
 
 // authFailed records a failed AUTH from peer and returns the failures now
-// counted for its address and for its network, and the setting this failure
+// counted for its source and for its network, and the setting this failure
 // tripped, if any (the next AUTH is refused).
 func (l *limits) authFailed(peer netip.Addr) (source, network int, tripped string) {
 	if l == nil {
@@ -139,61 +155,45 @@ func (l *limits) authFailed(peer netip.Addr) (source, network int, tripped strin
 }
 
 // buckets are token buckets by key, all of the same rate.
-type buckets struct {
+type buckets[K comparable] struct {
 	limit rate.Limit
 	burst int
-	name  string // the setting, for the overflow warning
+	name  string // the setting, for the eviction warning
 	log   *slog.Logger
 
-	mu        sync.Mutex
-	m         map[string]*rate.Limiter
-	lastSweep time.Time
-	warned    time.Time
+	mu     sync.Mutex
+	t      *lruTable[K, *rate.Limiter]
+	warned time.Time
 }
 
 // newBuckets makes buckets of perMinute tokens refilled at perMinute a minute.
-func newBuckets(perMinute int, name string, log *slog.Logger) *buckets {
-	return &buckets{
+func newBuckets[K comparable](perMinute int, name string, log *slog.Logger) *buckets[K] {
+	return &buckets[K]{
 		limit: rate.Limit(float64(perMinute) / 60),
 		burst: perMinute,
 		name:  name,
 		log:   log,
-		m:     map[string]*rate.Limiter{},
+		t:     newLRUTable[K, *rate.Limiter](maxTracked),
 	}
 }
 
 // allow takes a token from key's bucket at now.
-func (b *buckets) allow(key string, now time.Time) bool {
+func (b *buckets[K]) allow(key K, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sweep(now)
-	lim := b.m[key]
-	if lim == nil {
-		if len(b.m) >= maxTracked {
-			warnFull(b.log, &b.warned, now, b.name)
-			return true
-		}
+	idle := func(lim *rate.Limiter) bool { return lim.TokensAt(now) >= float64(b.burst) }
+	b.t.trim(sweepBatch, idle)
+	lim, ok := b.t.get(key)
+	if !ok {
 		lim = rate.NewLimiter(b.limit, b.burst)
-		b.m[key] = lim
+		if old, evicted := b.t.add(key, lim); evicted && !idle(old) {
+			warnEvicted(b.log, &b.warned, now, b.name)
+		}
 	}
 	return lim.AllowN(now, 1)
 }
 
-// sweep drops full buckets, at most once per sweepEvery or when the table
-// is full. b.mu is held.
-func (b *buckets) sweep(now time.Time) {
-	if now.Sub(b.lastSweep) < sweepEvery && len(b.m) < maxTracked {
-		return
-	}
-	b.lastSweep = now
-	for k, lim := range b.m {
-		if lim.TokensAt(now) >= float64(b.burst) {
-			delete(b.m, k)
-		}
-	}
-}
-
-// authLedger counts failed AUTH per client address and per network.
+// authLedger counts failed AUTH per client source and per network.
 //
 // The window is fixed, not sliding: it opens at the first failure a key
 // records and closes AuthFailureWindow later, when the count starts again
@@ -206,29 +206,18 @@ type authLedger struct {
 	window     time.Duration
 	maxSource  int
 	maxNetwork int
-	source     *counters // by address
-	network    *counters // by /24 or /64
-}
-
-// networkOf is the network a peer's failures are pooled in: /24 for IPv4,
-// /64 for IPv6 (a typical end site has a /64, or many of them).
-func networkOf(peer netip.Addr) netip.Prefix {
-	bits := 64
-	if peer.Is4() {
-		bits = 24
-	}
-	p, _ := peer.Prefix(bits)
-	return p
+	source     *counters // by sourceKey: IPv4 address, IPv6 /64
+	network    *counters // by networkKey: IPv4 /24, IPv6 /48
 }
 
 func (a *authLedger) blocked(peer netip.Addr, now time.Time) string {
 	if !peer.IsValid() {
 		return ""
 	}
-	if a.source.blocked(peer.String(), now) {
+	if a.source.blocked(sourceKey(peer), now) {
 		return "max_auth_failures_per_source"
 	}
-	if a.network.blocked(networkOf(peer).String(), now) {
+	if a.network.blocked(networkKey(peer), now) {
 		return "max_auth_failures_per_network"
 	}
 	return ""
@@ -239,8 +228,8 @@ func (a *authLedger) failed(peer netip.Addr, now time.Time) (source, network int
 		return 0, 0, ""
 	}
 	var srcTrip, netTrip bool
-	source, srcTrip = a.source.add(peer.String(), now, a.window, a.maxSource)
-	network, netTrip = a.network.add(networkOf(peer).String(), now, a.window, a.maxNetwork)
+	source, srcTrip = a.source.add(sourceKey(peer), now, a.window, a.maxSource)
+	network, netTrip = a.network.add(networkKey(peer), now, a.window, a.maxNetwork)
 	switch {
 	case srcTrip:
 		tripped = "max_auth_failures_per_source"
@@ -250,15 +239,15 @@ func (a *authLedger) failed(peer netip.Addr, now time.Time) (source, network int
 	return source, network, tripped
 }
 
-// counters are fixed-window failure counts by key; see authLedger.
+// counters are fixed-window failure counts by source or network; see
+// authLedger.
 type counters struct {
 	name string
 	log  *slog.Logger
 
-	mu        sync.Mutex
-	m         map[string]*failureCount
-	lastSweep time.Time
-	warned    time.Time
+	mu     sync.Mutex
+	t      *lruTable[netip.Prefix, *failureCount]
+	warned time.Time
 }
 
 type failureCount struct {
@@ -267,31 +256,38 @@ type failureCount struct {
 	blockedUntil time.Time // zero: not blocked
 }
 
-func newCounters(name string, log *slog.Logger) *counters {
-	return &counters{name: name, log: log, m: map[string]*failureCount{}}
+// stale: the window and the block have both passed; the entry says nothing
+// a new one would not.
+func (e *failureCount) stale(now time.Time) bool {
+	return !now.Before(e.windowEnd) && !now.Before(e.blockedUntil)
 }
 
-func (c *counters) blocked(key string, now time.Time) bool {
+func newCounters(name string, log *slog.Logger) *counters {
+	return &counters{name: name, log: log, t: newLRUTable[netip.Prefix, *failureCount](maxTracked)}
+}
+
+// blocked reports whether key is blocked at now. Asking counts as a use:
+// a blocked source that keeps knocking stays recently used, so a flood of
+// other sources does not evict its block.
+func (c *counters) blocked(key netip.Prefix, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.m[key]
-	return e != nil && now.Before(e.blockedUntil)
+	e, ok := c.t.get(key)
+	return ok && now.Before(e.blockedUntil)
 }
 
 // add counts a failure of key and reports the count in the current window
 // and whether this failure reached limit (blocking key for window).
-func (c *counters) add(key string, now time.Time, window time.Duration, limit int) (int, bool) {
+func (c *counters) add(key netip.Prefix, now time.Time, window time.Duration, limit int) (int, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sweep(now)
-	e := c.m[key]
-	if e == nil {
-		if len(c.m) >= maxTracked {
-			warnFull(c.log, &c.warned, now, c.name)
-			return 0, false
-		}
+	c.t.trim(sweepBatch, func(e *failureCount) bool { return e.stale(now) })
+	e, ok := c.t.get(key)
+	if !ok {
 		e = &failureCount{}
-		c.m[key] = e
+		if old, evicted := c.t.add(key, e); evicted && !old.stale(now) {
+			warnEvicted(c.log, &c.warned, now, c.name)
+		}
 	}
 	if !now.Before(e.windowEnd) {
 		e.n, e.windowEnd = 0, now.Add(window)
@@ -304,25 +300,13 @@ func (c *counters) add(key string, now time.Time, window time.Duration, limit in
 	return e.n, false
 }
 
-// sweep drops entries whose window and block have both passed. c.mu is held.
-func (c *counters) sweep(now time.Time) {
-	if now.Sub(c.lastSweep) < sweepEvery && len(c.m) < maxTracked {
-		return
-	}
-	c.lastSweep = now
-	for k, e := range c.m {
-		if !now.Before(e.windowEnd) && !now.Before(e.blockedUntil) {
-			delete(c.m, k)
-		}
-	}
-}
-
-// warnFull logs, at most once a minute, that a table is full and new
-// sources go uncounted.
-func warnFull(log *slog.Logger, last *time.Time, now time.Time, setting string) {
+// warnEvicted logs, at most once a minute, that a full table evicted an
+// entry that still carried state (a bucket not yet refilled, a failure
+// count or block still running): more than maxTracked sources are active.
+func warnEvicted(log *slog.Logger, last *time.Time, now time.Time, setting string) {
 	if log == nil || now.Sub(*last) < time.Minute {
 		return
 	}
 	*last = now
-	log.Warn("limit table full: new sources are not counted", "limit", setting, "entries", maxTracked)
+	log.Warn("limit table full: least recently used sources forgotten", "limit", setting, "entries", maxTracked)
 }

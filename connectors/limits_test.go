@@ -288,30 +288,34 @@ func TestReloadResetsLimits(t *testing.T) {
 
 func TestMessageKey(t *testing.T) {
 	t.Parallel()
-	ip := netip.MustParseAddr("192.0.2.7")
 	for _, tc := range []struct {
 		src  policy.RateSource
+		ip   string
 		user string
 		want string
 	}{
-		{policy.RateSourceIP, "", "ip:192.0.2.7"},
-		{policy.RateSourceIP, "a@example.com", "ip:192.0.2.7"},
-		{policy.RateSourceUser, "", ""},
-		{policy.RateSourceUser, "a@example.com", "user:a@example.com"},
-		{policy.RateSourceAll, "", "ip:192.0.2.7"},
-		{policy.RateSourceAll, "a@example.com", "user:a@example.com"},
+		{policy.RateSourceIP, "192.0.2.7", "", "ip:192.0.2.7"},
+		{policy.RateSourceIP, "192.0.2.7", "a@example.com", "ip:192.0.2.7"},
+		{policy.RateSourceIP, "::ffff:192.0.2.7", "", "ip:192.0.2.7"},
+		{policy.RateSourceIP, "2001:db8:1:2:3:4:5:6", "", "ip:2001:db8:1:2::/64"},
+		{policy.RateSourceUser, "192.0.2.7", "", ""},
+		{policy.RateSourceUser, "192.0.2.7", "a@example.com", "user:a@example.com"},
+		{policy.RateSourceAll, "192.0.2.7", "", "ip:192.0.2.7"},
+		{policy.RateSourceAll, "2001:db8::1", "", "ip:2001:db8::/64"},
+		{policy.RateSourceAll, "192.0.2.7", "a@example.com", "user:a@example.com"},
 	} {
-		if got := messageKey(tc.src, ip, tc.user); got != tc.want {
-			t.Errorf("messageKey(%s, %q) = %q, want %q", tc.src, tc.user, got, tc.want)
+		if got := messageKey(tc.src, netip.MustParseAddr(tc.ip), tc.user); got != tc.want {
+			t.Errorf("messageKey(%s, %s, %q) = %q, want %q", tc.src, tc.ip, tc.user, got, tc.want)
 		}
 	}
 }
 
 // TestBucketsForgetIdleSources: a flood of one-message sources does not
-// stay in memory once their buckets have refilled.
+// stay in memory once their buckets have refilled, and no call pays for
+// the whole table: each drops at most sweepBatch idle buckets.
 func TestBucketsForgetIdleSources(t *testing.T) {
 	t.Parallel()
-	b := newBuckets(3, "message_rate_limit", nil)
+	b := newBuckets[string](3, "message_rate_limit", nil)
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 5000 {
 		key := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
@@ -322,65 +326,100 @@ func TestBucketsForgetIdleSources(t *testing.T) {
 	if !b.allow("busy", now) || !b.allow("busy", now) || !b.allow("busy", now) || b.allow("busy", now) {
 		t.Fatal("busy source: want 3 allowed then refused")
 	}
-	if len(b.m) != 5001 {
-		t.Fatalf("tracked %d, want 5001", len(b.m))
+	if n := b.t.len(); n != 5001 {
+		t.Fatalf("tracked %d, want 5001", n)
 	}
-	// Within the minute no sweep runs: everything is kept.
-	b.allow("other", now.Add(40*time.Second))
+	// At +10s no bucket has refilled (a token each 20 s, and each took
+	// one): everything is kept.
+	b.allow("other", now.Add(10*time.Second))
 	for range 3 {
-		b.allow("recent", now.Add(40*time.Second))
+		b.allow("recent", now.Add(10*time.Second))
 	}
-	if n := len(b.m); n != 5003 {
-		t.Fatalf("at +40s: tracked %d, want 5003", n)
+	if n := b.t.len(); n != 5003 {
+		t.Fatalf("at +10s: tracked %d, want 5003", n)
 	}
-	// At +90s every bucket has refilled (a token each 20 s) except
-	// "recent", emptied at +40s: the sweep keeps only it and the new one.
-	b.allow("late", now.Add(90*time.Second))
-	if _, ok := b.m["recent"]; !ok || len(b.m) != 2 {
-		t.Fatalf("after the sweep: tracked %d (recent kept: %v), want 2", len(b.m), ok)
+	// At +50s the flood's buckets have refilled; "busy" (emptied at 0) and
+	// "recent" (emptied at +10s) have not. One call drops sweepBatch of
+	// the idle ones, not all...
+	at := now.Add(50 * time.Second)
+	b.allow("late", at)
+	if n, want := b.t.len(), 5003-sweepBatch+1; n != want {
+		t.Fatalf("after one call at +50s: tracked %d, want %d", n, want)
+	}
+	// ...and further calls the rest of the flood, from the least recently
+	// used end, up to "busy": busy, other, recent and late remain.
+	for i := 0; b.t.len() > 4; i++ {
+		if i > 5000/sweepBatch+10 {
+			t.Fatalf("still %d tracked after %d calls", b.t.len(), i)
+		}
+		b.allow("late", at)
+	}
+	for _, k := range []string{"busy", "other", "recent", "late"} {
+		if _, ok := b.t.m[k]; !ok {
+			t.Errorf("%s dropped", k)
+		}
+	}
+	if !b.allow("recent", at) || !b.allow("recent", at) || b.allow("recent", at) {
+		t.Error("recent: want the 2 tokens refilled in 40 s, then refused")
 	}
 }
 
 func TestCountersWindowAndBlock(t *testing.T) {
 	t.Parallel()
 	c := newCounters("max_auth_failures_per_source", nil)
+	k := netip.MustParsePrefix("192.0.2.1/32")
+	other := netip.MustParsePrefix("192.0.2.2/32")
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	const window = 10 * time.Minute
-	c.add("k", t0, window, 3)
-	c.add("k", t0.Add(9*time.Minute), window, 3)
+	c.add(k, t0, window, 3)
+	c.add(k, t0.Add(9*time.Minute), window, 3)
 	// The fixed window closed at +10m: the count starts again.
-	if n, tripped := c.add("k", t0.Add(11*time.Minute), window, 3); n != 1 || tripped {
+	if n, tripped := c.add(k, t0.Add(11*time.Minute), window, 3); n != 1 || tripped {
 		t.Fatalf("new window: n=%d tripped=%v", n, tripped)
 	}
-	c.add("k", t0.Add(12*time.Minute), window, 3)
-	if n, tripped := c.add("k", t0.Add(13*time.Minute), window, 3); n != 3 || !tripped {
+	c.add(k, t0.Add(12*time.Minute), window, 3)
+	if n, tripped := c.add(k, t0.Add(13*time.Minute), window, 3); n != 3 || !tripped {
 		t.Fatalf("third failure: n=%d tripped=%v", n, tripped)
 	}
 	// Blocked for a whole window from the tripping failure (to +23m), even
 	// though its counting window ends at +21m.
 	for _, at := range []time.Duration{13 * time.Minute, 22 * time.Minute} {
-		if !c.blocked("k", t0.Add(at)) {
+		if !c.blocked(k, t0.Add(at)) {
 			t.Errorf("not blocked at +%v", at)
 		}
 	}
-	if c.blocked("k", t0.Add(23*time.Minute)) || c.blocked("other", t0.Add(13*time.Minute)) {
+	if c.blocked(k, t0.Add(23*time.Minute)) || c.blocked(other, t0.Add(13*time.Minute)) {
 		t.Error("blocked after the window, or another key blocked")
 	}
-	c.add("z", t0.Add(40*time.Minute), window, 3) // sweeps
-	if _, ok := c.m["k"]; ok {
+	c.add(netip.MustParsePrefix("192.0.2.3/32"), t0.Add(40*time.Minute), window, 3) // drops k
+	if _, ok := c.t.m[k]; ok {
 		t.Error("expired entry kept")
 	}
 }
 
-func TestNetworkOf(t *testing.T) {
+func TestSourceKey(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{
-		"192.0.2.77":          "192.0.2.0/24",
-		"2001:db8:1:2:3::4":   "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::": "2001:db8:1:2::/64",
+	for _, tc := range []struct{ in, source, network, name string }{
+		{"192.0.2.77", "192.0.2.77/32", "192.0.2.0/24", "192.0.2.77"},
+		{"::ffff:192.0.2.77", "192.0.2.77/32", "192.0.2.0/24", "192.0.2.77"}, // IPv4-mapped is IPv4
+		{"2001:db8:1:2:3::4", "2001:db8:1:2::/64", "2001:db8:1::/48", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff::", "2001:db8:1:2::/64", "2001:db8:1::/48", "2001:db8:1:2::/64"},
+		{"2001:db8:1:ffff::1", "2001:db8:1:ffff::/64", "2001:db8:1::/48", "2001:db8:1:ffff::/64"},
+		{"fe80::1%eth0", "fe80::/64", "fe80::/48", "fe80::/64"}, // the zone is dropped
+		{"::1", "::/64", "::/48", "::/64"},
 	} {
-		if got := networkOf(netip.MustParseAddr(in)).String(); got != want {
-			t.Errorf("networkOf(%s) = %s, want %s", in, got, want)
+		a := netip.MustParseAddr(tc.in)
+		if got := sourceKey(a).String(); got != tc.source {
+			t.Errorf("sourceKey(%s) = %s, want %s", tc.in, got, tc.source)
 		}
+		if got := networkKey(a).String(); got != tc.network {
+			t.Errorf("networkKey(%s) = %s, want %s", tc.in, got, tc.network)
+		}
+		if got := sourceName(sourceKey(a)); got != tc.name {
+			t.Errorf("sourceName(sourceKey(%s)) = %s, want %s", tc.in, got, tc.name)
+		}
+	}
+	if p := sourceKey(netip.Addr{}); p.IsValid() {
+		t.Errorf("sourceKey of the zero Addr = %v, want the zero Prefix", p)
 	}
 }

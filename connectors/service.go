@@ -106,7 +106,8 @@ type Service struct {
 	started   bool
 	closed    bool
 	listeners map[string]net.Listener // bind string → TCP listener
-	servers   []*connector            // every connector started, old generations too
+	genSeq    uint64                  // numbers generations, for retained
+	live      map[*connector]struct{} // Servers that may still serve a session; see drop
 	conns     map[*sessionConn]struct{}
 	routing   map[net.Conn]struct{}  // accepted, not yet a session: PROXY header or implicit TLS handshake
 	counts    map[string]*connCounts // connector name → open connections
@@ -116,7 +117,17 @@ type Service struct {
 }
 
 // generation is one config snapshot with the connectors built from it.
+//
+// Each Reload makes a new one; the Service keeps a reference to the current
+// one only (s.gen). An older generation's connectors stay in s.live, with
+// their go-smtp Servers, limit tables and config snapshot, while sessions
+// of theirs are open (a session started before the reload finishes on its
+// old config, and STARTTLS hands it back to the same Server), and are
+// dropped when the last one ends (drop): however many reloads there are,
+// what is retained is the current generation plus the connectors that still
+// have sessions.
 type generation struct {
+	seq    uint64
 	cfg    *policy.Config
 	byName map[string]*connector
 	proxy  map[string]*proxyBind // bind → PROXY protocol setting; absent: none
@@ -138,6 +149,7 @@ func New(opts Options) (*Service, error) {
 		now:       opts.Clock,
 		cfg:       opts.Config,
 		listeners: map[string]net.Listener{},
+		live:      map[*connector]struct{}{},
 		conns:     map[*sessionConn]struct{}{},
 		routing:   map[net.Conn]struct{}{},
 		counts:    map[string]*connCounts{},
@@ -210,7 +222,9 @@ func (s *Service) Addrs() map[string]net.Addr {
 // Certificates and client CAs are re-read from their files; a file that
 // does not load, or connectors of one bind that disagree on
 // proxy_protocol, fail the whole reload and leave the running config (and
-// certificates) in force. Connection-rate buckets start afresh.
+// certificates) in force. Connection-rate buckets start afresh. The
+// generation replaced is dropped, connector by connector, when its last
+// session ends (see generation).
 func (s *Service) Reload(cfg *policy.Config) error {
 	if cfg == nil {
 		return errors.New("connectors: Reload with a nil config")
@@ -232,11 +246,16 @@ func (s *Service) Reload(cfg *policy.Config) error {
 	old := s.gen.Swap(gen)
 	s.serve(gen)
 	for _, c := range old.byName {
-		// Serve returns once the sessions it started are over (STARTTLS
-		// hands a session back to it); they run on meanwhile.
+		// Its sessions run on, and STARTTLS may hand one back to its
+		// Server: it is dropped after the last one (sessionEnded).
 		c.retired = true
 		if c.active == 0 {
-			c.ln.Close()
+			s.drop(c)
+		}
+	}
+	for name, cc := range s.counts {
+		if cc.total == 0 && gen.byName[name] == nil {
+			delete(s.counts, name)
 		}
 	}
 	var errs []error
@@ -278,7 +297,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
-	servers := append([]*connector(nil), s.servers...)
+	servers := make([]*connector, 0, len(s.live))
+	for c := range s.live {
+		servers = append(servers, c)
+	}
 	for sc := range s.conns {
 		sc.wake()
 	}
@@ -294,6 +316,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(servers))
 	for i, c := range servers {
+		// Our listener too, not only go-smtp's: a Server whose Serve has
+		// not yet registered it would otherwise wait on it for ever.
+		c.ln.Close()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -324,9 +349,31 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // serve starts the go-smtp Servers of gen. s.mu is held.
 func (s *Service) serve(gen *generation) {
 	for _, c := range gen.byName {
-		s.servers = append(s.servers, c)
+		s.live[c] = struct{}{}
 		go c.server.Serve(c.ln)
 	}
+}
+
+// drop stops a retired connector's go-smtp Server once it has no session
+// left (its Serve returns when the listener closes) and forgets it: nothing
+// of the Service refers to it, its Server, its limit tables or its config
+// snapshot any more, and Shutdown no longer needs to reach it. Idempotent.
+// s.mu is held.
+func (s *Service) drop(c *connector) {
+	c.ln.Close()
+	delete(s.live, c)
+}
+
+// retained counts the generations and go-smtp Servers the Service still
+// holds: the current generation's, and older ones with sessions left.
+func (s *Service) retained() (generations, servers int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gens := map[uint64]bool{}
+	for c := range s.live {
+		gens[c.gen] = true
+	}
+	return len(gens), len(s.live)
 }
 
 // acceptLoop accepts TCP connections on one bind address.
@@ -438,14 +485,14 @@ func (s *Service) refuse(c net.Conn, bind, connector, reply, why string) {
 		"remote", c.RemoteAddr().String(), "reply", reply, "reason", why)
 }
 
-// sessionEnded notes the end of one of c's sessions, and stops a retired
-// connector's Server after its last one.
+// sessionEnded notes the end of one of c's sessions, and drops a retired
+// connector after its last one.
 func (s *Service) sessionEnded(c *connector) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.active--
 	if c.retired && c.active == 0 {
-		c.ln.Close()
+		s.drop(c)
 	}
 }
 

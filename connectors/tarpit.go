@@ -22,8 +22,9 @@ package connectors
 // flag every tarpitPoll) or when connection_timeout ends the session.
 //
 // A failed AUTH is delayed by tarpit_interval × the failures its client
-// address has in the current brute-force window, capped at maxAuthDelay;
-// the delay is the same for a known and an unknown user.
+// source (an IPv4 address, an IPv6 /64; source.go) has in the current
+// brute-force window, capped at maxAuthDelay; the delay is the same for a
+// known and an unknown user.
 
 import (
 	"time"
@@ -96,7 +97,7 @@ func (c *sessionConn) sleep(d time.Duration) {
 	}
 }
 
-// authDelay is the delay of a failed AUTH reply after a client address's
+// authDelay is the delay of a failed AUTH reply after a client source's
 // n-th failure in the brute-force window.
 func (s *session) authDelay(n int) time.Duration {
 	base := s.c.rc.TarpitInterval

@@ -72,7 +72,7 @@ receive_connector "internet" {
   }
   # Abuse resistance (the tarpit, 2% of free slots per source, brute-force
   # defence and command hardening are on by default).
-  message_rate_limit    = 60 # per client address per minute (421 4.4.2)
+  message_rate_limit    = 60 # per client source (IPv4 address, IPv6 /64) per minute (421 4.4.2)
   connection_rate_limit = 120
 }
 

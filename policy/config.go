@@ -267,11 +267,11 @@ type ReceiveConnector struct {
 
 	// More limits (issue 4: abuse resistance). 0 means unlimited where noted.
 	MaxInboundConnectionsPercentagePerSource int // default 2: % of the connector's remaining slots one source may take (421 4.3.2)
-	ConnectionRateLimit                      int // connections per minute per source address; 0 = unlimited (421 4.4.2)
+	ConnectionRateLimit                      int // connections per minute per client source; 0 = unlimited (421 4.4.2)
 	RecipientRateLimit                       int // recipients per minute per authenticated user; 0 = unlimited (452 4.5.3)
 
 	// Brute-force defence: failed AUTH counted across connections per
-	// source address and per network (/24 IPv4, /64 IPv6) within
+	// source (IPv4 address, IPv6 /64) and per network (/24 IPv4, /48 IPv6) within
 	// AuthFailureWindow; each failure delays the reply more, and past the
 	// limit AUTH is refused with 454 4.7.0 until the window has passed.
 	MaxAuthFailuresPerSource  int           // default 10
