@@ -29,10 +29,11 @@
 //     connection is kept idle for the next Deliver with the same NextHop
 //     value (never another: TLS policy, EHLO name and hosts belong to the
 //     hop), up to Options.MaxMessagesPerConnection transactions, then QUIT.
-//     An idle connection is QUIT after Options.IdleTimeout and on Close. A
-//     reused connection starts with RSET (RFC 5321 §4.1.1.5), which proves
-//     it alive; if RSET fails the connection is dropped and the message goes
-//     out on a fresh connection, as if the idle one had never existed.
+//     An idle connection is QUIT after Options.IdleTimeout and on Close
+//     (hub/delivery/connpool keeps them). A reused connection starts with
+//     RSET (RFC 5321 §4.1.1.5), which proves it alive; if RSET fails the
+//     connection is dropped and the message goes out on a fresh
+//     connection, as if the idle one had never existed.
 //   - PIPELINING (RFC 2920), when offered: [RSET,] MAIL and every RCPT go in
 //     one write, then the replies are read in order; DATA waits for them
 //     (§3.1). Without it, one command at a time.
@@ -81,6 +82,7 @@ import (
 	"time"
 
 	"hubd/hub/delivery"
+	"hubd/hub/delivery/connpool"
 	"hubd/policy"
 )
 
@@ -130,7 +132,7 @@ type Deliverer struct {
 	quitTimeout                                         time.Duration
 	roots                                               *x509.CertPool
 
-	pool *pool
+	pool *connpool.Pool[*conn]
 }
 
 var _ delivery.Deliverer = (*Deliverer)(nil)
@@ -171,7 +173,7 @@ func New(opts Options) *Deliverer {
 	if d.maxMsgs <= 0 {
 		d.maxMsgs = 20
 	}
-	d.pool = newPool(orDefault(opts.IdleTimeout, 5*time.Second), func(c *conn) { c.quit(d.quitTimeout) })
+	d.pool = connpool.New(orDefault(opts.IdleTimeout, 5*time.Second), func(c *conn) { c.quit(d.quitTimeout) })
 	return d
 }
 
@@ -179,7 +181,7 @@ func New(opts Options) *Deliverer {
 // running finish their transaction and then QUIT instead of keeping the
 // connection; the Deliverer stays usable, without reuse.
 func (d *Deliverer) Close() error {
-	d.pool.close()
+	d.pool.Close()
 	return nil
 }
 
@@ -202,7 +204,7 @@ func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg deliv
 		d.logResults(ctx, hop, msg, rcpts, results)
 		return results
 	}
-	if c := d.pool.take(hop, pol.allows); c != nil && d.reuse(ctx, hop, pol, msg, rcpts, c, results) {
+	if c, ok := d.pool.Take(hop, pol.allows); ok && d.reuse(ctx, hop, pol, msg, rcpts, c, results) {
 		d.logResults(ctx, hop, msg, rcpts, results)
 		return results
 	}
@@ -289,7 +291,7 @@ func (d *Deliverer) finish(hop delivery.NextHop, c *conn, f fate) {
 	}
 	switch {
 	case f == fateKeep && c.msgs < d.maxMsgs:
-		d.pool.put(hop, c)
+		d.pool.Put(hop, c)
 	case f == fateKeep || f == fateQuit:
 		c.quit(d.quitTimeout)
 	default:
