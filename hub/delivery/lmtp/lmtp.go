@@ -52,8 +52,10 @@
 //     SMTPUTF8 when the envelope asks for it or an address needs it and the
 //     server has it. Mail that needs what the server lacks is Failed:
 //     non-ASCII addresses or header without SMTPUTF8 553 5.6.7 (RFC 6531
-//     §3.2); 8-bit content declared 8BITMIME without 8BITMIME 554 5.6.3 (RFC
-//     6152 §3).
+//     §3.2; the text names the address, or says the header needs it);
+//     8-bit content declared 8BITMIME without 8BITMIME 554 5.6.3 (RFC 6152
+//     §3). The message goes as received, with no conversion: the LMTP
+//     server is the final store, not another hop.
 //   - Timeouts (Options): DialTimeout for the connection; CommandTimeout for
 //     the greeting and each command reply (RFC 5321 §4.5.3.2); DataTimeout
 //     for each write of the message and for all the replies after the dot.

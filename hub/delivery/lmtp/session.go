@@ -125,17 +125,20 @@ func (s *session) transaction(ctx context.Context, c *client, body io.Reader) fa
 func (s *session) mailOptions(c *smtp.Client) (*smtp.MailOptions, *delivery.Result) {
 	hasUTF8, _ := c.Extension("SMTPUTF8")
 	has8bit, _ := c.Extension("8BITMIME")
-	addrsUTF8 := !isASCII(s.env.From)
-	for _, a := range s.addrs {
-		addrsUTF8 = addrsUTF8 || !isASCII(a)
-	}
 	// RFC 6531 §3.2: SMTPUTF8 mail goes only to a server with SMTPUTF8.
 	// A message whose envelope asked for it but holds only ASCII travels
-	// without the parameter, as smtpout does.
-	wantUTF8 := s.env.SMTPUTF8 || addrsUTF8
-	if wantUTF8 && !hasUTF8 && (addrsUTF8 || s.scan(true)) {
-		r := s.local(delivery.Failed, 553, "5.6.7", s.server+" does not support SMTPUTF8")
-		return nil, &r
+	// without the parameter, as smtpout does. The text names what needs
+	// it, so that the DSN tells an address from a header.
+	why := s.nonASCIIAddress()
+	wantUTF8 := s.env.SMTPUTF8 || why != ""
+	if wantUTF8 && !hasUTF8 {
+		if why == "" && s.scan(true) {
+			why = "the message's non-ASCII header fields (its addresses are ASCII)"
+		}
+		if why != "" {
+			r := s.local(delivery.Failed, 553, "5.6.7", s.server+" does not support SMTPUTF8, needed for "+why)
+			return nil, &r
+		}
 	}
 	// RFC 6152 §3: 8-bit content needs 8BITMIME at the next hop; we do not
 	// downgrade it to 7-bit.
@@ -150,6 +153,19 @@ func (s *session) mailOptions(c *smtp.Client) (*smtp.MailOptions, *delivery.Resu
 		return nil, &r
 	}
 	return &smtp.MailOptions{Size: s.msg.Size, UTF8: wantUTF8 && hasUTF8}, nil
+}
+
+// nonASCIIAddress names the first non-ASCII address of the envelope, or "".
+func (s *session) nonASCIIAddress() string {
+	if !isASCII(s.env.From) {
+		return "the non-ASCII sender address <" + s.env.From + ">"
+	}
+	for _, a := range s.addrs {
+		if !isASCII(a) {
+			return "the non-ASCII recipient address <" + a + ">"
+		}
+	}
+	return ""
 }
 
 // recipients sends one RCPT per distinct address and returns the accepted

@@ -21,13 +21,15 @@ func (tr *transaction) mailParams(c *conn, env *hub.Envelope) (string, *delivery
 		return refuse(tr.failed(550, "5.1.7", "invalid sender address"))
 	}
 	// RFC 6531 §3.2: an SMTPUTF8 message may only go to a server with
-	// SMTPUTF8, and there is no downgrade.
-	smtputf8, err := tr.needsSMTPUTF8(env)
+	// SMTPUTF8, and there is no downgrade. The text names what needs it, so
+	// that the DSN tells a non-ASCII address from a non-ASCII header.
+	why, err := tr.needsSMTPUTF8(env)
 	if err != nil {
 		return refuse(tr.deferred(451, "4.3.0", "cannot read queued message: "+err.Error()))
 	}
+	smtputf8 := why != ""
 	if smtputf8 && !c.has("SMTPUTF8") {
-		return refuse(tr.failed(553, "5.6.7", tr.target.host+" does not support SMTPUTF8"))
+		return refuse(tr.failed(553, "5.6.7", tr.target.host+" does not support SMTPUTF8, needed for "+why))
 	}
 	body, res := tr.bodyType(c, env)
 	if res != nil {
@@ -71,24 +73,27 @@ func (tr *transaction) mailParams(c *conn, env *hub.Envelope) (string, *delivery
 	return b.String(), nil
 }
 
-// needsSMTPUTF8 reports whether the message cannot travel without SMTPUTF8:
-// the sender or a recipient of this attempt is non-ASCII (whatever the
-// envelope says), or the client asked for SMTPUTF8 and the header section
-// holds non-ASCII text. An all-ASCII message whose client asked for
-// SMTPUTF8 does not need it (as Postfix's autodetection decides).
-func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) (bool, error) {
+// needsSMTPUTF8 says why the message cannot travel without SMTPUTF8, or ""
+// when it can: the sender or a recipient of this attempt is non-ASCII
+// (whatever the envelope says), or the client asked for SMTPUTF8 and the
+// header section holds non-ASCII text. An all-ASCII message whose client
+// asked for SMTPUTF8 does not need it (as Postfix's autodetection decides).
+func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) (string, error) {
 	if strings.ContainsFunc(env.From, is8bit) {
-		return true, nil
+		return "the non-ASCII sender address <" + env.From + ">", nil
 	}
 	for _, rc := range tr.rcpts {
 		if strings.ContainsFunc(rc.Address, is8bit) {
-			return true, nil
+			return "the non-ASCII recipient address <" + rc.Address + ">", nil
 		}
 	}
 	if !env.SMTPUTF8 {
-		return false, nil
+		return "", nil
 	}
-	return tr.scan8bit(true)
+	if eight, err := tr.scan8bit(true); err != nil || !eight {
+		return "", err
+	}
+	return "the message's non-ASCII header fields (its addresses are ASCII)", nil
 }
 
 // bodyType is the BODY= value to declare (RFC 6152), or a refusal: a message
