@@ -56,15 +56,21 @@
 //     hub-internal header fields (X-Hubd-*, see internal/message) are
 //     removed from the header section as it is sent; the body and the rest
 //     of the header stream through unchanged.
-//   - MAIL FROM carries SIZE= when the server has SIZE (and a message larger
-//     than the advertised limit is Failed 552 5.3.4 before sending),
-//     BODY=8BITMIME for 8-bit content when the server has 8BITMIME,
-//     SMTPUTF8 when the message needs it, and the RFC 3461 DSN parameters
-//     when the server has DSN. There is no downgrade: a message that needs
+//   - MAIL FROM carries SIZE= when the server has SIZE (the size of what
+//     is sent; a message larger than the advertised limit is Failed 552
+//     5.3.4 before sending), BODY=8BITMIME for 8-bit content when the
+//     server has 8BITMIME, SMTPUTF8 when the message needs it, and the RFC
+//     3461 DSN parameters when the server has DSN. A message that needs
 //     SMTPUTF8 (non-ASCII addresses, or non-ASCII headers with SMTPUTF8
 //     requested) is Failed 553 5.6.7 by a server without it (RFC 6531
-//     §3.2), and 8-bit content is Failed 554 5.6.3 by a server without
-//     8BITMIME (RFC 6152; no conversion to 7 bits).
+//     §3.2: no downgrade), the text naming which.
+//   - Conversion (hub/delivery/mime7bit, convert.go): for a server without
+//     8BITMIME, 8-bit text parts go quoted-printable and other 8-bit parts
+//     base64 (RFC 6152 §3); signed content (multipart/signed, DKIM) and
+//     8-bit header fields are never converted and fail 554 5.6.3. For
+//     every server, no line longer than 998 octets is sent (RFC 5321
+//     §4.5.3.1.6): a text part with a longer line is re-encoded
+//     quoted-printable, other long lines are folded, and folds are logged.
 //   - Per recipient: a 2xx RCPT and a 2xx after the final dot is Delivered; a
 //     5xx RCPT is Failed and a 4xx Deferred, for that recipient alone; when
 //     no RCPT was accepted DATA is skipped; a 4xx/5xx to DATA or to the final
