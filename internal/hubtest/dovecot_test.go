@@ -40,7 +40,7 @@ type dovecot struct {
 // not installed. It is stopped at the end of the test.
 func startDovecot(t *testing.T, users ...string) *dovecot {
 	t.Helper()
-	bin, err := exec.LookPath("dovecot")
+	bin, err := lookSbin("dovecot")
 	if err != nil {
 		t.Skip("dovecot is not installed (apt-get install dovecot-lmtpd); .ci/run installs it")
 	}
@@ -153,6 +153,15 @@ service lmtp {
 			t.Fatalf("dovecot's LMTP socket did not appear\n%s", out.String())
 		}
 	}
+}
+
+// lookSbin finds a program in PATH or in /usr/sbin, which a user's PATH
+// often lacks.
+func lookSbin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return exec.LookPath(filepath.Join("/usr/sbin", name))
 }
 
 // groupOf is the name of u's primary group ("root" for root).

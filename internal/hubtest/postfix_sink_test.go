@@ -40,7 +40,7 @@ type postfixSink struct {
 // tried.
 func startPostfixSink(t *testing.T, args ...string) *postfixSink {
 	t.Helper()
-	bin, err := exec.LookPath("smtp-sink")
+	bin, err := lookSbin("smtp-sink")
 	if err != nil {
 		t.Skip("smtp-sink is not installed (apt-get install postfix, \"No configuration\"); .ci/run installs it")
 	}
