@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"strings"
+	"sync"
 )
 
 // piece is a line, or a part of a line too long for the read buffer.
@@ -87,8 +88,14 @@ type walker struct {
 	scratch  entity
 }
 
+// readers keeps the walkers' 64 KB read buffers between messages: most
+// messages are small, and every outgoing one is analysed.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBuffer) }}
+
 func newWalker(src io.Reader, p *Plan, out *bufio.Writer) *walker {
-	w := &walker{lr: lineReader{br: bufio.NewReaderSize(src, readBuffer), atStart: true}, p: p}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(src)
+	w := &walker{lr: lineReader{br: br, atStart: true}, p: p}
 	if out != nil {
 		w.out = &tracker{w: out}
 		w.hf.out = w.out
@@ -100,6 +107,10 @@ func (w *walker) analysing() bool { return w.out == nil }
 
 // run walks the whole message.
 func (w *walker) run() error {
+	defer func() {
+		w.lr.br.Reset(nil)
+		readers.Put(w.lr.br)
+	}()
 	var err error
 	if w.p.flat && !w.analysing() {
 		// Too many entities: the header, then one body region.
