@@ -122,9 +122,12 @@ func (s *session) rcptTo(to string, opts *smtp.RcptOptions) error {
 	if r := s.c.cfg.CheckRecipient(s.rights(), to); r != nil {
 		return s.refuse("RCPT", r)
 	}
-	key := s.c.cfg.ResolveLocal(to)
-	if key == "" {
-		key = canonical(to)
+	// Local addresses are compared without regard to case, each as
+	// addressed: alice@ and alice+news@ are two recipients (RFC 5233), which
+	// the categorizer delivers once to a Maildir and twice over LMTP.
+	key := canonical(to)
+	if s.c.cfg.ResolveLocal(to) != "" {
+		key = strings.ToLower(to)
 	}
 	// A repeated recipient costs no delivery, so no recipient_rate_limit
 	// token.

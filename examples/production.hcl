@@ -46,6 +46,9 @@ mailbox "alice@example.com" {
 }
 
 # A mailbox kept by Dovecot: delivered over LMTP instead of to a Maildir.
+# bob+lists@example.com reaches Dovecot as addressed; with
+# lmtp_save_to_detail_mailbox = yes and recipient_delimiter = + it files the
+# message into bob's "lists" folder.
 mailbox "bob@example.com" {
   lmtp = "unix:/run/dovecot/lmtp"
 }

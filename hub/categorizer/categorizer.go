@@ -36,6 +36,22 @@
 // (RFC 2033; NextHop Kind "lmtp", SmartHosts the server, FQDN the hub's
 // hostname for LHLO, Outcome.Maildir empty).
 //
+// The address of a Maildir outcome is the mailbox's primary address: the
+// Maildir is the mailbox, and nothing downstream reads the subaddress. The
+// address of an LMTP outcome is the recipient as addressed: the mailbox's
+// primary address with the RFC 5233 detail of the address that named the
+// mailbox, so "alice+news@example.com" (or "a.smith+news@example.com" for
+// an extra address of alice's) goes to the LMTP server as
+// "alice+news@example.com", as Postfix's LMTP client sends it. The server
+// can then file it by detail (Dovecot's lmtp_save_to_detail_mailbox,
+// Sieve's envelope :detail) and write it in Delivered-To. The detail is
+// the part of the local part after the first "+", as written; it is kept
+// only when the "+" form resolved to the mailbox, not when the whole
+// address is itself configured (an alias "alice+news@..." is an alias).
+// Alias and list targets are addresses in their own right: a target
+// "alice+news@..." keeps its detail, an alias "news@..." does not lend its
+// own to its targets.
+//
 // # Aliases and distribution lists
 //
 // An alias expands to its targets and a distribution list to its members,
@@ -90,11 +106,14 @@
 // # De-duplication
 //
 // Within one call, every final destination receives the message once: a
-// mailbox is identified by its primary address (so two aliases, or two
-// addresses of one mailbox, give one delivery), a remote recipient by its
-// local part and lower-cased domain. The first occurrence, in input order
-// and depth-first target order, is kept, with its path's Lists and Sender;
-// later ones produce no outcome.
+// Maildir mailbox is identified by its primary address (so two aliases, or
+// two addresses of one mailbox, give one delivery), an LMTP mailbox by the
+// address it is delivered as, compared without regard to case (so
+// "alice@..." and "alice+news@..." give two copies, one per folder, as
+// they do through Postfix and Dovecot; "alice@..." named twice gives one),
+// a remote recipient by its local part and lower-cased domain. The first
+// occurrence, in input order and depth-first target order, is kept, with
+// its path's Lists and Sender; later ones produce no outcome.
 //
 // # Routing
 //
@@ -331,12 +350,30 @@ func (c *run) resolve(addr string, s step) {
 			return
 		}
 		canon = strings.ToLower(local) + "@" + domain // internal_relay: ours if configured here
+		c.resolveLocal(canon, "", s)
+		return
 	}
-	c.resolveLocal(canon, s)
+	c.resolveLocal(canon, subaddressDetail(addr, canon), s)
 }
 
-// resolveLocal places a canonical address of a local domain.
-func (c *run) resolveLocal(canon string, s step) {
+// subaddressDetail is the RFC 5233 detail of addr ("news" in
+// "alice+news@example.com", as written) when ResolveLocal found addr's
+// mailbox, alias or list by its base address canon; "" otherwise.
+func subaddressDetail(addr, canon string) string {
+	local, domain, err := policy.SplitAddress(addr)
+	if err != nil {
+		return ""
+	}
+	user, detail, ok := strings.Cut(local, "+")
+	if !ok || strings.ToLower(user)+"@"+domain != canon {
+		return "" // not found by its base: the whole address is configured
+	}
+	return detail
+}
+
+// resolveLocal places a canonical address of a local domain. detail is the
+// subaddress it was reached with, for an LMTP mailbox.
+func (c *run) resolveLocal(canon, detail string, s step) {
 	onPath := slices.Contains(s.path, canon)
 	if al := c.cfg.AliasFor(canon); al != nil && !onPath {
 		if s.depth >= c.maxDepth {
@@ -355,7 +392,7 @@ func (c *run) resolveLocal(canon string, s step) {
 		return
 	}
 	if mb := c.cfg.MailboxFor(canon); mb != nil {
-		c.deliverMailbox(mb, s)
+		c.deliverMailbox(mb, detail, s)
 		return
 	}
 	if onPath {
@@ -374,19 +411,27 @@ func (c *run) resolveLocal(canon string, s step) {
 	c.route(canon, domain, why, s)
 }
 
-// deliverMailbox places a local mailbox: its Maildir, or its LMTP server.
-func (c *run) deliverMailbox(mb *policy.Mailbox, s step) {
+// deliverMailbox places a local mailbox: its Maildir (one copy per
+// mailbox), or its LMTP server (one copy per address delivered as, the
+// subaddress kept).
+func (c *run) deliverMailbox(mb *policy.Mailbox, detail string, s step) {
 	o := Outcome{Address: mb.Address, Disposition: Deliver}
-	if mb.LMTP != "" {
-		// RFC 2033: the LMTP server stores the message; LHLO names this hub.
-		o.NextHop = delivery.NextHop{Kind: delivery.KindLMTP, SmartHosts: mb.LMTP, FQDN: c.cfg.Hub.Hostname}
-		o.Why = "mailbox " + mb.Address + " via LMTP " + mb.LMTP
-	} else {
+	if mb.LMTP == "" {
 		o.NextHop = delivery.NextHop{Kind: delivery.KindMaildir}
 		o.Maildir = mb.Maildir
 		o.Why = "mailbox " + mb.Address + " in Maildir " + mb.Maildir
+		c.emit(o, "mbox:"+mb.Address, s)
+		return
 	}
-	c.emit(o, "mbox:"+mb.Address, s)
+	// RFC 2033: the LMTP server stores the message; LHLO names this hub.
+	o.NextHop = delivery.NextHop{Kind: delivery.KindLMTP, SmartHosts: mb.LMTP, FQDN: c.cfg.Hub.Hostname}
+	o.Why = "mailbox " + mb.Address + " via LMTP " + mb.LMTP
+	if detail != "" {
+		at := strings.LastIndexByte(mb.Address, '@')
+		o.Address = mb.Address[:at] + "+" + detail + mb.Address[at:]
+		o.Why += " as " + o.Address + " (RFC 5233 subaddress kept)"
+	}
+	c.emit(o, "lmtp:"+strings.ToLower(o.Address), s)
 }
 
 // route places a remote address through the send connectors. why, when

@@ -568,3 +568,23 @@ func TestFieldFolding(t *testing.T) {
 		t.Errorf("first line is %d octets", len(lines[0]))
 	}
 }
+
+// A 5.6.7 for non-ASCII header fields reads as that in the text part: the
+// words for the status code do not claim the addresses were non-ASCII, and
+// the deliverer's reply says what needed SMTPUTF8.
+func TestBuildSMTPUTF8HeaderCause(t *testing.T) {
+	rc := userUnknown
+	rc.Status = "5.6.7"
+	rc.RemoteMTA = ""
+	rc.DiagnosticCode = "553 5.6.7 mx.example.net does not support SMTPUTF8, needed for the message's non-ASCII header fields (its addresses are ASCII)"
+	_, d := build(t, report(rc))
+	text := d.text()
+	if strings.Contains(text, "non-ASCII addresses") {
+		t.Errorf("text blames the addresses:\n%s", text)
+	}
+	for _, want := range []string{"internationalized mail (SMTPUTF8)", "non-ASCII header fields (its addresses are ASCII)"} {
+		if !strings.Contains(strings.Join(strings.Fields(text), " "), want) {
+			t.Errorf("text part lacks %q:\n%s", want, text)
+		}
+	}
+}

@@ -153,8 +153,12 @@ func statusWords(st string) string {
 		return "a routing loop was detected"
 	case "4.7":
 		return "the message waited in the queue for too long"
+	case "6.3":
+		return "the message would have to be converted for the destination, and it cannot be"
 	case "6.7":
-		return "the destination cannot handle non-ASCII addresses"
+		// Non-ASCII addresses or non-ASCII header fields: the reply says
+		// which (RFC 6531 §3.2 names both; only the deliverer knows).
+		return "the destination does not support internationalized mail (SMTPUTF8)"
 	case "7.1":
 		return "refused by the destination's policy"
 	}

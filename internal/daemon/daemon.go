@@ -48,6 +48,7 @@ type Daemon struct {
 	Service   *connectors.Service
 	tracking  *tracking.Log
 	smtp      *smtpout.Deliverer
+	lmtp      *lmtp.Deliverer
 	Pressure  *backpressure.Monitor
 }
 
@@ -77,9 +78,10 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		Probe: opts.PressureProbe})
 	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
 		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout})
+	d.lmtp = lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname})
 	deliverers := map[delivery.Kind]delivery.Deliverer{
 		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
-		delivery.KindLMTP:    lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
+		delivery.KindLMTP:    d.lmtp,
 		delivery.KindSMTP:    d.smtp,
 	}
 	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure})
@@ -141,10 +143,11 @@ func (d *Daemon) Shutdown(ctx context.Context, deliveryGrace time.Duration) erro
 	return errTr
 }
 
-// closeOutbound closes what outlives single deliveries: the SMTP
+// closeOutbound closes what outlives single deliveries: the SMTP and LMTP
 // connections kept for reuse, and the tracking log.
 func (d *Daemon) closeOutbound() {
 	d.smtp.Close()
+	d.lmtp.Close()
 	d.tracking.Close()
 	d.Pressure.Stop()
 }

@@ -4,17 +4,37 @@
 //
 // It uses go-smtp's client (smtp.NewClientLMTP). That is enough here, unlike
 // for SMTP to other MTAs (hub/delivery/smtpout): an LMTP server is local and
-// trusted, so there is no opportunistic STARTTLS to negotiate and no
-// pipelining to gain, and the client already reads the one reply per
-// accepted recipient that LMTP sends after the final dot.
+// trusted, so there is no opportunistic STARTTLS to negotiate, and the
+// client already reads the one reply per accepted recipient that LMTP sends
+// after the final dot. The idle connection pool is smtpout's
+// (hub/delivery/connpool).
 //
 // What it promises, for one Deliver call (one attempt):
 //
-//   - One LMTP session: LHLO, MAIL FROM, one RCPT per distinct address, DATA
+//   - One LMTP transaction: MAIL FROM, one RCPT per distinct address, DATA
 //     (dot-stuffed by the client), then one reply per accepted recipient in
-//     RCPT order (RFC 2033 §4.2), then QUIT. Recipients that share an address
-//     get one RCPT and share its outcome, since the server would otherwise
-//     store two copies and the client reports replies by address.
+//     RCPT order (RFC 2033 §4.2). Recipients that share an address get one
+//     RCPT and share its outcome, since the server would otherwise store
+//     two copies and the client reports replies by address. The address is
+//     the one the categorizer chose: for a mailbox, its primary address
+//     with the subaddress it was addressed with (alice+news@...), so the
+//     server can file by detail (Dovecot's lmtp_save_to_detail_mailbox,
+//     Sieve's envelope :detail) and write it in Delivered-To.
+//   - RCPT carries ORCPT (RFC 3461 §4.2) when the server offers DSN and the
+//     recipient's envelope had one, so a server that records the original
+//     recipient (Dovecot's lmtp_hdr_delivery_address = original) can. No
+//     NOTIFY is passed on: the hub reports the final delivery itself.
+//   - Connection reuse, as smtpout does it: a session starts with the
+//     greeting and LHLO (RFC 2033 §4.1); after a transaction that ended
+//     cleanly (every reply after the dot read, or MAIL or every RCPT
+//     refused) the connection waits idle for the next Deliver to the same
+//     NextHop, up to Options.MaxMessagesPerConnection transactions, then
+//     QUIT. An idle connection is QUIT after Options.IdleTimeout and on
+//     Close. A reused connection starts with RSET (RFC 5321 §4.1.1.5) and
+//     LHLO, which prove it alive; if either fails it is closed and the
+//     message goes out on a fresh connection, as if the idle one had never
+//     existed. A connection that broke, timed out or answered out of
+//     protocol is closed, never reused.
 //   - Per recipient: a 2xx is Delivered, a 4xx Deferred, a 5xx Failed, each
 //     with the server's code, enhanced code (X.0.0 when it sent none) and
 //     text; RemoteMTA is the server address as configured. A RCPT refusal
@@ -32,8 +52,10 @@
 //     SMTPUTF8 when the envelope asks for it or an address needs it and the
 //     server has it. Mail that needs what the server lacks is Failed:
 //     non-ASCII addresses or header without SMTPUTF8 553 5.6.7 (RFC 6531
-//     §3.2); 8-bit content declared 8BITMIME without 8BITMIME 554 5.6.3 (RFC
-//     6152 §3).
+//     §3.2; the text names the address, or says the header needs it);
+//     8-bit content declared 8BITMIME without 8BITMIME 554 5.6.3 (RFC 6152
+//     §3). The message goes as received, with no conversion: the LMTP
+//     server is the final store, not another hop.
 //   - Timeouts (Options): DialTimeout for the connection; CommandTimeout for
 //     the greeting and each command reply (RFC 5321 §4.5.3.2); DataTimeout
 //     for each write of the message and for all the replies after the dot.
@@ -46,12 +68,11 @@ package lmtp
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
-	"strings"
 	"time"
 
 	"hubd/hub/delivery"
+	"hubd/hub/delivery/connpool"
 )
 
 // Options configure the LMTP deliverer. Zero durations take the defaults
@@ -70,16 +91,30 @@ type Options struct {
 	// wait for all the per-recipient replies after the final dot; default
 	// 10m (RFC 5321 §4.5.3.2.6).
 	DataTimeout time.Duration
+
+	// MaxMessagesPerConnection is how many transactions one connection
+	// carries before it is QUIT; default 100. A local LMTP server is cheap
+	// to keep talking to (Postfix's lmtp client sets no limit at all), but
+	// a bound spreads the load over the server's processes and retires a
+	// session before it grows old. 1 turns connection reuse off.
+	MaxMessagesPerConnection int
+	// IdleTimeout is how long a connection waits idle for the next message
+	// before it is QUIT; default 5s, as smtpout (Postfix keeps 2s).
+	IdleTimeout time.Duration
 }
 
-// Deliverer is the LMTP deliverer. It holds no connection between calls and
-// is safe for concurrent use.
+// Deliverer is the LMTP deliverer. It is safe for concurrent use; Close
+// releases its idle connections.
 type Deliverer struct {
 	log         *slog.Logger
 	hostname    string
 	dialTimeout time.Duration
 	cmdTimeout  time.Duration
 	dataTimeout time.Duration
+	quitTimeout time.Duration
+	maxMsgs     int
+
+	pool *connpool.Pool[*client]
 }
 
 var _ delivery.Deliverer = (*Deliverer)(nil)
@@ -102,7 +137,23 @@ func New(opts Options) *Deliverer {
 			d.hostname = "localhost"
 		}
 	}
+	// Every recipient is settled before QUIT, so its reply is not worth a
+	// long wait.
+	d.quitTimeout = min(d.cmdTimeout, 10*time.Second)
+	d.maxMsgs = opts.MaxMessagesPerConnection
+	if d.maxMsgs <= 0 {
+		d.maxMsgs = 100
+	}
+	d.pool = connpool.New(orDefault(opts.IdleTimeout, 5*time.Second), d.quit)
 	return d
+}
+
+// Close QUITs every idle connection and waits for that. Deliver calls still
+// running finish their transaction and then QUIT instead of keeping the
+// connection; the Deliverer stays usable, without reuse.
+func (d *Deliverer) Close() error {
+	d.pool.Close()
+	return nil
 }
 
 func orDefault(v, def time.Duration) time.Duration {
@@ -112,8 +163,9 @@ func orDefault(v, def time.Duration) time.Duration {
 	return v
 }
 
-// Deliver makes one LMTP session with hop.SmartHosts for rcpts and returns
-// one Result per recipient, in order. See the package comment.
+// Deliver makes one LMTP transaction with hop.SmartHosts for rcpts, on an
+// idle connection or a new one, and returns one Result per recipient, in
+// order. See the package comment.
 func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient) []delivery.Result {
 	s := newSession(d, hop, msg, rcpts)
 	s.run(ctx)
@@ -125,16 +177,6 @@ func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg deliv
 			slog.String("status", res.Status.String()), slog.String("reply", res.String()))
 	}
 	return s.results
-}
-
-// dial connects to addr: "unix:/path" is a unix socket, anything else
-// "host:port" over TCP.
-func (d *Deliverer) dial(ctx context.Context, addr string) (net.Conn, error) {
-	dialer := net.Dialer{Timeout: d.dialTimeout}
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		return dialer.DialContext(ctx, "unix", path)
-	}
-	return dialer.DialContext(ctx, "tcp", addr)
 }
 
 func (d *Deliverer) lhloName(hop delivery.NextHop) string {

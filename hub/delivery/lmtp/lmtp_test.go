@@ -311,8 +311,22 @@ func TestRefusedLocally(t *testing.T) {
 		msg := message("a@example.org", []byte(simpleBody), func(e *hub.Envelope) { e.SMTPUTF8 = true })
 		res := New(Options{}).Deliver(context.Background(), hop(srv.addr), msg, recipients("jörg@example.com"))
 		want(t, res[0], delivery.Failed, 553, "5.6.7")
+		if !strings.Contains(res[0].Text, "non-ASCII recipient address <jörg@example.com>") {
+			t.Errorf("text %q does not name the address", res[0].Text)
+		}
 		if srv.dataCount() != 0 {
 			t.Error("message was sent")
+		}
+	})
+	t.Run("smtputf8-header", func(t *testing.T) {
+		// ASCII addresses, a UTF-8 Subject: the reply names the header,
+		// not the addresses (the DSN quotes it).
+		srv := startLMTP(t, serverConfig{})
+		msg := message("a@example.org", []byte("Subject: Grüße\r\n\r\nhi\r\n"), func(e *hub.Envelope) { e.SMTPUTF8 = true })
+		res := New(Options{}).Deliver(context.Background(), hop(srv.addr), msg, recipients("a@example.com"))
+		want(t, res[0], delivery.Failed, 553, "5.6.7")
+		if !strings.Contains(res[0].Text, "non-ASCII header fields (its addresses are ASCII)") || strings.Contains(res[0].Text, "address <") {
+			t.Errorf("text %q does not name the header", res[0].Text)
 		}
 	})
 	t.Run("ascii-smtputf8", func(t *testing.T) {

@@ -24,7 +24,9 @@ type received struct {
 	from  string
 	opts  smtp.MailOptions
 	rcpts []string
+	orcpt []string // ORCPT of each RCPT, "type;addr" or ""
 	body  []byte
+	conn  int // number of the connection it came on, from 1
 }
 
 // serverConfig chooses how the test LMTP server behaves.
@@ -34,6 +36,7 @@ type serverConfig struct {
 	dataErr  func(rcpt string) error // per-recipient reply after the dot; nil → 250
 	mailErr  error                   // reply to MAIL; nil → accept
 	utf8     bool                    // advertise SMTPUTF8
+	dsn      bool                    // advertise DSN
 	maxBytes int64                   // advertise SIZE <maxBytes>
 }
 
@@ -43,14 +46,17 @@ type lmtpServer struct {
 	addr string // as a NextHop holds it
 	cfg  serverConfig
 
-	mu    sync.Mutex
-	msgs  []received
-	datas int // DATA commands seen
+	mu     sync.Mutex
+	msgs   []received
+	datas  int // DATA commands seen
+	conns  int // connections accepted
+	open   map[int]net.Conn
+	closed chan int // numbers of connections the client closed
 }
 
 func startLMTP(t *testing.T, cfg serverConfig) *lmtpServer {
 	t.Helper()
-	ls := &lmtpServer{cfg: cfg}
+	ls := &lmtpServer{cfg: cfg, open: map[int]net.Conn{}, closed: make(chan int, 1000)}
 	var l net.Listener
 	var err error
 	if cfg.network == "unix" {
@@ -67,11 +73,16 @@ func startLMTP(t *testing.T, cfg serverConfig) *lmtpServer {
 		t.Fatal(err)
 	}
 	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &testSession{srv: ls, conn: c}, nil
+		ls.mu.Lock()
+		defer ls.mu.Unlock()
+		ls.conns++
+		ls.open[ls.conns] = c.Conn()
+		return &testSession{srv: ls, conn: c, id: ls.conns}, nil
 	}))
 	s.LMTP = true
 	s.Domain = "lmtp.test"
 	s.EnableSMTPUTF8 = cfg.utf8
+	s.EnableDSN = cfg.dsn
 	s.MaxMessageBytes = cfg.maxBytes
 	s.ErrorLog = log.New(io.Discard, "", 0)
 	go s.Serve(l)
@@ -85,6 +96,39 @@ func (ls *lmtpServer) messages() []received {
 	return append([]received(nil), ls.msgs...)
 }
 
+// connCount is the number of connections accepted so far.
+func (ls *lmtpServer) connCount() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.conns
+}
+
+// dropConnections closes every connection on the server's side, as a
+// server that times out idle clients does.
+func (ls *lmtpServer) dropConnections() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, c := range ls.open {
+		c.Close()
+	}
+}
+
+// waitClosed waits until the client has closed connection n (QUIT or not).
+func (ls *lmtpServer) waitClosed(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case got := <-ls.closed:
+			if got == n {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("connection %d still open after %v", n, timeout)
+		}
+	}
+}
+
 func (ls *lmtpServer) dataCount() int {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -96,30 +140,44 @@ func (ls *lmtpServer) dataCount() int {
 type testSession struct {
 	srv  *lmtpServer
 	conn *smtp.Conn
+	id   int
 	cur  received
 }
 
-func (s *testSession) Reset()        { s.cur = received{} }
-func (s *testSession) Logout() error { return nil }
+func (s *testSession) Reset() { s.cur = received{} }
+
+// Logout is called when the connection ends, whoever ended it.
+func (s *testSession) Logout() error {
+	s.srv.mu.Lock()
+	delete(s.srv.open, s.id)
+	s.srv.mu.Unlock()
+	s.srv.closed <- s.id
+	return nil
+}
 
 func (s *testSession) Mail(from string, opts *smtp.MailOptions) error {
 	if s.srv.cfg.mailErr != nil {
 		return s.srv.cfg.mailErr
 	}
-	s.cur = received{lhlo: s.conn.Hostname(), from: from}
+	s.cur = received{lhlo: s.conn.Hostname(), from: from, conn: s.id}
 	if opts != nil {
 		s.cur.opts = *opts
 	}
 	return nil
 }
 
-func (s *testSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *testSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if f := s.srv.cfg.rcptErr; f != nil {
 		if err := f(to); err != nil {
 			return err
 		}
 	}
 	s.cur.rcpts = append(s.cur.rcpts, to)
+	orcpt := ""
+	if opts != nil && opts.OriginalRecipient != "" {
+		orcpt = strings.ToLower(string(opts.OriginalRecipientType)) + ";" + opts.OriginalRecipient
+	}
+	s.cur.orcpt = append(s.cur.orcpt, orcpt)
 	return nil
 }
 

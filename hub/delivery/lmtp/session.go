@@ -15,10 +15,6 @@ import (
 	"hubd/hub/delivery"
 )
 
-// quitTimeout caps the wait for the reply to QUIT: every recipient is
-// settled by then, so a server slow to say goodbye costs nothing but time.
-const quitTimeout = 10 * time.Second
-
 // session is one Deliver call: one LMTP transaction for a group of
 // recipients, and the Result of each.
 type session struct {
@@ -81,58 +77,45 @@ func (s *session) run(ctx context.Context) {
 	}
 	defer body.Close()
 
-	conn, err := s.d.dial(ctx, s.server)
-	if err != nil {
-		s.settleRest(s.connFailure(ctx, "connect", err))
-		return
+	c := s.reuse(ctx)
+	if c == nil {
+		var res *delivery.Result
+		if c, res = s.open(ctx); res != nil {
+			s.settleRest(*res)
+			return
+		}
 	}
-	// ctx cancellation must interrupt a read or write blocked on a silent
-	// server; closing the connection is the one way to do that.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	c := smtp.NewClientLMTP(conn)
-	c.CommandTimeout = s.d.cmdTimeout
-	c.SubmissionTimeout = s.d.dataTimeout
-	defer c.Close()
-
-	// RFC 2033 §4.1: LHLO, never HELO/EHLO. Hello reads the greeting first.
-	if err := c.Hello(s.d.lhloName(s.hop)); err != nil {
-		s.settleRest(s.connFailure(ctx, "LHLO", err))
-		return
-	}
-	if !s.transaction(ctx, c, conn, body) {
-		return // the connection is broken: no QUIT
-	}
-	c.CommandTimeout = min(s.d.cmdTimeout, quitTimeout)
-	_ = c.Quit() // every recipient is settled; the reply changes nothing
+	s.d.finish(s.hop, c, s.transaction(ctx, c, body))
 }
 
-// transaction runs MAIL, RCPT..., DATA. It reports whether the connection
-// is still usable.
-func (s *session) transaction(ctx context.Context, c *smtp.Client, conn net.Conn, body io.Reader) bool {
-	opts, refusal := s.mailOptions(c)
+// transaction runs MAIL, RCPT..., DATA and says what becomes of the
+// connection.
+func (s *session) transaction(ctx context.Context, c *client, body io.Reader) fate {
+	opts, refusal := s.mailOptions(c.Client)
 	if refusal != nil {
 		s.settleRest(*refusal)
-		return true
+		return fateKeep // nothing was sent
 	}
+	c.msgs++
 	if err := c.Mail(s.env.From, opts); err != nil {
 		return s.replyToAll(ctx, "MAIL", err)
 	}
-	accepted, ok := s.recipients(ctx, c)
-	if !ok || len(accepted) == 0 {
-		return ok
+	accepted, f := s.recipients(ctx, c.Client)
+	if len(accepted) == 0 {
+		// No DATA; the next message on this connection starts with RSET.
+		return f
 	}
 	w, err := c.Data()
 	if err != nil {
 		return s.replyToAll(ctx, "DATA", err)
 	}
-	if err := s.writeBody(ctx, conn, w, body); err != nil {
+	if err := s.writeBody(ctx, c.conn, w, body); err != nil {
 		s.settleRest(*err)
-		return false
+		return fateDrop
 	}
 	// The final dot is written under the data deadline; the client then
 	// waits up to SubmissionTimeout (= DataTimeout) for all the replies.
-	conn.SetWriteDeadline(time.Now().Add(s.d.dataTimeout))
+	c.conn.SetWriteDeadline(time.Now().Add(s.d.dataTimeout))
 	replies, err := w.CloseWithLMTPResponse()
 	return s.settleData(ctx, accepted, replies, err)
 }
@@ -142,17 +125,20 @@ func (s *session) transaction(ctx context.Context, c *smtp.Client, conn net.Conn
 func (s *session) mailOptions(c *smtp.Client) (*smtp.MailOptions, *delivery.Result) {
 	hasUTF8, _ := c.Extension("SMTPUTF8")
 	has8bit, _ := c.Extension("8BITMIME")
-	addrsUTF8 := !isASCII(s.env.From)
-	for _, a := range s.addrs {
-		addrsUTF8 = addrsUTF8 || !isASCII(a)
-	}
 	// RFC 6531 §3.2: SMTPUTF8 mail goes only to a server with SMTPUTF8.
 	// A message whose envelope asked for it but holds only ASCII travels
-	// without the parameter, as smtpout does.
-	wantUTF8 := s.env.SMTPUTF8 || addrsUTF8
-	if wantUTF8 && !hasUTF8 && (addrsUTF8 || s.scan(true)) {
-		r := s.local(delivery.Failed, 553, "5.6.7", s.server+" does not support SMTPUTF8")
-		return nil, &r
+	// without the parameter, as smtpout does. The text names what needs
+	// it, so that the DSN tells an address from a header.
+	why := s.nonASCIIAddress()
+	wantUTF8 := s.env.SMTPUTF8 || why != ""
+	if wantUTF8 && !hasUTF8 {
+		if why == "" && s.scan(true) {
+			why = "the message's non-ASCII header fields (its addresses are ASCII)"
+		}
+		if why != "" {
+			r := s.local(delivery.Failed, 553, "5.6.7", s.server+" does not support SMTPUTF8, needed for "+why)
+			return nil, &r
+		}
 	}
 	// RFC 6152 §3: 8-bit content needs 8BITMIME at the next hop; we do not
 	// downgrade it to 7-bit.
@@ -169,16 +155,30 @@ func (s *session) mailOptions(c *smtp.Client) (*smtp.MailOptions, *delivery.Resu
 	return &smtp.MailOptions{Size: s.msg.Size, UTF8: wantUTF8 && hasUTF8}, nil
 }
 
+// nonASCIIAddress names the first non-ASCII address of the envelope, or "".
+func (s *session) nonASCIIAddress() string {
+	if !isASCII(s.env.From) {
+		return "the non-ASCII sender address <" + s.env.From + ">"
+	}
+	for _, a := range s.addrs {
+		if !isASCII(a) {
+			return "the non-ASCII recipient address <" + a + ">"
+		}
+	}
+	return ""
+}
+
 // recipients sends one RCPT per distinct address and returns the accepted
-// ones, in order. ok is false when the connection broke or the server's
-// answers can no longer be matched to recipients.
-func (s *session) recipients(ctx context.Context, c *smtp.Client) (accepted []string, ok bool) {
+// ones, in order, with the connection's fate should no DATA follow: it
+// returns no recipient when the connection broke or the server's answers
+// can no longer be matched to recipients.
+func (s *session) recipients(ctx context.Context, c *smtp.Client) (accepted []string, f fate) {
 	for _, addr := range s.addrs {
 		if !validAddress(addr, false) {
 			s.settleAddr(addr, s.local(delivery.Failed, 553, "5.1.3", "invalid recipient address"))
 			continue
 		}
-		err := c.Rcpt(addr, nil)
+		err := c.Rcpt(addr, s.rcptOptions(addr))
 		if err == nil {
 			accepted = append(accepted, addr)
 			continue
@@ -186,19 +186,42 @@ func (s *session) recipients(ctx context.Context, c *smtp.Client) (accepted []st
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
 			s.settleRest(s.lost(ctx, "RCPT", err))
-			return nil, false
+			return nil, fateDrop
 		}
 		if se.Code/100 != 4 && se.Code/100 != 5 {
 			// A positive reply other than 25x: the server may send a reply
 			// after the dot for this recipient that the client does not
 			// expect, and every later reply would be credited to the wrong
-			// recipient. Stop before DATA rather than guess.
+			// recipient. Stop before DATA rather than guess, and do not
+			// trust this server with another transaction.
 			s.settleRest(s.remote(delivery.Deferred, 451, "4.5.0", "unexpected reply to RCPT: "+se.Error()))
-			return nil, true
+			return nil, fateQuit
 		}
 		s.settleAddr(addr, s.serverReply(se))
 	}
-	return accepted, true
+	return accepted, fateKeep
+}
+
+// rcptOptions carries the ORCPT of the first recipient with addr (RFC 3461
+// §4.2); go-smtp's client sends it only to a server that offers DSN. An
+// ORCPT the client would refuse to encode is left out rather than let it
+// fail the RCPT.
+func (s *session) rcptOptions(addr string) *smtp.RcptOptions {
+	orcpt := s.rcpts[s.byAddr[addr][0]].DSN.ORCPT
+	typ, orig, ok := strings.Cut(orcpt, ";")
+	if !ok || orig == "" || !validAddress(orig, false) {
+		return nil
+	}
+	switch strings.ToLower(typ) {
+	case "rfc822":
+		if !isASCII(orig) {
+			return nil
+		}
+		return &smtp.RcptOptions{OriginalRecipientType: smtp.DSNAddressTypeRFC822, OriginalRecipient: orig}
+	case "utf-8":
+		return &smtp.RcptOptions{OriginalRecipientType: smtp.DSNAddressTypeUTF8, OriginalRecipient: orig}
+	}
+	return nil
 }
 
 // writeBody copies the message into the DATA writer, refreshing the write
@@ -224,7 +247,7 @@ func (s *session) writeBody(ctx context.Context, conn net.Conn, w io.Writer, bod
 // settleData turns the replies after the final dot into results (RFC 2033
 // §4.2: one per accepted RCPT, in order). A recipient without a reply is
 // Deferred: the connection broke before the server told us.
-func (s *session) settleData(ctx context.Context, accepted []string, replies map[string]*smtp.DataResponse, err error) bool {
+func (s *session) settleData(ctx context.Context, accepted []string, replies map[string]*smtp.DataResponse, err error) fate {
 	var refused smtp.LMTPDataError
 	errors.As(err, &refused)
 	for _, addr := range accepted {
@@ -238,10 +261,12 @@ func (s *session) settleData(ctx context.Context, accepted []string, replies map
 	// some were negative; anything else is a broken connection, possibly
 	// joined with the negative replies read before it broke.
 	if _, onlyReplies := err.(smtp.LMTPDataError); err == nil || onlyReplies {
-		return true
+		// Every reply is in: the transaction is over (RFC 2033 §4.2) and
+		// the connection may carry the next one.
+		return fateKeep
 	}
 	s.settleRest(s.lost(ctx, "reply after end of data", networkError(err)))
-	return false
+	return fateDrop
 }
 
 // networkError picks, out of the client's errors.Join(netErr, LMTPDataError),
@@ -259,16 +284,16 @@ func networkError(err error) error {
 
 // replyToAll settles every unsettled recipient with the reply (or network
 // error) to a command that applies to all of them: MAIL or DATA.
-func (s *session) replyToAll(ctx context.Context, stage string, err error) bool {
+func (s *session) replyToAll(ctx context.Context, stage string, err error) fate {
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) {
 		s.settleRest(s.lost(ctx, stage, err))
-		return false
+		return fateDrop
 	}
 	if se.Code/100 != 4 && se.Code/100 != 5 {
 		s.settleRest(s.remote(delivery.Deferred, 451, "4.5.0", "unexpected reply to "+stage+": "+se.Error()))
-		return false
+		return fateDrop
 	}
 	s.settleRest(s.serverReply(se))
-	return true
+	return fateKeep
 }

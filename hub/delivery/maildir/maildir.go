@@ -15,7 +15,13 @@
 //     an attempt that finds new/<name>, cur/<name> or cur/<name>:2,<flags>
 //     (the MUA has already seen it) reports Delivered without a second copy.
 //     Link, unlike rename, refuses to replace an existing new/<name>, so two
-//     racing attempts for one key also leave one file.
+//     racing attempts for one key also leave one file. The hostname is not
+//     part of the identity: hub.hostname may change between a crash and the
+//     retry (a restart with a new configuration), so a message that may
+//     predate this process is also found under any hostname: any name in
+//     new/ or cur/ that starts with "<arrival>.<key>." counts. That is exact
+//     because no key is another key followed by "." (the transport's keys
+//     are "<queue id>.<16 hex digits>", and queue ids have no dot).
 //   - The stored file starts with "Return-Path: <from>" (RFC 5321 §4.4: the
 //     final delivery MTA records the reverse-path) and "Delivered-To: <addr>"
 //     (RFC 9228), in the order Postfix and Dovecot write them, followed by the
@@ -96,12 +102,13 @@ func (d *deliverer) deliverOne(ctx context.Context, msg delivery.Message, r deli
 		return deferred(451, "4.4.2", "delivery abandoned: "+err.Error())
 	}
 	name := d.fileName(msg, r.Key)
-	// A mail reader may since have moved a copy delivered before a crash
-	// from new/ to cur/ and renamed it "<name>:2,<flags>"; finding that
-	// takes a scan of cur/, which only messages that may predate this
-	// process (and so a crash) pay for.
+	// A copy delivered before a crash may since have been moved by a mail
+	// reader from new/ to cur/ and renamed "<name>:2,<flags>", or have been
+	// written under another hostname (hub.hostname changed at the restart);
+	// finding those takes a scan of new/ and cur/, which only messages that
+	// may predate this process (and so a crash) pay for.
 	maybeBeforeCrash := msg.Envelope == nil || msg.Envelope.ReceivedAt.Before(d.started)
-	found, err := alreadyDelivered(r.Maildir, name, maybeBeforeCrash)
+	found, err := alreadyDelivered(r.Maildir, name, d.identity(msg, r.Key), maybeBeforeCrash)
 	if err != nil {
 		return deferred(451, "4.3.0", "maildir: "+err.Error())
 	}
@@ -126,14 +133,21 @@ func (d *deliverer) deliverOne(ctx context.Context, msg delivery.Message, r deli
 }
 
 // fileName is "<arrival unix seconds>.<key>.<hostname>": unique per
-// recipient (the key is), stable across attempts and restarts (none of the
-// parts changes), and sorted by arrival as the spec's time prefix intends.
+// recipient (the key is) and per host sharing the Maildir, stable across
+// attempts, and sorted by arrival as the spec's time prefix intends.
 func (d *deliverer) fileName(msg delivery.Message, key string) string {
+	return d.identity(msg, key) + d.host
+}
+
+// identity is the host-independent start of the file name,
+// "<arrival unix seconds>.<key>.": what tells one recipient's copy from
+// another's, whatever hostname wrote it.
+func (d *deliverer) identity(msg delivery.Message, key string) string {
 	var secs int64
 	if msg.Envelope != nil && !msg.Envelope.ReceivedAt.IsZero() {
 		secs = msg.Envelope.ReceivedAt.Unix()
 	}
-	return strconv.FormatInt(secs, 10) + "." + sanitizeName(key) + "." + d.host
+	return strconv.FormatInt(secs, 10) + "." + sanitizeName(key) + "."
 }
 
 // sanitizeName replaces the characters a Maildir name may not contain:
@@ -178,9 +192,10 @@ func stripControls(s string) string {
 }
 
 // alreadyDelivered returns the directory (new/ or cur/) holding name or,
-// with scanCur, a "name:2,<flags>" that a mail reader renamed it to; ""
-// when there is none. A missing Maildir is "none".
-func alreadyDelivered(dir, name string, scanCur bool) (string, error) {
+// with scan, any entry starting with identity (name under another
+// hostname, or renamed "name:2,<flags>" by a mail reader); "" when there is
+// none. A missing Maildir is "none".
+func alreadyDelivered(dir, name, identity string, scan bool) (string, error) {
 	for _, sub := range []string{"new", "cur"} {
 		if _, err := os.Lstat(filepath.Join(dir, sub, name)); err == nil {
 			return filepath.Join(dir, sub), nil
@@ -188,31 +203,40 @@ func alreadyDelivered(dir, name string, scanCur bool) (string, error) {
 			return "", err
 		}
 	}
-	if !scanCur {
+	if !scan {
 		return "", nil
 	}
-	cur := filepath.Join(dir, "cur")
-	f, err := os.Open(cur)
+	for _, sub := range []string{"new", "cur"} {
+		if found, err := hasPrefixEntry(filepath.Join(dir, sub), identity); found || err != nil {
+			return filepath.Join(dir, sub), err
+		}
+	}
+	return "", nil
+}
+
+// hasPrefixEntry reports whether directory dir has an entry whose name
+// starts with prefix; a missing directory has none.
+func hasPrefixEntry(dir, prefix string) (bool, error) {
+	f, err := os.Open(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+		return false, nil
 	}
 	if err != nil {
-		return "", err
+		return false, err
 	}
 	defer f.Close()
-	prefix := name + ":"
 	for {
 		names, err := f.Readdirnames(1024)
 		for _, n := range names {
 			if strings.HasPrefix(n, prefix) {
-				return cur, nil
+				return true, nil
 			}
 		}
 		if err == io.EOF {
-			return "", nil
+			return false, nil
 		}
 		if err != nil {
-			return "", err
+			return false, err
 		}
 	}
 }

@@ -136,6 +136,61 @@ func TestIdempotentPerKey(t *testing.T) {
 	}
 }
 
+// hub.hostname changes between a crash and the retry (a restart with a new
+// configuration): the copy written under the old hostname is found, in new/
+// or moved to cur/ by a mail reader, and no second copy is written. A copy
+// for another key in the same second is not mistaken for it.
+func TestHostnameChangeKeepsIdempotence(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("moved=%v", moved), func(t *testing.T) {
+			dir := t.TempDir()
+			msg := testMessage("body\r\n")
+			msg.Envelope.ReceivedAt = time.Now().Add(-time.Second) // before either process started
+			rc := []delivery.Recipient{{Address: "a@example.com", Key: "q1.00000000000000aa", Maildir: dir}}
+			other := []delivery.Recipient{{Address: "b@example.com", Key: "q1.00000000000000bb", Maildir: dir}}
+			before := New(Options{Hostname: "old.example.com"})
+			wantStatus(t, before.Deliver(context.Background(), delivery.NextHop{}, msg, rc), delivery.Delivered)
+			wantStatus(t, before.Deliver(context.Background(), delivery.NextHop{}, msg, other), delivery.Delivered)
+			if moved {
+				for _, name := range listNew(t, dir) {
+					if err := os.Rename(filepath.Join(dir, "new", name), filepath.Join(dir, "cur", name+":2,S")); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+
+			after := New(Options{Hostname: "new.example.com"})
+			res := after.Deliver(context.Background(), delivery.NextHop{}, msg, rc)
+			wantStatus(t, res, delivery.Delivered)
+			if !strings.HasPrefix(res[0].Text, "already delivered") {
+				t.Errorf("retry under a new hostname: %q", res[0].Text)
+			}
+			var all []string
+			for _, sub := range []string{"new", "cur"} {
+				ents, _ := os.ReadDir(filepath.Join(dir, sub))
+				for _, e := range ents {
+					all = append(all, sub+"/"+e.Name())
+				}
+			}
+			if len(all) != 2 {
+				t.Fatalf("Maildir holds %v, want one file per key", all)
+			}
+			for _, f := range all {
+				if strings.Contains(f, "new.example.com") {
+					t.Errorf("a second copy was written: %v", all)
+				}
+			}
+			// A key never delivered is still delivered under the new name.
+			third := []delivery.Recipient{{Address: "c@example.com", Key: "q1.00000000000000cc", Maildir: dir}}
+			res = after.Deliver(context.Background(), delivery.NextHop{}, msg, third)
+			if wantStatus(t, res, delivery.Delivered); !strings.HasPrefix(res[0].Text, "delivered as ") ||
+				!strings.HasSuffix(res[0].Text, ".q1.00000000000000cc.new.example.com") {
+				t.Errorf("new key: %q", res[0].Text)
+			}
+		})
+	}
+}
+
 // A crashed attempt's leftover in tmp/ does not block the retry.
 func TestStaleTmpIgnored(t *testing.T) {
 	dir := t.TempDir()

@@ -61,7 +61,6 @@ type conn struct {
 
 	msgs   int         // transactions begun on this connection (MAIL sent)
 	unbind func() bool // stops the ctx watcher of the Deliver using it; false if it fired
-	idle   *time.Timer // while pooled: closes it after the idle timeout
 }
 
 func newConn(nc net.Conn, host, addr string) *conn {

@@ -3,6 +3,7 @@ package smtpout
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -15,33 +16,37 @@ import (
 // mailParams decides whether this message may go to this server at all and
 // with which MAIL FROM parameters. A non-nil Result refuses the message
 // before anything is sent, for every recipient.
-func (tr *transaction) mailParams(c *conn, env *hub.Envelope) (string, *delivery.Result) {
+func (tr *transaction) mailParams(ctx context.Context, c *conn, env *hub.Envelope) (string, *delivery.Result) {
 	refuse := func(r delivery.Result) (string, *delivery.Result) { return "", &r }
 	if !validPath(env.From) {
 		return refuse(tr.failed(550, "5.1.7", "invalid sender address"))
 	}
 	// RFC 6531 §3.2: an SMTPUTF8 message may only go to a server with
-	// SMTPUTF8, and there is no downgrade.
-	smtputf8, err := tr.needsSMTPUTF8(env)
+	// SMTPUTF8, and there is no downgrade. The text names what needs it, so
+	// that the DSN tells a non-ASCII address from a non-ASCII header.
+	why, err := tr.needsSMTPUTF8(env)
 	if err != nil {
 		return refuse(tr.deferred(451, "4.3.0", "cannot read queued message: "+err.Error()))
 	}
+	smtputf8 := why != ""
 	if smtputf8 && !c.has("SMTPUTF8") {
-		return refuse(tr.failed(553, "5.6.7", tr.target.host+" does not support SMTPUTF8"))
+		return refuse(tr.failed(553, "5.6.7", tr.target.host+" does not support SMTPUTF8, needed for "+why))
 	}
-	body, res := tr.bodyType(c, env)
+	body, res := tr.bodyType(ctx, c, env)
 	if res != nil {
 		return refuse(*res)
 	}
 	// RFC 1870 §6.1: do not send what the server said it will not take.
-	if limit := c.maxSize(); limit > 0 && tr.msg.Size > limit {
+	// The size is what goes out: the converted message's when converted.
+	size := tr.size()
+	if limit := c.maxSize(); limit > 0 && size > limit {
 		return refuse(tr.failed(552, "5.3.4",
-			fmt.Sprintf("message size %d exceeds the %d bytes %s accepts", tr.msg.Size, limit, tr.target.host)))
+			fmt.Sprintf("message size %d exceeds the %d bytes %s accepts", size, limit, tr.target.host)))
 	}
 
 	var b strings.Builder
-	if c.has("SIZE") && tr.msg.Size > 0 {
-		fmt.Fprintf(&b, " SIZE=%d", tr.msg.Size) // RFC 1870
+	if c.has("SIZE") && size > 0 {
+		fmt.Fprintf(&b, " SIZE=%d", size) // RFC 1870
 	}
 	if body != "" {
 		b.WriteString(" BODY=" + body) // RFC 6152
@@ -71,52 +76,27 @@ func (tr *transaction) mailParams(c *conn, env *hub.Envelope) (string, *delivery
 	return b.String(), nil
 }
 
-// needsSMTPUTF8 reports whether the message cannot travel without SMTPUTF8:
-// the sender or a recipient of this attempt is non-ASCII (whatever the
-// envelope says), or the client asked for SMTPUTF8 and the header section
-// holds non-ASCII text. An all-ASCII message whose client asked for
-// SMTPUTF8 does not need it (as Postfix's autodetection decides).
-func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) (bool, error) {
+// needsSMTPUTF8 says why the message cannot travel without SMTPUTF8, or ""
+// when it can: the sender or a recipient of this attempt is non-ASCII
+// (whatever the envelope says), or the client asked for SMTPUTF8 and the
+// header section holds non-ASCII text. An all-ASCII message whose client
+// asked for SMTPUTF8 does not need it (as Postfix's autodetection decides).
+func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) (string, error) {
 	if strings.ContainsFunc(env.From, is8bit) {
-		return true, nil
+		return "the non-ASCII sender address <" + env.From + ">", nil
 	}
 	for _, rc := range tr.rcpts {
 		if strings.ContainsFunc(rc.Address, is8bit) {
-			return true, nil
+			return "the non-ASCII recipient address <" + rc.Address + ">", nil
 		}
 	}
 	if !env.SMTPUTF8 {
-		return false, nil
-	}
-	return tr.scan8bit(true)
-}
-
-// bodyType is the BODY= value to declare (RFC 6152), or a refusal: a message
-// with 8-bit content cannot go to a server without 8BITMIME, and hubd does
-// not downgrade (no conversion to quoted-printable, which would also break
-// signatures), so it fails with 554 5.6.3 "conversion required but not
-// supported" (RFC 3463). The content decides, not the client's word: a
-// message declared 8BITMIME that is all 7-bit goes to a 7-bit server
-// undeclared, and undeclared 8-bit content is declared where the server
-// allows it.
-func (tr *transaction) bodyType(c *conn, env *hub.Envelope) (string, *delivery.Result) {
-	declared := strings.EqualFold(env.Body, "8BITMIME")
-	if declared && c.has("8BITMIME") {
-		return "8BITMIME", nil
-	}
-	eight, err := tr.scan8bit(false)
-	if err != nil {
-		r := tr.deferred(451, "4.3.0", "cannot read queued message: "+err.Error())
-		return "", &r
-	}
-	switch {
-	case !eight:
 		return "", nil
-	case c.has("8BITMIME"):
-		return "8BITMIME", nil
 	}
-	r := tr.failed(554, "5.6.3", "conversion required but not supported: 8-bit message and "+tr.target.host+" lacks 8BITMIME")
-	return "", &r
+	if eight, err := tr.scan8bit(true); err != nil || !eight {
+		return "", err
+	}
+	return "the message's non-ASCII header fields (its addresses are ASCII)", nil
 }
 
 // scan8bit reports whether the message (or only its header section) holds

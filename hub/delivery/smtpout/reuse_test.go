@@ -81,7 +81,7 @@ func TestReuseThreeMessagesOneConnection(t *testing.T) {
 					t.Errorf("message %d: TLS = %v", i, m.TLS)
 				}
 			}
-			if n := d.pool.size(); n != 1 {
+			if n := d.pool.Len(); n != 1 {
 				t.Errorf("%d idle connections, want 1", n)
 			}
 		})
@@ -182,7 +182,7 @@ func TestIdleTimeoutCloses(t *testing.T) {
 	sink.WaitOpen(t, 0, waitLong)
 	// The timer takes the connection out of the pool before its QUIT, so
 	// once the sink saw it close, the pool is empty.
-	if n := d.pool.size(); n != 0 {
+	if n := d.pool.Len(); n != 0 {
 		t.Errorf("%d idle connections after the idle timeout", n)
 	}
 	// The next message dials again and is delivered.
@@ -200,21 +200,21 @@ func TestCloseQuitsIdle(t *testing.T) {
 	d := New(opts)
 	deliverWith(t, d, smartHop(a.Addr()), numbered(0), rcpts("a@remote.test"))
 	deliverWith(t, d, smartHop(b.Addr()), numbered(1), rcpts("a@remote.test"))
-	if n := d.pool.size(); n != 2 {
+	if n := d.pool.Len(); n != 2 {
 		t.Fatalf("%d idle connections, want 2", n)
 	}
 	a.WaitOpen(t, 1, waitLong)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := d.pool.size(); n != 0 {
+	if n := d.pool.Len(); n != 0 {
 		t.Errorf("%d idle connections after Close", n)
 	}
 	a.WaitOpen(t, 0, waitLong)
 	b.WaitOpen(t, 0, waitLong)
 	expect(t, deliverWith(t, d, smartHop(a.Addr()), numbered(2), rcpts("a@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
 	a.WaitOpen(t, 0, waitLong)
-	if n := d.pool.size(); n != 0 {
+	if n := d.pool.Len(); n != 0 {
 		t.Errorf("connection pooled after Close")
 	}
 }

@@ -221,44 +221,6 @@ func TestConnectionFlag(t *testing.T) {
 	}
 }
 
-// TestEightBitWithoutConversion: RFC 6152. 8-bit content to a server
-// without 8BITMIME is Failed 5.6.3 (no downgrade); what counts is the
-// content, not the client's declaration.
-func TestEightBitWithoutConversion(t *testing.T) {
-	seven := smtpsink.Start(t, smtpsink.Options{No8BITMIME: true})
-	eight := smtpsink.Start(t, smtpsink.Options{})
-
-	latin := message("Subject: x\r\n\r\ncaf\xe9\r\n")
-	for _, body := range []string{"", "8BITMIME", "7BIT"} {
-		latin.Envelope.Body = body
-		res := deliver(t, testOptions(), smartHop(seven.Addr()), latin, rcpts("a@remote.test", "b@remote.test"))
-		for _, r := range res {
-			expect(t, r, delivery.Failed, 554, "5.6.3")
-			if r.Connection || !strings.Contains(r.Text, "8BITMIME") {
-				t.Errorf("BODY=%q: %+v", body, r)
-			}
-		}
-	}
-	if n := len(seven.Messages()); n != 0 {
-		t.Errorf("7-bit server got %d messages", n)
-	}
-
-	// Declared 8BITMIME, but all 7-bit: goes to the 7-bit server undeclared.
-	ascii := message("Subject: x\r\n\r\nplain\r\n")
-	ascii.Envelope.Body = "8BITMIME"
-	expect(t, deliver(t, testOptions(), smartHop(seven.Addr()), ascii, rcpts("a@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
-	if m := seven.WaitFor(t, 1, waitLong)[0]; m.Body != "" {
-		t.Errorf("BODY=%q sent to a server without 8BITMIME", m.Body)
-	}
-
-	// Undeclared 8-bit content is declared where the server allows it.
-	latin.Envelope.Body = ""
-	expect(t, deliver(t, testOptions(), smartHop(eight.Addr()), latin, rcpts("a@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
-	if m := eight.WaitFor(t, 1, waitLong)[0]; m.Body != "8BITMIME" || string(m.Data) != "Subject: x\r\n\r\ncaf\xe9\r\n" {
-		t.Errorf("BODY=%q data %q", m.Body, m.Data)
-	}
-}
-
 // TestSMTPUTF8AddressWithoutFlag: a non-ASCII address needs SMTPUTF8 even
 // when the envelope did not ask for it (e.g. after alias expansion).
 func TestSMTPUTF8AddressWithoutFlag(t *testing.T) {

@@ -29,10 +29,11 @@
 //     connection is kept idle for the next Deliver with the same NextHop
 //     value (never another: TLS policy, EHLO name and hosts belong to the
 //     hop), up to Options.MaxMessagesPerConnection transactions, then QUIT.
-//     An idle connection is QUIT after Options.IdleTimeout and on Close. A
-//     reused connection starts with RSET (RFC 5321 §4.1.1.5), which proves
-//     it alive; if RSET fails the connection is dropped and the message goes
-//     out on a fresh connection, as if the idle one had never existed.
+//     An idle connection is QUIT after Options.IdleTimeout and on Close
+//     (hub/delivery/connpool keeps them). A reused connection starts with
+//     RSET (RFC 5321 §4.1.1.5), which proves it alive; if RSET fails the
+//     connection is dropped and the message goes out on a fresh
+//     connection, as if the idle one had never existed.
 //   - PIPELINING (RFC 2920), when offered: [RSET,] MAIL and every RCPT go in
 //     one write, then the replies are read in order; DATA waits for them
 //     (§3.1). Without it, one command at a time.
@@ -55,15 +56,21 @@
 //     hub-internal header fields (X-Hubd-*, see internal/message) are
 //     removed from the header section as it is sent; the body and the rest
 //     of the header stream through unchanged.
-//   - MAIL FROM carries SIZE= when the server has SIZE (and a message larger
-//     than the advertised limit is Failed 552 5.3.4 before sending),
-//     BODY=8BITMIME for 8-bit content when the server has 8BITMIME,
-//     SMTPUTF8 when the message needs it, and the RFC 3461 DSN parameters
-//     when the server has DSN. There is no downgrade: a message that needs
+//   - MAIL FROM carries SIZE= when the server has SIZE (the size of what
+//     is sent; a message larger than the advertised limit is Failed 552
+//     5.3.4 before sending), BODY=8BITMIME for 8-bit content when the
+//     server has 8BITMIME, SMTPUTF8 when the message needs it, and the RFC
+//     3461 DSN parameters when the server has DSN. A message that needs
 //     SMTPUTF8 (non-ASCII addresses, or non-ASCII headers with SMTPUTF8
 //     requested) is Failed 553 5.6.7 by a server without it (RFC 6531
-//     §3.2), and 8-bit content is Failed 554 5.6.3 by a server without
-//     8BITMIME (RFC 6152; no conversion to 7 bits).
+//     §3.2: no downgrade), the text naming which.
+//   - Conversion (hub/delivery/mime7bit, convert.go): for a server without
+//     8BITMIME, 8-bit text parts go quoted-printable and other 8-bit parts
+//     base64 (RFC 6152 §3); signed content (multipart/signed, DKIM) and
+//     8-bit header fields are never converted and fail 554 5.6.3. For
+//     every server, no line longer than 998 octets is sent (RFC 5321
+//     §4.5.3.1.6): a text part with a longer line is re-encoded
+//     quoted-printable, other long lines are folded, and folds are logged.
 //   - Per recipient: a 2xx RCPT and a 2xx after the final dot is Delivered; a
 //     5xx RCPT is Failed and a 4xx Deferred, for that recipient alone; when
 //     no RCPT was accepted DATA is skipped; a 4xx/5xx to DATA or to the final
@@ -81,6 +88,7 @@ import (
 	"time"
 
 	"hubd/hub/delivery"
+	"hubd/hub/delivery/connpool"
 	"hubd/policy"
 )
 
@@ -130,7 +138,7 @@ type Deliverer struct {
 	quitTimeout                                         time.Duration
 	roots                                               *x509.CertPool
 
-	pool *pool
+	pool *connpool.Pool[*conn]
 }
 
 var _ delivery.Deliverer = (*Deliverer)(nil)
@@ -171,7 +179,7 @@ func New(opts Options) *Deliverer {
 	if d.maxMsgs <= 0 {
 		d.maxMsgs = 20
 	}
-	d.pool = newPool(orDefault(opts.IdleTimeout, 5*time.Second), func(c *conn) { c.quit(d.quitTimeout) })
+	d.pool = connpool.New(orDefault(opts.IdleTimeout, 5*time.Second), func(c *conn) { c.quit(d.quitTimeout) })
 	return d
 }
 
@@ -179,7 +187,7 @@ func New(opts Options) *Deliverer {
 // running finish their transaction and then QUIT instead of keeping the
 // connection; the Deliverer stays usable, without reuse.
 func (d *Deliverer) Close() error {
-	d.pool.close()
+	d.pool.Close()
 	return nil
 }
 
@@ -202,7 +210,7 @@ func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg deliv
 		d.logResults(ctx, hop, msg, rcpts, results)
 		return results
 	}
-	if c := d.pool.take(hop, pol.allows); c != nil && d.reuse(ctx, hop, pol, msg, rcpts, c, results) {
+	if c, ok := d.pool.Take(hop, pol.allows); ok && d.reuse(ctx, hop, pol, msg, rcpts, c, results) {
 		d.logResults(ctx, hop, msg, rcpts, results)
 		return results
 	}
@@ -289,7 +297,7 @@ func (d *Deliverer) finish(hop delivery.NextHop, c *conn, f fate) {
 	}
 	switch {
 	case f == fateKeep && c.msgs < d.maxMsgs:
-		d.pool.put(hop, c)
+		d.pool.Put(hop, c)
 	case f == fateKeep || f == fateQuit:
 		c.quit(d.quitTimeout)
 	default:

@@ -318,6 +318,19 @@ func TestSMTPUTF8(t *testing.T) {
 	plain := smtpsink.Start(t, smtpsink.Options{})
 	res := deliver(t, testOptions(), smartHop(plain.Addr()), msg, rcpts("zoë@remote.test"))
 	expect(t, res[0], delivery.Failed, 553, "5.6.7")
+	if !strings.Contains(res[0].Text, "non-ASCII sender address <jörg@hub.test>") {
+		t.Errorf("text %q does not name the address", res[0].Text)
+	}
+
+	// ASCII addresses and a UTF-8 header: the reply (and so the DSN)
+	// names the header, not the addresses.
+	ascii := message("Subject: grüße\r\n\r\nx\r\n")
+	ascii.Envelope.SMTPUTF8 = true
+	res = deliver(t, testOptions(), smartHop(plain.Addr()), ascii, rcpts("zoe@remote.test"))
+	expect(t, res[0], delivery.Failed, 553, "5.6.7")
+	if !strings.Contains(res[0].Text, "non-ASCII header fields (its addresses are ASCII)") || strings.Contains(res[0].Text, "address <") {
+		t.Errorf("text %q does not name the header", res[0].Text)
+	}
 
 	utf8 := smtpsink.Start(t, smtpsink.Options{SMTPUTF8: true})
 	res = deliver(t, testOptions(), smartHop(utf8.Addr()), msg, rcpts("zoë@remote.test"))

@@ -9,6 +9,7 @@ import (
 
 	"hubd/hub"
 	"hubd/hub/delivery"
+	"hubd/hub/delivery/mime7bit"
 	mailmsg "hubd/internal/message"
 )
 
@@ -40,6 +41,11 @@ type transaction struct {
 	rcpts   []delivery.Recipient
 	target  target
 	results []delivery.Result
+
+	// conv, when set, is the conversion the message needs for this
+	// server (convert.go); convSize the size of its output.
+	conv     *mime7bit.Plan
+	convSize int64
 }
 
 // send runs [RSET,] MAIL, RCPT..., DATA on an established session; reused
@@ -54,7 +60,7 @@ func (tr *transaction) send(ctx context.Context, c *conn, reused bool) (delivery
 	}
 	// Local decisions first: they need nothing from the wire but the EHLO
 	// keywords, and leave the connection as it was.
-	params, res := tr.mailParams(c, env)
+	params, res := tr.mailParams(ctx, c, env)
 	if res != nil {
 		return tr.settleAll(*res)
 	}
@@ -219,6 +225,13 @@ func (tr *transaction) data(ctx context.Context, c *conn, body io.Reader, accept
 		// send connector has send_org_headers. The SIZE declared on MAIL
 		// was the queued size, never less than what is sent.
 		content = mailmsg.StripOrgHeaders(body)
+	}
+	if tr.conv != nil {
+		// The conversion planned for this server (convert.go): the same
+		// bytes on every attempt, and the size SIZE declared.
+		conv := tr.conv.Reader(content)
+		defer conv.Close()
+		content = conv
 	}
 	if err := c.writeData(content, d.dataBlock); err != nil {
 		var re *readError
