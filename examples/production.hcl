@@ -14,7 +14,8 @@ hub {
   spool_dir = "/var/spool/hubd"
   # Retries, expiry, DSNs and outbound limits keep Exchange's hub defaults:
   # 4 × 1m, 6 × 5m, then every 10m; a delay DSN after 4h; expiry after 2d;
-  # 1000 connections overall, 20 per next hop; poison queue after 2 crashes.
+  # 1000 connections overall, 20 per next hop; poison queue after 2 crashes
+  # attributed to a message (README: crash attribution).
 
   tracking_log {
     dir = "/var/log/hubd/tracking" # one JSON line per message event; kept 30 days

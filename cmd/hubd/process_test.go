@@ -47,8 +47,14 @@ type hubdProcess struct {
 // ready accepts TCP connections.
 func startHubd(t *testing.T, cfg string, ready ...string) *hubdProcess {
 	t.Helper()
+	return startBinary(t, hubdBinary, cfg, ready...)
+}
+
+// startBinary is startHubd with another build of hubd.
+func startBinary(t *testing.T, bin, cfg string, ready ...string) *hubdProcess {
+	t.Helper()
 	p := &hubdProcess{out: &logbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(hubdBinary, "run", "-config", cfg)
+	p.cmd = exec.Command(bin, "run", "-config", cfg)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +34,10 @@ type DiskOptions struct {
 	// syncEach disables group commit (each Put renames and fsyncs the
 	// directory itself); only the benchmark sets it, to show the difference.
 	syncEach bool
+	// syncDir and openFile replace durable.SyncDir and os.Open (Load's
+	// reads) in fault-injection tests; nil: the real ones.
+	syncDir  func(dir string) error
+	openFile func(name string) (*os.File, error)
 }
 
 // DiskStore is the local-disk Store. See the package comment for the layout
@@ -46,6 +48,11 @@ type DiskStore struct {
 	crashDelay                           time.Duration
 	clock                                func() time.Time
 	syncEach                             bool
+	syncDir                              func(dir string) error
+	openFile                             func(name string) (*os.File, error)
+	// incarnation names this process's use of the spool in the active
+	// marks it writes, so that Load records each death once.
+	incarnation string
 
 	lock    *os.File // holds the spool's exclusive flock while the store is open
 	ids     idGen
@@ -55,19 +62,6 @@ type DiskStore struct {
 	done    chan struct{}
 	closing sync.Once
 }
-
-// commit is a change to queue/ waiting for the batch's directory fsync:
-// a fsynced temp file to rename from → to, or (remove) the message file
-// from and its state file to to unlink.
-type commit struct {
-	from, to string
-	remove   bool
-	err      chan error
-}
-
-// maxBatch bounds one group commit so that waiters are not held up behind an
-// endless stream of newcomers.
-const maxBatch = 512
 
 // OpenDisk opens (creating if needed) the spool under opts.Dir, deletes torn
 // temp files left by a crash, and starts the committer.
@@ -84,6 +78,9 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 		clock:         opts.Clock,
 		crashDelay:    opts.CrashDelay,
 		syncEach:      opts.syncEach,
+		syncDir:       opts.syncDir,
+		openFile:      opts.openFile,
+		incarnation:   newIncarnation(),
 		commits:       make(chan *commit, maxBatch),
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
@@ -97,6 +94,12 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 	if s.clock == nil {
 		s.clock = time.Now
 	}
+	if s.syncDir == nil {
+		s.syncDir = durable.SyncDir
+	}
+	if s.openFile == nil {
+		s.openFile = os.Open
+	}
 	if err := makeDurableDirs(s.dir, s.tmpDir, s.queueDir, s.quarantineDir); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
@@ -108,7 +111,8 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 	}
 	s.lock = lock
 	// Whatever is in tmp/ was never renamed into place, so no caller was told
-	// it was durable: it is safe, and necessary, to drop it.
+	// it was durable, or was renamed out of queue/ by a Remove: it is safe,
+	// and necessary, to drop it.
 	torn, err := os.ReadDir(s.tmpDir)
 	if err != nil {
 		lock.Close()
@@ -165,13 +169,13 @@ func (s *DiskStore) activePath(id hub.QueueID) string {
 	return filepath.Join(s.queueDir, string(id)+".active")
 }
 
-// MarkActive writes queue/<id>.active holding notBefore; see Store. It is
-// deliberately not fsynced: it must survive the process, not the machine.
-// The time is written as fixed-width Unix nanoseconds over the old value
-// (no truncation), so a process killed mid-write leaves the old value or
-// the new one, never a torn one; only a mark killed between its creation
-// and its first write is empty (Load then uses CrashDelay).
-func (s *DiskStore) MarkActive(id hub.QueueID, notBefore time.Time) error {
+// MarkActive writes queue/<id>.active; see Store and the package comment
+// for its format. It is deliberately not fsynced: it must survive the
+// process, not the machine. The mark is fixed-width and written in one
+// write over the old value (no truncation), so a process killed mid-write
+// leaves the old mark or the new one; only a mark killed between its
+// creation and its first write is empty (Load then uses CrashDelay).
+func (s *DiskStore) MarkActive(id hub.QueueID, mark Mark) error {
 	if !validID(string(id)) {
 		return fmt.Errorf("queue: invalid id %q", id)
 	}
@@ -179,7 +183,7 @@ func (s *DiskStore) MarkActive(id hub.QueueID, notBefore time.Time) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, "%020d", notBefore.UnixNano())
+	_, err = f.WriteString(s.formatMark(mark))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -229,10 +233,10 @@ func (s *DiskStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 		// From here on the caller waits for the commit even if ctx ends:
 		// the rename may already have happened, and reporting failure for a
 		// message that then gets delivered would invite a duplicate.
-		err = s.commit(tmp, s.msgPath(m.ID))
+		err = s.commit(&commit{op: opPut, moves: []move{{tmp, s.msgPath(m.ID)}}})
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(tmp) // gone already if the rename happened: the commit undid it
 		return storageError(err)
 	}
 	return nil
@@ -263,19 +267,9 @@ func (s *DiskStore) Update(ctx context.Context, id hub.QueueID, st State) error 
 		return fmt.Errorf("queue: update %s: %w", id, err)
 	}
 	tmp := s.tmpPath(id, "state")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return storageError(err)
-	}
-	err = writeTrailer(f, stateRecord{ID: id, State: st})
+	err := writeState(tmp, stateRecord{ID: id, State: st})
 	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = s.commit(tmp, s.statePath(id))
+		err = s.commit(&commit{op: opUpdate, moves: []move{{tmp, s.statePath(id)}}})
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -284,22 +278,36 @@ func (s *DiskStore) Update(ctx context.Context, id hub.QueueID, st State) error 
 	return nil
 }
 
-// Remove deletes message id. The .msg goes first: a crash between the two
-// unlinks leaves a .state without a message, which Load deletes, never a
-// message without its latest state (that would redeliver).
+// writeState writes rec as a new .state file at path and fsyncs it.
+func writeState(path string, rec stateRecord) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = writeTrailer(f, rec)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Remove deletes message id; see Store. Its files are renamed into tmp/
+// (where Open deletes anything left) and unlinked there once queue/ is
+// durable, so that a failed directory fsync can put them back. The .msg
+// goes first: a crash between the two renames leaves a .state without a
+// message, which Load deletes, never a message without its latest state
+// (that would redeliver).
 func (s *DiskStore) Remove(id hub.QueueID) error {
 	if !validID(string(id)) {
 		return fmt.Errorf("queue: invalid id %q", id)
 	}
-	// The .msg file goes first: a crash between the two unlinks leaves an
-	// orphan .state, which Load removes, never a message without its state.
-	if s.syncEach {
-		if err := removeFiles(s.msgPath(id), s.statePath(id)); err != nil {
-			return err
-		}
-		return durable.SyncDir(s.queueDir)
-	}
-	return s.submit(&commit{from: s.msgPath(id), to: s.statePath(id), remove: true, err: make(chan error, 1)})
+	return s.commit(&commit{op: opRemove, moves: []move{
+		{s.msgPath(id), s.tmpPath(id, "msg-removed")},
+		{s.statePath(id), s.tmpPath(id, "state-removed")},
+	}})
 }
 
 // makeDurableDirs creates each directory that is missing (0700), and fsyncs
@@ -321,16 +329,6 @@ func makeDurableDirs(dirs ...string) error {
 			if err := durable.SyncDir(filepath.Dir(p)); err != nil {
 				return err
 			}
-		}
-	}
-	return nil
-}
-
-// removeFiles unlinks paths in order; a file already gone is not an error.
-func removeFiles(paths ...string) error {
-	for _, p := range paths {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("queue: %w", err)
 		}
 	}
 	return nil
@@ -358,235 +356,6 @@ func (s *DiskStore) Open(id hub.QueueID) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("queue: %s: %w", id, err)
 	}
 	return &bodyReader{f: f, r: io.NewSectionReader(f, 0, bodyLen), sum: crc32.New(castagnoli), want: rec.BodyCRC}, nil
-}
-
-// Load reads every message in the spool, oldest first, quarantining what it
-// cannot read.
-func (s *DiskStore) Load(ctx context.Context) ([]*Message, error) {
-	entries, err := os.ReadDir(s.queueDir)
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	msgs := map[string]bool{}
-	for _, e := range entries {
-		if id, ok := strings.CutSuffix(e.Name(), ".msg"); ok && validID(id) {
-			msgs[id] = true
-		}
-	}
-	var out []*Message
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		name := e.Name()
-		id, kind, _ := strings.Cut(name, ".")
-		switch {
-		case !validID(id) || (kind != "msg" && kind != "state" && kind != "active"):
-			s.quarantine(name, errors.New("not a queue file"))
-		case (kind == "state" || kind == "active") && !msgs[id]:
-			// Left by a Remove interrupted between its unlinks.
-			os.Remove(filepath.Join(s.queueDir, name))
-		case kind == "msg":
-			m, err := s.loadOne(hub.QueueID(id))
-			if err != nil {
-				s.quarantine(name, err)
-				s.quarantine(id+".state", err)
-				continue
-			}
-			if err := s.recoverActive(ctx, m); err != nil {
-				return nil, err
-			}
-			out = append(out, m)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
-
-// recoverActive handles a message the previous process died processing:
-// one more crash, and no attempt before the time MarkActive recorded. The
-// count is made durable before the mark goes, so a crash loop counts up.
-func (s *DiskStore) recoverActive(ctx context.Context, m *Message) error {
-	raw, err := os.ReadFile(s.activePath(m.ID))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	ns, perr := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
-	notBefore := time.Unix(0, ns)
-	if err != nil || perr != nil {
-		notBefore = s.clock().Add(s.crashDelay) // unreadable: still a crash, and still no storm
-	}
-	m.Crashes++
-	for i := range m.Recipients {
-		r := &m.Recipients[i]
-		if !r.Status.Settled() && r.NextAttempt.Before(notBefore) {
-			r.NextAttempt = notBefore
-		}
-	}
-	s.log.Warn("message was being processed when the hub stopped", "id", m.ID, "crashes", m.Crashes)
-	if err := s.Update(ctx, m.ID, m.State); err != nil {
-		return err
-	}
-	s.ClearActive(m.ID)
-	return nil
-}
-
-func (s *DiskStore) loadOne(id hub.QueueID) (*Message, error) {
-	f, err := os.Open(s.msgPath(id))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	var rec msgRecord
-	bodyLen, err := readTrailer(f, fi.Size(), &rec)
-	if err != nil {
-		return nil, err
-	}
-	if rec.ID != id || rec.Size != bodyLen {
-		return nil, fmt.Errorf("%w: record names %s, size %d, body is %d bytes", errCorrupt, rec.ID, rec.Size, bodyLen)
-	}
-	m := &Message{ID: id, Envelope: rec.Envelope, Arrived: rec.Arrived, Size: rec.Size, State: rec.State}
-	sf, err := os.Open(s.statePath(id))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return m, nil
-	case err != nil:
-		return nil, err
-	}
-	defer sf.Close()
-	sfi, err := sf.Stat()
-	if err != nil {
-		return nil, err
-	}
-	var st stateRecord
-	if _, err := readTrailer(sf, sfi.Size(), &st); err != nil {
-		// Without the latest state we cannot tell delivered recipients from
-		// pending ones; guessing would either lose mail or duplicate it.
-		return nil, fmt.Errorf("state file: %w", err)
-	}
-	if st.ID != id {
-		return nil, fmt.Errorf("%w: state file names %s", errCorrupt, st.ID)
-	}
-	m.State = st.State
-	return m, nil
-}
-
-// quarantine moves a file out of queue/ so that the operator can look at it.
-func (s *DiskStore) quarantine(name string, why error) {
-	from := filepath.Join(s.queueDir, name)
-	if _, err := os.Stat(from); err != nil {
-		return
-	}
-	to := filepath.Join(s.quarantineDir, name)
-	if _, err := os.Lstat(to); err == nil {
-		// Keep what an earlier start quarantined under the same name.
-		to += "." + strconv.FormatInt(s.clock().UnixNano(), 10)
-	}
-	if err := os.Rename(from, to); err != nil {
-		s.log.Error("queue: cannot quarantine", "file", name, "err", err)
-		return
-	}
-	s.log.Error("queue: quarantined unreadable file", "file", name, "to", to, "err", why)
-}
-
-// commit hands a fsynced temp file to the committer and waits until it is
-// renamed into place and the directory entry is durable.
-func (s *DiskStore) commit(from, to string) error {
-	if s.syncEach {
-		if err := os.Rename(from, to); err != nil {
-			return err
-		}
-		return durable.SyncDir(s.queueDir)
-	}
-	return s.submit(&commit{from: from, to: to, err: make(chan error, 1)})
-}
-
-// submit hands c to the committer and waits for the batch it joins to be
-// durable.
-func (s *DiskStore) submit(c *commit) error {
-	select {
-	case s.commits <- c:
-	case <-s.stop:
-		return errors.New("queue: store closed")
-	}
-	select {
-	case err := <-c.err:
-		return err
-	case <-s.done:
-		// The committer is gone; it answered c if it saw it.
-		select {
-		case err := <-c.err:
-			return err
-		default:
-			return errors.New("queue: store closed")
-		}
-	}
-}
-
-// committer is the single goroutine that makes directory entries durable, a
-// batch at a time (see the package comment).
-func (s *DiskStore) committer() {
-	defer close(s.done)
-	batch := make([]*commit, 0, maxBatch)
-	for {
-		select {
-		case c := <-s.commits:
-			batch = append(batch[:0], c)
-		case <-s.stop:
-			s.drain()
-			return
-		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case c := <-s.commits:
-				batch = append(batch, c)
-			default:
-				break more
-			}
-		}
-		s.commitBatch(batch)
-	}
-}
-
-func (s *DiskStore) commitBatch(batch []*commit) {
-	var renamed []*commit
-	for _, c := range batch {
-		var err error
-		if c.remove {
-			err = removeFiles(c.from, c.to)
-		} else {
-			err = os.Rename(c.from, c.to)
-		}
-		if err != nil {
-			c.err <- err
-			continue
-		}
-		renamed = append(renamed, c)
-	}
-	if len(renamed) == 0 {
-		return
-	}
-	err := durable.SyncDir(s.queueDir)
-	for _, c := range renamed {
-		c.err <- err
-	}
-}
-
-// drain fails commits that raced with Close.
-func (s *DiskStore) drain() {
-	for {
-		select {
-		case c := <-s.commits:
-			c.err <- errors.New("queue: store closed")
-		default:
-			return
-		}
-	}
 }
 
 // storageError turns a full disk into the reply Submit promises for it.

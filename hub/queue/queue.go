@@ -12,34 +12,47 @@
 //   - Put reads body to EOF and returns nil only when the message (body,
 //     envelope and initial recipient state) is on stable storage. It assigns
 //     Message.ID (never reused) unless the caller reserved one with
-//     hub.NewQueueID, and Message.Size. On error nothing is queued:
-//     a later Load does not return the message.
+//     hub.NewQueueID, and Message.Size. On error nothing is queued: a later
+//     Load does not return the message, also after a crash.
 //   - Update replaces the mutable State of a message and returns nil only
 //     when the new state is on stable storage. A Load after a crash returns
 //     either the state of the last Update that returned nil, or a newer one
-//     whose Update was in flight — never an older one. Callers serialise
-//     Updates of one message (the store does not merge states).
+//     whose Update was in flight or failed — never an older one, never a
+//     torn one. Callers serialise Updates of one message (the store does not
+//     merge states).
 //   - Remove forgets a message whose recipients are all settled, and returns
-//     nil only when that is durable: a later Load does not return it. The
-//     transport relies on this to skip the Update of a message's final state
-//     when every recipient settles (the common case: one fsync per message
-//     instead of two). Concurrent Removes share fsyncs like Puts do.
+//     nil only when that is durable: a later Load does not return it. On
+//     error the message is still queued with its last state, so the caller
+//     can persist the final state instead. The transport relies on this to
+//     skip the Update of a message's final state when every recipient
+//     settles (the common case: one fsync per message instead of two).
+//     Concurrent Removes share fsyncs like Puts do.
 //   - Open returns the body exactly as it was given to Put. It may be called
 //     any number of times, concurrently.
-//   - Load returns every queued message, oldest first. Anything unreadable is
-//     moved aside (quarantined) and logged, never fatal, so one bad record
-//     cannot keep the hub from starting.
+//   - Load returns every queued message, oldest first. A record proven
+//     corrupt (bad framing or checksum) is moved aside (quarantined) and
+//     logged, so that one damaged record cannot keep the hub from starting.
+//     Any other error reading the spool (EACCES, EMFILE, EIO, ...) fails
+//     Load with the file and the errno named, before anything in the spool
+//     is changed: a disk or permission problem must not quarantine healthy
+//     mail.
 //   - MarkActive records, before a delivery attempt or a categorizer run,
-//     that processing of a message is starting; ClearActive, that it ended.
-//     A message still marked when the process dies is returned by the next
-//     Load with Crashes incremented (and persisted), and with its pending
-//     recipients not due before the time given to MarkActive. That is how a
-//     message that crashes the process reaches the poison queue, and why a
-//     crash loop never becomes a retry storm. The mark survives a process
-//     crash; it need not survive a power loss (it is not fsynced: a lost mark
-//     costs one uncounted crash, while an fsync would cost every attempt).
+//     that processing of a message is starting, and how (Mark);
+//     ClearActive, that it ended. A message still marked when the process
+//     dies is returned by the next Load with the death recorded (and
+//     persisted) and with its pending recipients not due before the
+//     Mark's NotBefore (the crash delay: a crash loop never becomes a retry
+//     storm). Every such death increments Interrupted; a death under a Mark
+//     with Isolated set also counts one crash against the message (Crashes
+//     and Deaths). Load records each death once, even when a Load before it
+//     was itself interrupted. The mark survives a process crash; it need
+//     not survive a power loss (it is not fsynced: a lost mark costs one
+//     unrecorded death, while an fsync would cost every attempt).
 //   - Concurrent Put and Update calls share the cost of making things durable
 //     (group commit, invariant 2): throughput is not capped by fsyncs/s.
+//
+// What a death means is the transport's rule (hub/transport: crash
+// attribution); the store only keeps the counts.
 //
 // # The disk spool
 //
@@ -48,7 +61,8 @@
 //	tmp/               files being written; anything here at Open is a torn write and is deleted
 //	queue/<id>.msg     one message: body, then a checksummed record (envelope + initial state)
 //	queue/<id>.state   the latest recipient state, when it differs from the initial one
-//	quarantine/        records Load could not read, kept for the operator
+//	queue/<id>.active  the mark of a pass or delivery running now (MarkActive)
+//	quarantine/        records Load found corrupt, kept for the operator
 //
 // A .msg file is the body followed by a trailer: the JSON record, its length
 // (uint32, big-endian), its CRC-32C and an 8-byte magic. Putting the record
@@ -56,9 +70,15 @@
 // advance; the record holds the body's CRC-32C, checked as Open's reader
 // reaches EOF. A .state file is the same trailer with an empty body.
 //
+// An .active mark is "<NotBefore, Unix ns, 20 digits> <incarnation, 16 hex>
+// <i|->", written over the old value without truncation: a process killed
+// mid-write leaves the old mark or the new one. The incarnation is random
+// per OpenDisk; Load stores the dead process's incarnation in
+// State.LastDeath along with the counts, and only then deletes the marks.
+//
 // Why this design: one file per message keeps Put to a single rename that
-// makes the message visible with its envelope atomically, and Remove to an
-// unlink; no journal needs compacting. Group commit works in two halves.
+// makes the message visible with its envelope atomically, and Remove to a
+// rename out of queue/; no journal needs compacting. Group commit works in two halves.
 // Each writer fsyncs its own temp file; concurrent fsyncs of different files
 // are merged by the filesystem into one journal commit (ext4's jbd2 and
 // xfs's log both batch them), so they overlap rather than queue. The part
@@ -68,6 +88,22 @@
 // the waiters. A crash before the directory fsync leaves either nothing or a
 // complete, fsynced file under its final name (rename is atomic); a crash
 // while writing leaves a file in tmp/ that the next Open deletes.
+//
+// A directory fsync that fails fails every change of its batch, and each
+// change is undone where it can be before the waiters hear of it, then
+// queue/ is fsynced again: a Put's message is unlinked (its client got a
+// 4xx and will send it again: keeping it would deliver it twice), and a
+// Remove's files, which were renamed into tmp/ rather than unlinked, are
+// renamed back (the caller then persists the final state). An Update
+// cannot be undone (the rename replaced the old state) and need not be:
+// the transport keeps the new state in memory, so the newer file on disk
+// agrees with it. Removed files are unlinked from tmp/ once queue/ is
+// durable; any left by a crash are deleted by the next Open.
+//
+// Start-up recovery of active marks is one group commit however many
+// marks there are: every new state is written to its own temp file, the
+// temp files are fsynced concurrently, and all are renamed in one commit
+// with one fsync of queue/.
 package queue
 
 import (
@@ -86,9 +122,19 @@ type Store interface {
 	Remove(id hub.QueueID) error
 	Open(id hub.QueueID) (io.ReadCloser, error)
 	Load(ctx context.Context) ([]*Message, error)
-	MarkActive(id hub.QueueID, notBefore time.Time) error
+	MarkActive(id hub.QueueID, mark Mark) error
 	ClearActive(id hub.QueueID)
 	Close() error
+}
+
+// Mark is what MarkActive records about a pass or delivery that starts.
+type Mark struct {
+	// NotBefore: if the process dies before ClearActive, the message's
+	// pending recipients are not due before this time (the crash delay).
+	NotBefore time.Time
+	// Isolated: the message is a suspect processed in isolation (no other
+	// suspect in flight), so a death now is counted against it.
+	Isolated bool
 }
 
 // Message is one queued message as the store keeps it.
@@ -112,11 +158,23 @@ type State struct {
 
 	Recipients []RecipientState `json:"recipients"`
 
-	// Crashes counts attempts on this message that ended in a crash: a
-	// panic in the categorizer or a deliverer, or the process dying while
-	// the message was marked active (MarkActive). At Hub.PoisonThreshold the
-	// message is Poisoned.
+	// Crashes counts the crashes attributed to this message: panics in the
+	// categorizer or a deliverer, and process deaths while it was processed
+	// in isolation (Mark.Isolated). At Hub.PoisonThreshold the message is
+	// Poisoned.
 	Crashes int `json:"crashes,omitempty"`
+	// Deaths is the part of Crashes that were process deaths. The transport
+	// takes them back (and resets Interrupted) when the message is later
+	// processed cleanly; panics stay counted.
+	Deaths int `json:"deaths,omitempty"`
+	// Interrupted counts the process deaths this message was in flight at
+	// (marked active) since it was last processed cleanly, attributed or
+	// not.
+	Interrupted int `json:"interrupted,omitempty"`
+	// LastDeath names the process (its store's incarnation) whose death
+	// was recorded last, so that a mark found again after an interrupted
+	// Load is not counted twice.
+	LastDeath string `json:"last_death,omitempty"`
 	// Poisoned messages are parked in the poison queue: never attempted or
 	// expired automatically, only released by an operator (Exchange's
 	// poison message queue).

@@ -132,9 +132,15 @@ func (t *Transport) setSuspended(name string, on bool) error {
 	return fmt.Errorf("no queue named %q", name)
 }
 
-// enqueueLocked puts it in its next hop's queue and starts what may run.
-// t.mu is held.
-func (t *Transport) enqueueLocked(it *workItem) {
+// enqueueLocked puts it at the end of its next hop's queue and starts what
+// may run. t.mu is held.
+func (t *Transport) enqueueLocked(it *workItem) { t.queueItemLocked(it, false) }
+
+// requeueLocked puts back at the front of its next hop's queue a work item
+// that was waiting for the isolation slot. t.mu is held.
+func (t *Transport) requeueLocked(it *workItem) { t.queueItemLocked(it, true) }
+
+func (t *Transport) queueItemLocked(it *workItem, front bool) {
 	q := t.queues[it.hop]
 	if q == nil {
 		q = &hopQueue{hop: it.hop}
@@ -153,7 +159,11 @@ func (t *Transport) enqueueLocked(it *workItem) {
 		}()
 		return
 	}
-	q.items = append(q.items, it)
+	if front {
+		q.items = append([]*workItem{it}, q.items...)
+	} else {
+		q.items = append(q.items, it)
+	}
 	t.pumpLocked(q)
 }
 
@@ -168,7 +178,9 @@ func (t *Transport) retryResults(q *hopQueue, it *workItem) []delivery.Result {
 }
 
 // pumpLocked starts deliveries from q up to its limit. In Retry after the
-// retry time, one connection probes the next hop before more follow.
+// retry time, one connection probes the next hop before more follow. A
+// suspect's item starts only with the isolation slot; while another
+// suspect holds it, the item waits aside and the next one is considered.
 // t.mu is held.
 func (t *Transport) pumpLocked(q *hopQueue) {
 	if t.closed || q.suspended {
@@ -181,6 +193,13 @@ func (t *Transport) pumpLocked(q *hopQueue) {
 	for q.active < limit && len(q.items) > 0 {
 		it := q.items[0]
 		q.items = q.items[1:]
+		if it.e.suspect {
+			if !t.admitLocked(it.e) {
+				t.iso.waiting = append(t.iso.waiting, isoWaiter{e: it.e, it: it})
+				continue
+			}
+			it.isolated = true
+		}
 		q.active++
 		t.wg.Add(1)
 		go t.run(q, it)
@@ -219,10 +238,10 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 		return
 	}
 	m := it.e.msg // ID, Envelope and Size never change
-	// Marked only now that it is dialled: a crash from here on counts
-	// against this message (complete clears the mark once its results are
+	// Marked only now that it is dialled: a death from here on interrupts
+	// this message (complete clears the mark once its results are
 	// persisted).
-	t.markActive(it.e, t.cfg.Load())
+	t.markActive(it.e, t.cfg.Load(), it.isolated)
 	ctx, span := t.startSpan(ctx, m, it)
 	results, panicked := t.callDeliverer(ctx, it)
 	<-t.global
@@ -291,6 +310,7 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		}()
 	}
 
+	clean := false
 	e.mu.Lock()
 	if how != aborted {
 		st := cloneState(e.msg.State)
@@ -299,6 +319,12 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		}
 		if panicked != "" {
 			t.crashed(cfg, e, &st, panicked)
+		} else if how == attempted && !unreachable && st.Interrupted > 0 && t.aloneInFlight(e, it) {
+			// Ended cleanly, nothing else of it in flight, and the next hop
+			// was reached (a failed dial proves nothing): not the cause of
+			// the deaths that interrupted it (isolation.go).
+			st = cleared(st)
+			clean = true
 		}
 		if finished(st) && len(e.inflight) == len(it.indexes) {
 			// Everything is settled and nothing is owed: the Remove that
@@ -320,9 +346,31 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		t.notify(cfg, e)
 	}
 	if how == attempted {
-		t.clearActive(e) // run's markActive: the attempt's outcome is persisted
+		t.clearActive(e, it.isolated) // run's markActive: the attempt's outcome is persisted
+	}
+	if clean || it.isolated {
+		t.mu.Lock()
+		if clean {
+			e.suspect = false
+			t.log.Info("message delivered cleanly after process deaths; no longer a suspect", "id", e.msg.ID)
+		}
+		if it.isolated {
+			t.releaseLocked() // after the mark is gone: never two isolated marks at once
+		}
+		t.mu.Unlock()
 	}
 	t.reschedule(e)
+}
+
+// aloneInFlight reports whether it is all of e in flight: no other
+// delivery and no pass running. e.mu is held.
+func (t *Transport) aloneInFlight(e *entry, it *workItem) bool {
+	if len(e.inflight) != len(it.indexes) {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !e.busy
 }
 
 func resultsText(results []delivery.Result) string {

@@ -29,23 +29,33 @@ func (t *Transport) dispatch(id hub.QueueID, at time.Time) {
 		t.mu.Unlock()
 		return
 	}
-	e.busy = true
 	e.due = time.Time{}
-	t.wg.Add(1)
+	switch {
+	case !e.suspect:
+		t.startPassLocked(e, false)
+	case t.admitLocked(e):
+		t.startPassLocked(e, true)
+	default:
+		t.waitPassLocked(e) // another suspect is in flight
+	}
 	t.mu.Unlock()
-	go t.process(e)
 }
 
 // process runs one pass over a due message: categorize it if not yet done,
 // route its due recipients into the delivery queues, queue the DSNs it
-// owes, and schedule it again.
-func (t *Transport) process(e *entry) {
+// owes, and schedule it again. isolated: e is a suspect holding the
+// isolation slot for this pass.
+func (t *Transport) process(e *entry, isolated bool) {
 	defer t.wg.Done()
 	cfg := t.cfg.Load()
-	t.markActive(e, cfg)
+	t.markActive(e, cfg, isolated)
 	var items []*workItem
-	if t.expand(cfg, e) {
+	proceed, crashed := t.expand(cfg, e)
+	if proceed {
 		items = t.route(cfg, e)
+	}
+	if !crashed && len(items) == 0 {
+		t.clearIfClean(e)
 	}
 	t.notify(cfg, e)
 	t.mu.Lock()
@@ -56,8 +66,29 @@ func (t *Transport) process(e *entry) {
 	t.mu.Unlock()
 	// The pass is over; each delivery it queued marks the message itself
 	// when (and only when) it runs.
-	t.clearActive(e)
+	t.clearActive(e, isolated)
+	if isolated {
+		t.mu.Lock()
+		t.releaseLocked() // after the mark is gone: never two isolated marks at once
+		t.mu.Unlock()
+	}
 	t.reschedule(e)
+}
+
+// clearIfClean is called when a pass over e ended without a crash and
+// queued no delivery: if e was interrupted by process deaths and has
+// nothing else in flight, it was not their cause (see isolation.go).
+func (t *Transport) clearIfClean(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.msg.Interrupted == 0 || e.msg.Poisoned || len(e.inflight) > 0 {
+		return
+	}
+	t.persist(e, cleared(cloneState(e.msg.State)))
+	t.mu.Lock()
+	e.suspect = false
+	t.mu.Unlock()
+	t.log.Info("message processed cleanly after process deaths; no longer a suspect", "id", e.msg.ID)
 }
 
 // reschedule decides what happens to e after a pass or a delivery: removed
@@ -106,26 +137,43 @@ func (t *Transport) remove(e *entry) {
 }
 
 // markActive records in the store that a pass or a delivery of e starts
-// (see queue.Store.MarkActive): a process death now counts as a crash of
-// this message, and its retry waits for the ladder's first rung. Each call
-// is paired with one clearActive when that pass or delivery ends. The mark
-// is rewritten at each start, so its time is never stale while a long
-// delivery runs beside a new one.
-func (t *Transport) markActive(e *entry, cfg *policy.Config) {
+// (see queue.Store.MarkActive): a process death now interrupts this
+// message (and counts as its crash if isolated: see isolation.go), and its
+// retry waits for the ladder's first rung. Each call is paired with one
+// clearActive when that pass or delivery ends. The mark is rewritten at
+// each start, so its time is never stale while a long delivery runs beside
+// a new one.
+func (t *Transport) markActive(e *entry, cfg *policy.Config, isolated bool) {
 	e.markMu.Lock()
 	defer e.markMu.Unlock()
 	e.marks++
-	if err := t.store.MarkActive(e.msg.ID, t.clock().Add(backoff(cfg.Hub, 1))); err != nil {
+	if isolated {
+		e.isoMarks++
+	}
+	e.mark = queue.Mark{NotBefore: t.clock().Add(backoff(cfg.Hub, 1)), Isolated: e.isoMarks > 0}
+	if err := t.store.MarkActive(e.msg.ID, e.mark); err != nil {
 		t.log.Warn("cannot mark message active", "id", e.msg.ID, "err", err)
 	}
 }
 
-// clearActive ends one markActive; the mark goes with the last one.
-func (t *Transport) clearActive(e *entry) {
+// clearActive ends one markActive (isolated as it was given); the mark
+// goes with the last one, and stops saying Isolated with the last isolated
+// one.
+func (t *Transport) clearActive(e *entry, isolated bool) {
 	e.markMu.Lock()
 	defer e.markMu.Unlock()
-	if e.marks--; e.marks == 0 {
+	e.marks--
+	if isolated {
+		e.isoMarks--
+	}
+	switch {
+	case e.marks == 0:
 		t.store.ClearActive(e.msg.ID)
+	case isolated && e.isoMarks == 0:
+		e.mark.Isolated = false
+		if err := t.store.MarkActive(e.msg.ID, e.mark); err != nil {
+			t.log.Warn("cannot mark message active", "id", e.msg.ID, "err", err)
+		}
 	}
 }
 
@@ -182,16 +230,16 @@ func nextDue(e *entry, now time.Time, delayAfter time.Duration) (due time.Time, 
 
 // expand resolves the envelope recipients once, through the categorizer,
 // into the fixed recipient list, and persists it. It reports whether the
-// pass may go on to routing.
-func (t *Transport) expand(cfg *policy.Config, e *entry) bool {
+// pass may go on to routing, and whether the categorizer crashed.
+func (t *Transport) expand(cfg *policy.Config, e *entry) (proceed, crashed bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.msg
 	if m.Poisoned {
-		return false
+		return false, false
 	}
 	if m.Expanded {
-		return true
+		return true, false
 	}
 	inputs := make([]categorizer.Input, len(m.Recipients))
 	for i, r := range m.Recipients {
@@ -217,9 +265,9 @@ func (t *Transport) expand(cfg *policy.Config, e *entry) bool {
 		}
 		t.persist(e, st)
 		t.recordAll(m, st.Recipients)
-		return false
+		return false, true
 	}
-	st := queue.State{Expanded: true, Crashes: m.Crashes}
+	st := queue.State{Expanded: true, Crashes: m.Crashes, Deaths: m.Deaths, Interrupted: m.Interrupted, LastDeath: m.LastDeath}
 	identity := len(outcomes) == len(inputs)
 	for k, o := range outcomes {
 		rs := queue.RecipientState{Address: o.Address, ResolvedFrom: o.ResolvedFrom, DSN: inputs[o.Input].DSN,
@@ -261,7 +309,7 @@ func (t *Transport) expand(cfg *policy.Config, e *entry) bool {
 			t.record(m, rs)
 		}
 	}
-	return true
+	return true, false
 }
 
 // readTrace reads m's header section for the lists it was already
@@ -318,6 +366,9 @@ type workItem struct {
 	lists   []string // trace headers to add
 	indexes []int    // into the message's recipients
 	rcpts   []delivery.Recipient
+	// isolated: e is a suspect and this delivery holds the isolation slot
+	// (set by pumpLocked under Transport.mu, read by run and complete).
+	isolated bool
 }
 
 // route routes every due recipient of e with the current config. It

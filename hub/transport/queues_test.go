@@ -6,6 +6,8 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/mail"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -406,8 +408,11 @@ func TestPoisonQueue(t *testing.T) {
 	}
 }
 
-// TestProcessCrashesPoison: a message the process died processing twice
-// (its store mark left behind each time) is parked at the next start.
+// TestProcessCrashesPoison: a message the process died processing is
+// parked at the next start once poison_threshold of those deaths could be
+// pinned on it (it was the isolated suspect in flight), and not before:
+// deaths it was merely in flight at (here the first, with its delivery
+// hanging, and two more) only make it a suspect.
 func TestProcessCrashesPoison(t *testing.T) {
 	spool := t.TempDir()
 	cfg := config(t, spool, "")
@@ -415,30 +420,75 @@ func TestProcessCrashesPoison(t *testing.T) {
 	h := start(t, cfg, &fake{result: ok}, &fake{result: ok, block: block}, nil)
 	id := h.submit("x\r\n", "a@partner.example")
 	// The message is marked active while its delivery hangs; a "crash"
-	// keeps the mark: close the store underneath, then count two deaths.
-	eventually(t, "delivery running", func() bool { return len(spoolFiles(t, spool)) == 2 })
-	if !slices.Contains(spoolFiles(t, spool), string(id)+".active") {
-		t.Fatalf("no active mark: %v", spoolFiles(t, spool))
+	// keeps the mark: close the store underneath, then count the deaths.
+	var mark []byte
+	eventually(t, "delivery running, marked", func() bool {
+		mark, _ = os.ReadFile(filepath.Join(spool, "queue", string(id)+".active"))
+		return strings.HasSuffix(string(mark), "\n")
+	})
+	if !strings.HasSuffix(string(mark), " -\n") {
+		t.Fatalf("active mark %q; want one not isolated", mark)
 	}
 	ds, _ := h.tr.store.(*queue.DiskStore)
-	ds.Close() // a crash: the mark stays
-	for range 2 {
-		s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Load(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		s.MarkActive(id, time.Now())
-		s.Close()
-	}
+	ds.Close() // a crash: nothing more reaches the spool...
 	close(block)
-	h.tr.cancelRun()
+	h.close()
+	// ...and the mark stays, as SIGKILL would have left it (the stopped
+	// transport's clearActive still reached the file).
+	if err := os.WriteFile(filepath.Join(spool, "queue", string(id)+".active"), mark, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	die(t, spool, id, false)
+	die(t, spool, id, false)
+	if st := loadState(t, spool, id); st.Interrupted != suspectAfter || st.Crashes != 0 || !suspect(st) {
+		t.Fatalf("after %d deaths in flight, not isolated: %+v", suspectAfter, st)
+	}
+	die(t, spool, id, true)
+	die(t, spool, id, true)
 	h2 := start(t, cfg, &fake{result: ok}, &fake{result: ok}, nil)
 	if s := h2.tr.Stats(); s.Poisoned != 1 {
 		t.Fatalf("Stats %+v\n%s", s, h2.logs)
 	}
+}
+
+// die plays one process death with message id in flight: the store is
+// opened (recording the previous deaths), id marked active (isolated or
+// not), and the store closed with the mark left behind.
+func die(t *testing.T, spool string, id hub.QueueID, isolated bool) {
+	t.Helper()
+	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkActive(id, queue.Mark{NotBefore: time.Now(), Isolated: isolated}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+// loadState opens the spool (recording any death left in it) and returns
+// message id's state.
+func loadState(t *testing.T, spool string, id hub.QueueID) queue.State {
+	t.Helper()
+	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	msgs, err := s.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if m.ID == id {
+			return m.State
+		}
+	}
+	t.Fatalf("message %s not in the spool", id)
+	return queue.State{}
 }
 
 // TestListExpansion: a distribution list with an owner sends its remote

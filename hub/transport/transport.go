@@ -22,11 +22,14 @@
 //     retry time one connection probes the next hop before the others follow.
 //   - While a pass over a message or one of its deliveries runs (not while
 //     its work merely waits in a queue) the store marks it active
-//     (MarkActive), so that if the process dies the next start counts a
-//     crash and does not retry before the ladder's first rung; after
-//     Hub.PoisonThreshold crashes (process deaths, or panics in the
-//     categorizer or a deliverer) the message is parked in the poison queue
-//     and never retried automatically.
+//     (MarkActive), so that if the process dies the next start knows it was
+//     in flight and does not retry it before the ladder's first rung. A
+//     panic in the categorizer or a deliverer counts a crash of its message
+//     at once; a process death counts only against a suspect processed in
+//     isolation (the exact rule is in isolation.go: crash attribution).
+//     After Hub.PoisonThreshold crashes the message is parked in the poison
+//     queue and never retried automatically; two unrelated deaths never
+//     park healthy mail.
 //   - After every attempt the recipients' new state is persisted before
 //     anything else happens; delivered and failed recipients are never
 //     attempted again, also after a restart.
@@ -84,6 +87,7 @@ type Stats struct {
 	Messages          int // messages in the queue, poisoned ones included
 	PendingRecipients int // recipients neither delivered nor failed
 	Poisoned          int // messages in the poison queue
+	Suspects          int // messages processed in isolation after process deaths (isolation.go)
 }
 
 // Transport is the hub. Create it with New, then Start it.
@@ -103,6 +107,7 @@ type Transport struct {
 	msgs    map[hub.QueueID]*entry
 	queues  map[delivery.NextHop]*hopQueue
 	changed chan struct{} // closed and replaced when a message leaves the queue
+	iso     isolation     // the slot for the one suspect in flight (isolation.go)
 	started bool
 	closed  bool
 	wg      sync.WaitGroup // running goroutines: processing and deliveries
@@ -124,9 +129,11 @@ type entry struct {
 	notifyRetry time.Time    // a DSN could not be queued: try again at this time
 
 	// Guarded by Transport.mu.
-	busy     bool      // process is running
-	removing bool      // settled; being removed
-	due      time.Time // when the scheduler should next run it
+	busy        bool      // process is running
+	removing    bool      // settled; being removed
+	due         time.Time // when the scheduler should next run it
+	suspect     bool      // processed in isolation (isolation.go)
+	passWaiting bool      // a due pass waits for the isolation slot
 
 	markMu sync.Mutex // serialises MarkActive/ClearActive
 	// marks counts the passes and deliveries of this message running now;
@@ -134,6 +141,11 @@ type entry struct {
 	// waiting in a next hop's queue is not processing: marking it would
 	// count a crash for every backlogged message at each restart.
 	marks int
+	// isoMarks counts those of them running with the isolation slot; the
+	// mark says Isolated exactly while it is above zero, so that a stale
+	// isolated mark never outlives the slot (isolation.go).
+	isoMarks int
+	mark     queue.Mark // as last written
 
 	notifyMu sync.Mutex // one notify at a time, so that a DSN is queued once
 }
@@ -202,16 +214,21 @@ func (t *Transport) Start(ctx context.Context) error {
 	}
 	now := t.clock()
 	cfg := t.cfg.Load()
-	poisoned := 0
+	poisoned, suspects := 0, 0
 	for _, m := range msgs {
-		e := &entry{msg: m, inflight: map[int]bool{}}
+		e := &entry{msg: m, inflight: map[int]bool{}, suspect: suspect(m.State)}
 		t.msgs[m.ID] = e
 		if !m.Poisoned && m.Crashes >= cfg.Hub.PoisonThreshold {
-			// The process died processing it this often: park it.
+			// The process died processing it in isolation this often (or
+			// died after a panic's count): park it.
 			st := cloneState(m.State)
 			st.Poisoned = true
 			t.persist(e, st)
-			t.recordPoison(m, m.Crashes, "the process died while processing the message")
+			t.recordPoison(m, m.Crashes, fmt.Sprintf(
+				"crashed %d times (%d process deaths while it was the one suspect in flight)", m.Crashes, m.Deaths))
+		}
+		if e.suspect && !m.Poisoned {
+			suspects++
 		}
 		if m.Poisoned {
 			poisoned++
@@ -227,7 +244,7 @@ func (t *Transport) Start(ctx context.Context) error {
 		}
 	}
 	if len(msgs) > 0 {
-		t.log.Info("queue recovered", "messages", len(msgs), "poisoned", poisoned)
+		t.log.Info("queue recovered", "messages", len(msgs), "poisoned", poisoned, "suspects", suspects)
 	}
 	t.started = true
 	go t.sched.run()
@@ -347,6 +364,8 @@ func (t *Transport) Stats() Stats {
 		e.mu.Lock()
 		if e.msg.Poisoned {
 			s.Poisoned++
+		} else if suspect(e.msg.State) {
+			s.Suspects++
 		}
 		for _, r := range e.msg.Recipients {
 			if !r.Status.Settled() {

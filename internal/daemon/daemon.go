@@ -84,6 +84,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		delivery.KindLMTP:    d.lmtp,
 		delivery.KindSMTP:    d.smtp,
 	}
+	deliverers = hookDeliverers(deliverers) // a test hook in -tags crashhook builds only
 	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure})
 	if err != nil {
 		d.closeOutbound()

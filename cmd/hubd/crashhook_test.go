@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/smtp"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"hubd/hub/queue"
+)
+
+// deathsToPoison is how many process deaths a message that kills hubd
+// every time costs before it is parked: three in a row make it a suspect
+// (hub/transport: suspectAfter), then poison_threshold more while it is
+// the isolated suspect.
+const deathsToPoison = 3 + 2
+
+// TestCrashingMessageIsPoisoned: hubd built with -tags crashhook dies
+// (SIGKILL to itself, no cleanup) whenever a deliverer takes a message
+// carrying the hook's header. With other mail flowing throughout, and
+// hubd restarted after each death as a supervisor would, that message
+// (and nothing else) ends in the poison queue after deathsToPoison deaths,
+// and every other acknowledged message is delivered once.
+func TestCrashingMessageIsPoisoned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	bin := filepath.Join(t.TempDir(), "hubd-crashhook")
+	if out, err := exec.Command("go", "build", "-tags", "crashhook", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building hubd -tags crashhook: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	addr := freePort(t)
+	rcpts := []string{"u1", "u2", "u3"}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, `
+hub {
+  hostname             = "crash.example.test"
+  spool_dir            = "spool"
+  quick_retry_interval = "200ms"
+  retry_interval       = "200ms"
+}
+accepted_domain "example.test" {}
+receive_connector "in" {
+  bind = [%q]
+  max_inbound_connections_per_source = 100
+}
+`, addr)
+	for _, r := range rcpts {
+		fmt.Fprintf(&cfg, "mailbox %q { maildir = %q }\n", r+"@example.test", "mail/"+r)
+	}
+	cfgPath := writeConfig(t, dir, cfg.String())
+
+	var (
+		mu    sync.Mutex
+		acked = map[string][]string{}
+		seq   int
+	)
+	stop := make(chan struct{})
+	var senders sync.WaitGroup
+	for range 4 {
+		senders.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				seq++
+				id := fmt.Sprintf("hook-%d", seq)
+				mu.Unlock()
+				to := pickRecipients(rcpts)
+				if err := sendOne(addr, id, to); err != nil {
+					<-time.After(20 * time.Millisecond) // hubd restarting: poll again
+					continue
+				}
+				mu.Lock()
+				acked[id] = to
+				mu.Unlock()
+			}
+		})
+	}
+
+	p := startBinary(t, bin, cfgPath, addr)
+	if err := sendMarked(addr); err != nil {
+		t.Fatalf("marked message not accepted: %v", err)
+	}
+	deaths, logs := 0, ""
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(p.out.String(), "message moved to the poison queue") {
+		select {
+		case <-p.done:
+			deaths++
+			logs += p.out.String()
+			p = startBinary(t, bin, cfgPath, addr)
+		case <-time.After(50 * time.Millisecond): // poll the log
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not poisoned after %d deaths in 60 s", deaths)
+		}
+	}
+	// Mail keeps flowing after the poisoning.
+	mu.Lock()
+	after := len(acked) + 50
+	mu.Unlock()
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= after || time.Now().After(deadline) {
+			break
+		}
+		<-time.After(20 * time.Millisecond) // poll
+	}
+	close(stop)
+	senders.Wait()
+
+	want := 0
+	for _, to := range acked {
+		want += len(to)
+	}
+	var found map[string]int
+	for {
+		found = scanMaildirs(t, filepath.Join(dir, "mail"), rcpts)
+		got := 0
+		for id, to := range acked {
+			for _, r := range to {
+				if found[id+"/"+r] > 0 {
+					got++
+				}
+			}
+		}
+		if got == want || time.Now().After(deadline) {
+			break
+		}
+		<-time.After(50 * time.Millisecond) // poll
+	}
+	if err := p.stop(t, 30*time.Second); err != nil {
+		t.Errorf("hubd did not exit 0 after SIGTERM: %v", err)
+	}
+	logs += p.out.String()
+
+	lost, dup := 0, 0
+	for id, to := range acked {
+		for _, r := range to {
+			if found[id+"/"+r] == 0 {
+				lost++
+			}
+		}
+	}
+	for key, n := range found {
+		if strings.HasPrefix(key, "marked/") {
+			t.Errorf("the crashing message was delivered to %s", key)
+		}
+		if n > 1 {
+			dup++
+		}
+	}
+	poisoned := poisonedBodies(t, filepath.Join(dir, "spool"))
+	inFlight, counted := 0, 0
+	for _, m := range recoveryRe.FindAllStringSubmatch(logs, -1) {
+		n, _ := strconv.Atoi(m[1])
+		c, _ := strconv.Atoi(m[2])
+		inFlight, counted = inFlight+n, counted+c
+	}
+	t.Logf("crash hook: %d deaths, %d messages in flight at them (the crashing one included), %d deaths counted; "+
+		"%d other messages acked, %d lost, %d duplicated; %d poisoned",
+		deaths, inFlight, counted, len(acked), lost, dup, len(poisoned))
+	if counted != deathsToPoison-3 {
+		t.Errorf("%d deaths counted against a message, want %d (all against the crashing one)", counted, deathsToPoison-3)
+	}
+	if lost != 0 || dup != 0 {
+		t.Errorf("%d lost, %d duplicated", lost, dup)
+	}
+	if len(poisoned) != 1 || !strings.Contains(poisoned[0], "X-Test-Crash-Hook: kill") {
+		t.Errorf("poison queue holds %d messages, want only the crashing one:\n%s", len(poisoned), strings.Join(poisoned, "\n---\n"))
+	}
+	if deaths != deathsToPoison {
+		t.Errorf("%d deaths before the message was parked, want %d", deaths, deathsToPoison)
+	}
+	if t.Failed() {
+		t.Logf("hubd logs:\n%s", logs)
+	}
+}
+
+// recoveryRe matches hub/queue's start-up summary of a death.
+var recoveryRe = regexp.MustCompile(`messages were in flight when the previous process died" messages=(\d+) counted_against=(\d+)`)
+
+// sendMarked sends the message that kills hubd built with -tags crashhook.
+// It is accepted once DATA is answered 250; hubd may die before QUIT.
+func sendMarked(addr string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail("sender@remote.test"); err != nil {
+		return err
+	}
+	if err := c.Rcpt("u1@example.test"); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	io.WriteString(w, "From: sender@remote.test\r\nTo: u1@example.test\r\nSubject: crash\r\nX-Crash-ID: marked\r\n"+
+		"X-Test-Crash-Hook: kill\r\n\r\nthis message crashes the hub\r\n")
+	return w.Close()
+}
+
+// poisonedBodies opens the spool of a stopped hubd and returns the bodies
+// of the messages in the poison queue.
+func poisonedBodies(t *testing.T, spool string) []string {
+	t.Helper()
+	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	msgs, err := s.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range msgs {
+		if !m.Poisoned {
+			continue
+		}
+		rc, err := s.Open(m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
