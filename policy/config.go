@@ -67,7 +67,7 @@ type Hub struct {
 	MessageExpiration      time.Duration // default 48h: then the recipient fails with 4.4.7
 	DelayDSNAfter          time.Duration // default 4h: one delay DSN after this; 0 = never
 
-	PoisonThreshold                 int // default 2: crashes while processing a message before it is parked
+	PoisonThreshold                 int // default 2: crashes attributed to a message (a panic, or a death while it was the isolated suspect) before it is parked
 	MaxOutboundConnections          int // default 1000: concurrent deliveries overall
 	MaxPerDomainOutboundConnections int // default 20: concurrent deliveries per next hop
 	MaxHopCount                     int // default 100: Received: headers a message the hub expands or generates may carry
