@@ -463,6 +463,9 @@ func (s *Service) route(bind string, c net.Conn) {
 	}
 	s.mu.Lock()
 	closed = s.closed
+	// From here Shutdown reaches it as a session (s.conns), never through
+	// s.routing: closing it there would cut a session in the middle of DATA.
+	delete(s.routing, orig)
 	if !closed {
 		s.conns[sc] = struct{}{}
 	}
