@@ -2,21 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/smtp"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"hubd/hub"
-	"hubd/hub/queue"
 )
 
 // TestCrashNeverLosesAckedMail is DESIGN.md invariant 1 tested on the real
@@ -116,23 +111,7 @@ receive_connector "in" {
 	for _, to := range acked {
 		want += len(to)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	var found map[string]int
-	for {
-		found = scanMaildirs(t, filepath.Join(dir, "mail"), rcpts)
-		delivered := 0
-		for id, to := range acked {
-			for _, r := range to {
-				if found[id+"/"+r] > 0 {
-					delivered++
-				}
-			}
-		}
-		if delivered == want || time.Now().After(deadline) {
-			break
-		}
-		<-time.After(100 * time.Millisecond) // poll interval under the deadline
-	}
+	found := waitDelivered(t, filepath.Join(dir, "mail"), rcpts, acked, time.Now().Add(60*time.Second))
 	t.Logf("final start: everything delivered after %v", time.Since(finalStart))
 	stopStart := time.Now()
 	if err := p.stop(t, 30*time.Second); err != nil {
@@ -140,12 +119,7 @@ receive_connector "in" {
 	}
 	t.Logf("SIGTERM to exit: %v", time.Since(stopStart))
 	logs.WriteString(p.out.String())
-	inFlight, counted := 0, 0
-	for _, m := range recoveryRe.FindAllStringSubmatch(logs.String(), -1) {
-		n, _ := strconv.Atoi(m[1])
-		c, _ := strconv.Atoi(m[2])
-		inFlight, counted = inFlight+n, counted+c
-	}
+	inFlight, counted := deathsInLogs(logs.String())
 
 	// SIGKILL must never leave an unreadable record: torn writes stay in
 	// tmp/ and are cleaned at start-up, so nothing is ever quarantined.
@@ -157,48 +131,21 @@ receive_connector "in" {
 		t.Errorf("healthy message %s parked in the poison queue", id)
 	}
 
-	lost, dup, deliveredCopies := 0, 0, 0
-	for id, to := range acked {
-		for _, r := range to {
-			if found[id+"/"+r] == 0 {
-				lost++
-				t.Errorf("acked message %s for %s was never delivered", id, r)
-			}
-		}
+	lost, dup := lostAndDuplicated(acked, found)
+	for _, key := range lost {
+		t.Errorf("acked message %s was never delivered", key)
 	}
+	deliveredCopies := 0
 	for key, n := range found {
 		deliveredCopies += n
 		if n > 1 {
-			dup++
 			t.Errorf("message %s delivered %d times", key, n)
 		}
 	}
 	t.Logf("crash test: %d SIGKILLs, %d messages tried, %d acked (%d recipient deliveries expected), "+
 		"%d delivered copies found, %d lost, %d duplicated, %d poisoned; %d messages in flight at the deaths, "+
 		"%d deaths counted against a message",
-		rounds, tried, len(acked), want, deliveredCopies, lost, dup, len(poisoned), inFlight, counted)
-}
-
-// poisonedMessages opens the spool of a stopped hubd and returns the IDs of
-// the messages in the poison queue.
-func poisonedMessages(t *testing.T, spool string) []hub.QueueID {
-	t.Helper()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	msgs, err := s.Load(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []hub.QueueID
-	for _, m := range msgs {
-		if m.Poisoned {
-			ids = append(ids, m.ID)
-		}
-	}
-	return ids
+		rounds, tried, len(acked), want, deliveredCopies, len(lost), len(dup), len(poisoned), inFlight, counted)
 }
 
 func pickRecipients(all []string) []string {

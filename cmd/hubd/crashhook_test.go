@@ -1,20 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/smtp"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"hubd/hub/queue"
 )
 
 // deathsToPoison is how many process deaths a message that kills hubd
@@ -124,65 +119,35 @@ receive_connector "in" {
 	close(stop)
 	senders.Wait()
 
-	want := 0
-	for _, to := range acked {
-		want += len(to)
-	}
-	var found map[string]int
-	for {
-		found = scanMaildirs(t, filepath.Join(dir, "mail"), rcpts)
-		got := 0
-		for id, to := range acked {
-			for _, r := range to {
-				if found[id+"/"+r] > 0 {
-					got++
-				}
-			}
-		}
-		if got == want || time.Now().After(deadline) {
-			break
-		}
-		<-time.After(50 * time.Millisecond) // poll
-	}
+	found := waitDelivered(t, filepath.Join(dir, "mail"), rcpts, acked, deadline)
 	if err := p.stop(t, 30*time.Second); err != nil {
 		t.Errorf("hubd did not exit 0 after SIGTERM: %v", err)
 	}
 	logs += p.out.String()
 
-	lost, dup := 0, 0
-	for id, to := range acked {
-		for _, r := range to {
-			if found[id+"/"+r] == 0 {
-				lost++
-			}
-		}
-	}
-	for key, n := range found {
+	lost, dup := lostAndDuplicated(acked, found)
+	for key := range found {
 		if strings.HasPrefix(key, "marked/") {
 			t.Errorf("the crashing message was delivered to %s", key)
 		}
-		if n > 1 {
-			dup++
-		}
 	}
-	poisoned := poisonedBodies(t, filepath.Join(dir, "spool"))
-	inFlight, counted := 0, 0
-	for _, m := range recoveryRe.FindAllStringSubmatch(logs, -1) {
-		n, _ := strconv.Atoi(m[1])
-		c, _ := strconv.Atoi(m[2])
-		inFlight, counted = inFlight+n, counted+c
-	}
+	poisoned := poisonedMessages(t, filepath.Join(dir, "spool"))
+	inFlight, counted := deathsInLogs(logs)
 	t.Logf("crash hook: %d deaths, %d messages in flight at them (the crashing one included), %d deaths counted; "+
 		"%d other messages acked, %d lost, %d duplicated; %d poisoned",
-		deaths, inFlight, counted, len(acked), lost, dup, len(poisoned))
+		deaths, inFlight, counted, len(acked), len(lost), len(dup), len(poisoned))
 	if counted != deathsToPoison-3 {
 		t.Errorf("%d deaths counted against a message, want %d (all against the crashing one)", counted, deathsToPoison-3)
 	}
-	if lost != 0 || dup != 0 {
-		t.Errorf("%d lost, %d duplicated", lost, dup)
+	if len(lost) != 0 || len(dup) != 0 {
+		t.Errorf("lost %v, duplicated %v", lost, dup)
 	}
-	if len(poisoned) != 1 || !strings.Contains(poisoned[0], "X-Test-Crash-Hook: kill") {
-		t.Errorf("poison queue holds %d messages, want only the crashing one:\n%s", len(poisoned), strings.Join(poisoned, "\n---\n"))
+	var bodies []string
+	for _, b := range poisoned {
+		bodies = append(bodies, b)
+	}
+	if len(bodies) != 1 || !strings.Contains(bodies[0], "X-Test-Crash-Hook: kill") {
+		t.Errorf("poison queue holds %d messages, want only the crashing one:\n%s", len(bodies), strings.Join(bodies, "\n---\n"))
 	}
 	if deaths != deathsToPoison {
 		t.Errorf("%d deaths before the message was parked, want %d", deaths, deathsToPoison)
@@ -191,9 +156,6 @@ receive_connector "in" {
 		t.Logf("hubd logs:\n%s", logs)
 	}
 }
-
-// recoveryRe matches hub/queue's start-up summary of a death.
-var recoveryRe = regexp.MustCompile(`messages were in flight when the previous process died" messages=(\d+) counted_against=(\d+)`)
 
 // sendMarked sends the message that kills hubd built with -tags crashhook.
 // It is accepted once DATA is answered 250; hubd may die before QUIT.
@@ -216,36 +178,4 @@ func sendMarked(addr string) error {
 	io.WriteString(w, "From: sender@remote.test\r\nTo: u1@example.test\r\nSubject: crash\r\nX-Crash-ID: marked\r\n"+
 		"X-Test-Crash-Hook: kill\r\n\r\nthis message crashes the hub\r\n")
 	return w.Close()
-}
-
-// poisonedBodies opens the spool of a stopped hubd and returns the bodies
-// of the messages in the poison queue.
-func poisonedBodies(t *testing.T, spool string) []string {
-	t.Helper()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	msgs, err := s.Load(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, m := range msgs {
-		if !m.Poisoned {
-			continue
-		}
-		rc, err := s.Open(m.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(b))
-	}
-	return out
 }
