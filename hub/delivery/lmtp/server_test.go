@@ -51,12 +51,13 @@ type lmtpServer struct {
 	datas  int // DATA commands seen
 	conns  int // connections accepted
 	open   map[int]net.Conn
-	closed chan int // numbers of connections the client closed
+	closed chan int     // numbers of connections the client closed
+	gone   map[int]bool // the ones waitClosed has seen, in whatever order they closed
 }
 
 func startLMTP(t *testing.T, cfg serverConfig) *lmtpServer {
 	t.Helper()
-	ls := &lmtpServer{cfg: cfg, open: map[int]net.Conn{}, closed: make(chan int, 1000)}
+	ls := &lmtpServer{cfg: cfg, open: map[int]net.Conn{}, closed: make(chan int, 1000), gone: map[int]bool{}}
 	var l net.Listener
 	var err error
 	if cfg.network == "unix" {
@@ -117,12 +118,11 @@ func (ls *lmtpServer) dropConnections() {
 func (ls *lmtpServer) waitClosed(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.After(timeout)
-	for {
+	for !ls.gone[n] {
 		select {
 		case got := <-ls.closed:
-			if got == n {
-				return
-			}
+			// Connections may close in any order: remember every one.
+			ls.gone[got] = true
 		case <-deadline:
 			t.Fatalf("connection %d still open after %v", n, timeout)
 		}
