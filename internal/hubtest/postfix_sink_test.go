@@ -1,18 +1,11 @@
 package hubtest
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"mime"
-	"mime/multipart"
-	"mime/quotedprintable"
 	"net"
 	"net/smtp"
-	"net/textproto"
 	"os"
 	"os/exec"
 	"os/user"
@@ -24,6 +17,7 @@ import (
 	"time"
 
 	"hubd/internal/logbuf"
+	"hubd/internal/mimetest"
 )
 
 // postfixSink is Postfix's smtp-sink (package postfix) as a next hop,
@@ -155,53 +149,8 @@ func (s *postfixSink) messages(t *testing.T) []sunk {
 	return out
 }
 
-// decodedParts decodes a message with Go's MIME reader into its leaf
-// parts, "type: octets", in order; message/rfc822 parts are opened.
-func decodedParts(t *testing.T, msg string) []string {
-	t.Helper()
-	br := bufio.NewReader(strings.NewReader(msg))
-	hdr, err := textproto.NewReader(br).ReadMIMEHeader()
-	if err != nil {
-		t.Fatalf("header: %v", err)
-	}
-	return decodeEntity(t, hdr, br)
-}
-
-func decodeEntity(t *testing.T, hdr textproto.MIMEHeader, body io.Reader) []string {
-	mt, params := "text/plain", map[string]string{}
-	if ct := hdr.Get("Content-Type"); ct != "" {
-		mt, params, _ = mime.ParseMediaType(ct)
-	}
-	if strings.HasPrefix(mt, "multipart/") {
-		var out []string
-		mr := multipart.NewReader(body, params["boundary"])
-		for {
-			p, err := mr.NextRawPart()
-			if err == io.EOF {
-				return out
-			}
-			if err != nil {
-				t.Fatalf("multipart: %v", err)
-			}
-			out = append(out, decodeEntity(t, p.Header, p)...)
-		}
-	}
-	r := body
-	switch strings.ToLower(hdr.Get("Content-Transfer-Encoding")) {
-	case "quoted-printable":
-		r = quotedprintable.NewReader(body)
-	case "base64":
-		r = base64.NewDecoder(base64.StdEncoding, body)
-	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("%s: %v", mt, err)
-	}
-	return []string{mt + ": " + string(b)}
-}
-
 // pythonParts decodes a message with Python's email package, as a second
-// opinion on the MIME: its leaf parts as decodedParts gives them, or nil
+// opinion on the MIME: its leaf parts as mimetest.Leaves gives them, or nil
 // when python3 is not installed.
 func pythonParts(t *testing.T, msg string) []string {
 	t.Helper()
@@ -319,7 +268,7 @@ func TestPostfixSinkWithout8BITMIME(t *testing.T) {
 				orig = o
 			}
 		}
-		want, have := decodedParts(t, orig), decodedParts(t, m.data)
+		want, have := mimetest.Leaves(t, orig), mimetest.Leaves(t, m.data)
 		if fmt.Sprintf("%q", want) != fmt.Sprintf("%q", have) {
 			t.Errorf("%q decodes to\n%q\nwant\n%q\nsent:\n%s", subject, have, want, m.data)
 		}

@@ -6,12 +6,11 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"mime"
-	"mime/multipart"
-	"mime/quotedprintable"
 	"net/textproto"
 	"strings"
 	"testing"
+
+	"hubd/internal/mimetest"
 )
 
 // convert analyses and writes msg for opts, checks what every output must
@@ -64,62 +63,9 @@ func checkLines(t *testing.T, s string) {
 	}
 }
 
-// leaves decodes a message into its leaf parts' contents, in order, as a
-// MIME reader would see them: "type: content".
-func leaves(t *testing.T, msg string) []string {
-	t.Helper()
-	br := bufio.NewReader(strings.NewReader(msg))
-	hdr, err := textproto.NewReader(br).ReadMIMEHeader()
-	if err != nil {
-		t.Fatalf("header: %v", err)
-	}
-	return entityLeaves(t, hdr, br, false)
-}
-
-func entityLeaves(t *testing.T, hdr textproto.MIMEHeader, body io.Reader, digest bool) []string {
-	t.Helper()
-	mt, params := "text/plain", map[string]string{}
-	if digest {
-		mt = "message/rfc822"
-	}
-	if ct := hdr.Get("Content-Type"); ct != "" {
-		mt, params, _ = mime.ParseMediaType(ct)
-	}
-	switch {
-	case strings.HasPrefix(mt, "multipart/"):
-		var out []string
-		mr := multipart.NewReader(body, params["boundary"])
-		for {
-			p, err := mr.NextRawPart()
-			if err == io.EOF {
-				return out
-			}
-			if err != nil {
-				t.Fatalf("multipart: %v", err)
-			}
-			out = append(out, entityLeaves(t, p.Header, p, mt == "multipart/digest")...)
-		}
-	case mt == "message/rfc822":
-		b, _ := io.ReadAll(body)
-		return leaves(t, string(b))
-	}
-	var r io.Reader = body
-	switch strings.ToLower(hdr.Get("Content-Transfer-Encoding")) {
-	case "quoted-printable":
-		r = quotedprintable.NewReader(body)
-	case "base64":
-		r = base64.NewDecoder(base64.StdEncoding, body)
-	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("decoding %s: %v", mt, err)
-	}
-	return []string{mt + ": " + string(b)}
-}
-
 func sameLeaves(t *testing.T, orig, conv string) {
 	t.Helper()
-	a, b := leaves(t, orig), leaves(t, conv)
+	a, b := mimetest.Leaves(t, orig), mimetest.Leaves(t, conv)
 	if fmt.Sprintf("%q", a) != fmt.Sprintf("%q", b) {
 		t.Errorf("decoded parts differ:\noriginal  %q\nconverted %q", a, b)
 	}
