@@ -1,0 +1,115 @@
+// Package admin is hubd's local admin API: HTTP + JSON over a Unix socket
+// (and optionally TCP with a bearer token). hubctl, mailq, `sendmail -bp`
+// and the tests are its clients; docs/admin-api.md documents every
+// endpoint. The queue half is served over hub/ops.Queue, so a change of
+// queue engine keeps the API; the daemon half (status, connectors, reload)
+// over Daemon below.
+//
+// # Endpoints (all under /v1; JSON in and out; errors as Error)
+//
+//	GET  /v1/status                       Status
+//	GET  /v1/queues                       []ops.QueueInfo
+//	POST /v1/queues/{name}/retry          {"resubmit":bool} → ActionResult
+//	POST /v1/queues/{name}/suspend        ActionResult
+//	POST /v1/queues/{name}/resume         ActionResult
+//	GET  /v1/messages?queue=&from=&to=&older_than=&state=&limit=   ops.MessageList
+//	GET  /v1/messages/{id}                ops.MessageDetail
+//	GET  /v1/messages/{id}/raw            the message, message/rfc822
+//	POST /v1/messages/{action}            {"ids":[...],"ndr":bool} → []ActionResult   (hold, release, retry, delete)
+//	GET  /v1/connectors                   []ConnectorInfo
+//	POST /v1/connectors/{name}/stop       ActionResult
+//	POST /v1/connectors/{name}/start      ActionResult
+//	GET  /v1/routes?address=...           RoutesReport
+//	GET  /v1/track?message_id=&queue_id=&sender=&recipient=&since=&limit=   []tracking.Event
+//	POST /v1/reload                       ReloadResult
+//	POST /v1/maildrop/sweep               ActionResult (sendmail's wake-up; also swept at start)
+package admin
+
+import "time"
+
+// Error is the body of every non-2xx reply.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// ActionResult is the outcome of one action on one queue, message or
+// connector.
+type ActionResult struct {
+	ID      string `json:"id"`
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+	Message string `json:"message,omitempty"` // what was done, for the operator
+	Count   int    `json:"count,omitempty"`   // messages affected (queue retry)
+}
+
+// Status is `hubctl status`.
+type Status struct {
+	Version      string    `json:"version"`
+	PID          int       `json:"pid"`
+	Started      time.Time `json:"started"`
+	Uptime       int64     `json:"uptime_seconds"`
+	Hostname     string    `json:"hostname"`
+	ConfigPath   string    `json:"config_path"`
+	ConfigHash   string    `json:"config_hash"` // sha256 of the files in force, "sha256:<hex>"
+	ConfigLoaded time.Time `json:"config_loaded"`
+	BackPressure string    `json:"back_pressure"` // "normal", "medium", "high"
+	Messages     int       `json:"messages"`
+	Recipients   int       `json:"recipients"` // pending
+	Poisoned     int       `json:"poisoned"`
+	Held         int       `json:"held"`
+	Overrides    []string  `json:"overrides,omitempty"` // runtime overrides in force, e.g. "connector inbound stopped"
+}
+
+// ConnectorInfo is one receive connector (Exchange Get-ReceiveConnector).
+type ConnectorInfo struct {
+	Name           string   `json:"name"`
+	Usage          string   `json:"usage"`
+	Bindings       []string `json:"bindings"`
+	RemoteIPRanges []string `json:"remote_ip_ranges"`
+	Enabled        bool     `json:"enabled"` // as the config says
+	// State is "running", "disabled" (by config), or
+	// "stopped (runtime override; config says enabled)".
+	State    string `json:"state"`
+	Override bool   `json:"override,omitempty"`
+	Sessions int    `json:"sessions"` // open now
+	Accepted int64  `json:"accepted"` // messages accepted since start
+	Refused  int64  `json:"refused"`  // connections and transactions refused since start
+}
+
+// RoutesReport is `hubctl routes`: the routing table and where each
+// address goes, as `hubd routes` prints it.
+type RoutesReport struct {
+	Table     []RouteRow    `json:"table"`
+	Addresses []AddressPath `json:"addresses,omitempty"`
+}
+
+// RouteRow is one row of the routing table.
+type RouteRow struct {
+	Match     string `json:"match"`     // domain, "*.domain" or "*"
+	Connector string `json:"connector"` // send connector or local deliverer
+	NextHop   string `json:"next_hop"`
+	Why       string `json:"why,omitempty"`
+}
+
+// AddressPath is where one address goes and why.
+type AddressPath struct {
+	Address   string `json:"address"`
+	Resolved  string `json:"resolved,omitempty"`
+	Connector string `json:"connector,omitempty"`
+	NextHop   string `json:"next_hop,omitempty"`
+	Why       string `json:"why"`
+	Error     string `json:"error,omitempty"`
+}
+
+// ReloadResult is the outcome of a reload (SIGHUP or POST /v1/reload).
+type ReloadResult struct {
+	Applied      bool     `json:"applied"`
+	Diagnostics  []string `json:"diagnostics,omitempty"`   // every error and warning, "file:line:col: severity: summary; detail"
+	Started      []string `json:"started,omitempty"`       // connectors started (new or enabled)
+	Stopped      []string `json:"stopped,omitempty"`       // connectors stopped (removed or disabled)
+	Changed      []string `json:"changed,omitempty"`       // connectors whose settings changed (new sessions see them)
+	Opened       []string `json:"opened,omitempty"`        // listener addresses opened
+	Closed       []string `json:"closed,omitempty"`        // listener addresses closed
+	NeedsRestart []string `json:"needs_restart,omitempty"` // settings that take effect only at the next start
+	ConfigHash   string   `json:"config_hash,omitempty"`
+}
