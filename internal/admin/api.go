@@ -22,10 +22,32 @@
 //	GET  /v1/routes?address=...           RoutesReport
 //	GET  /v1/track?message_id=&queue_id=&sender=&recipient=&since=&limit=   []tracking.Event
 //	POST /v1/reload                       ReloadResult
-//	POST /v1/maildrop/sweep               ActionResult (sendmail's wake-up; also swept at start)
 package admin
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"hubd/hub/tracking"
+)
+
+// Daemon is the part of the API that is not the queue: what the running
+// daemon (internal/daemon) knows about itself and its connectors.
+type Daemon interface {
+	Status(ctx context.Context) (Status, error)
+	Connectors(ctx context.Context) ([]ConnectorInfo, error)
+	// StopConnector / StartConnector: a runtime override, never persisted,
+	// gone after a restart or a reload (DESIGN.md invariant 5).
+	StopConnector(ctx context.Context, name string) error
+	StartConnector(ctx context.Context, name string) error
+	Routes(ctx context.Context, addresses []string) (RoutesReport, error)
+	// Track searches the message tracking log, oldest first, at most limit
+	// events (0: 1000).
+	Track(ctx context.Context, f tracking.Filter, limit int) ([]tracking.Event, error)
+	// Reload loads the configuration file again and puts it in force if it
+	// is valid; the result says what changed or why it was refused.
+	Reload(ctx context.Context) (ReloadResult, error)
+}
 
 // Error is the body of every non-2xx reply.
 type Error struct {

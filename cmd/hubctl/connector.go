@@ -1,0 +1,8 @@
+package main
+
+// cmdConnector: TODO
+func cmdConnector(e *env, args []string) int {
+	_ = args
+	e.stderr.Write([]byte("hubctl: not implemented yet\n"))
+	return 70
+}

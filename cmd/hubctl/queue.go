@@ -1,0 +1,8 @@
+package main
+
+// cmdQueue: TODO
+func cmdQueue(e *env, args []string) int {
+	_ = args
+	e.stderr.Write([]byte("hubctl: not implemented yet\n"))
+	return 70
+}

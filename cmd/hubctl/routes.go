@@ -1,0 +1,8 @@
+package main
+
+// cmdRoutes: TODO
+func cmdRoutes(e *env, args []string) int {
+	_ = args
+	e.stderr.Write([]byte("hubctl: not implemented yet\n"))
+	return 70
+}
