@@ -74,6 +74,11 @@ type Queue interface {
 // ErrNotFound: no queue or message by that name.
 var ErrNotFound = errors.New("not found")
 
+// ErrConflict: the action does not apply to the message or queue in its
+// present state (releasing a message that is neither held nor poisoned,
+// retrying a held one, retrying the poison queue).
+var ErrConflict = errors.New("not possible now")
+
 // DefaultLimit bounds a message listing when the filter sets none.
 const DefaultLimit = 1000
 

@@ -179,6 +179,11 @@ type State struct {
 	// expired automatically, only released by an operator (Exchange's
 	// poison message queue).
 	Poisoned bool `json:"poisoned,omitempty"`
+	// Held messages were parked by an operator (hubctl message hold):
+	// never attempted, expired or notified about until released, and kept
+	// across restarts like Postfix's hold queue. A delivery already running
+	// when the hold came finishes and its outcome is settled normally.
+	Held bool `json:"held,omitempty"`
 }
 
 // Status is where one recipient stands.

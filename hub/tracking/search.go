@@ -115,3 +115,12 @@ func searchFile(path string, f Filter, fn func(Event) bool) (bool, error) {
 		}
 	}
 }
+
+// Dir is the directory the log writes to, for Search; "" for a nil Log
+// (tracking off).
+func (l *Log) Dir() string {
+	if l == nil {
+		return ""
+	}
+	return l.dir
+}

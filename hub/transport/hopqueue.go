@@ -11,6 +11,7 @@ import (
 
 	"hubd/hub/categorizer"
 	"hubd/hub/delivery"
+	"hubd/hub/ops"
 	"hubd/hub/queue"
 	"hubd/policy"
 )
@@ -27,6 +28,9 @@ type hopQueue struct {
 	retryAt   time.Time   // in Retry: no new connection before this
 	lastError string
 	suspended bool // runtime override by an operator (not persisted)
+	// running are the work items being delivered now (len == active, but
+	// for items that complete without having run), for the operator's view.
+	running map[*workItem]bool
 }
 
 // Queue states, as Exchange's queue viewer shows them.
@@ -61,8 +65,9 @@ type QueueInfo struct {
 	LastError  string
 }
 
-// Queues lists the delivery queues, then the unreachable and poison queues.
-func (t *Transport) Queues() []QueueInfo {
+// DeliveryQueues lists the delivery queues, then the unreachable and poison
+// queues, as logs and tests see them; operators see Queues (ops.go).
+func (t *Transport) DeliveryQueues() []QueueInfo {
 	now := t.clock()
 	var out []QueueInfo
 	t.mu.Lock()
@@ -109,27 +114,47 @@ func pending(st queue.State) int {
 // SuspendQueue stops deliveries from the named delivery queue until
 // ResumeQueue: work still enters it, none leaves. It is a runtime override,
 // not persisted: after a restart the queue runs (DESIGN.md invariant 5).
-func (t *Transport) SuspendQueue(name string) error { return t.setSuspended(name, true) }
+// ops.ErrNotFound when no delivery queue has that name.
+func (t *Transport) SuspendQueue(_ context.Context, name string) error {
+	return t.setSuspended(name, true)
+}
 
 // ResumeQueue ends SuspendQueue and lets the queue's work go.
-func (t *Transport) ResumeQueue(name string) error { return t.setSuspended(name, false) }
+func (t *Transport) ResumeQueue(_ context.Context, name string) error {
+	return t.setSuspended(name, false)
+}
 
+// setSuspended turns the override on or off. A queue is known by name while
+// it exists or while a deferred recipient waits for its next hop (the queue
+// itself is dropped while idle); the override is kept by name, so that the
+// queue is suspended again when work recreates it.
 func (t *Transport) setSuspended(name string, on bool) error {
+	known := t.pendingHopNames()[name]
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, q := range t.queues {
-		if q.hop.String() == name {
-			q.suspended = on
-			if on {
-				t.log.Warn("queue suspended (runtime override, not persisted)", "queue", name)
-			} else {
-				t.log.Warn("queue resumed", "queue", name)
-				t.pumpLocked(q)
-			}
-			return nil
+	var q *hopQueue
+	for _, c := range t.queues {
+		if c.hop.String() == name {
+			q = c
 		}
 	}
-	return fmt.Errorf("no queue named %q", name)
+	if q == nil && !known && !t.suspended[name] {
+		return fmt.Errorf("%w: no delivery queue named %q", ops.ErrNotFound, name)
+	}
+	if on {
+		t.suspended[name] = true
+		t.log.Warn("queue suspended (runtime override, not persisted)", "queue", name)
+	} else {
+		delete(t.suspended, name)
+		t.log.Warn("queue resumed", "queue", name)
+	}
+	if q != nil {
+		q.suspended = on
+		if !on {
+			t.pumpLocked(q)
+		}
+	}
+	return nil
 }
 
 // enqueueLocked puts it at the end of its next hop's queue and starts what
@@ -143,7 +168,7 @@ func (t *Transport) requeueLocked(it *workItem) { t.queueItemLocked(it, true) }
 func (t *Transport) queueItemLocked(it *workItem, front bool) {
 	q := t.queues[it.hop]
 	if q == nil {
-		q = &hopQueue{hop: it.hop}
+		q = &hopQueue{hop: it.hop, suspended: t.suspended[it.hop.String()]}
 		t.queues[it.hop] = q
 	}
 	if q.failures > 0 && t.clock().Before(q.retryAt) && !q.suspended {
@@ -201,6 +226,10 @@ func (t *Transport) pumpLocked(q *hopQueue) {
 			it.isolated = true
 		}
 		q.active++
+		if q.running == nil {
+			q.running = map[*workItem]bool{}
+		}
+		q.running[it] = true
 		t.wg.Add(1)
 		go t.run(q, it)
 	}
@@ -222,12 +251,12 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 	defer t.wg.Done()
 	ctx := t.runCtx
 	it.e.mu.Lock()
-	poisoned := it.e.msg.Poisoned
+	parked := it.e.msg.Poisoned || it.e.msg.Held
 	it.e.mu.Unlock()
-	if poisoned {
+	if parked {
 		// Parked in the poison queue while this waited (another of its
-		// deliveries crashed): never dialled again automatically; the
-		// recipients stay as they are, with the message.
+		// deliveries crashed), or held by an operator: never dialled again
+		// automatically; the recipients stay as they are, with the message.
 		t.complete(q, it, nil, aborted, "")
 		return
 	}
@@ -273,6 +302,7 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 	t.mu.Lock()
 	if how != inRetry {
 		q.active--
+		delete(q.running, it)
 	}
 	if how == attempted {
 		if unreachable {
@@ -312,6 +342,9 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 
 	clean := false
 	e.mu.Lock()
+	if how == inRetry && e.msg.Held {
+		how = aborted // held while waiting: not tried, so not deferred either (q.active was not taken)
+	}
 	if how != aborted {
 		st := cloneState(e.msg.State)
 		for k, i := range it.indexes {

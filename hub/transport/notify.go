@@ -78,7 +78,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 		case e.inflight[i] || m.Poisoned:
 		case r.Status.Settled() && !r.Notified:
 			add(actionOf(r), i)
-		case r.Status == queue.Deferred && delayDue && !r.DelayNotified:
+		case r.Status == queue.Deferred && delayDue && !r.DelayNotified && !m.Held:
 			if dsnTo(m, r) != "" && dsn.Wanted(r.DSN.Notify, dsn.Delayed) {
 				add(dsn.Delayed, i)
 			} else {

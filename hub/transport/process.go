@@ -192,11 +192,11 @@ func finished(st queue.State) bool {
 // DSN, and the time its delay DSN falls due (delayAfter from arrival; 0:
 // none) for a deferred one that has not had it — a recipient parked in
 // the unreachable queue has no retry before its expiry, yet must hear of
-// the delay. ok is false when nothing is due (all in flight, or
-// poisoned). e.mu is held.
+// the delay. ok is false when nothing is due (all in flight, poisoned, or
+// held by an operator). e.mu is held.
 func nextDue(e *entry, now time.Time, delayAfter time.Duration) (due time.Time, ok bool) {
 	m := e.msg
-	if m.Poisoned {
+	if m.Poisoned || m.Held {
 		return time.Time{}, false
 	}
 	consider := func(at time.Time) {
@@ -235,7 +235,7 @@ func (t *Transport) expand(cfg *policy.Config, e *entry) (proceed, crashed bool)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.msg
-	if m.Poisoned {
+	if m.Poisoned || m.Held {
 		return false, false
 	}
 	if m.Expanded {

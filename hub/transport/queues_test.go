@@ -331,7 +331,7 @@ func TestNextHopRetryState(t *testing.T) {
 	first := h.submit("x\r\n", "a@partner.example")
 	eventually(t, "first attempt", func() bool { return len(sm.seen()) == 1 })
 	eventually(t, "queue in retry", func() bool {
-		for _, q := range h.tr.Queues() {
+		for _, q := range h.tr.DeliveryQueues() {
 			if q.State == StateRetry && strings.Contains(q.LastError, "connection refused") {
 				return true
 			}
@@ -360,7 +360,7 @@ func TestNextHopRetryState(t *testing.T) {
 	if got := sm.addrsDelivered(); len(got) != 5 { // 1 failed attempt + 4 deliveries
 		t.Errorf("calls %v", got)
 	}
-	for _, q := range h.tr.Queues() {
+	for _, q := range h.tr.DeliveryQueues() {
 		if q.State == StateRetry {
 			t.Errorf("queue still in retry: %+v", q)
 		}
@@ -396,7 +396,7 @@ func TestPoisonQueue(t *testing.T) {
 	if n != 2 {
 		t.Errorf("deliverer crashed %d times, want 2 (then parked)", n)
 	}
-	qs := h.tr.Queues()
+	qs := h.tr.DeliveryQueues()
 	if p := qs[len(qs)-1]; p.Name != "poison" || p.Items != 1 {
 		t.Errorf("poison queue %+v", p)
 	}
@@ -536,14 +536,14 @@ func TestSuspendQueue(t *testing.T) {
 	h := start(t, config(t, spool, ""), md, sm, nil)
 	h.submit("x\r\n", "a@partner.example")
 	name := "smtp:partner[[192.0.2.5]:25]"
-	eventually(t, "queue exists", func() bool { return h.tr.SuspendQueue(name) == nil })
+	eventually(t, "queue exists", func() bool { return h.tr.SuspendQueue(context.Background(), name) == nil })
 	close(release)
 	eventually(t, "first delivery", func() bool { return len(sm.seen()) == 1 })
 	h.submit("x\r\n", "b@partner.example")
 	h.submit("x\r\n", "alice@example.com")
 	eventually(t, "local delivery while suspended", func() bool { return len(md.seen()) == 1 })
 	eventually(t, "work waiting in the suspended queue", func() bool {
-		for _, q := range h.tr.Queues() {
+		for _, q := range h.tr.DeliveryQueues() {
 			if q.Name == name && q.State == StateSuspended && q.Items == 1 {
 				return true
 			}
@@ -553,7 +553,7 @@ func TestSuspendQueue(t *testing.T) {
 	if len(sm.seen()) != 1 {
 		t.Fatal("suspended queue delivered")
 	}
-	if err := h.tr.ResumeQueue(name); err != nil {
+	if err := h.tr.ResumeQueue(context.Background(), name); err != nil {
 		t.Fatal(err)
 	}
 	h.waitIdle()

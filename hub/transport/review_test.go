@@ -24,7 +24,7 @@ func TestWaitingWorkIsNotMarkedActive(t *testing.T) {
 	h := start(t, config(t, spool, `max_per_domain_outbound_connections = 1`), &fake{result: ok}, sm, nil)
 	first := h.submit("x\r\n", "a@partner.example")
 	eventually(t, "first delivery running", func() bool {
-		for _, q := range h.tr.Queues() {
+		for _, q := range h.tr.DeliveryQueues() {
 			if q.Active == 1 {
 				return true
 			}
@@ -33,7 +33,7 @@ func TestWaitingWorkIsNotMarkedActive(t *testing.T) {
 	})
 	second := h.submit("x\r\n", "b@partner.example")
 	eventually(t, "second waiting in the queue", func() bool {
-		for _, q := range h.tr.Queues() {
+		for _, q := range h.tr.DeliveryQueues() {
 			if q.Active == 1 && q.Items == 1 {
 				return true
 			}
@@ -230,7 +230,7 @@ func TestPoisonedWorkNotDialled(t *testing.T) {
   max_per_domain_outbound_connections = 1`), md, sm, nil)
 	h.submit("x\r\n", "blocker@partner.example") // holds the partner queue's one connection
 	eventually(t, "blocker running", func() bool {
-		for _, q := range h.tr.Queues() {
+		for _, q := range h.tr.DeliveryQueues() {
 			if q.Active == 1 {
 				return true
 			}
@@ -241,7 +241,7 @@ func TestPoisonedWorkNotDialled(t *testing.T) {
 	eventually(t, "message poisoned", func() bool { return h.tr.Stats().Poisoned == 1 })
 	close(release)
 	eventually(t, "partner queue drained", func() bool {
-		for _, q := range h.tr.Queues() {
+		for _, q := range h.tr.DeliveryQueues() {
 			if strings.HasPrefix(q.Name, "smtp:") && (q.Active > 0 || q.Items > 0) {
 				return false
 			}

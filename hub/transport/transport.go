@@ -103,14 +103,17 @@ type Transport struct {
 
 	global chan struct{} // overall delivery slots (Hub.MaxOutboundConnections, read at New)
 
-	mu      sync.Mutex
-	msgs    map[hub.QueueID]*entry
-	queues  map[delivery.NextHop]*hopQueue
-	changed chan struct{} // closed and replaced when a message leaves the queue
-	iso     isolation     // the slot for the one suspect in flight (isolation.go)
-	started bool
-	closed  bool
-	wg      sync.WaitGroup // running goroutines: processing and deliveries
+	mu     sync.Mutex
+	msgs   map[hub.QueueID]*entry
+	queues map[delivery.NextHop]*hopQueue
+	// suspended names the delivery queues an operator suspended (a runtime
+	// override, never persisted: SuspendQueue).
+	suspended map[string]bool
+	changed   chan struct{} // closed and replaced when a message leaves the queue
+	iso       isolation     // the slot for the one suspect in flight (isolation.go)
+	started   bool
+	closed    bool
+	wg        sync.WaitGroup // running goroutines: processing and deliveries
 
 	// runCtx is the context of every delivery; Close cancels it when its own
 	// deadline passes, so deliverers give up and report Deferred.
@@ -159,13 +162,14 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		return nil, errors.New("transport: hub.spool_dir is not set")
 	}
 	t := &Transport{
-		opts:    opts,
-		log:     opts.Logger,
-		clock:   opts.Clock,
-		msgs:    map[hub.QueueID]*entry{},
-		queues:  map[delivery.NextHop]*hopQueue{},
-		track:   opts.Tracking,
-		changed: make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger,
+		clock:     opts.Clock,
+		msgs:      map[hub.QueueID]*entry{},
+		queues:    map[delivery.NextHop]*hopQueue{},
+		suspended: map[string]bool{},
+		track:     opts.Tracking,
+		changed:   make(chan struct{}),
 	}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)

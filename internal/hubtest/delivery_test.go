@@ -107,7 +107,7 @@ func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
 	if n := len(sinks["hang.test"].Messages()); n != 0 {
 		t.Fatalf("hang.test recorded %d messages", n)
 	}
-	for _, q := range h.Transport.Queues() {
+	for _, q := range h.Transport.DeliveryQueues() {
 		if q.Name == "smtp:internet[mx:hang.test]" && (q.Active != 2 || q.Items != 2) {
 			t.Errorf("hang.test queue %+v: want 2 connections stuck and 2 waiting (the per-domain limit)", q)
 		}
