@@ -33,6 +33,7 @@ type Config struct {
 	DistributionLists []DistributionList
 	ReceiveConnectors []ReceiveConnector
 	SendConnectors    []SendConnector
+	Admin             Admin
 
 	// Warnings are the non-fatal diagnostics of Load (for `hubd check`);
 	// render them with WriteDiagnostics(w, c.Files(), c.Warnings, color).

@@ -146,6 +146,7 @@ func (l *loader) parse(filename string, src []byte, dir string) {
 	l.schema.DistributionLists = append(l.schema.DistributionLists, fs.DistributionLists...)
 	l.schema.ReceiveConnectors = append(l.schema.ReceiveConnectors, fs.ReceiveConnectors...)
 	l.schema.SendConnectors = append(l.schema.SendConnectors, fs.SendConnectors...)
+	l.schema.Admins = append(l.schema.Admins, fs.Admins...)
 }
 
 func (l *loader) finish() (*Config, error) {
@@ -192,6 +193,7 @@ func (l *loader) build() {
 	l.buildLists()
 	l.buildReceiveConnectors()
 	l.buildSendConnectors()
+	l.buildAdmin()
 	l.cfg.index()
 	l.checkBindings()
 	l.checkRouting()

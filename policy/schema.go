@@ -16,6 +16,7 @@ type fileSchema struct {
 	DistributionLists []distributionListSchema `hcl:"distribution_list,block"`
 	ReceiveConnectors []receiveConnectorSchema `hcl:"receive_connector,block"`
 	SendConnectors    []sendConnectorSchema    `hcl:"send_connector,block"`
+	Admins            []adminSchema            `hcl:"admin,block"`
 }
 
 type hubSchema struct {

@@ -156,6 +156,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	for _, bind := range slices.Sorted(maps.Keys(addrs)) {
 		log.Info("listening", "bind", bind, "addr", addrs[bind].String())
 	}
+	log.Info("listening", "admin_socket", d.AdminSocket())
+	if a := d.AdminTCP(); a != nil {
+		log.Info("listening", "admin_tcp", a.String())
+	}
 	log.Info("hubd started", "version", version, "config", path, "pid", os.Getpid())
 
 	hup := make(chan os.Signal, 1)

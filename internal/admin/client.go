@@ -15,6 +15,7 @@ import (
 // Client speaks the admin API. Dial a Unix socket path, or an
 // "http://host:port" URL with a bearer token.
 type Client struct {
+	addr  string // as given to NewClient, for error messages
 	base  string
 	token string
 	http  *http.Client
@@ -23,7 +24,7 @@ type Client struct {
 // NewClient returns a client for addr: a Unix socket path, or an http://
 // URL (token then goes in the Authorization header).
 func NewClient(addr, token string) *Client {
-	c := &Client{token: token}
+	c := &Client{addr: addr, token: token}
 	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
 		c.base = strings.TrimRight(addr, "/")
 		c.http = &http.Client{}
@@ -46,6 +47,19 @@ type APIError struct {
 }
 
 func (e *APIError) Error() string { return e.Msg }
+
+// UnavailableError: hubd could not be reached at Addr (not running, wrong
+// socket, no permission on it).
+type UnavailableError struct {
+	Addr string
+	Err  error
+}
+
+func (e *UnavailableError) Error() string {
+	return "cannot reach hubd's admin API at " + e.Addr + ": " + e.Err.Error()
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // Do sends method path (with query) and body (JSON-encoded unless nil), and
 // decodes a JSON reply into out (unless nil).
@@ -88,7 +102,7 @@ func (c *Client) Stream(ctx context.Context, method, path string, query url.Valu
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, &UnavailableError{Addr: c.addr, Err: err}
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"hubd/hub/ops"
@@ -25,6 +26,10 @@ type Server struct {
 	daemon Daemon
 	log    *slog.Logger
 	http   *http.Server
+
+	tcp    *http.Server // the TCP listener's, with the bearer token check (listen.go)
+	socket string       // the Unix socket's path, removed at Shutdown
+	tcpLn  net.Listener
 }
 
 // New returns a Server for o.
@@ -54,8 +59,20 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops serving, letting requests in flight finish until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+// Shutdown stops serving, letting requests in flight finish until ctx
+// ends, and removes the Unix socket it created (listen.go).
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if s.tcp != nil {
+		if terr := s.tcp.Shutdown(ctx); err == nil {
+			err = terr
+		}
+	}
+	if s.socket != "" {
+		os.Remove(s.socket)
+	}
+	return err
+}
 
 // writeJSON writes v with status code.
 func writeJSON(w http.ResponseWriter, code int, v any) {

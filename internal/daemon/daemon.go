@@ -22,6 +22,7 @@ import (
 	"hubd/hub/delivery/smtpout"
 	"hubd/hub/tracking"
 	"hubd/hub/transport"
+	"hubd/internal/admin"
 	"hubd/policy"
 )
 
@@ -50,6 +51,7 @@ type Daemon struct {
 	smtp      *smtpout.Deliverer
 	lmtp      *lmtp.Deliverer
 	Pressure  *backpressure.Monitor
+	admin     *admin.Server // the admin API (internal/admin), started last
 }
 
 // Start opens the queue (recovering whatever it holds), starts delivery,
@@ -105,8 +107,29 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		return nil, err
 	}
 	d.Transport, d.Service = tr, svc
+	if err := d.startAdmin(cfg); err != nil {
+		svc.Shutdown(context.Background())
+		tr.Close(context.Background())
+		d.closeOutbound()
+		return nil, err
+	}
 	return d, nil
 }
+
+// startAdmin serves the admin API (queue half over the transport, daemon
+// half over d) on the configured socket and, optionally, TCP. Its settings
+// are read at start; a reload that changes them needs a restart.
+func (d *Daemon) startAdmin(cfg *policy.Config) error {
+	a := cfg.Admin
+	d.admin = admin.New(admin.Options{Queue: d.Transport, Daemon: d, Logger: d.log})
+	return d.admin.Listen(admin.ListenConfig{Socket: a.Socket, SocketMode: a.SocketMode, SocketGID: a.SocketGID,
+		TCP: a.Listen, Token: a.Token})
+}
+
+// AdminSocket is the admin API's Unix socket path ("" when none), and
+// AdminTCP its TCP address (nil when none).
+func (d *Daemon) AdminSocket() string { return d.config.Load().Admin.Socket }
+func (d *Daemon) AdminTCP() net.Addr  { return d.admin.TCPAddr() }
 
 // Config returns the configuration in force.
 func (d *Daemon) Config() *policy.Config { return d.config.Load() }
@@ -133,6 +156,9 @@ func (d *Daemon) Apply(cfg *policy.Config) error {
 // gives deliveries in flight up to deliveryGrace before stopping them.
 // Whatever was not delivered stays queued and resumes at the next start.
 func (d *Daemon) Shutdown(ctx context.Context, deliveryGrace time.Duration) error {
+	if err := d.admin.Shutdown(ctx); err != nil {
+		d.log.Warn("admin API shutdown", "err", err)
+	}
 	errSvc := d.Service.Shutdown(ctx)
 	dctx, cancel := context.WithTimeout(context.Background(), deliveryGrace)
 	defer cancel()
