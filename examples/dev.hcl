@@ -92,3 +92,8 @@ send_connector "smarthost" {
   smart_hosts    = ["127.0.0.1:2526"]
   tls            = "opportunistic"
 }
+
+# The admin API for hubctl: `go run ./cmd/hubctl -socket var/admin.sock queue list`.
+admin {
+  socket = "../var/admin.sock"
+}

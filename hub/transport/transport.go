@@ -43,6 +43,12 @@
 //     queued through Submit with the null sender before the message leaves
 //     the queue. No DSN is ever sent to the null sender.
 //   - Every step is written to the message tracking log when one is given.
+//   - It is the operator's queue (hub/ops.Queue, ops.go and opsmessage.go):
+//     listings are snapshots taken without holding the queue across I/O; a
+//     hold is persisted (queue.State.Held) and survives restarts; a release
+//     frees held and poisoned mail; a delete fails what is pending with
+//     5.3.0 in the same persist-then-DSN order as every final state.
+//     Queue suspension is a runtime override, never persisted.
 package transport
 
 import (
