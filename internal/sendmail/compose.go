@@ -243,14 +243,17 @@ func (c *composer) writeContent(d *maildrop.Draft, fields []field) error {
 }
 
 // fromField is the From: field added to a message without one: the full
-// name (-F, else the GECOS name) and the envelope sender (or the user's
-// address for the null sender).
+// name (-F, else the user's GECOS name when the sender is the user's own
+// address) and the envelope sender (the user's address for the null sender).
 func fromField(sender string, inv invocation, fullName string) string {
-	if fullName == "" {
-		fullName = inv.fullName
-	}
 	if sender == "" {
 		sender = inv.address
+	}
+	if fullName == "" && sender == inv.address {
+		fullName = inv.fullName
+	}
+	if fullName == "" {
+		return sender
 	}
 	return (&mail.Address{Name: fullName, Address: sender}).String()
 }
