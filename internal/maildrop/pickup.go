@@ -55,6 +55,7 @@ type Pickup struct {
 	done   chan struct{}
 	cancel context.CancelFunc
 	watch  io.Closer // the inotify descriptor; nil when unavailable
+	sweep  sync.Mutex // one sweep at a time: a file is never submitted twice at once
 	mu     sync.Mutex
 	swept  int // files handled since start, for tests
 }
@@ -157,6 +158,8 @@ func (p *Pickup) run(ctx context.Context) {
 // (names are queue ids, which sort by time), and removes stale temporary
 // files.
 func (p *Pickup) Sweep(ctx context.Context) {
+	p.sweep.Lock()
+	defer p.sweep.Unlock()
 	entries, err := os.ReadDir(p.opts.Dir)
 	if err != nil {
 		p.log.Error("cannot read the maildrop", "dir", p.opts.Dir, "err", err)
