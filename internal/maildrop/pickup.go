@@ -54,7 +54,7 @@ type Pickup struct {
 	stop   chan struct{}
 	done   chan struct{}
 	cancel context.CancelFunc
-	watch  io.Closer // the inotify descriptor; nil when unavailable
+	watch  io.Closer  // the inotify descriptor; nil when unavailable
 	sweep  sync.Mutex // one sweep at a time: a file is never submitted twice at once
 	mu     sync.Mutex
 	swept  int // files handled since start, for tests
