@@ -76,6 +76,14 @@ type Hub struct {
 	MaxAliasDepth int           // default 10: alias and distribution list nesting
 	ShutdownGrace time.Duration // default 30s: how long SIGTERM waits for sessions in DATA
 
+	// The maildrop: where sendmail(1) leaves mail for the pickup
+	// (internal/maildrop). MaildropDir defaults to <spool_dir>/../maildrop;
+	// MaildropGroup names the group sendmail is installed setgid to (the
+	// directory is made mode 1730, owner hubd, that group); "" leaves the
+	// directory's group as it is (a hub run by one user only).
+	MaildropDir   string
+	MaildropGroup string
+
 	TrackingLog  TrackingLog
 	BackPressure BackPressure
 }

@@ -50,6 +50,10 @@ type hubSchema struct {
 	MaxAliasDepthRange                   hcl.Range           `hcl:"max_alias_depth,attr_value_range"`
 	ShutdownGrace                        *string             `hcl:"shutdown_grace,optional"`
 	ShutdownGraceRange                   hcl.Range           `hcl:"shutdown_grace,attr_value_range"`
+	MaildropDir                          *string             `hcl:"maildrop_dir,optional"`
+	MaildropDirRange                     hcl.Range           `hcl:"maildrop_dir,attr_value_range"`
+	MaildropGroup                        *string             `hcl:"maildrop_group,optional"`
+	MaildropGroupRange                   hcl.Range           `hcl:"maildrop_group,attr_value_range"`
 	TrackingLog                          *trackingLogSchema  `hcl:"tracking_log,block"`
 	BackPressure                         *backPressureSchema `hcl:"back_pressure,block"`
 	DefRange                             hcl.Range           `hcl:",def_range"`

@@ -6,7 +6,13 @@
 //	hubd check -config PATH   validate the configuration; exit 1 on errors; start nothing
 //	hubd routes -config PATH [address...]   print the routing table, and where each address goes and why
 //	hubd hash-password        print the bcrypt hash of a password read on stdin
+//	hubd sendmail [options] [recipient...]   sendmail(1): the message on stdin into the maildrop
+//	hubd mailq [--json]       list the queue in Postfix's mailq layout
+//	hubd newaliases           check the aliases files and ask hubd to reload
 //	hubd version              print the version
+//
+// Invoked under the name sendmail, mailq or newaliases (a link), hubd acts
+// as that command.
 package main
 
 import (
@@ -20,6 +26,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -29,6 +36,7 @@ import (
 
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
+	"hubd/internal/sendmail"
 	"hubd/policy"
 )
 
@@ -36,7 +44,16 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
+	switch filepath.Base(os.Args[0]) {
+	case "sendmail", "mailq", "newaliases":
+		os.Exit(dropIn(os.Args[0], os.Args[1:]))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// dropIn runs sendmail, mailq or newaliases (internal/sendmail).
+func dropIn(name string, args []string) int {
+	return sendmail.Main(name, args, sendmail.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -51,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "routes":
 		return cmdRoutes(args[1:], stdout, stderr, smtpout.NetResolver{})
+	case "sendmail", "mailq", "newaliases":
+		return dropIn(args[0], args[1:])
 	case "hash-password":
 		return cmdHashPassword(os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
@@ -72,6 +91,10 @@ func usage(w io.Writer) {
   hubd check -config PATH   validate the configuration and exit (non-zero on errors)
   hubd routes -config PATH [-size 30MB] [-resolve=false] [address...]
                             print the routing table, and for each address its connector, next hop and why
+  hubd sendmail [options] [recipient...]
+                            sendmail(1): queue the message on stdin through the maildrop
+  hubd mailq [--json]       list the queue as Postfix's mailq does
+  hubd newaliases           check the aliases files; ask a running hubd to reload
   hubd hash-password        read a password (one line) on stdin, print its bcrypt hash for password_hash
   hubd version              print the version
 `)

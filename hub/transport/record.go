@@ -76,8 +76,11 @@ func (t *Transport) recordReceive(m *queue.Message) {
 		rcpts[i] = r.Address
 	}
 	source := "SMTP"
-	if m.Envelope.Connector == "hub" {
+	switch m.Envelope.Connector {
+	case "hub":
 		source = "DSN"
+	case "pickup":
+		source = "PICKUP" // the maildrop (sendmail), as Exchange's Pickup directory
 	}
 	t.track.Record(tracking.Event{
 		Event:      tracking.Receive,

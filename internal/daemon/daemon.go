@@ -23,6 +23,7 @@ import (
 	"hubd/hub/tracking"
 	"hubd/hub/transport"
 	"hubd/internal/admin"
+	"hubd/internal/maildrop"
 	"hubd/policy"
 )
 
@@ -52,6 +53,7 @@ type Daemon struct {
 	lmtp      *lmtp.Deliverer
 	Pressure  *backpressure.Monitor
 	admin     *admin.Server // the admin API (internal/admin), started last
+	Pickup    *maildrop.Pickup
 }
 
 // Start opens the queue (recovering whatever it holds), starts delivery,
@@ -97,11 +99,20 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	d.Pressure.Start() // the spool exists now: its filesystem can be watched
+	// The maildrop pickup (sendmail's mail), after the transport it feeds.
+	d.Pickup, err = maildrop.Start(maildrop.Options{Dir: cfg.Hub.MaildropDir, Group: cfg.Hub.MaildropGroup,
+		Submitter: tr, Queued: tr.Queued, Hostname: func() string { return d.Config().Hub.Hostname }, Logger: log})
+	if err != nil {
+		tr.Close(context.Background())
+		d.closeOutbound()
+		return nil, err
+	}
 	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log, Pressure: d.Pressure})
 	if err == nil {
 		err = svc.Start()
 	}
 	if err != nil {
+		d.Pickup.Stop(context.Background())
 		tr.Close(context.Background())
 		d.closeOutbound()
 		return nil, err
@@ -160,6 +171,7 @@ func (d *Daemon) Shutdown(ctx context.Context, deliveryGrace time.Duration) erro
 		d.log.Warn("admin API shutdown", "err", err)
 	}
 	errSvc := d.Service.Shutdown(ctx)
+	d.Pickup.Stop(ctx) // before the transport it feeds; an unfinished file stays for the next start
 	dctx, cancel := context.WithTimeout(context.Background(), deliveryGrace)
 	defer cancel()
 	errTr := d.Transport.Close(dctx)
