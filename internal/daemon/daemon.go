@@ -81,7 +81,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		resolver = smtpout.NetResolver{}
 	}
 	d := &Daemon{log: log, opts: opts, started: time.Now(), resolver: resolver}
-	d.state.Store(&inForce{cfg: cfg, hash: ConfigHash(cfg), loaded: d.started})
+	d.state.Store(&inForce{cfg: cfg, hash: cfg.Hash(), loaded: d.started})
 	// The tracking log's settings are read at start; a reload that changes
 	// them needs a restart (logged by Apply).
 	track, err := tracking.OpenConfig(cfg.Hub.TrackingLog, log)

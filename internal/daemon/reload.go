@@ -21,10 +21,7 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"reflect"
@@ -43,24 +40,6 @@ type inForce struct {
 	cfg    *policy.Config
 	hash   string
 	loaded time.Time
-}
-
-// ConfigHash is "sha256:<hex>" over the configuration files of cfg in the
-// order of their names (each name, a NUL, its length, a NUL, its bytes), so
-// two hubs, or a hub and `hubctl config check`, can tell whether they run
-// the same configuration.
-func ConfigHash(cfg *policy.Config) string {
-	files := cfg.Files()
-	h := sha256.New()
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		var b []byte
-		if f := files[name]; f != nil {
-			b = f.Bytes
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", name, len(b))
-		h.Write(b)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // Reload loads Options.ConfigPath again and applies it if it is valid.
@@ -123,7 +102,7 @@ func (d *Daemon) apply(cfg *policy.Config) (admin.ReloadResult, error) {
 	}
 	d.Transport.Reload(cfg)
 	d.Pressure.Reload(cfg.Hub.BackPressure)
-	now := &inForce{cfg: cfg, hash: ConfigHash(cfg), loaded: time.Now()}
+	now := &inForce{cfg: cfg, hash: cfg.Hash(), loaded: time.Now()}
 	d.state.Store(now)
 
 	res := admin.ReloadResult{Applied: true, ConfigHash: now.hash, OverridesEnded: overrides}
