@@ -277,3 +277,96 @@ func textprotoDialer(from string) *net.Dialer {
 }
 
 func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// TestAPIRoutesAndTrack: GET /v1/routes parsed and checked; GET /v1/track
+// finds a message received over SMTP by its queue id; bad parameters are
+// 400.
+func TestAPIRoutesAndTrack(t *testing.T) {
+	h := admintest.Start(t, hubHCL("mx.example.test ESMTP", ""))
+	ctx := context.Background()
+	rep, err := h.Client.Routes(ctx, []string{"bob@example.test", "x@partner.test", "y@elsewhere.test"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Domains) != 1 || rep.Domains[0].Domain != "example.test" || rep.Domains[0].Type != "authoritative" {
+		t.Errorf("accepted domains: %+v", rep.Domains)
+	}
+	if len(rep.SendConnectors) != 1 || rep.SendConnectors[0].Connector != "partner" ||
+		!slices.Equal(rep.SendConnectors[0].SmartHosts, []string{"[127.0.0.1]:9"}) {
+		t.Errorf("send connectors: %+v", rep.SendConnectors)
+	}
+	if len(rep.Addresses) != 3 {
+		t.Fatalf("addresses: %+v", rep.Addresses)
+	}
+	for i, want := range []struct{ disposition, nextHop, reply string }{
+		{"deliver", "maildir", ""},
+		{"deliver", "smtp:partner[[127.0.0.1]:9]", ""},
+		{"unreachable", "", "4.4.4"},
+	} {
+		o := rep.Addresses[i].Outcomes
+		if len(o) != 1 || o[0].Disposition != want.disposition || o[0].NextHop != want.nextHop ||
+			!strings.Contains(o[0].Reply, want.reply) || o[0].Why == "" {
+			t.Errorf("%s: %+v, want %+v", rep.Addresses[i].Address, o, want)
+		}
+	}
+	if _, err := h.Client.Routes(ctx, nil, "lots"); apiStatus(err) != http.StatusBadRequest {
+		t.Errorf("size=lots: %v", err)
+	}
+
+	c, err := textprotoDialer("").Dial("tcp", h.Addr("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tp := textproto.NewConn(c)
+	var qid string
+	for _, s := range []struct {
+		line string
+		code int
+	}{{"", 220}, {"EHLO track.test", 250}, {"MAIL FROM:<ann@remote.test>", 250}, {"RCPT TO:<bob@example.test>", 250},
+		{"DATA", 354}, {"Message-ID: <track-1@remote.test>\r\nSubject: t\r\n\r\nhi\r\n.", 250}} {
+		if s.line != "" {
+			tp.PrintfLine("%s", s.line)
+		}
+		_, msg, err := tp.ReadResponse(s.code)
+		if err != nil {
+			t.Fatalf("%q: %v %s", s.line, err, msg)
+		}
+		if s.code == 250 && strings.HasPrefix(msg, "2.0.0 Ok: queued as ") {
+			qid = strings.TrimPrefix(msg, "2.0.0 Ok: queued as ")
+		}
+	}
+	var events []trackingEvent
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, err := h.Client.Track(ctx, admin.TrackQuery{QueueID: qid, Since: "1h"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = events[:0]
+		for _, e := range evs {
+			events = append(events, trackingEvent{string(e.Event), e.QueueID, e.Sender, e.MessageID})
+		}
+		if slices.ContainsFunc(events, func(e trackingEvent) bool { return e.event == "DELIVER" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no DELIVER event for %s: %+v", qid, events)
+		}
+		<-time.After(20 * time.Millisecond) // a poll interval
+	}
+	if events[0].event != "RECEIVE" || events[0].queueID != qid || events[0].sender != "ann@remote.test" {
+		t.Errorf("first event: %+v", events[0])
+	}
+	byMsgID, err := h.Client.Track(ctx, admin.TrackQuery{MessageID: "track-1@remote.test", Limit: 1})
+	if err != nil || len(byMsgID) != 1 || byMsgID[0].QueueID != qid {
+		t.Errorf("by Message-ID, limit 1: %+v, %v", byMsgID, err)
+	}
+	for _, q := range []admin.TrackQuery{{Since: "yesterday"}, {Since: "-2h"}} {
+		if _, err := h.Client.Track(ctx, q); apiStatus(err) != http.StatusBadRequest {
+			t.Errorf("%+v: %v, want 400", q, err)
+		}
+	}
+}
+
+type trackingEvent struct{ event, queueID, sender, messageID string }
