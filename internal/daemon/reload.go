@@ -125,9 +125,7 @@ func (d *Daemon) apply(cfg *policy.Config) (admin.ReloadResult, error) {
 
 // logChanges logs one info line per change of an applied reload.
 func (d *Daemon) logChanges(res admin.ReloadResult, addrs map[string]net.Addr) {
-	for _, name := range res.OverridesEnded {
-		d.log.Info("reload: runtime override ended", "connector", name)
-	}
+	// Overrides ended are logged at warning level by the connectors.
 	for _, name := range res.Started {
 		d.log.Info("reload: receive connector started", "connector", name)
 	}
