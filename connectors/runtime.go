@@ -55,11 +55,11 @@ import (
 // Errors of StopConnector and StartConnector. The admin API answers 404
 // for ErrUnknownConnector and 409 for the others.
 var (
-	ErrUnknownConnector   = errors.New("no receive connector by that name")
-	ErrDisabledByConfig   = errors.New("the receive connector is disabled by the configuration (enabled = false); enable it there and reload")
-	ErrConnectorStopped   = errors.New("the receive connector is already stopped")
-	ErrConnectorRunning   = errors.New("the receive connector is running (no runtime override to end)")
-	errNotRunning = errors.New("the receive connectors are not running")
+	ErrUnknownConnector = errors.New("no receive connector by that name")
+	ErrDisabledByConfig = errors.New("the receive connector is disabled by the configuration (enabled = false); enable it there and reload")
+	ErrConnectorStopped = errors.New("the receive connector is already stopped")
+	ErrConnectorRunning = errors.New("the receive connector is running (no runtime override to end)")
+	errNotRunning       = errors.New("the receive connectors are not running")
 )
 
 // State texts of ConnectorState.State.
