@@ -40,7 +40,8 @@ type connector struct {
 	dummy  []byte      // bcrypt hash compared for unknown users
 	server *smtp.Server
 	ln     *chanListener
-	limits *limits // rate limits and brute-force ledger of this generation (limits.go)
+	limits *limits    // rate limits and brute-force ledger of this generation (limits.go)
+	stats  *connStats // the name's counters since start, shared across generations (runtime.go)
 
 	// connRate is connection_rate_limit's buckets, by client source; nil
 	// when unlimited. A new generation starts empty: a reload resets it.
@@ -69,7 +70,7 @@ func (s *Service) build(cfg *policy.Config) (*generation, error) {
 		if !rc.Enabled {
 			continue
 		}
-		c := &connector{svc: s, gen: gen.seq, cfg: cfg, rc: rc}
+		c := &connector{svc: s, gen: gen.seq, cfg: cfg, rc: rc, stats: s.statsFor(rc.Name)}
 		tc, cert, err := s.tlsConfig(cfg, rc)
 		if err != nil {
 			return nil, fmt.Errorf("connectors: %s: %w", rc.Name, err)

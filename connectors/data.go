@@ -78,6 +78,7 @@ func (s *session) Data(r io.Reader) error {
 	st.mu.Lock()
 	st.messages++
 	st.mu.Unlock()
+	s.c.stats.accepted.Add(1)
 	span.SetAttributes(attribute.Int64("mta.message.size", mr.Size()))
 	st.log.Info("queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
 		"size", mr.Size(), "message_id", mr.MessageID())
@@ -149,6 +150,7 @@ func (s *session) envelope(ctx context.Context, tx txn, now time.Time) hub.Envel
 // error carries, or 451 4.3.0 for anything else (logged).
 func (s *session) dataFailed(span trace.Span, err error) error {
 	span.SetStatus(codes.Error, err.Error())
+	s.c.stats.refused.Add(1)
 	if r, ok := replyOf(err); ok {
 		s.st.log.Info("refused", "command", "DATA", "reply", r.Error())
 		return smtpError(r)

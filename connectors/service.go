@@ -113,6 +113,9 @@ type Service struct {
 	counts    map[string]*connCounts // connector name → open connections
 	certs     map[string]*certSlot   // connector name → current certificate
 	dummy     map[int][]byte         // bcrypt cost → dummy hash
+	stopped   map[string]bool        // connectors a runtime override stops (runtime.go)
+	stats     map[string]*connStats  // connector name → counters since start (runtime.go)
+	lastAddr  map[string]string      // bind → the address its listener last had
 	wg        sync.WaitGroup         // accept loops and routing goroutines
 }
 
@@ -155,6 +158,9 @@ func New(opts Options) (*Service, error) {
 		counts:    map[string]*connCounts{},
 		certs:     map[string]*certSlot{},
 		dummy:     map[int][]byte{},
+		stopped:   map[string]bool{},
+		stats:     map[string]*connStats{},
+		lastAddr:  map[string]string{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -197,6 +203,7 @@ func (s *Service) Start() error {
 	s.gen.Store(gen)
 	s.serve(gen)
 	for bind, ln := range s.listeners {
+		s.lastAddr[bind] = ln.Addr().String()
 		s.wg.Add(1)
 		go s.acceptLoop(bind, ln)
 	}
@@ -217,14 +224,15 @@ func (s *Service) Addrs() map[string]net.Addr {
 
 // Reload swaps in cfg: sessions accepted from now on see it, sessions in
 // progress keep the snapshot they started with. Bind addresses that appear
-// are listened on, those that disappear are closed (best effort: a bind
-// that fails to listen is reported, the rest of the reload stands).
-// Certificates and client CAs are re-read from their files; a file that
-// does not load, or connectors of one bind that disagree on
-// proxy_protocol, fail the whole reload and leave the running config (and
-// certificates) in force. Connection-rate buckets start afresh. The
-// generation replaced is dropped, connector by connector, when its last
-// session ends (see generation).
+// are listened on, those that disappear are closed. Certificates and
+// client CAs are re-read from their files; a file that does not load,
+// connectors of one bind that disagree on proxy_protocol, or a new bind
+// address that cannot be listened on fail the whole reload and leave the
+// running config (and certificates, and listeners) in force. Runtime
+// overrides (a stopped connector, runtime.go) end: the config is the
+// truth. Connection-rate buckets start afresh. The generation replaced is
+// dropped, connector by connector, when its last session ends (see
+// generation).
 func (s *Service) Reload(cfg *policy.Config) error {
 	if cfg == nil {
 		return errors.New("connectors: Reload with a nil config")
@@ -238,10 +246,23 @@ func (s *Service) Reload(cfg *policy.Config) error {
 	if err != nil {
 		return err
 	}
-	s.cfg = cfg
 	if !s.started {
+		s.cfg = cfg
 		return nil
 	}
+	want := map[string]bool{}
+	for _, bind := range cfg.Binds() {
+		want[bind] = true
+	}
+	opened, err := s.listenMissing(want)
+	if err != nil {
+		return err
+	}
+	s.cfg = cfg
+	for _, name := range sortedKeys(s.stopped) {
+		s.log.Warn("runtime override ended by reload: the receive connector runs as the config says", "connector", name)
+	}
+	clear(s.stopped)
 	gen.commit()
 	old := s.gen.Swap(gen)
 	s.serve(gen)
@@ -258,21 +279,8 @@ func (s *Service) Reload(cfg *policy.Config) error {
 			delete(s.counts, name)
 		}
 	}
-	var errs []error
-	want := map[string]bool{}
-	for _, bind := range cfg.Binds() {
-		want[bind] = true
-		if s.listeners[bind] != nil {
-			continue
-		}
-		ln, err := net.Listen("tcp", bind)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("connectors: listen %s: %w", bind, err))
-			continue
-		}
-		s.listeners[bind] = ln
-		s.wg.Add(1)
-		go s.acceptLoop(bind, ln)
+	for bind, ln := range opened {
+		s.startListener(bind, ln)
 	}
 	for bind, ln := range s.listeners {
 		if !want[bind] {
@@ -280,8 +288,9 @@ func (s *Service) Reload(cfg *policy.Config) error {
 			delete(s.listeners, bind)
 		}
 	}
-	s.log.Info("connectors reloaded", "connectors", len(gen.byName), "binds", len(s.listeners))
-	return errors.Join(errs...)
+	// The daemon logs what changed, one line each (internal/daemon).
+	s.log.Debug("connectors reloaded", "connectors", len(gen.byName), "binds", len(s.listeners))
+	return nil
 }
 
 // Shutdown stops accepting, ends idle sessions with "421 4.3.2 Service
@@ -450,6 +459,15 @@ func (s *Service) route(bind string, c net.Conn) {
 		s.refuse(c, bind, rc.Name, "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied", "connector not running")
 		return
 	}
+	s.mu.Lock()
+	stopped := s.stopped[rc.Name]
+	s.mu.Unlock()
+	if stopped {
+		// Never handed to a less specific connector: see runtime.go.
+		s.refuse(c, bind, rc.Name, "421 4.3.2 "+rc.FQDN+" Service not available, closing transmission channel",
+			"receive connector stopped (runtime override)")
+		return
+	}
 	if r, why := s.acquire(conn, peer); r != "" {
 		s.refuse(c, bind, rc.Name, r, why)
 		return
@@ -484,6 +502,7 @@ func (s *Service) refuse(c net.Conn, bind, connector, reply, why string) {
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, reply+"\r\n")
 	c.Close()
+	s.countRefused(connector)
 	s.log.Info("connection refused", "bind", bind, "connector", connector,
 		"remote", c.RemoteAddr().String(), "reply", reply, "reason", why)
 }

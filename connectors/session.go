@@ -186,6 +186,9 @@ func (s *session) Logout() error { return nil }
 // "421 4.7.0 Too many errors".
 func (s *session) refuse(cmd string, r *policy.Reply) error {
 	err := smtpError(r)
+	if cmd == "MAIL" {
+		s.c.stats.refused.Add(1) // a transaction refused (runtime.go)
+	}
 	if isProtocolError(r) {
 		s.st.mu.Lock()
 		s.st.protoErrors++
@@ -206,6 +209,9 @@ func (s *session) refuse(cmd string, r *policy.Reply) error {
 // a 421 ends the connection after the reply. s.mu is held.
 func (s *session) limitRefusal(cmd, limit, key string, r *policy.Reply) error {
 	// metrics: hubd_smtp_limit_refusals_total{connector, limit} goes here.
+	if cmd == "MAIL" {
+		s.c.stats.refused.Add(1)
+	}
 	s.st.log.Warn("refused", "command", cmd, "reply", r.Error(), "limit", limit,
 		"key", key, "auth_user", s.authUser)
 	if r.Code == 421 {

@@ -18,6 +18,7 @@ import (
 // env is what every command gets.
 type env struct {
 	client *admin.Client
+	addr   string // the socket or URL client speaks to, for messages
 	json   bool
 	stdin  io.Reader
 	stdout io.Writer
@@ -75,7 +76,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			token = strings.TrimSpace(string(b))
 		}
 	}
-	e := &env{client: admin.NewClient(addr, token), json: *asJSON, stdin: stdin, stdout: stdout, stderr: stderr}
+	e := &env{client: admin.NewClient(addr, token), addr: addr, json: *asJSON, stdin: stdin, stdout: stdout, stderr: stderr}
 	return cmd(e, rest[1:])
 }
 
@@ -92,8 +93,8 @@ func usage(w io.Writer) {
   message list [--queue Q] [--from A] [--to A] [--older-than D] [--state S]
   message show ID | export ID | hold|release|retry ID... | delete ID... [--ndr]     (ID "-": read ids from stdin)
   connector list | stop NAME | start NAME
-  routes [ADDRESS...]
-  track [--message-id ID] [--queue-id ID] [--sender A] [--recipient A] [--since D]
+  routes [--size N] [ADDRESS...]
+  track [--message-id ID] [--queue-id ID] [--sender A] [--recipient A] [--since D] [--limit N]
   config check PATH
   reload
   status

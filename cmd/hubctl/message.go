@@ -16,9 +16,11 @@ import (
 // delete ID... [--ndr] (Exchange's Get-Message, Suspend-Message,
 // Resume-Message, Remove-Message [-WithNDR]; Postfix's postsuper -h/-H/-d
 // and postcat).
+const messageUsage = "message list [--queue Q] [--from A] [--to A] [--older-than D] [--state S] [-q] | show ID | export ID | hold|release|retry ID... | delete ID... [--ndr] (ID \"-\": ids from stdin)"
+
 func cmdMessage(e *env, args []string) int {
 	if len(args) == 0 {
-		return usageError(e, "message: want list, show, export, hold, release, retry or delete")
+		return usageError(e, "message: want list, show, export, hold, release, retry or delete", messageUsage)
 	}
 	switch args[0] {
 	case "list":
@@ -28,12 +30,12 @@ func cmdMessage(e *env, args []string) int {
 	case "hold", "release", "retry", "delete":
 		return messageAction(e, args[0], args[1:])
 	default:
-		return usageError(e, fmt.Sprintf("message: unknown subcommand %q", args[0]))
+		return usageError(e, fmt.Sprintf("message: unknown subcommand %q", args[0]), messageUsage)
 	}
 }
 
 func messageList(e *env, args []string) int {
-	fs := e.flags("message list")
+	fs := newFlags(e, "message list")
 	var f ops.MessageFilter
 	var older string
 	fs.StringVar(&f.Queue, "queue", "", "only messages with a recipient waiting in this queue")
@@ -43,23 +45,23 @@ func messageList(e *env, args []string) int {
 	fs.StringVar(&f.State, "state", "", "only messages in this state: queued, active, deferred, held, poisoned")
 	fs.IntVar(&f.Limit, "limit", 0, "at most this many messages (0: the server's default, 1000)")
 	quiet := fs.Bool("q", false, "print only the ids, one a line (for: hubctl message hold -)")
-	pos, ok := parseInterleaved(fs, args)
-	if !ok {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return exitUsage
 	}
 	if len(pos) != 0 {
-		return usageError(e, "message list takes no arguments, only flags")
+		return usageError(e, "message list takes no arguments, only flags", messageUsage)
 	}
 	if older != "" {
 		d, err := parseAge(older)
 		if err != nil {
-			return usageError(e, err.Error())
+			return usageError(e, err.Error(), messageUsage)
 		}
 		f.OlderThan = d
 	}
 	l, err := e.client.Messages(context.Background(), f)
 	if err != nil {
-		return apiFailure(e, err)
+		return apiFailed(e, err)
 	}
 	switch {
 	case e.json:
@@ -122,18 +124,18 @@ func summarise(addrs []string) string {
 }
 
 func messageShow(e *env, verb string, args []string) int {
-	pos, ok := parseInterleaved(e.flags("message "+verb), args)
-	if !ok {
+	pos, err := parseInterspersed(newFlags(e, "message "+verb), args)
+	if err != nil {
 		return exitUsage
 	}
 	if len(pos) != 1 {
-		return usageError(e, "message "+verb+" takes one message id")
+		return usageError(e, "message "+verb+" takes one message id", messageUsage)
 	}
 	ctx := context.Background()
 	if verb == "export" {
 		rc, err := e.client.OpenMessage(ctx, pos[0])
 		if err != nil {
-			return apiFailure(e, err)
+			return apiFailed(e, err)
 		}
 		defer rc.Close()
 		if _, err := io.Copy(e.stdout, rc); err != nil {
@@ -144,7 +146,7 @@ func messageShow(e *env, verb string, args []string) int {
 	}
 	d, err := e.client.Message(ctx, pos[0])
 	if err != nil {
-		return apiFailure(e, err)
+		return apiFailed(e, err)
 	}
 	if e.json {
 		return printJSON(e, d)
@@ -206,13 +208,13 @@ func printDetail(w io.Writer, d ops.MessageDetail, now time.Time) {
 }
 
 func messageAction(e *env, verb string, args []string) int {
-	fs := e.flags("message " + verb)
+	fs := newFlags(e, "message "+verb)
 	ndr := false
 	if verb == "delete" {
 		fs.BoolVar(&ndr, "ndr", false, "send the sender a DSN (non-delivery report) for every pending recipient")
 	}
-	pos, ok := parseInterleaved(fs, args)
-	if !ok {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return exitUsage
 	}
 	ids, err := readIDs(pos, e.stdin)
@@ -221,11 +223,11 @@ func messageAction(e *env, verb string, args []string) int {
 		return exitFailed
 	}
 	if len(ids) == 0 {
-		return usageError(e, "message "+verb+" takes one or more message ids (\"-\": read them from stdin)")
+		return usageError(e, "message "+verb+" takes one or more message ids (\"-\": read them from stdin)", messageUsage)
 	}
 	results, err := e.client.MessageAction(context.Background(), verb, ids, ndr)
 	if err != nil {
-		return apiFailure(e, err)
+		return apiFailed(e, err)
 	}
 	code := exitOK
 	if e.json {

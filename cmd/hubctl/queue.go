@@ -2,51 +2,40 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"hubd/internal/admin"
-)
-
-// Exit codes (sysexits.h where one fits).
-const (
-	exitOK          = 0
-	exitFailed      = 1  // an action failed (each failure is named on stderr)
-	exitUsage       = 64 // EX_USAGE
-	exitUnavailable = 69 // EX_UNAVAILABLE: hubd cannot be reached
 )
 
 // cmdQueue: queue list | retry Q [--resubmit] | suspend Q | resume Q
 // (Exchange's Get-Queue, Retry-Queue [-Resubmit], Suspend-Queue,
 // Resume-Queue).
+const queueUsage = "queue list | retry Q [--resubmit] | suspend Q | resume Q [--json]"
+
 func cmdQueue(e *env, args []string) int {
 	if len(args) == 0 {
-		return usageError(e, "queue: want list, retry, suspend or resume")
+		return usageError(e, "queue: want list, retry, suspend or resume", queueUsage)
 	}
-	fs := e.flags("queue " + args[0])
+	fs := newFlags(e, "queue "+args[0])
 	resubmit := false
 	if args[0] == "retry" {
 		fs.BoolVar(&resubmit, "resubmit", false, "route the queue's messages again with the configuration in force")
 	}
-	pos, ok := parseInterleaved(fs, args[1:])
-	if !ok {
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		return exitUsage
 	}
 	ctx := context.Background()
 	switch args[0] {
 	case "list":
 		if len(pos) != 0 {
-			return usageError(e, "queue list takes no arguments")
+			return usageError(e, "queue list takes no arguments", queueUsage)
 		}
 		qs, err := e.client.Queues(ctx)
 		if err != nil {
-			return apiFailure(e, err)
+			return apiFailed(e, err)
 		}
 		if e.json {
 			return printJSON(e, qs)
@@ -66,11 +55,11 @@ func cmdQueue(e *env, args []string) int {
 		return exitOK
 	case "retry", "suspend", "resume":
 		if len(pos) != 1 {
-			return usageError(e, "queue "+args[0]+" takes one queue name (see hubctl queue list)")
+			return usageError(e, "queue "+args[0]+" takes one queue name (see hubctl queue list)", queueUsage)
 		}
 		res, err := e.client.QueueAction(ctx, pos[0], args[0], resubmit)
 		if err != nil {
-			return apiFailure(e, err)
+			return apiFailed(e, err)
 		}
 		if e.json {
 			return printJSON(e, res)
@@ -78,63 +67,8 @@ func cmdQueue(e *env, args []string) int {
 		fmt.Fprintf(e.stdout, "%s: %s\n", res.ID, res.Message)
 		return exitOK
 	default:
-		return usageError(e, fmt.Sprintf("queue: unknown subcommand %q", args[0]))
+		return usageError(e, fmt.Sprintf("queue: unknown subcommand %q", args[0]), queueUsage)
 	}
-}
-
-// flags is a FlagSet for a subcommand that also accepts --json there.
-func (e *env) flags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("hubctl "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.BoolVar(&e.json, "json", e.json, "print JSON instead of tables")
-	return fs
-}
-
-// parseInterleaved parses flags wherever they are among the positional
-// arguments ("message hold ID --json" as well as "message --json hold ID").
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, bool) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, false
-		}
-		if fs.NArg() == 0 {
-			return pos, true
-		}
-		rest := fs.Args()
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), true
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
-	}
-}
-
-func usageError(e *env, msg string) int {
-	fmt.Fprintf(e.stderr, "hubctl: %s\n", msg)
-	usage(e.stderr)
-	return exitUsage
-}
-
-// apiFailure reports err and returns its exit code: 69 when hubd cannot be
-// reached (the message names the socket), 1 otherwise.
-func apiFailure(e *env, err error) int {
-	var un *admin.UnavailableError
-	if errors.As(err, &un) {
-		fmt.Fprintf(e.stderr, "hubctl: %v (is hubd running? use -socket or HUBD_ADMIN_SOCKET)\n", err)
-		return exitUnavailable
-	}
-	fmt.Fprintf(e.stderr, "hubctl: %v\n", err)
-	return exitFailed
-}
-
-func printJSON(e *env, v any) int {
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		fmt.Fprintf(e.stderr, "hubctl: %v\n", err)
-		return exitFailed
-	}
-	return exitOK
 }
 
 // age is how long ago t was, "" for the zero time.

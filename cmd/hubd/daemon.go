@@ -2,26 +2,20 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"time"
 
 	"hubd/internal/daemon"
 )
 
-// reload loads the configuration again and puts it in force; on any error
-// the running configuration stays and the diagnostics are printed.
-func reload(d *daemon.Daemon, log *slog.Logger, path string, diagOut io.Writer) {
-	cfg, err := loadConfig(path, diagOut)
-	if err != nil {
-		log.Error("reload refused: configuration has errors; the running configuration stays in force", "config", path)
-		return
+// reload is SIGHUP: the daemon loads the configuration again and puts it
+// in force if it is valid, logging what changed or every diagnostic and
+// that the running configuration stays (internal/daemon/reload.go; the
+// admin API's POST /v1/reload does the same).
+func reload(d *daemon.Daemon, log *slog.Logger) {
+	if _, err := d.Reload(context.Background()); err != nil {
+		log.Error("reload", "err", err)
 	}
-	if err := d.Apply(cfg); err != nil {
-		log.Error("reload refused: the connectors cannot take the new configuration; the running configuration stays in force", "err", err)
-		return
-	}
-	log.Info("configuration reloaded", "config", path)
 }
 
 // shutdown stops accepting, lets sessions in DATA finish within the

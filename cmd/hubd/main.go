@@ -170,7 +170,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := daemon.Start(ctx, cfg, daemon.Options{Logger: log})
+	d, err := daemon.Start(ctx, cfg, daemon.Options{Logger: log, ConfigPath: path, Version: version, DiagnosticsOut: stderr})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
@@ -191,7 +191,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	for {
 		select {
 		case <-hup:
-			reload(d, log, path, stderr)
+			reload(d, log)
 		case <-ctx.Done():
 			log.Info("stopping", "grace", d.Config().Hub.ShutdownGrace)
 			if err := shutdown(d); err != nil {

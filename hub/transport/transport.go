@@ -93,6 +93,7 @@ type Stats struct {
 	Messages          int // messages in the queue, poisoned ones included
 	PendingRecipients int // recipients neither delivered nor failed
 	Poisoned          int // messages in the poison queue
+	Held              int // messages held by an operator (ops.Queue.Hold)
 	Suspects          int // messages processed in isolation after process deaths (isolation.go)
 }
 
@@ -372,6 +373,9 @@ func (t *Transport) Stats() Stats {
 	s := Stats{Messages: len(entries)}
 	for _, e := range entries {
 		e.mu.Lock()
+		if e.msg.Held {
+			s.Held++
+		}
 		if e.msg.Poisoned {
 			s.Poisoned++
 		} else if suspect(e.msg.State) {

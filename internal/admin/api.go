@@ -19,15 +19,18 @@
 //	GET  /v1/connectors                   []ConnectorInfo
 //	POST /v1/connectors/{name}/stop       ActionResult
 //	POST /v1/connectors/{name}/start      ActionResult
-//	GET  /v1/routes?address=...           RoutesReport
+//	GET  /v1/routes?address=...&size=     RoutesReport
 //	GET  /v1/track?message_id=&queue_id=&sender=&recipient=&since=&limit=   []tracking.Event
 //	POST /v1/reload                       ReloadResult
 package admin
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"hubd/hub/ops"
+	"hubd/hub/routing"
 	"hubd/hub/tracking"
 )
 
@@ -40,7 +43,9 @@ type Daemon interface {
 	// gone after a restart or a reload (DESIGN.md invariant 5).
 	StopConnector(ctx context.Context, name string) error
 	StartConnector(ctx context.Context, name string) error
-	Routes(ctx context.Context, addresses []string) (RoutesReport, error)
+	// Routes is the routing table, and where each address goes for a
+	// message of size octets (0: any size).
+	Routes(ctx context.Context, addresses []string, size int64) (RoutesReport, error)
 	// Track searches the message tracking log, oldest first, at most limit
 	// events (0: 1000).
 	Track(ctx context.Context, f tracking.Filter, limit int) ([]tracking.Event, error)
@@ -99,29 +104,9 @@ type ConnectorInfo struct {
 }
 
 // RoutesReport is `hubctl routes`: the routing table and where each
-// address goes, as `hubd routes` prints it.
-type RoutesReport struct {
-	Table     []RouteRow    `json:"table"`
-	Addresses []AddressPath `json:"addresses,omitempty"`
-}
-
-// RouteRow is one row of the routing table.
-type RouteRow struct {
-	Match     string `json:"match"`     // domain, "*.domain" or "*"
-	Connector string `json:"connector"` // send connector or local deliverer
-	NextHop   string `json:"next_hop"`
-	Why       string `json:"why,omitempty"`
-}
-
-// AddressPath is where one address goes and why.
-type AddressPath struct {
-	Address   string `json:"address"`
-	Resolved  string `json:"resolved,omitempty"`
-	Connector string `json:"connector,omitempty"`
-	NextHop   string `json:"next_hop,omitempty"`
-	Why       string `json:"why"`
-	Error     string `json:"error,omitempty"`
-}
+// address goes and why, exactly as `hubd routes` prints it (both are built
+// by hub/routing).
+type RoutesReport = routing.Report
 
 // ReloadResult is the outcome of a reload (SIGHUP or POST /v1/reload).
 type ReloadResult struct {
@@ -133,5 +118,32 @@ type ReloadResult struct {
 	Opened       []string `json:"opened,omitempty"`        // listener addresses opened
 	Closed       []string `json:"closed,omitempty"`        // listener addresses closed
 	NeedsRestart []string `json:"needs_restart,omitempty"` // settings that take effect only at the next start
-	ConfigHash   string   `json:"config_hash,omitempty"`
+	// OverridesEnded are the connectors a runtime override had stopped
+	// (they run again if the configuration enables them).
+	OverridesEnded []string `json:"overrides_ended,omitempty"`
+	ConfigHash     string   `json:"config_hash,omitempty"` // of the configuration in force after the reload
 }
+
+// Kinds of Daemon (and Queue) errors, which the handlers answer with 404,
+// 409 and 400; wrap an error with NotFound, Conflict or Invalid to give it
+// a kind without changing its text.
+var (
+	ErrNotFound = ops.ErrNotFound
+	ErrConflict = errors.New("conflict")
+	ErrInvalid  = errors.New("invalid request")
+)
+
+// NotFound marks err as a 404 (no such connector, queue or message).
+func NotFound(err error) error { return kindError{err, ErrNotFound} }
+
+// Conflict marks err as a 409: the request is understood but the state
+// forbids it (a connector already stopped, disabled by the configuration).
+func Conflict(err error) error { return kindError{err, ErrConflict} }
+
+// Invalid marks err as a 400.
+func Invalid(err error) error { return kindError{err, ErrInvalid} }
+
+type kindError struct{ err, kind error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }

@@ -65,6 +65,9 @@ func (s *Server) Listen(c ListenConfig) error {
 	return nil
 }
 
+// SocketPath is the Unix socket's path, "" when none.
+func (s *Server) SocketPath() string { return s.socket }
+
 // TCPAddr is the TCP listener's address, nil when none.
 func (s *Server) TCPAddr() net.Addr {
 	if s.tcpLn == nil {

@@ -9,8 +9,10 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,20 +42,35 @@ type Options struct {
 	// PressureProbe replaces the system's free-space and memory figures
 	// for back pressure (tests); nil → statfs and /proc.
 	PressureProbe backpressure.Probe
+	// ConfigPath is the file or directory the configuration was loaded
+	// from: Reload loads it again, and status shows it. "": no Reload.
+	ConfigPath string
+	// Version is the running build's version, for status.
+	Version string
+	// DiagnosticsOut, when set, gets the diagnostics of a refused reload
+	// with their source snippets, as `hubd check` prints them (hubd: its
+	// stderr); the log has them one line each either way.
+	DiagnosticsOut io.Writer
 }
 
 // Daemon is a running hub.
 type Daemon struct {
 	log       *slog.Logger
-	config    atomic.Pointer[policy.Config]
+	opts      Options
+	started   time.Time
+	state     atomic.Pointer[inForce] // the configuration in force (reload.go)
+	reloadMu  sync.Mutex              // serialises reloads
+	resolver  smtpout.Resolver
 	Transport *transport.Transport
 	Service   *connectors.Service
 	tracking  *tracking.Log
-	smtp      *smtpout.Deliverer
-	lmtp      *lmtp.Deliverer
-	Pressure  *backpressure.Monitor
-	admin     *admin.Server // the admin API (internal/admin), started last
-	Pickup    *maildrop.Pickup
+	// trackingDir is where tracking writes: its settings are read at start.
+	trackingDir string
+	smtp        *smtpout.Deliverer
+	lmtp        *lmtp.Deliverer
+	Pressure    *backpressure.Monitor
+	admin       *admin.Server // the admin API (internal/admin), started last
+	Pickup      *maildrop.Pickup
 }
 
 // Start opens the queue (recovering whatever it holds), starts delivery,
@@ -67,15 +84,15 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	if resolver == nil {
 		resolver = smtpout.NetResolver{}
 	}
-	d := &Daemon{log: log}
-	d.config.Store(cfg)
+	d := &Daemon{log: log, opts: opts, started: time.Now(), resolver: resolver}
+	d.state.Store(&inForce{cfg: cfg, hash: cfg.Hash(), loaded: d.started})
 	// The tracking log's settings are read at start; a reload that changes
 	// them needs a restart (logged by Apply).
 	track, err := tracking.OpenConfig(cfg.Hub.TrackingLog, log)
 	if err != nil {
 		return nil, fmt.Errorf("tracking log: %w", err)
 	}
-	d.tracking = track
+	d.tracking, d.trackingDir = track, cfg.Hub.TrackingLog.Dir
 	// Back pressure watches the spool's filesystem and the process's memory
 	// from the start, so that nothing is accepted that cannot be stored.
 	d.Pressure = backpressure.New(backpressure.Options{Dir: cfg.Hub.SpoolDir, Config: cfg.Hub.BackPressure, Logger: log,
@@ -139,29 +156,17 @@ func (d *Daemon) startAdmin(cfg *policy.Config) error {
 
 // AdminSocket is the admin API's Unix socket path ("" when none), and
 // AdminTCP its TCP address (nil when none).
-func (d *Daemon) AdminSocket() string { return d.config.Load().Admin.Socket }
+func (d *Daemon) AdminSocket() string { return d.admin.SocketPath() }
 func (d *Daemon) AdminTCP() net.Addr  { return d.admin.TCPAddr() }
 
 // Config returns the configuration in force.
-func (d *Daemon) Config() *policy.Config { return d.config.Load() }
+func (d *Daemon) Config() *policy.Config { return d.inForce().cfg }
+
+// inForce returns the configuration in force with its hash and load time.
+func (d *Daemon) inForce() *inForce { return d.state.Load() }
 
 // Addrs returns where each bind address of the configuration listens.
 func (d *Daemon) Addrs() map[string]net.Addr { return d.Service.Addrs() }
-
-// Apply puts a new, already validated configuration in force: new sessions
-// and the next delivery attempts see it. If the connectors cannot take it,
-// nothing changes and the error says why.
-func (d *Daemon) Apply(cfg *policy.Config) error {
-	if err := d.Service.Reload(cfg); err != nil {
-		return err
-	}
-	d.Transport.Reload(cfg)
-	d.Pressure.Reload(cfg.Hub.BackPressure)
-	if old := d.config.Swap(cfg); old.Hub.TrackingLog != cfg.Hub.TrackingLog {
-		d.log.Warn("tracking_log settings changed; they take effect at the next restart")
-	}
-	return nil
-}
 
 // Shutdown stops accepting, lets sessions in DATA finish until ctx ends, then
 // gives deliveries in flight up to deliveryGrace before stopping them.

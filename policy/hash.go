@@ -1,0 +1,27 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// Hash is "sha256:<hex>" over the configuration files of c in the order
+// of their names (each name, a NUL, its length, a NUL, its bytes), so that
+// an operator can tell whether a file on disk is what a running hubd has
+// in force (`hubctl config check` and `hubctl status` print it). Files
+// the configuration names (certificates, password files) are not included.
+func (c *Config) Hash() string {
+	h := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(c.files)) {
+		var b []byte
+		if f := c.files[name]; f != nil {
+			b = f.Bytes
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", name, len(b))
+		h.Write(b)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
