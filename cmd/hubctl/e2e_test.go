@@ -39,12 +39,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	for _, pkg := range []string{"hubd", "hubctl"} {
+	for _, pkg := range []string{"hubd", "hubctl", "sendmail"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "../"+pkg).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
 			os.Exit(1)
 		}
+	}
+	// sendmail acts as mailq under that name, as Postfix's does.
+	if err := os.Symlink("sendmail", filepath.Join(dir, "mailq")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
