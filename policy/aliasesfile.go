@@ -102,6 +102,7 @@ func parseAliases(path string, src []byte, read func(string) ([]byte, error)) ([
 	// errorsBefore is the diagnostic count when the entry began: an entry
 	// whose targets were all refused is not also "empty".
 	errorsBefore := 0
+	started := false // an entry line was seen, usable or not
 	for _, ln := range splitLines(path, src) {
 		text := ln.text
 		trimmed := strings.TrimLeft(text, " \t")
@@ -109,17 +110,19 @@ func parseAliases(path string, src []byte, read func(string) ([]byte, error)) ([
 		case trimmed == "" || trimmed[0] == '#':
 			continue
 		case len(trimmed) < len(text): // continuation
-			if cur == nil {
+			if !started {
 				p.errorf(ln.span(0, len(text)), "Continuation line without an alias",
 					"A line that starts with blank space continues the entry above it, and there is none. Remove the leading blank space.")
-				continue
+			}
+			if cur == nil {
+				continue // the entry's first line was refused; that error says enough
 			}
 			cur.targets = append(cur.targets, p.targets(ln, len(text)-len(trimmed), nil)...)
 		default:
 			p.checkEmpty(cur, errorsBefore)
 			finish()
 			errorsBefore = len(p.diags)
-			cur = p.entry(ln)
+			cur, started = p.entry(ln), true
 		}
 	}
 	p.checkEmpty(cur, errorsBefore)
