@@ -60,7 +60,7 @@ func TestAliasesFileLoads(t *testing.T) {
 	writeFiles(t, dir, map[string]string{
 		"aliases": "# system aliases\npostmaster: root\nroot: alice,\n  Bob@Partner.example\n" +
 			"Sales@Example.ORG: carol\nstaff: :include:lists/staff\n",
-		"lists/staff": "alice\ndave@example.org\n",
+		"lists/staff":  "alice\ndave@example.org\n",
 		"etc/only-org": "abuse: alice@example.com\n",
 	})
 	src := aliasesConfig + `
