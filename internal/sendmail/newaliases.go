@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"hubd/internal/admin"
 	"hubd/policy"
 )
@@ -61,7 +63,7 @@ func newaliases(o *options, std IO) error {
 	switch {
 	case errors.As(err, &le):
 		le.Write(std.Stderr, false)
-		return fail(ExConfig, "%s has errors (above); nothing was reloaded", path)
+		return fail(ExConfig, "%s: %s; nothing was reloaded", path, errorPositions(le.Diags))
 	case errors.Is(err, fs.ErrPermission):
 		return fail(ExNoPerm, "cannot read the configuration: %v (run newaliases as root or as the hubd user)", err)
 	case err != nil:
@@ -109,4 +111,32 @@ func newaliases(o *options, std IO) error {
 			"is hubd started with another -config?\n", res.ConfigHash, path, h)
 	}
 	return nil
+}
+
+// errorPositions is "2 errors (at /etc/aliases:2:6, /etc/aliases:3:4)": a
+// summary after the diagnostics, for logs that keep the last line only.
+func errorPositions(diags hcl.Diagnostics) string {
+	var at []string
+	n := 0
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		n++
+		if d.Subject != nil && len(at) < 10 {
+			at = append(at, fmt.Sprintf("%s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column))
+		}
+	}
+	s := fmt.Sprintf("%d errors", n)
+	if n == 1 {
+		s = "1 error"
+	}
+	if len(at) > 0 {
+		s += " (at " + strings.Join(at, ", ")
+		if n > len(at) {
+			s += ", ..."
+		}
+		s += ")"
+	}
+	return s
 }

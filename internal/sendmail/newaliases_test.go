@@ -124,7 +124,7 @@ func TestNewaliasesBrokenFile(t *testing.T) {
 	code, stdout, stderr := runNewaliasesMain(t, "newaliases", "-C", cfg)
 	aliases := filepath.Join(dir, "aliases")
 	for _, want := range []string{"Error: File target refused", "on " + aliases + " line 2:", "2: log: /var/log/mail",
-		"Error: Pipe to a command refused", "on " + aliases + " line 3:", "newaliases: " + cfg + " has errors"} {
+		"Error: Pipe to a command refused", "on " + aliases + " line 3:", "newaliases: " + cfg + ": 2 errors (at " + aliases + ":2:6, " + aliases + ":3:4); nothing was reloaded\n"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q", want)
 		}
