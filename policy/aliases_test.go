@@ -164,6 +164,11 @@ aliases_file "./aliases" { domains = ["example.com", "example.com", "nowhere.exa
 			t.Errorf("missing %q", want)
 		}
 	}
+	for _, d := range diags {
+		if d.Summary == "Distribution list shadows an address" && !strings.Contains(d.Detail, "aliases file at "+filepath.Join(dir, "aliases")+":7") {
+			t.Errorf("the list's error does not name the aliases file line: %s", d.Detail)
+		}
+	}
 	if t.Failed() {
 		t.Logf("diagnostics:\n%s", got)
 	}

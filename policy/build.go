@@ -396,8 +396,14 @@ func (l *loader) buildLists() {
 			continue
 		}
 		if l.cfg.mailboxOrAlias(addr) {
+			where := ""
+			for _, a := range l.cfg.Aliases {
+				if a.Address == addr && a.Source != "" {
+					where = " (an alias of the aliases file at " + a.Source + ")"
+				}
+			}
 			l.errorf(s.AddressRange, "Distribution list shadows an address",
-				"%q is already a mailbox or alias address; an address is one of mailbox, alias or list.", s.Address)
+				"%q is already a mailbox or alias address%s; an address is one of mailbox, alias or list.", s.Address, where)
 			continue
 		}
 		dl := DistributionList{Address: addr}

@@ -137,3 +137,18 @@ aliases_file "aliases" {}
 		t.Errorf("team after it was removed: %s", r)
 	}
 }
+
+// TestCheckAliasesExample: examples/aliases, as its comment says to use it
+// with examples/dev.hcl, passes `hubd check`.
+func TestCheckAliasesExample(t *testing.T) {
+	dir := t.TempDir()
+	dev, err := os.ReadFile("../../examples/dev.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, "../../examples/aliases", filepath.Join(dir, "aliases"))
+	cfg := writeConfig(t, dir, string(dev)+"\naliases_file \"aliases\" { domains = [\"example.test\"] }\n")
+	if out, code := runHubd(t, "check", "-config", cfg); code != 0 {
+		t.Fatalf("hubd check: exit %d\n%s", code, out)
+	}
+}
