@@ -63,6 +63,11 @@ distribution_list "staff@example.com" {
 alias "postmaster@example.com" { to = ["alice@example.com"] }
 alias "abuse@example.com" { to = ["alice@example.com"] }
 
+# The system's /etc/aliases (aliases(5)) as more aliases: bare names apply to
+# every authoritative accepted domain unless domains says otherwise. Pipes and
+# file targets are refused at `hubd check`; run newaliases after editing it.
+# aliases_file "/etc/aliases" { domains = ["example.com"] }
+
 receive_connector "internet" {
   usage            = "internet"
   bind             = ["0.0.0.0:25"]

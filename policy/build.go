@@ -365,38 +365,6 @@ func (l *loader) buildMailboxes() {
 	}
 }
 
-func (l *loader) buildAliases() {
-	dups := newDupCheck("alias")
-	mailboxes := map[string]string{}
-	for _, mb := range l.cfg.Mailboxes {
-		mailboxes[mb.Address] = mb.Address
-		for _, a := range mb.Addresses {
-			mailboxes[a] = mb.Address
-		}
-	}
-	for _, s := range l.schema.Aliases {
-		addr, ok := l.address(s.Address, s.AddressRange, "Invalid alias address")
-		if !ok {
-			continue
-		}
-		if dups.seen(l, addr, s.Address, s.DefRange) {
-			continue
-		}
-		if owner, ok := mailboxes[addr]; ok {
-			l.errorf(s.AddressRange, "Alias shadows a mailbox",
-				"%q is an address of mailbox %q; an address is either a mailbox or an alias, not both.", s.Address, owner)
-			continue
-		}
-		a := Alias{Address: addr}
-		var empty bool
-		a.To, empty = l.addressList(s.To, "Invalid alias target")
-		if empty {
-			l.errorf(s.To.Range(), "Empty alias", "Alias %q needs at least one target in to.", s.Address)
-		}
-		l.cfg.Aliases = append(l.cfg.Aliases, a)
-	}
-}
-
 // lmtpAddress checks an LMTP server address: "unix:/path" (relative paths
 // resolve against the config file) or "host:port".
 func (l *loader) lmtpAddress(v string, rng hcl.Range) string {
@@ -428,8 +396,14 @@ func (l *loader) buildLists() {
 			continue
 		}
 		if l.cfg.mailboxOrAlias(addr) {
+			where := ""
+			for _, a := range l.cfg.Aliases {
+				if a.Address == addr && a.Source != "" {
+					where = " (an alias of the aliases file at " + a.Source + ")"
+				}
+			}
 			l.errorf(s.AddressRange, "Distribution list shadows an address",
-				"%q is already a mailbox or alias address; an address is one of mailbox, alias or list.", s.Address)
+				"%q is already a mailbox or alias address%s; an address is one of mailbox, alias or list.", s.Address, where)
 			continue
 		}
 		dl := DistributionList{Address: addr}

@@ -44,7 +44,7 @@ type Config struct {
 	aliasByAddress   map[string]*Alias
 	listByAddress    map[string]*DistributionList
 	domainByName     map[string]*AcceptedDomain // exact names and "*.x" patterns
-	files            map[string]*hcl.File       // sources, for rendering Warnings
+	files            map[string]*hcl.File       // sources (HCL files, aliases files), for rendering Warnings
 }
 
 // Files returns the parsed configuration sources, keyed by file name, so
@@ -162,6 +162,9 @@ type Mailbox struct {
 type Alias struct {
 	Address string   // lower-case
 	To      []string // targets, lower-case; may be other aliases
+	// Source is "file:line" of an alias read from an aliases file (an
+	// aliases_file block), for explanations; "" for an HCL alias block.
+	Source string
 }
 
 // DistributionList expands one address into its members, each of which may

@@ -84,3 +84,31 @@ func mustLoad(tb testing.TB, src string) *Config {
 	}
 	return cfg
 }
+
+func FuzzParseAliases(f *testing.F) {
+	for _, s := range []string{"postmaster: root\n", "a: b,\n  c\r\n# x\n", "x: :include:inc\n", "p: |cmd\nf: /file\n",
+		"\"q\\\"x\": \"|a, b\", c\n", "  lead\n", "a:", "é: ü@例え.jp,", "a: :include:loop\n", "\"\n", "a: \"\n"} {
+		f.Add(s)
+	}
+	files := map[string]string{"/inc": "a, b\n:include:/loop\n", "/loop": ":include:inc\n"}
+	f.Fuzz(func(t *testing.T, src string) {
+		entries, sources, diags := parseAliases("/aliases", []byte(src), fakeFiles(files))
+		for _, d := range diags {
+			r := d.Subject
+			body, ok := sources[r.Filename]
+			if !ok || r.Start.Byte < 0 || r.Start.Byte > r.End.Byte || r.End.Byte > len(body) || r.Start.Line < 1 {
+				t.Fatalf("diagnostic %q has range %v outside its file (%d bytes)", d.Summary, r, len(body))
+			}
+		}
+		for _, e := range entries {
+			if len(e.targets) == 0 || !validAliasWord(e.name) {
+				t.Fatalf("entry %+v accepted", e)
+			}
+			for _, tg := range e.targets {
+				if !validAliasWord(tg.text) || strings.HasPrefix(tg.text, "|") || strings.HasPrefix(tg.text, "/") {
+					t.Fatalf("target %q accepted", tg.text)
+				}
+			}
+		}
+	})
+}

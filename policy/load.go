@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -122,10 +123,13 @@ type loader struct {
 	cfg          *Config
 	rcSources    []rcSource // parallel to cfg.ReceiveConnectors
 	sawSyntaxErr bool
+	// extraFiles are the sources read besides the HCL files (aliases
+	// files and their includes), for snippets and Config.Hash.
+	extraFiles map[string]*hcl.File
 }
 
 func newLoader() *loader {
-	return &loader{parser: hclparse.NewParser(), dirs: map[string]string{}, cfg: &Config{}}
+	return &loader{parser: hclparse.NewParser(), dirs: map[string]string{}, cfg: &Config{}, extraFiles: map[string]*hcl.File{}}
 }
 
 func (l *loader) parse(filename string, src []byte, dir string) {
@@ -143,6 +147,7 @@ func (l *loader) parse(filename string, src []byte, dir string) {
 	l.schema.AcceptedDomains = append(l.schema.AcceptedDomains, fs.AcceptedDomains...)
 	l.schema.Mailboxes = append(l.schema.Mailboxes, fs.Mailboxes...)
 	l.schema.Aliases = append(l.schema.Aliases, fs.Aliases...)
+	l.schema.AliasesFiles = append(l.schema.AliasesFiles, fs.AliasesFiles...)
 	l.schema.DistributionLists = append(l.schema.DistributionLists, fs.DistributionLists...)
 	l.schema.ReceiveConnectors = append(l.schema.ReceiveConnectors, fs.ReceiveConnectors...)
 	l.schema.SendConnectors = append(l.schema.SendConnectors, fs.SendConnectors...)
@@ -155,15 +160,22 @@ func (l *loader) finish() (*Config, error) {
 	}
 	sortByPosition(l.diags)
 	if l.diags.HasErrors() {
-		return nil, &LoadError{Diags: l.diags, Files: l.parser.Files()}
+		return nil, &LoadError{Diags: l.diags, Files: l.files()}
 	}
 	for _, d := range l.diags {
 		if d.Severity == hcl.DiagWarning {
 			l.cfg.Warnings = append(l.cfg.Warnings, d)
 		}
 	}
-	l.cfg.files = l.parser.Files()
+	l.cfg.files = l.files()
 	return l.cfg, nil
+}
+
+// files are the HCL files parsed and the other sources read, by name.
+func (l *loader) files() map[string]*hcl.File {
+	files := maps.Clone(l.parser.Files())
+	maps.Copy(files, l.extraFiles)
+	return files
 }
 
 // sortByPosition orders diagnostics as an operator reads the files: by

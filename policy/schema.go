@@ -13,6 +13,7 @@ type fileSchema struct {
 	AcceptedDomains   []acceptedDomainSchema   `hcl:"accepted_domain,block"`
 	Mailboxes         []mailboxSchema          `hcl:"mailbox,block"`
 	Aliases           []aliasSchema            `hcl:"alias,block"`
+	AliasesFiles      []aliasesFileSchema      `hcl:"aliases_file,block"`
 	DistributionLists []distributionListSchema `hcl:"distribution_list,block"`
 	ReceiveConnectors []receiveConnectorSchema `hcl:"receive_connector,block"`
 	SendConnectors    []sendConnectorSchema    `hcl:"send_connector,block"`

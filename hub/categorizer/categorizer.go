@@ -382,6 +382,9 @@ func (c *run) resolveLocal(canon, detail string, s step) {
 			return
 		}
 		next := s.into("alias", canon)
+		if al.Source != "" { // from an aliases file: say where, for `hubd routes`
+			next.via[len(next.via)-1] += " (" + al.Source + ")"
+		}
 		for _, to := range al.To {
 			c.resolve(to, next)
 		}

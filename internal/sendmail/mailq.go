@@ -187,6 +187,3 @@ func queueName(state string) string {
 	}
 	return "incoming"
 }
-
-func runNewaliases(args []string, std IO) error { return fail(ExUsage, "not yet") }
-func newaliases(o *options, std IO) error       { return fail(ExUsage, "not yet") }

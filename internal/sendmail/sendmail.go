@@ -40,7 +40,9 @@
 // sendmail runs as any user, with the drop group's rights only, so it cannot
 // load the whole configuration (TLS keys and recipient files may be readable
 // by hubd alone). It reads just the hub block (hostname, spool_dir,
-// maildrop_dir) and the admin socket with policy.LoadDropIn.
+// maildrop_dir) and the admin socket with policy.LoadDropIn. newaliases
+// is the exception: checking the aliases means loading everything
+// (newaliases.go).
 //
 // # Exit status (sysexits.h)
 //
@@ -48,12 +50,16 @@
 //	64 EX_USAGE      a bad option
 //	65 EX_DATAERR    no recipients; a broken header section
 //	67 EX_NOUSER     a malformed address (sender or recipient)
-//	69 EX_UNAVAILABLE  mailq: hubd's admin API cannot be reached
+//	69 EX_UNAVAILABLE  mailq: hubd's admin API cannot be reached; newaliases: it
+//	                 answered with an error
 //	73 EX_CANTCREAT  the maildrop cannot be written (missing, no permission)
 //	75 EX_TEMPFAIL   the maildrop is full or failed to sync; try again later
-//	78 EX_CONFIG     the configuration cannot be read
+//	77 EX_NOPERM     newaliases: no permission on the configuration or the admin socket
+//	78 EX_CONFIG     the configuration cannot be read; newaliases: it has errors,
+//	                 or the running hubd refused it
 //
-// Every failure prints one line on standard error naming the cause, and
+// Every failure prints one line on standard error naming the cause (newaliases
+// prints the diagnostics before it), and
 // leaves nothing in the maildrop.
 package sendmail
 
@@ -75,6 +81,7 @@ const (
 	ExSoftware    = 70
 	ExCantCreat   = 73
 	ExTempFail    = 75
+	ExNoPerm      = 77
 	ExConfig      = 78
 )
 
