@@ -268,8 +268,8 @@ type ReceiveConnector struct {
 	// AuthBackend names the auth_backend that checks PLAIN and LOGIN
 	// passwords on this connector; "" (the default) checks them against
 	// the local logins (mailbox and user password hashes).
-	AuthBackend string
-	ExternallySecured bool     // every session gets the Trusted rights (Exchange's ExternallySecured)
+	AuthBackend       string
+	ExternallySecured bool // every session gets the Trusted rights (Exchange's ExternallySecured)
 	Permissions       Permissions
 
 	MaxMessageSize                 int64         // default 36MB (36*2^20)

@@ -250,16 +250,16 @@ type userSchema struct {
 }
 
 type authBackendSchema struct {
-	Name                    string    `hcl:"name,label"`
-	NameRange               hcl.Range `hcl:"name,label_range"`
-	Type                    *string   `hcl:"type,optional"`
-	TypeRange               hcl.Range `hcl:"type,attr_value_range"`
-	Socket                  *string   `hcl:"socket,optional"`
-	SocketRange             hcl.Range `hcl:"socket,attr_value_range"`
-	Timeout                 *string   `hcl:"timeout,optional"`
-	TimeoutRange            hcl.Range `hcl:"timeout,attr_value_range"`
-	Service                 *string   `hcl:"service,optional"`
-	ServiceRange            hcl.Range `hcl:"service,attr_value_range"`
-	SendersDomainMatch      *bool     `hcl:"senders_domain_match,optional"`
-	DefRange                hcl.Range `hcl:",def_range"`
+	Name               string    `hcl:"name,label"`
+	NameRange          hcl.Range `hcl:"name,label_range"`
+	Type               *string   `hcl:"type,optional"`
+	TypeRange          hcl.Range `hcl:"type,attr_value_range"`
+	Socket             *string   `hcl:"socket,optional"`
+	SocketRange        hcl.Range `hcl:"socket,attr_value_range"`
+	Timeout            *string   `hcl:"timeout,optional"`
+	TimeoutRange       hcl.Range `hcl:"timeout,attr_value_range"`
+	Service            *string   `hcl:"service,optional"`
+	ServiceRange       hcl.Range `hcl:"service,attr_value_range"`
+	SendersDomainMatch *bool     `hcl:"senders_domain_match,optional"`
+	DefRange           hcl.Range `hcl:",def_range"`
 }
