@@ -171,7 +171,8 @@ func (l *loader) claimLogin(owners loginOwner, u User, written string, rng hcl.R
 // refused at rng.
 func (l *loader) passwordHash(v string, rng hcl.Range) string {
 	if _, err := passhash.Parse(v); err != nil {
-		l.errorf(rng, "Invalid password_hash", "%v.", err)
+		msg := err.Error()
+		l.errorf(rng, "Invalid password_hash", "%s%s.", strings.ToUpper(msg[:1]), msg[1:])
 		return ""
 	}
 	return v
