@@ -2,12 +2,14 @@ package connectors
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/crypto/bcrypt"
 
+	"hubd/internal/dovecotauth"
+	"hubd/internal/passhash"
 	"hubd/policy"
 )
 
@@ -85,26 +87,69 @@ func (s *session) plain(identity, username, password string) error {
 	return s.checkPassword(username, password)
 }
 
-// checkPassword checks a login against the mailbox's bcrypt hash. An unknown
-// user, or one without a hash, is checked against the connector's dummy hash
-// so that the answer takes the same time (RFC 4954 §9 asks servers not to
-// disclose which users exist).
+// checkPassword checks a login and password: against the connector's
+// auth_backend when it names one (checkWithBackend), else against the
+// local logins, mailboxes and users (policy.Config.Credential, hashes by
+// internal/passhash). An unknown login, or one without a hash, is checked
+// against the connector's dummy hash so that the answer takes the same
+// time (RFC 4954 §9 asks servers not to disclose which users exist).
 func (s *session) checkPassword(user, password string) error {
-	mb := s.c.cfg.MailboxFor(user)
+	if s.c.backend != nil {
+		return s.checkWithBackend(user, password)
+	}
+	login, hashText := s.c.cfg.Credential(user)
 	hash := s.c.dummy
-	if mb != nil && mb.PasswordHash != "" {
-		hash = []byte(mb.PasswordHash)
+	if login != "" {
+		h, err := passhash.Parse(hashText) // validated at load: cannot fail
+		if err != nil {
+			login = ""
+		} else {
+			hash = h
+		}
 	}
 	if blocked := s.c.limits.authBlocked(s.st.peer); blocked != "" {
 		// Another connection from here tripped the defence while this
 		// exchange ran: refuse without checking, as at the AUTH command.
 		return s.authBlockedReply(blocked)
 	}
-	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
-	if err == nil && mb != nil && mb.PasswordHash != "" {
-		s.authenticated(mb.Address, "password")
+	if hash.Verify(password) && login != "" {
+		s.authenticated(login, "", "password")
 		return nil
 	}
+	return s.passwordRefused(user)
+}
+
+// checkWithBackend asks the connector's auth_backend (Dovecot) to check
+// the pair. Dovecot unreachable, too slow or undecided is "454 4.7.0
+// Temporary authentication failure" (RFC 4954 §6), logged, and not
+// counted as the client's failure; a refusal takes the same path as a
+// local one (failure counting, tarpit, 535 5.7.8).
+func (s *session) checkWithBackend(user, password string) error {
+	if blocked := s.c.limits.authBlocked(s.st.peer); blocked != "" {
+		return s.authBlockedReply(blocked)
+	}
+	req := dovecotauth.Request{Login: user, Password: password, Secured: s.tls != nil, RemoteIP: s.st.peer}
+	if ap, err := netip.ParseAddrPort(s.sc.LocalAddr().String()); err == nil {
+		req.LocalIP = ap.Addr()
+	}
+	identity, err := s.c.backend.Authenticate(s.st.ctx, req)
+	switch {
+	case err == nil:
+		s.authenticated(identity, s.c.rc.AuthBackend, "auth_backend "+s.c.rc.AuthBackend)
+		return nil
+	case errors.Is(err, dovecotauth.ErrRefused):
+		return s.passwordRefused(user)
+	}
+	// metrics: hubd_smtp_auth_backend_errors_total{connector, backend} goes here.
+	s.st.log.Warn("authentication backend unavailable", "auth_backend", s.c.rc.AuthBackend,
+		"socket", s.c.backend.Socket, "user", user, "error", err)
+	return smtpError(reply(454, "4.7.0", "Temporary authentication failure"))
+}
+
+// passwordRefused counts a refused login and password against the
+// session and the brute-force ledger, tarpits, and returns 535 5.7.8 (or
+// 421 at max_logon_failures).
+func (s *session) passwordRefused(user string) error {
 	source, network, tripped := s.c.limits.authFailed(s.st.peer)
 	n := s.logonFailure()
 	delay := s.authDelay(source)
@@ -164,10 +209,12 @@ func (s *session) authReply(n int, r *policy.Reply) error {
 }
 
 // authenticated records a successful AUTH: the session gets the
-// Authenticated rights, and its AuthUser is identity.
-func (s *session) authenticated(identity, how string) {
+// Authenticated rights, and its AuthUser is identity; via names the
+// auth_backend that vouched for it ("" = local), which decides its
+// senders (policy.Config.CheckSenderVia).
+func (s *session) authenticated(identity, via, how string) {
 	s.mu.Lock()
-	s.authUser = identity
+	s.authUser, s.authVia = identity, via
 	s.mu.Unlock()
 	s.st.mu.Lock()
 	s.st.authUser = identity
@@ -188,7 +235,7 @@ func (s *session) external(authzid string) error {
 		s.sc.tarpit("AUTH", s.c.rc.TarpitInterval, r)
 		return s.authReply(n, r)
 	}
-	s.authenticated(id, "client certificate")
+	s.authenticated(id, "", "client certificate")
 	return nil
 }
 

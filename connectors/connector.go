@@ -18,7 +18,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/bcrypt"
 
+	"hubd/internal/dovecotauth"
 	"hubd/internal/message"
+	"hubd/internal/passhash"
 	"hubd/policy"
 )
 
@@ -32,16 +34,19 @@ const maxDataLineLength = 2000
 // connector is one receive connector of one config generation: its go-smtp
 // Server and the listener that feeds it.
 type connector struct {
-	svc    *Service
-	gen    uint64 // its generation's seq, for Service.retained
-	cfg    *policy.Config
-	rc     *policy.ReceiveConnector
-	tls    *tls.Config // nil when the connector has no TLS
-	dummy  []byte      // bcrypt hash compared for unknown users
-	server *smtp.Server
-	ln     *chanListener
-	limits *limits    // rate limits and brute-force ledger of this generation (limits.go)
-	stats  *connStats // the name's counters since start, shared across generations (runtime.go)
+	svc   *Service
+	gen   uint64 // its generation's seq, for Service.retained
+	cfg   *policy.Config
+	rc    *policy.ReceiveConnector
+	tls   *tls.Config    // nil when the connector has no TLS
+	dummy *passhash.Hash // compared for unknown logins (dummyHash)
+	// backend checks PLAIN and LOGIN passwords when the connector names an
+	// auth_backend; nil: the local logins.
+	backend *dovecotauth.Client
+	server  *smtp.Server
+	ln      *chanListener
+	limits  *limits    // rate limits and brute-force ledger of this generation (limits.go)
+	stats   *connStats // the name's counters since start, shared across generations (runtime.go)
 
 	// connRate is connection_rate_limit's buckets, by client source; nil
 	// when unlimited. A new generation starts empty: a reload resets it.
@@ -85,6 +90,9 @@ func (s *Service) build(cfg *policy.Config) (*generation, error) {
 				return nil, err
 			}
 		}
+		if b := cfg.AuthBackend(rc.AuthBackend); b != nil {
+			c.backend = &dovecotauth.Client{Socket: b.Socket, Timeout: b.Timeout, Service: b.Service}
+		}
 		c.limits = newLimits(rc, s.now, s.log)
 		if rc.ConnectionRateLimit > 0 {
 			c.connRate = newBuckets[netip.Prefix](rc.ConnectionRateLimit, "connection_rate_limit", s.log.With("connector", rc.Name))
@@ -103,28 +111,37 @@ func (gen *generation) commit() {
 	}
 }
 
-// dummyHash returns a bcrypt hash of a random password with the highest
-// cost among the config's mailbox hashes, so that checking an unknown user
-// costs what checking a known one does (exactly so when all hashes share a
-// cost, as `hubd hash-password` makes them). s.mu is held.
-func (s *Service) dummyHash(cfg *policy.Config) ([]byte, error) {
-	cost := 0
-	for _, mb := range cfg.Mailboxes {
-		if c, err := bcrypt.Cost([]byte(mb.PasswordHash)); err == nil && c > cost {
-			cost = c
+// dummyHash returns a hash of a random password shaped like the costliest
+// local password hash of the config (mailboxes and users; Argon2id ranks
+// above bcrypt, then the larger parameters), so that checking an unknown
+// login costs what checking a known one does — exactly so when all hashes
+// share a scheme and parameters, as `hubd hash-password` makes them. With
+// no hashes at all it is bcrypt at the default cost. s.mu is held.
+func (s *Service) dummyHash(cfg *policy.Config) (*passhash.Hash, error) {
+	var like *passhash.Hash
+	consider := func(text string) {
+		if h, err := passhash.Parse(text); err == nil && (like == nil || h.Costlier(like)) {
+			like = h
 		}
 	}
-	if cost == 0 {
-		cost = bcrypt.DefaultCost
+	for _, mb := range cfg.Mailboxes {
+		consider(mb.PasswordHash)
 	}
-	if h := s.dummy[cost]; h != nil {
+	for _, u := range cfg.Users {
+		consider(u.PasswordHash)
+	}
+	if like == nil {
+		like = &passhash.Hash{Scheme: passhash.Bcrypt, Cost: bcrypt.DefaultCost}
+	}
+	key := fmt.Sprintf("%s/%d/%+v", like.Scheme, like.Cost, like.Argon2)
+	if h := s.dummy[key]; h != nil {
 		return h, nil
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
+	h, err := like.Dummy()
 	if err != nil {
 		return nil, fmt.Errorf("connectors: dummy password hash: %w", err)
 	}
-	s.dummy[cost] = h
+	s.dummy[key] = h
 	return h, nil
 }
 

@@ -29,9 +29,11 @@
 //     max_recipients gets 452 4.5.3 (RFC 5321 §4.5.3.1.10); a repeated
 //     recipient is accepted but queued once.
 //   - AUTH PLAIN (RFC 4616) and LOGIN, only over TLS unless
-//     allow_insecure_auth; passwords are checked with bcrypt, and a dummy
-//     hash is compared for unknown users so that timing does not tell which
-//     users exist. max_logon_failures failures end the session with 421.
+//     allow_insecure_auth; passwords are checked against the local logins
+//     (mailbox and user hashes, bcrypt or Argon2id: internal/passhash), and
+//     a dummy hash is compared for unknown users so that timing does not
+//     tell which users exist — or, with auth_backend, by Dovecot's auth
+//     service (internal/dovecotauth), whose being unreachable is 454 4.7.0. max_logon_failures failures end the session with 421.
 //   - DATA and BDAT content goes through message.Reader (strict CRLF, size,
 //     header size, hop count) with our Received: field in front, and a
 //     Message-ID and Date added for authenticated (submission) sessions,
@@ -66,6 +68,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"hubd/hub"
+	"hubd/internal/passhash"
 	"hubd/policy"
 )
 
@@ -109,14 +112,14 @@ type Service struct {
 	genSeq    uint64                  // numbers generations, for retained
 	live      map[*connector]struct{} // Servers that may still serve a session; see drop
 	conns     map[*sessionConn]struct{}
-	routing   map[net.Conn]struct{}  // accepted, not yet a session: PROXY header or implicit TLS handshake
-	counts    map[string]*connCounts // connector name → open connections
-	certs     map[string]*certSlot   // connector name → current certificate
-	dummy     map[int][]byte         // bcrypt cost → dummy hash
-	stopped   map[string]bool        // connectors a runtime override stops (runtime.go)
-	stats     map[string]*connStats  // connector name → counters since start (runtime.go)
-	lastAddr  map[string]string      // bind → the address its listener last had
-	wg        sync.WaitGroup         // accept loops and routing goroutines
+	routing   map[net.Conn]struct{}     // accepted, not yet a session: PROXY header or implicit TLS handshake
+	counts    map[string]*connCounts    // connector name → open connections
+	certs     map[string]*certSlot      // connector name → current certificate
+	dummy     map[string]*passhash.Hash // dummy hashes by scheme and parameters (dummyHash)
+	stopped   map[string]bool           // connectors a runtime override stops (runtime.go)
+	stats     map[string]*connStats     // connector name → counters since start (runtime.go)
+	lastAddr  map[string]string         // bind → the address its listener last had
+	wg        sync.WaitGroup            // accept loops and routing goroutines
 }
 
 // generation is one config snapshot with the connectors built from it.
@@ -157,7 +160,7 @@ func New(opts Options) (*Service, error) {
 		routing:   map[net.Conn]struct{}{},
 		counts:    map[string]*connCounts{},
 		certs:     map[string]*certSlot{},
-		dummy:     map[int][]byte{},
+		dummy:     map[string]*passhash.Hash{},
 		stopped:   map[string]bool{},
 		stats:     map[string]*connStats{},
 		lastAddr:  map[string]string{},

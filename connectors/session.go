@@ -28,7 +28,8 @@ type session struct {
 	// a snapshot (txn) taken under mu.
 	mu       sync.Mutex
 	helo     string
-	authUser string // mailbox address after a successful AUTH
+	authUser string // the login after a successful AUTH (canonical for local logins)
+	authVia  string // the auth_backend that vouched for authUser; "" = local
 
 	// The mail transaction (RFC 5321 §3.3); reset by Reset.
 	haveMail  bool
@@ -85,7 +86,7 @@ func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
 	if r := s.admit(opts); r != nil {
 		return s.refuse("MAIL", r)
 	}
-	if r := s.c.cfg.CheckSender(rights, s.authUser, from); r != nil {
+	if r := s.c.cfg.CheckSenderVia(rights, s.authVia, s.authUser, from); r != nil {
 		return s.refuse("MAIL", r)
 	}
 	// Last, so that only a MAIL we would accept takes a token.

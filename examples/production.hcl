@@ -54,6 +54,23 @@ mailbox "bob@example.com" {
   lmtp = "unix:/run/dovecot/lmtp"
 }
 
+# Logins with no mailbox here: submission credentials with the senders each
+# may use (README: Logins). Hashes from `hubd hash-password [-argon2id]`.
+# user "scanner" {
+#   password_hash = "$argon2id$v=19$m=65536,t=3,p=4$..."
+#   senders       = ["scanner@example.com", "@printers.example.com"]
+# }
+# More of them, one "login:hash[:sender,sender...]" a line, in a file that is
+# re-read at every reload: hub { users_file = "/etc/hubd/users" }
+#
+# Or let Dovecot check passwords (one password database for IMAP and
+# submission): name its auth socket here, and set auth_backend = "dovecot" on
+# the submission connectors. Unreachable → 454 4.7.0; refused → 535 5.7.8.
+# auth_backend "dovecot" {
+#   socket  = "/run/dovecot/auth-client"
+#   timeout = "5s"
+# }
+
 # Bounces for the partner's copies go to the list owner, not to each author.
 distribution_list "staff@example.com" {
   members = ["alice@example.com", "bob@example.com", "consultant@partner.example"]

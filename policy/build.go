@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/net/publicsuffix"
 )
 
@@ -324,11 +323,7 @@ func (l *loader) buildMailboxes() {
 		}
 		mb := Mailbox{Address: addr}
 		if s.PasswordHash != nil && *s.PasswordHash != "" {
-			if _, err := bcrypt.Cost([]byte(*s.PasswordHash)); err != nil {
-				l.errorf(s.PasswordHashRange, "Invalid password_hash",
-					"password_hash must be a bcrypt hash ($2a$, $2b$ or $2y$), never a plain password: %v.", err)
-			}
-			mb.PasswordHash = *s.PasswordHash
+			mb.PasswordHash = l.passwordHash(*s.PasswordHash, s.PasswordHashRange)
 		}
 		switch {
 		case s.Maildir != nil:

@@ -34,6 +34,8 @@ type Config struct {
 	ReceiveConnectors []ReceiveConnector
 	SendConnectors    []SendConnector
 	Admin             Admin
+	Users             []User        // user blocks, then the lines of hub.users_file
+	AuthBackends      []AuthBackend // auth_backend blocks, by name
 
 	// Warnings are the non-fatal diagnostics of Load (for `hubd check`);
 	// render them with WriteDiagnostics(w, c.Files(), c.Warnings, color).
@@ -41,6 +43,7 @@ type Config struct {
 
 	// Indexes built by Load; unexported so the snapshot stays immutable.
 	mailboxByAddress map[string]*Mailbox // every address of every mailbox, lower-cased
+	userByLogin      map[string]*User    // lookupKey(login)
 	aliasByAddress   map[string]*Alias
 	listByAddress    map[string]*DistributionList
 	domainByName     map[string]*AcceptedDomain // exact names and "*.x" patterns
@@ -83,6 +86,11 @@ type Hub struct {
 	// directory's group as it is (a hub run by one user only).
 	MaildropDir   string
 	MaildropGroup string
+
+	// UsersFile is hub.users_file: more User logins, one per line (see
+	// User). Read at every Load, so a reload re-reads it; a broken file
+	// fails the load like a broken HCL file.
+	UsersFile string
 
 	TrackingLog  TrackingLog
 	BackPressure BackPressure
@@ -150,7 +158,7 @@ type AcceptedDomain struct {
 // Mailbox is a local mailbox: a login and a Maildir.
 type Mailbox struct {
 	Address      string   // primary address, lower-case; also the AUTH login name
-	PasswordHash string   // bcrypt ($2a$/$2b$/$2y$); empty means the mailbox cannot log in
+	PasswordHash string   // bcrypt or Argon2id (internal/passhash); empty means the mailbox cannot log in
 	Maildir      string   // directory (tmp/new/cur made on first delivery); default <spool_dir>/../mail/<local part>
 	Addresses    []string // extra addresses delivered here and usable as MAIL FROM; lower-case
 	// LMTP, when set, delivers to an LMTP server (RFC 2033) instead of the
@@ -260,7 +268,11 @@ type ReceiveConnector struct {
 	RequireTLS        bool     // MAIL refused with 530 5.7.0 before STARTTLS
 	Auth              []string // SASL mechanisms, lower-case: "plain", "login"
 	AllowInsecureAuth bool     // offer AUTH without TLS
-	ExternallySecured bool     // every session gets the Trusted rights (Exchange's ExternallySecured)
+	// AuthBackend names the auth_backend that checks PLAIN and LOGIN
+	// passwords on this connector; "" (the default) checks them against
+	// the local logins (mailbox and user password hashes).
+	AuthBackend       string
+	ExternallySecured bool // every session gets the Trusted rights (Exchange's ExternallySecured)
 	Permissions       Permissions
 
 	MaxMessageSize                 int64         // default 36MB (36*2^20)

@@ -252,6 +252,7 @@ func (l *loader) receiveSecurity(s *receiveConnectorSchema, rc *ReceiveConnector
 	if s.AllowInsecureAuth != nil {
 		rc.AllowInsecureAuth = *s.AllowInsecureAuth
 	}
+	l.receiveAuthBackend(s, rc)
 	if rc.RequireTLS && rc.TLS.Mode == TLSOff {
 		l.errorf(tlsRange, "require_tls without TLS",
 			"Connector %q requires TLS but has no tls block; add tls { cert_file = ...  key_file = ... } or set require_tls = false.", rc.Name)

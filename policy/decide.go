@@ -111,12 +111,23 @@ func (rc *ReceiveConnector) SessionRights(authenticated bool) Rights {
 
 // CheckSender decides MAIL FROM: nil, or a Reply. The null reverse-path ""
 // is always allowed (RFC 5321 §4.5.5: notifications must be deliverable).
-// An unparseable address gets 501 5.1.7. An authenticated user without
-// RightAnySender may only use its mailbox's addresses (and their RFC 5233
-// subaddresses, user+tag@domain); anything else gets 550 5.7.1 "Not
-// authorized to send as <x>". Unauthenticated sessions are not limited
-// here.
+// An unparseable address gets 501 5.1.7. An authenticated login without
+// RightAnySender may only use its own senders: a mailbox's addresses, a
+// user's senders (addresses and "@domain"), and the RFC 5233 subaddresses
+// (user+tag@domain) of any address among them; anything else gets 550
+// 5.7.1 "Not authorized to send as <x>". Unauthenticated sessions are not
+// limited here. authUser was checked by the local logins; for a login an
+// auth_backend vouched for, use CheckSenderVia.
 func (c *Config) CheckSender(rights Rights, authUser, from string) *Reply {
+	return c.CheckSenderVia(rights, "", authUser, from)
+}
+
+// CheckSenderVia is CheckSender for a login authenticated by the named
+// auth_backend ("" = the local logins). A backend's login may send as
+// itself when it is an address, as the addresses of the hubd mailbox of
+// that address, and, with senders_domain_match, as any address at its
+// domain (see AuthBackend).
+func (c *Config) CheckSenderVia(rights Rights, backend, authUser, from string) *Reply {
 	if from == "" || from == "<>" {
 		return nil
 	}
@@ -127,15 +138,34 @@ func (c *Config) CheckSender(rights Rights, authUser, from string) *Reply {
 	if authUser == "" || rights.Has(RightAnySender) {
 		return nil
 	}
-	if mb := c.MailboxFor(authUser); mb != nil {
-		if owns(mb, canon) {
-			return nil
-		}
-		if base, ok := subaddressBase(m); ok && owns(mb, base) {
-			return nil
-		}
+	base, _ := subaddressBase(m)
+	if c.mayUse(backend, authUser, m, canon, base) {
+		return nil
 	}
 	return &Reply{Code: 550, Enhanced: "5.7.1", Text: "Not authorized to send as <" + from + ">"}
+}
+
+// mayUse reports whether login may send as the address m (canonical canon,
+// subaddress base base or "").
+func (c *Config) mayUse(backend, login string, m mailboxSyntax, canon, base string) bool {
+	key := lookupKey(login)
+	ownsEither := func(mb *Mailbox) bool {
+		return mb != nil && (owns(mb, canon) || base != "" && owns(mb, base))
+	}
+	if backend == "" {
+		if u := c.userByLogin[key]; u != nil {
+			return slices.Contains(u.Senders, canon) || base != "" && slices.Contains(u.Senders, base) ||
+				slices.Contains(u.Senders, "@"+m.domain)
+		}
+		return ownsEither(c.mailboxByAddress[key])
+	}
+	b := c.AuthBackend(backend)
+	lm, loginAddr, isAddr := canonAddress(login)
+	if b == nil || !isAddr {
+		return false
+	}
+	return canon == loginAddr || base == loginAddr || ownsEither(c.mailboxByAddress[loginAddr]) ||
+		b.SendersDomainMatch && m.domain == lm.domain
 }
 
 func owns(mb *Mailbox, addr string) bool {

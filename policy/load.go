@@ -152,6 +152,8 @@ func (l *loader) parse(filename string, src []byte, dir string) {
 	l.schema.ReceiveConnectors = append(l.schema.ReceiveConnectors, fs.ReceiveConnectors...)
 	l.schema.SendConnectors = append(l.schema.SendConnectors, fs.SendConnectors...)
 	l.schema.Admins = append(l.schema.Admins, fs.Admins...)
+	l.schema.Users = append(l.schema.Users, fs.Users...)
+	l.schema.AuthBackends = append(l.schema.AuthBackends, fs.AuthBackends...)
 }
 
 func (l *loader) finish() (*Config, error) {
@@ -201,6 +203,8 @@ func (l *loader) build() {
 	l.buildHub()
 	l.buildDomains()
 	l.buildMailboxes()
+	l.buildUsers()
+	l.buildAuthBackends()
 	l.buildAliases()
 	l.buildLists()
 	l.buildReceiveConnectors()

@@ -18,6 +18,8 @@ type fileSchema struct {
 	ReceiveConnectors []receiveConnectorSchema `hcl:"receive_connector,block"`
 	SendConnectors    []sendConnectorSchema    `hcl:"send_connector,block"`
 	Admins            []adminSchema            `hcl:"admin,block"`
+	Users             []userSchema             `hcl:"user,block"`
+	AuthBackends      []authBackendSchema      `hcl:"auth_backend,block"`
 }
 
 type hubSchema struct {
@@ -55,6 +57,8 @@ type hubSchema struct {
 	MaildropDirRange                     hcl.Range           `hcl:"maildrop_dir,attr_value_range"`
 	MaildropGroup                        *string             `hcl:"maildrop_group,optional"`
 	MaildropGroupRange                   hcl.Range           `hcl:"maildrop_group,attr_value_range"`
+	UsersFile                            *string             `hcl:"users_file,optional"`
+	UsersFileRange                       hcl.Range           `hcl:"users_file,attr_value_range"`
 	TrackingLog                          *trackingLogSchema  `hcl:"tracking_log,block"`
 	BackPressure                         *backPressureSchema `hcl:"back_pressure,block"`
 	DefRange                             hcl.Range           `hcl:",def_range"`
@@ -165,6 +169,8 @@ type receiveConnectorSchema struct {
 	RequireTLSRange   hcl.Range          `hcl:"require_tls,attr_range"`
 	Auth              hcl.Expression     `hcl:"auth,optional"`
 	AllowInsecureAuth *bool              `hcl:"allow_insecure_auth,optional"`
+	AuthBackend       *string            `hcl:"auth_backend,optional"`
+	AuthBackendRange  hcl.Range          `hcl:"auth_backend,attr_value_range"`
 	ExternallySecured *bool              `hcl:"externally_secured,optional"`
 	Permissions       *permissionsSchema `hcl:"permissions,block"`
 
@@ -233,4 +239,28 @@ type sendConnectorSchema struct {
 	FQDN           *string        `hcl:"fqdn,optional"`
 	FQDNRange      hcl.Range      `hcl:"fqdn,attr_value_range"`
 	SendOrgHeaders *bool          `hcl:"send_org_headers,optional"`
+}
+
+type userSchema struct {
+	Login             string         `hcl:"login,label"`
+	LoginRange        hcl.Range      `hcl:"login,label_range"`
+	PasswordHash      string         `hcl:"password_hash"`
+	PasswordHashRange hcl.Range      `hcl:"password_hash,attr_value_range"`
+	Senders           hcl.Expression `hcl:"senders,optional"`
+	DefRange          hcl.Range      `hcl:",def_range"`
+}
+
+type authBackendSchema struct {
+	Name               string    `hcl:"name,label"`
+	NameRange          hcl.Range `hcl:"name,label_range"`
+	Type               *string   `hcl:"type,optional"`
+	TypeRange          hcl.Range `hcl:"type,attr_value_range"`
+	Socket             *string   `hcl:"socket,optional"`
+	SocketRange        hcl.Range `hcl:"socket,attr_value_range"`
+	Timeout            *string   `hcl:"timeout,optional"`
+	TimeoutRange       hcl.Range `hcl:"timeout,attr_value_range"`
+	Service            *string   `hcl:"service,optional"`
+	ServiceRange       hcl.Range `hcl:"service,attr_value_range"`
+	SendersDomainMatch *bool     `hcl:"senders_domain_match,optional"`
+	DefRange           hcl.Range `hcl:",def_range"`
 }

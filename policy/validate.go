@@ -146,6 +146,10 @@ func (c *Config) index() {
 			c.mailboxByAddress[a] = m
 		}
 	}
+	c.userByLogin = map[string]*User{}
+	for i := range c.Users {
+		c.userByLogin[c.Users[i].Login] = &c.Users[i]
+	}
 	c.listByAddress = map[string]*DistributionList{}
 	for i := range c.DistributionLists {
 		c.listByAddress[c.DistributionLists[i].Address] = &c.DistributionLists[i]

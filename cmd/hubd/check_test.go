@@ -15,6 +15,7 @@ import (
 
 	"hubd/internal/certgen"
 	"hubd/internal/hubtest"
+	"hubd/internal/passhash"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -206,6 +207,22 @@ func TestHashPassword(t *testing.T) {
 	hash := strings.TrimSpace(string(out))
 	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte("s3cret")); err != nil {
 		t.Fatalf("hash %q does not verify: %v", hash, err)
+	}
+}
+
+func TestHashPasswordArgon2id(t *testing.T) {
+	cmd := exec.Command(hubdBinary, "hash-password", "-argon2id")
+	cmd.Stdin = strings.NewReader("s3cret\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(hash, "$argon2id$v=19$m=65536,t=3,p=4$") {
+		t.Fatalf("hash %q", hash)
+	}
+	if ok, err := passhash.Verify(hash, "s3cret"); !ok || err != nil {
+		t.Fatalf("hash %q does not verify: %v, %v", hash, ok, err)
 	}
 }
 

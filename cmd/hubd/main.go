@@ -5,7 +5,7 @@
 //	hubd run   -config PATH   start the daemon (SIGHUP reloads, SIGTERM/SIGINT stop cleanly)
 //	hubd check -config PATH   validate the configuration; exit 1 on errors; start nothing
 //	hubd routes -config PATH [address...]   print the routing table, and where each address goes and why
-//	hubd hash-password        print the bcrypt hash of a password read on stdin
+//	hubd hash-password [-argon2id]   print the bcrypt (or Argon2id) hash of a password read on stdin
 //	hubd sendmail [options] [recipient...]   sendmail(1): the message on stdin into the maildrop
 //	hubd mailq [--json]       list the queue in Postfix's mailq layout
 //	hubd newaliases           check the aliases files and ask hubd to reload
@@ -31,11 +31,11 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
 
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
+	"hubd/internal/passhash"
 	"hubd/internal/sendmail"
 	"hubd/policy"
 )
@@ -71,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "sendmail", "mailq", "newaliases":
 		return dropIn(args[0], args[1:])
 	case "hash-password":
-		return cmdHashPassword(os.Stdin, stdout, stderr)
+		return cmdHashPassword(args[1:], os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "hubd", version)
 		return 0
@@ -95,7 +95,9 @@ func usage(w io.Writer) {
                             sendmail(1): queue the message on stdin through the maildrop
   hubd mailq [--json]       list the queue as Postfix's mailq does
   hubd newaliases           check the aliases files; ask a running hubd to reload
-  hubd hash-password        read a password (one line) on stdin, print its bcrypt hash for password_hash
+  hubd hash-password [-argon2id]
+                            read a password (one line) on stdin, print its hash for password_hash
+                            (bcrypt, cost 12; -argon2id: Argon2id, 64 MiB, 3 passes, 4 lanes)
   hubd version              print the version
 `)
 }
@@ -204,10 +206,23 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 }
 
-// cmdHashPassword prints a bcrypt hash for a mailbox's password_hash, so that
-// no plaintext password ever goes into configuration. The password is read
-// from the terminal without echo, or as one line from a pipe.
-func cmdHashPassword(stdin *os.File, stdout, stderr io.Writer) int {
+// cmdHashPassword prints a hash for password_hash (mailbox or user blocks,
+// users_file), so that no plaintext password ever goes into
+// configuration: bcrypt at cost 12 by default, Argon2id with -argon2id
+// (internal/passhash: RFC 9106's second recommended parameters). The
+// password is read from the terminal without echo, or as one line from a
+// pipe.
+func cmdHashPassword(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hubd hash-password", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	useArgon := fs.Bool("argon2id", false, "make an Argon2id hash instead of bcrypt")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "hubd hash-password: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	var pw []byte
 	var err error
 	if term.IsTerminal(int(stdin.Fd())) {
@@ -230,11 +245,16 @@ func cmdHashPassword(stdin *os.File, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hubd hash-password: empty password")
 		return 1
 	}
-	hash, err := bcrypt.GenerateFromPassword(pw, 12)
+	var hash string
+	if *useArgon {
+		hash, err = passhash.HashArgon2id(string(pw), passhash.DefaultArgon2)
+	} else {
+		hash, err = passhash.HashBcrypt(string(pw), 12)
+	}
 	if err != nil { // e.g. bcrypt.ErrPasswordTooLong: over 72 bytes
 		fmt.Fprintf(stderr, "hubd hash-password: %v\n", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, string(hash))
+	fmt.Fprintln(stdout, hash)
 	return 0
 }
