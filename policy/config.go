@@ -48,6 +48,7 @@ type Config struct {
 	listByAddress    map[string]*DistributionList
 	domainByName     map[string]*AcceptedDomain // exact names and "*.x" patterns
 	files            map[string]*hcl.File       // sources (HCL files, aliases files), for rendering Warnings
+	hashedOnly       map[string][]byte          // sources in Hash but never rendered (users_file: it holds hashes)
 }
 
 // Files returns the parsed configuration sources, keyed by file name, so

@@ -14,15 +14,21 @@ import (
 // in force (`hubctl config check` and `hubctl status` print it). The
 // aliases files of aliases_file blocks (and the files they include) are
 // part of the configuration and included, so that an edited aliases file
-// shows as a new hash; other files the configuration names (certificates,
-// password and recipients files) are not.
+// shows as a new hash, and so is hub.users_file; other files the
+// configuration names (certificates, recipients files) are not.
 func (c *Config) Hash() string {
-	h := sha256.New()
-	for _, name := range slices.Sorted(maps.Keys(c.files)) {
-		var b []byte
-		if f := c.files[name]; f != nil {
-			b = f.Bytes
+	all := map[string][]byte{}
+	for name, f := range c.files {
+		if f != nil {
+			all[name] = f.Bytes
+		} else {
+			all[name] = nil
 		}
+	}
+	maps.Copy(all, c.hashedOnly)
+	h := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		b := all[name]
 		fmt.Fprintf(h, "%s\x00%d\x00", name, len(b))
 		h.Write(b)
 	}

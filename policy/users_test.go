@@ -280,6 +280,18 @@ user "app@example.com" {
 	if u := cfg.UserFor("relay@example.com"); u.PasswordHash != a || !slices.Equal(u.Senders, []string{"relay@example.com"}) {
 		t.Errorf("relay %+v", u)
 	}
+	// The file is in the configuration's hash, never among the sources
+	// diagnostics quote (its lines hold password hashes).
+	if cfg.Files()[cfg.Hub.UsersFile] != nil {
+		t.Errorf("the users file is among the quotable sources")
+	}
+	before := cfg.Hash()
+	if err := os.WriteFile(filepath.Join(dir, "users"), []byte(users+"late@example.com:"+b+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg2, diags := loadSrc(t, dir, src); cfg2 == nil || cfg2.Hash() == before {
+		t.Errorf("an edited users file keeps the hash (%v)", diags)
+	}
 }
 
 // TestUsersFileErrors: every bad line is reported, each at its own line
