@@ -502,10 +502,12 @@ func (s *Service) route(bind string, c net.Conn) {
 // refuse writes one reply line to a connection no session will serve,
 // closes it, and logs why.
 func (s *Service) refuse(c net.Conn, bind, connector, reply, why string) {
+	// Counted before the reply goes out: whoever has read the reply (an
+	// operator's probe, a test) finds it in the connector's counters.
+	s.countRefused(connector)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, reply+"\r\n")
 	c.Close()
-	s.countRefused(connector)
 	s.log.Info("connection refused", "bind", bind, "connector", connector,
 		"remote", c.RemoteAddr().String(), "reply", reply, "reason", why)
 }
