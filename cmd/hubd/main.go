@@ -170,8 +170,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := daemon.Start(ctx, cfg, daemon.Options{Logger: log, ConfigPath: path, Version: version, DiagnosticsOut: stderr})
+	// SIGHUP is caught from before start-up: a reload asked for early (by
+	// systemd once READY=1 is out) waits instead of killing the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	manager := newServiceManager(log)
+	opts := daemon.Options{Logger: log, ConfigPath: path, Version: version, DiagnosticsOut: stderr}
+	manager.hooks(&opts)
+	d, err := daemon.Start(ctx, cfg, opts)
 	if err != nil {
+		manager.startFailed(err)
 		log.Error("start failed", "err", err)
 		return 1
 	}
@@ -184,15 +193,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Info("listening", "admin_tcp", a.String())
 	}
 	log.Info("hubd started", "version", version, "config", path, "pid", os.Getpid())
+	manager.ready(d)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	ticks, stopTicks := manager.ticks()
+	defer stopTicks()
 	for {
 		select {
 		case <-hup:
 			reload(d, log)
+		case <-ticks:
+			manager.status(d)
 		case <-ctx.Done():
+			manager.stopping(d.Config().Hub.ShutdownGrace)
 			log.Info("stopping", "grace", d.Config().Hub.ShutdownGrace)
 			if err := shutdown(d); err != nil {
 				log.Error("shutdown", "err", err)
