@@ -45,6 +45,7 @@ type Config struct {
 	listByAddress    map[string]*DistributionList
 	domainByName     map[string]*AcceptedDomain // exact names and "*.x" patterns
 	files            map[string]*hcl.File       // sources, for rendering Warnings
+	pathUses         []PathUse                  // paths.go
 }
 
 // Files returns the parsed configuration sources, keyed by file name, so
