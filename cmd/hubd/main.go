@@ -3,7 +3,7 @@
 // a directory of them.
 //
 //	hubd run   -config PATH   start the daemon (SIGHUP reloads, SIGTERM/SIGINT stop cleanly)
-//	hubd check -config PATH   validate the configuration; exit 1 on errors; start nothing
+//	hubd check -config PATH   validate the configuration and the paths it names; exit 1 on errors; start nothing
 //	hubd routes -config PATH [address...]   print the routing table, and where each address goes and why
 //	hubd hash-password        print the bcrypt hash of a password read on stdin
 //	hubd sendmail [options] [recipient...]   sendmail(1): the message on stdin into the maildrop
@@ -88,7 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   hubd run   -config PATH   start the daemon on the configuration at PATH (file or directory)
-  hubd check -config PATH   validate the configuration and exit (non-zero on errors)
+  hubd check -config PATH [-paths=false]
+                            validate the configuration and exit (non-zero on errors); also check, as
+                            the current user, the directories hubd writes and the files it reads
   hubd routes -config PATH [-size 30MB] [-resolve=false] [address...]
                             print the routing table, and for each address its connector, next hop and why
   hubd sendmail [options] [recipient...]
@@ -100,12 +102,16 @@ func usage(w io.Writer) {
 `)
 }
 
-// configFlag parses "-config PATH" (and -log-level for run).
-func parseFlags(name string, args []string, stderr io.Writer) (path, level string, ok bool) {
+// parseFlags parses "-config PATH" (and -log-level for run); extra adds a
+// command's own flags.
+func parseFlags(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (path, level string, ok bool) {
 	fs := flag.NewFlagSet("hubd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&path, "config", "/etc/hubd/hubd.hcl", "configuration file or directory of *.hcl files")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	for _, f := range extra {
+		f(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", "", false
 	}
@@ -120,10 +126,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (path, level strin
 // warnings) with source snippets to w.
 func loadConfig(path string, w io.Writer) (*policy.Config, error) {
 	cfg, err := policy.Load(path)
-	color := false
-	if f, ok := w.(*os.File); ok {
-		color = term.IsTerminal(int(f.Fd()))
-	}
+	color := isTerminal(w)
 	var le *policy.LoadError
 	if errors.As(err, &le) {
 		le.Write(w, color)
@@ -139,14 +142,34 @@ func loadConfig(path string, w io.Writer) (*policy.Config, error) {
 	return cfg, nil
 }
 
+// isTerminal says whether w is a terminal (diagnostics get colour).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// cmdCheck validates the configuration and, unless -paths=false, probes
+// the paths it names as the current user (paths.go).
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	path, _, ok := parseFlags("check", args, stderr)
+	probe := true
+	path, _, ok := parseFlags("check", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&probe, "paths", true, "check that the directories hubd writes and the files it reads are usable by this user")
+	})
 	if !ok {
 		return 2
 	}
 	cfg, err := loadConfig(path, stderr)
 	if err != nil {
 		return 1
+	}
+	if probe {
+		if diags := checkPaths(cfg); len(diags) > 0 {
+			policy.WriteDiagnostics(stderr, cfg.Files(), diags, isTerminal(stderr))
+			if diags.HasErrors() {
+				fmt.Fprintf(stderr, "%s: hubd run would fail (%d errors)\n", path, len(diags.Errs()))
+				return 1
+			}
+		}
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK (%d receive connectors, %d send connectors, %d accepted domains, %d mailboxes)\n",
 		path, len(cfg.ReceiveConnectors), len(cfg.SendConnectors), len(cfg.AcceptedDomains), len(cfg.Mailboxes))
