@@ -129,7 +129,7 @@ receive_connector "unreadable" {
 	}
 }
 
-// TestCheckPathsReadOnlyMount is the bug examples/hubd.service shipped with:
+// TestCheckPathsReadOnlyMount is the bug the first unit (examples/hubd.service) shipped with:
 // under ProtectSystem=strict, a directory outside the unit's writable paths
 // is on a read-only mount, which stops even root. `hubd check` (the unit's
 // ExecStartPre) must say so, as `hubd run` would fail. It mounts a read-only
