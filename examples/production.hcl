@@ -8,17 +8,29 @@
 #   :465  submission over implicit TLS (RFC 8314)
 #
 # Check it before (re)loading: hubd check -config /etc/hubd/hubd.hcl
+#
+# The directories below are where examples/systemd/hubd.service lets hubd
+# write (StateDirectory=, LogsDirectory=, RuntimeDirectory=, ReadWritePaths=):
+# change one here and the unit must follow (cmd/hubd/unit_test.go checks
+# that they agree).
 
 hub {
   hostname  = "mx1.example.com"
-  spool_dir = "/var/spool/hubd"
+  spool_dir = "/var/lib/hubd/queue" # StateDirectory=hubd
+  # sendmail(1) drops local mail in /var/lib/hubd/maildrop (the default beside
+  # the spool), which hubd gives to this group; sendmail is installed setgid
+  # to it (docs/dropin.md). Created at install: groupadd --system hubd-drop
+  maildrop_group = "hubd-drop"
+  # shutdown_grace stays 30s: the unit's TimeoutStopSec=60 covers it and the
+  # 10s deliveries in flight get.
+
   # Retries, expiry, DSNs and outbound limits keep Exchange's hub defaults:
   # 4 × 1m, 6 × 5m, then every 10m; a delay DSN after 4h; expiry after 2d;
   # 1000 connections overall, 20 per next hop; poison queue after 2 crashes
   # attributed to a message (README: crash attribution).
 
   tracking_log {
-    dir = "/var/log/hubd/tracking" # one JSON line per message event; kept 30 days
+    dir = "/var/log/hubd/tracking" # LogsDirectory=hubd; one JSON line per message event; kept 30 days
   }
 
   # Refuse anonymous mail when the spool's filesystem has less than 2GB free,
@@ -27,6 +39,12 @@ hub {
     disk_free_high   = "1GB"
     disk_free_medium = "2GB"
   }
+}
+
+# hubctl, mailq and `sendmail -bp` talk to hubd here (RuntimeDirectory=hubd).
+# The socket is mode 0660, group hubd: root and members of hubd may use it.
+admin {
+  socket = "/run/hubd/admin.sock"
 }
 
 accepted_domain "example.com" {

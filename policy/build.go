@@ -338,6 +338,7 @@ func (l *loader) buildMailboxes() {
 			mb.LMTP = l.lmtpAddress(*s.LMTP, s.LMTPRange)
 		}
 		owner[addr] = addr
+		l.collectMaildirPath(s, mb)
 		l.cfg.Mailboxes = append(l.cfg.Mailboxes, mb)
 		extras = append(extras, s.Addresses)
 	}

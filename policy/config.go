@@ -49,6 +49,7 @@ type Config struct {
 	domainByName     map[string]*AcceptedDomain // exact names and "*.x" patterns
 	files            map[string]*hcl.File       // sources (HCL files, aliases files), for rendering Warnings
 	hashedOnly       map[string][]byte          // sources in Hash but never rendered (users_file: it holds hashes)
+	pathUses         []PathUse                  // paths.go
 }
 
 // Files returns the parsed configuration sources, keyed by file name, so

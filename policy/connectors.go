@@ -144,6 +144,7 @@ func (l *loader) receiveConnector(s *receiveConnectorSchema) (ReceiveConnector, 
 		rc.Banner = *s.Banner
 	}
 	rc.TLS = l.receiveTLS(s.TLS)
+	l.collectTLSPaths(s.Name, s.TLS, rc.TLS)
 	l.receiveSecurity(s, &rc)
 	l.receiveLimits(s, &rc)
 	return rc, src

@@ -210,6 +210,7 @@ func (l *loader) build() {
 	l.buildReceiveConnectors()
 	l.buildSendConnectors()
 	l.buildAdmin()
+	l.collectHubPaths()
 	l.cfg.index()
 	l.checkBindings()
 	l.checkRouting()

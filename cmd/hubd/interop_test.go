@@ -1,10 +1,11 @@
 package main
 
 import (
-	"net"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,22 +16,30 @@ import (
 	"hubd/internal/smtpsink"
 )
 
+// devPorts are where a devHub listens: dev.hcl's 2525, 2587 and 2465
+// replaced by free ports, so that the tests never collide with `make run`.
+type devPorts struct {
+	smtp, submission, submissions string // "127.0.0.1:port"
+}
+
 // devHub starts hubd on a copy of examples/dev.hcl placed in a temporary
 // tree, so its "../var" lands in the test's directory and not in the
-// repository. The ports are dev.hcl's own: 2525, 2587, 2465 (and the smart
-// host 2526, where the test listens).
-func devHub(t *testing.T) (p *hubdProcess, root string) {
+// repository. dev.hcl's fixed ports are replaced by free ones, and its smart
+// host 127.0.0.1:2526 by smartHost (the test's sink).
+func devHub(t *testing.T, smartHost string) (p *hubdProcess, root string, ports devPorts) {
 	t.Helper()
-	for _, a := range []string{"127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465"} {
-		if c, err := net.DialTimeout("tcp", a, 200*time.Millisecond); err == nil {
-			c.Close()
-			t.Fatalf("%s is in use (is `make run` running?): the dev.hcl interop test needs dev.hcl's ports", a)
-		}
-	}
 	root = t.TempDir()
 	src, err := os.ReadFile("../../examples/dev.hcl")
 	if err != nil {
 		t.Fatal(err)
+	}
+	ports = devPorts{smtp: freePort(t), submission: freePort(t), submissions: freePort(t)}
+	for from, to := range map[string]string{`"127.0.0.1:2525"`: ports.smtp, `"127.0.0.1:2587"`: ports.submission,
+		`"127.0.0.1:2465"`: ports.submissions, `"127.0.0.1:2526"`: smartHost} {
+		if !strings.Contains(string(src), from) {
+			t.Fatalf("examples/dev.hcl no longer has %s; update devHub", from)
+		}
+		src = []byte(strings.ReplaceAll(string(src), from, strconv.Quote(to)))
 	}
 	if err := os.MkdirAll(filepath.Join(root, "examples"), 0o755); err != nil {
 		t.Fatal(err)
@@ -39,7 +48,7 @@ func devHub(t *testing.T) (p *hubdProcess, root string) {
 	if err := os.WriteFile(cfg, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startHubd(t, cfg, "127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465"), root
+	return startHubd(t, cfg, ports.smtp, ports.submission, ports.submissions), root, ports
 }
 
 func swaks(t *testing.T, args ...string) (string, error) {
@@ -57,53 +66,53 @@ func TestInteropSwaksDevConfig(t *testing.T) {
 		}
 		t.Skip("swaks not installed (apt-get install swaks)")
 	}
-	sink := smtpsink.Start(t, smtpsink.Options{Addr: "127.0.0.1:2526"})
-	p, root := devHub(t)
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	p, root, ports := devHub(t, sink.Addr())
 	mail := filepath.Join(root, "var", "mail")
 
-	// 2525: anonymous mail for an accepted domain.
-	out, err := swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "bob@example.test",
+	// dev.hcl's 2525: anonymous mail for an accepted domain.
+	out, err := swaks(t, "--server", ports.smtp, "--from", "someone@remote.test", "--to", "bob@example.test",
 		"--header", "Subject: interop 2525")
 	if err != nil || !strings.Contains(out, "250 2.0.0") {
 		t.Fatalf("swaks on 2525: %v\n%s", err, out)
 	}
-	// 2525: relaying is refused at RCPT time.
-	out, _ = swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "victim@elsewhere.test")
+	// dev.hcl's 2525: relaying is refused at RCPT time.
+	out, _ = swaks(t, "--server", ports.smtp, "--from", "someone@remote.test", "--to", "victim@elsewhere.test")
 	if !strings.Contains(out, "550 5.7.1") {
 		t.Errorf("relay through 2525 was not refused with 550 5.7.1:\n%s", out)
 	}
-	// 2525: an unknown user is refused at RCPT time.
-	out, _ = swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "nobody@example.test")
+	// dev.hcl's 2525: an unknown user is refused at RCPT time.
+	out, _ = swaks(t, "--server", ports.smtp, "--from", "someone@remote.test", "--to", "nobody@example.test")
 	if !strings.Contains(out, "550 5.1.1") {
 		t.Errorf("unknown user on 2525 was not refused with 550 5.1.1:\n%s", out)
 	}
 	// postmaster is an alias of alice.
-	out, err = swaks(t, "--server", "127.0.0.1:2525", "--from", "someone@remote.test", "--to", "postmaster@example.test")
+	out, err = swaks(t, "--server", ports.smtp, "--from", "someone@remote.test", "--to", "postmaster@example.test")
 	if err != nil {
 		t.Fatalf("swaks to postmaster: %v\n%s", err, out)
 	}
 
-	// 2587: STARTTLS, AUTH PLAIN, relay to the smart host.
-	out, err = swaks(t, "--server", "127.0.0.1:2587", "--tls", "--auth", "PLAIN",
+	// dev.hcl's 2587: STARTTLS, AUTH PLAIN, relay to the smart host.
+	out, err = swaks(t, "--server", ports.submission, "--tls", "--auth", "PLAIN",
 		"--auth-user", "alice@example.test", "--auth-password", "alice-dev-password",
 		"--from", "alice@example.test", "--to", "friend@remote.test", "--header", "Subject: interop 2587")
 	if err != nil || !strings.Contains(out, "250 2.0.0") {
 		t.Fatalf("swaks on 2587: %v\n%s", err, out)
 	}
-	// 2587: MAIL without AUTH is refused (RFC 6409).
-	out, _ = swaks(t, "--server", "127.0.0.1:2587", "--tls", "--from", "alice@example.test", "--to", "friend@remote.test")
+	// dev.hcl's 2587: MAIL without AUTH is refused (RFC 6409).
+	out, _ = swaks(t, "--server", ports.submission, "--tls", "--from", "alice@example.test", "--to", "friend@remote.test")
 	if !strings.Contains(out, "530 5.7.0") {
 		t.Errorf("MAIL before AUTH on 2587 was not refused with 530 5.7.0:\n%s", out)
 	}
-	// 2465: implicit TLS, AUTH LOGIN, local delivery.
-	out, err = swaks(t, "--server", "127.0.0.1:2465", "--tlsc", "--auth", "LOGIN",
+	// dev.hcl's 2465: implicit TLS, AUTH LOGIN, local delivery.
+	out, err = swaks(t, "--server", ports.submissions, "--tlsc", "--auth", "LOGIN",
 		"--auth-user", "alice@example.test", "--auth-password", "alice-dev-password",
 		"--from", "alice@example.test", "--to", "bob@example.test", "--header", "Subject: interop 2465")
 	if err != nil || !strings.Contains(out, "250 2.0.0") {
 		t.Fatalf("swaks on 2465: %v\n%s", err, out)
 	}
 	// A wrong password is refused.
-	out, _ = swaks(t, "--server", "127.0.0.1:2465", "--tlsc", "--auth", "PLAIN",
+	out, _ = swaks(t, "--server", ports.submissions, "--tlsc", "--auth", "PLAIN",
 		"--auth-user", "alice@example.test", "--auth-password", "wrong",
 		"--from", "alice@example.test", "--to", "bob@example.test")
 	if !strings.Contains(out, "535 5.7.8") {
@@ -135,14 +144,14 @@ func TestInteropPythonSmtplib(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not installed")
 	}
-	smtpsink.Start(t, smtpsink.Options{Addr: "127.0.0.1:2526"})
-	_, root := devHub(t)
-	script := `
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	_, root, ports := devHub(t, sink.Addr())
+	script := fmt.Sprintf(`
 import smtplib, ssl, sys
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-with smtplib.SMTP("127.0.0.1", 2587, timeout=20) as s:
+with smtplib.SMTP("127.0.0.1", %s, timeout=20) as s:
     s.ehlo("python.example.test")
     assert "auth" not in s.esmtp_features, "AUTH advertised before STARTTLS"
     s.starttls(context=ctx)
@@ -151,7 +160,7 @@ with smtplib.SMTP("127.0.0.1", 2587, timeout=20) as s:
     s.sendmail("alice@example.test", ["bob@example.test"],
                "From: alice@example.test\r\nTo: bob@example.test\r\nSubject: from smtplib\r\n\r\nhello\r\n")
 print("sent")
-`
+`, portOf(t, ports.submission))
 	out, err := exec.Command("python3", "-c", script).CombinedOutput()
 	if err != nil {
 		t.Fatalf("smtplib: %v\n%s", err, out)
@@ -170,11 +179,11 @@ func TestInteropDSNParsesInPython(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not installed")
 	}
-	smtpsink.Start(t, smtpsink.Options{Addr: "127.0.0.1:2526", Rcpt: func(addr string) error {
+	sink := smtpsink.Start(t, smtpsink.Options{Rcpt: func(addr string) error {
 		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
 	}})
-	_, root := devHub(t)
-	out, err := swaks(t, "--server", "127.0.0.1:2587", "--tls", "--auth", "PLAIN",
+	_, root, ports := devHub(t, sink.Addr())
+	out, err := swaks(t, "--server", ports.submission, "--tls", "--auth", "PLAIN",
 		"--auth-user", "alice@example.test", "--auth-password", "alice-dev-password",
 		"--from", "alice@example.test", "--to", "nobody@elsewhere.example")
 	if err != nil {

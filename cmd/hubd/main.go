@@ -3,7 +3,7 @@
 // a directory of them.
 //
 //	hubd run   -config PATH   start the daemon (SIGHUP reloads, SIGTERM/SIGINT stop cleanly)
-//	hubd check -config PATH   validate the configuration; exit 1 on errors; start nothing
+//	hubd check -config PATH   validate the configuration and the paths it names; exit 1 on errors; start nothing
 //	hubd routes -config PATH [address...]   print the routing table, and where each address goes and why
 //	hubd hash-password [-argon2id]   print the bcrypt (or Argon2id) hash of a password read on stdin
 //	hubd sendmail [options] [recipient...]   sendmail(1): the message on stdin into the maildrop
@@ -88,7 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   hubd run   -config PATH   start the daemon on the configuration at PATH (file or directory)
-  hubd check -config PATH   validate the configuration and exit (non-zero on errors)
+  hubd check -config PATH [-paths=false]
+                            validate the configuration and exit (non-zero on errors); also check, as
+                            the current user, the directories hubd writes and the files it reads
   hubd routes -config PATH [-size 30MB] [-resolve=false] [address...]
                             print the routing table, and for each address its connector, next hop and why
   hubd sendmail [options] [recipient...]
@@ -102,12 +104,16 @@ func usage(w io.Writer) {
 `)
 }
 
-// configFlag parses "-config PATH" (and -log-level for run).
-func parseFlags(name string, args []string, stderr io.Writer) (path, level string, ok bool) {
+// parseFlags parses "-config PATH" (and -log-level for run); extra adds a
+// command's own flags.
+func parseFlags(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (path, level string, ok bool) {
 	fs := flag.NewFlagSet("hubd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&path, "config", "/etc/hubd/hubd.hcl", "configuration file or directory of *.hcl files")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	for _, f := range extra {
+		f(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", "", false
 	}
@@ -122,10 +128,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (path, level strin
 // warnings) with source snippets to w.
 func loadConfig(path string, w io.Writer) (*policy.Config, error) {
 	cfg, err := policy.Load(path)
-	color := false
-	if f, ok := w.(*os.File); ok {
-		color = term.IsTerminal(int(f.Fd()))
-	}
+	color := isTerminal(w)
 	var le *policy.LoadError
 	if errors.As(err, &le) {
 		le.Write(w, color)
@@ -141,14 +144,34 @@ func loadConfig(path string, w io.Writer) (*policy.Config, error) {
 	return cfg, nil
 }
 
+// isTerminal says whether w is a terminal (diagnostics get colour).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// cmdCheck validates the configuration and, unless -paths=false, probes
+// the paths it names as the current user (paths.go).
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	path, _, ok := parseFlags("check", args, stderr)
+	probe := true
+	path, _, ok := parseFlags("check", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&probe, "paths", true, "check that the directories hubd writes and the files it reads are usable by this user")
+	})
 	if !ok {
 		return 2
 	}
 	cfg, err := loadConfig(path, stderr)
 	if err != nil {
 		return 1
+	}
+	if probe {
+		if diags := checkPaths(cfg); len(diags) > 0 {
+			policy.WriteDiagnostics(stderr, cfg.Files(), diags, isTerminal(stderr))
+			if diags.HasErrors() {
+				fmt.Fprintf(stderr, "%s: hubd run would fail (%d errors)\n", path, len(diags.Errs()))
+				return 1
+			}
+		}
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK (%d receive connectors, %d send connectors, %d accepted domains, %d mailboxes)\n",
 		path, len(cfg.ReceiveConnectors), len(cfg.SendConnectors), len(cfg.AcceptedDomains), len(cfg.Mailboxes))
@@ -172,8 +195,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := daemon.Start(ctx, cfg, daemon.Options{Logger: log, ConfigPath: path, Version: version, DiagnosticsOut: stderr})
+	// SIGHUP is caught from before start-up: a reload asked for early (by
+	// systemd once READY=1 is out) waits instead of killing the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	manager := newServiceManager(log)
+	opts := daemon.Options{Logger: log, ConfigPath: path, Version: version, DiagnosticsOut: stderr}
+	manager.hooks(&opts)
+	d, err := daemon.Start(ctx, cfg, opts)
 	if err != nil {
+		manager.startFailed(err)
 		log.Error("start failed", "err", err)
 		return 1
 	}
@@ -186,15 +218,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Info("listening", "admin_tcp", a.String())
 	}
 	log.Info("hubd started", "version", version, "config", path, "pid", os.Getpid())
+	manager.ready(d)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	ticks, stopTicks := manager.ticks()
+	defer stopTicks()
 	for {
 		select {
 		case <-hup:
 			reload(d, log)
+		case <-ticks:
+			manager.status(d)
 		case <-ctx.Done():
+			manager.stopping(d.Config().Hub.ShutdownGrace)
 			log.Info("stopping", "grace", d.Config().Hub.ShutdownGrace)
 			if err := shutdown(d); err != nil {
 				log.Error("shutdown", "err", err)

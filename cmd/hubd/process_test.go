@@ -53,8 +53,18 @@ func startHubd(t *testing.T, cfg string, ready ...string) *hubdProcess {
 // startBinary is startHubd with another build of hubd.
 func startBinary(t *testing.T, bin, cfg string, ready ...string) *hubdProcess {
 	t.Helper()
+	return startWithEnv(t, bin, cfg, nil, ready...)
+}
+
+// startWithEnv is startBinary with env ("NAME=value") added to the
+// test's environment.
+func startWithEnv(t *testing.T, bin, cfg string, env []string, ready ...string) *hubdProcess {
+	t.Helper()
 	p := &hubdProcess{out: &logbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run", "-config", cfg)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

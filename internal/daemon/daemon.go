@@ -51,6 +51,13 @@ type Options struct {
 	// with their source snippets, as `hubd check` prints them (hubd: its
 	// stderr); the log has them one line each either way.
 	DiagnosticsOut io.Writer
+	// ReloadStarting and ReloadFinished, when set, are called around every
+	// reload, whoever asked for it (SIGHUP or the admin API's POST
+	// /v1/reload), one reload at a time: hubd tells systemd with them
+	// (internal/sdnotify: RELOADING=1, then READY=1). errors counts what
+	// refused the reload, 0 when it was applied.
+	ReloadStarting func()
+	ReloadFinished func(res admin.ReloadResult, errors int)
 }
 
 // Daemon is a running hub.

@@ -51,22 +51,39 @@ func (d *Daemon) Reload(ctx context.Context) (admin.ReloadResult, error) {
 	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	if d.opts.ReloadStarting != nil {
+		d.opts.ReloadStarting()
+	}
+	res, errs := d.reload()
+	if d.opts.ReloadFinished != nil {
+		d.opts.ReloadFinished(res, errs)
+	}
+	return res, nil
+}
+
+// reload is Reload with d.reloadMu held; it also counts the errors that
+// refused the configuration.
+func (d *Daemon) reload() (res admin.ReloadResult, errs int) {
 	path := d.opts.ConfigPath
 	cfg, err := policy.Load(path)
 	if err != nil {
 		res := admin.ReloadResult{Diagnostics: diagnostics(err)}
+		errs = 1
 		var le *policy.LoadError
-		if errors.As(err, &le) && d.opts.DiagnosticsOut != nil {
-			le.Write(d.opts.DiagnosticsOut, false) // with source snippets, as `hubd check` shows them
+		if errors.As(err, &le) {
+			errs = len(le.Diags.Errs())
+			if d.opts.DiagnosticsOut != nil {
+				le.Write(d.opts.DiagnosticsOut, false) // with source snippets, as `hubd check` shows them
+			}
 		}
 		for _, line := range res.Diagnostics {
 			d.log.Error("reload: " + line)
 		}
 		d.log.Error("reload refused: the configuration has errors; the running configuration stays in force",
-			"config", path, "errors", len(res.Diagnostics), "config_hash", d.inForce().hash)
-		return res, nil
+			"config", path, "errors", errs, "config_hash", d.inForce().hash)
+		return res, errs
 	}
-	res, err := d.apply(cfg)
+	res, err = d.apply(cfg)
 	for _, w := range cfg.Warnings {
 		line := diagnosticText(w)
 		res.Diagnostics = append(res.Diagnostics, line)
@@ -76,10 +93,10 @@ func (d *Daemon) Reload(ctx context.Context) (admin.ReloadResult, error) {
 		res.Diagnostics = append(res.Diagnostics, err.Error())
 		d.log.Error("reload refused: the connectors cannot take the new configuration; the running configuration stays in force",
 			"config", path, "err", err, "config_hash", d.inForce().hash)
-		return res, nil
+		return res, 1
 	}
 	d.log.Info("configuration reloaded", "config", path, "config_hash", res.ConfigHash)
-	return res, nil
+	return res, 0
 }
 
 // Apply puts a new, already validated configuration in force: new sessions
