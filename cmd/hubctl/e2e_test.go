@@ -220,9 +220,10 @@ send_connector "out" {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
 	}
-	if !strings.Contains(p.out.String(), "admin_socket="+sock) {
-		t.Errorf("the listening log does not name the admin socket:\n%s", p.out.String())
-	}
+	// The socket answers a moment before the line announcing it is written.
+	waitFor(t, "the listening log naming the admin socket", func() bool {
+		return strings.Contains(p.out.String(), "admin_socket="+sock)
+	})
 
 	for i := range 3 {
 		msg := fmt.Sprintf("Subject: test %d\r\nMessage-ID: <m%d@example.test>\r\n\r\nbody %d\r\n", i, i, i)
