@@ -185,36 +185,12 @@ func TestOperatorSession(t *testing.T) {
 		}
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 1}, Message: "Greylisted, try later"}
 	}})
-	in, tcp := freePort(t), freePort(t)
-	sock := filepath.Join(dir, "admin.sock")
+	tcp := freePort(t)
 	token := "0123456789abcdef0123456789abcdef"
 	os.WriteFile(filepath.Join(dir, "token"), []byte(token+"\n"), 0o600)
-	cfg := filepath.Join(dir, "hubd.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-hub {
-  hostname             = "hub.example.test"
-  spool_dir            = "spool"
-  quick_retry_interval = "1h"
-}
-admin {
-  socket      = "admin.sock"
-  socket_mode = "0600"
-  listen      = %q
-  token_file  = "token"
-}
-accepted_domain "example.test" {}
-mailbox "sender@example.test" { maildir = "mail/sender" }
-receive_connector "in" {
-  bind             = [%q]
-  remote_ip_ranges = ["127.0.0.1"]
-  permissions { anonymous = ["submit", "relay"] }
-}
-send_connector "out" {
-  address_spaces = ["*"]
-  smart_hosts    = ["[127.0.0.1]:%d"]
-  tls            = "none"
-}
-`, tcp, in, sink.Port())), 0o644)
+	in, cfg, sock := relayHub(t, dir, sink.Port(), `  quick_retry_interval = "1h"`,
+		fmt.Sprintf("  socket_mode = \"0600\"\n  listen      = %q\n  token_file  = \"token\"", tcp),
+		`mailbox "sender@example.test" { maildir = "mail/sender" }`)
 	p := startHubd(t, cfg, sock)
 	c := ctl{t, sock}
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
@@ -370,4 +346,42 @@ send_connector "out" {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left after a clean stop: %v", err)
 	}
+}
+
+// relayHub writes dir/hubd.hcl: connector "in" on a free port relays
+// 127.0.0.1's mail to the sink on sinkPort ("out", no TLS); the admin API
+// is on dir/admin.sock. hubExtra goes into the hub block, adminExtra into
+// the admin block, more at the end. It returns the connector's address,
+// the config file and the socket.
+func relayHub(t *testing.T, dir string, sinkPort int, hubExtra, adminExtra, more string) (in, cfg, sock string) {
+	t.Helper()
+	in = freePort(t)
+	sock = filepath.Join(dir, "admin.sock")
+	cfg = filepath.Join(dir, "hubd.hcl")
+	src := fmt.Sprintf(`
+hub {
+  hostname  = "hub.example.test"
+  spool_dir = "spool"
+%s
+}
+admin {
+  socket = "admin.sock"
+%s
+}
+accepted_domain "example.test" {}
+receive_connector "in" {
+  bind             = [%q]
+  remote_ip_ranges = ["127.0.0.1"]
+  permissions { anonymous = ["submit", "relay"] }
+}
+send_connector "out" {
+  address_spaces = ["*"]
+  smart_hosts    = ["[127.0.0.1]:%d"]
+  tls            = "none"
+}
+%s`, hubExtra, adminExtra, in, sinkPort, more)
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return in, cfg, sock
 }

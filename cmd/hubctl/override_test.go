@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/smtp"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -29,28 +28,7 @@ func TestMailqConnectorOverrideAndTrack(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{Rcpt: func(string) error {
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 1}, Message: "Greylisted, try later"}
 	}})
-	in := freePort(t)
-	sock := filepath.Join(dir, "admin.sock")
-	cfg := filepath.Join(dir, "hubd.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-hub {
-  hostname             = "hub.example.test"
-  spool_dir            = "spool"
-  quick_retry_interval = "1h"
-}
-admin { socket = "admin.sock" }
-accepted_domain "example.test" {}
-receive_connector "in" {
-  bind             = [%q]
-  remote_ip_ranges = ["127.0.0.1"]
-  permissions { anonymous = ["submit", "relay"] }
-}
-send_connector "out" {
-  address_spaces = ["*"]
-  smart_hosts    = ["[127.0.0.1]:%d"]
-  tls            = "none"
-}
-`, in, sink.Port())), 0o644)
+	in, cfg, sock := relayHub(t, dir, sink.Port(), `  quick_retry_interval = "1h"`, "", "")
 	p := startHubd(t, cfg, sock)
 	c := ctl{t, sock}
 	for i := range 2 {

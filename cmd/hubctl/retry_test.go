@@ -7,8 +7,6 @@ package main
 import (
 	"fmt"
 	"net/smtp"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,30 +27,8 @@ func TestQueueSuspendResumeAndRetry(t *testing.T) {
 		}
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 1}, Message: "Greylisted, try later"}
 	}})
-	in := freePort(t)
-	sock := filepath.Join(dir, "admin.sock")
-	cfg := filepath.Join(dir, "hubd.hcl")
 	// An hour between attempts: nothing is delivered unless hubctl asks.
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-hub {
-  hostname             = "hub.example.test"
-  spool_dir            = "spool"
-  quick_retry_interval = "1h"
-  retry_interval       = "1h"
-}
-admin { socket = "admin.sock" }
-accepted_domain "example.test" {}
-receive_connector "in" {
-  bind             = [%q]
-  remote_ip_ranges = ["127.0.0.1"]
-  permissions { anonymous = ["submit", "relay"] }
-}
-send_connector "out" {
-  address_spaces = ["*"]
-  smart_hosts    = ["[127.0.0.1]:%d"]
-  tls            = "none"
-}
-`, in, sink.Port())), 0o644)
+	in, cfg, sock := relayHub(t, dir, sink.Port(), "  quick_retry_interval = \"1h\"\n  retry_interval = \"1h\"", "", "")
 	startHubd(t, cfg, sock)
 	c := ctl{t, sock}
 	for i := range 3 {

@@ -344,18 +344,15 @@ func (t *Transport) probeNow(name string) {
 	}
 }
 
-// pullWaiting takes out of their delivery queues the waiting (not running)
-// work items that match, and hands their recipients back to their messages
-// (no longer in flight), so that the next pass routes them again. It
-// returns the messages affected.
-func (t *Transport) pullWaiting(match func(*workItem) bool) []*entry {
-	var pulled []*workItem
-	t.mu.Lock()
+// takeWaitingLocked removes from every delivery queue the waiting items
+// that match and returns them; queues left idle are dropped. t.mu is held.
+func (t *Transport) takeWaitingLocked(match func(*workItem) bool) []*workItem {
+	var taken []*workItem
 	for _, q := range t.queues {
 		keep := q.items[:0]
 		for _, it := range q.items {
 			if match(it) {
-				pulled = append(pulled, it)
+				taken = append(taken, it)
 			} else {
 				keep = append(keep, it)
 			}
@@ -364,6 +361,16 @@ func (t *Transport) pullWaiting(match func(*workItem) bool) []*entry {
 		q.items = keep
 		t.dropIdleLocked(q)
 	}
+	return taken
+}
+
+// pullWaiting takes out of their delivery queues the waiting (not running)
+// work items that match, and hands their recipients back to their messages
+// (no longer in flight), so that the next pass routes them again. It
+// returns the messages affected.
+func (t *Transport) pullWaiting(match func(*workItem) bool) []*entry {
+	t.mu.Lock()
+	pulled := t.takeWaitingLocked(match)
 	t.mu.Unlock()
 	var touched []*entry
 	for _, it := range pulled {

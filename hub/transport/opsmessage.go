@@ -264,20 +264,7 @@ func (t *Transport) Hold(ctx context.Context, id string) error {
 	// Take its waiting work out of the delivery queues (e.mu before t.mu,
 	// the usual order), and forget its schedule.
 	t.mu.Lock()
-	var pulled []*workItem
-	for _, q := range t.queues {
-		keep := q.items[:0]
-		for _, it := range q.items {
-			if it.e == e {
-				pulled = append(pulled, it)
-			} else {
-				keep = append(keep, it)
-			}
-		}
-		clear(q.items[len(keep):])
-		q.items = keep
-		t.dropIdleLocked(q)
-	}
+	pulled := t.takeWaitingLocked(func(it *workItem) bool { return it.e == e })
 	e.due = time.Time{}
 	t.mu.Unlock()
 	for _, it := range pulled {
