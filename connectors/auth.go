@@ -9,7 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"hubd/internal/dovecotauth"
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 	"hubd/policy"
 )
 
@@ -90,7 +90,7 @@ func (s *session) plain(identity, username, password string) error {
 // checkPassword checks a login and password: against the connector's
 // auth_backend when it names one (checkWithBackend), else against the
 // local logins, mailboxes and users (policy.Config.Credential, hashes by
-// internal/passhash). An unknown login, or one without a hash, is checked
+// policy/passhash). An unknown login, or one without a hash, is checked
 // against the connector's dummy hash so that the answer takes the same
 // time (RFC 4954 §9 asks servers not to disclose which users exist).
 func (s *session) checkPassword(user, password string) error {

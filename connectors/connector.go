@@ -20,7 +20,7 @@ import (
 
 	"hubd/internal/dovecotauth"
 	"hubd/internal/message"
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 	"hubd/policy"
 )
 

@@ -30,7 +30,7 @@
 //     recipient is accepted but queued once.
 //   - AUTH PLAIN (RFC 4616) and LOGIN, only over TLS unless
 //     allow_insecure_auth; passwords are checked against the local logins
-//     (mailbox and user hashes, bcrypt or Argon2id: internal/passhash), and
+//     (mailbox and user hashes, bcrypt or Argon2id: policy/passhash), and
 //     a dummy hash is compared for unknown users so that timing does not
 //     tell which users exist — or, with auth_backend, by Dovecot's auth
 //     service (internal/dovecotauth), whose being unreachable is 454 4.7.0. max_logon_failures failures end the session with 421.
@@ -68,7 +68,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"hubd/hub"
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 	"hubd/policy"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"hubd/internal/logbuf"
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 )
 
 // argonHash is a cheap Argon2id hash (64 KiB, one pass) for tests.

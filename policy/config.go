@@ -160,7 +160,7 @@ type AcceptedDomain struct {
 // Mailbox is a local mailbox: a login and a Maildir.
 type Mailbox struct {
 	Address      string   // primary address, lower-case; also the AUTH login name
-	PasswordHash string   // bcrypt or Argon2id (internal/passhash); empty means the mailbox cannot log in
+	PasswordHash string   // bcrypt or Argon2id (policy/passhash); empty means the mailbox cannot log in
 	Maildir      string   // directory (tmp/new/cur made on first delivery); default <spool_dir>/../mail/<local part>
 	Addresses    []string // extra addresses delivered here and usable as MAIL FROM; lower-case
 	// LMTP, when set, delivers to an LMTP server (RFC 2033) instead of the

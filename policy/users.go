@@ -16,14 +16,14 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 )
 
 // User is a login with no mailbox: it may authenticate (AUTH PLAIN or
 // LOGIN) and then send as its Senders. Defined by
 //
 //	user "alice@example.com" {
-//	  password_hash = "$argon2id$v=19$..."        # or bcrypt; see internal/passhash
+//	  password_hash = "$argon2id$v=19$..."        # or bcrypt; see policy/passhash
 //	  senders       = ["alice@example.com", "@example.org"]
 //	}
 //
@@ -35,7 +35,7 @@ import (
 // is a configuration error.
 type User struct {
 	Login        string // canonical (lower-case address, or lower-case name)
-	PasswordHash string // validated by internal/passhash at load time
+	PasswordHash string // validated by policy/passhash at load time
 	// Senders are the MAIL FROM addresses the login may use: canonical
 	// addresses ("alice@example.com"; their RFC 5233 subaddresses are
 	// allowed too) and domains written "@example.com" (any local part).
@@ -167,7 +167,7 @@ func (l *loader) claimLogin(owners loginOwner, u User, written string, rng hcl.R
 	return true
 }
 
-// passwordHash validates a hash (internal/passhash) and reports why one is
+// passwordHash validates a hash (policy/passhash) and reports why one is
 // refused at rng.
 func (l *loader) passwordHash(v string, rng hcl.Range) string {
 	if _, err := passhash.Parse(v); err != nil {

@@ -10,10 +10,10 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 )
 
-// Test hashes: cheap to make, valid for internal/passhash.
+// Test hashes: cheap to make, valid for policy/passhash.
 func testBcrypt(t *testing.T, pw string) string {
 	t.Helper()
 	h, err := passhash.HashBcrypt(pw, passhash.MinBcryptCost)

@@ -17,7 +17,7 @@ import (
 
 	"hubd/internal/certgen"
 	"hubd/internal/hubtest"
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 
 	"golang.org/x/crypto/bcrypt"
 )

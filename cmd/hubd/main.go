@@ -35,7 +35,7 @@ import (
 
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 	"hubd/internal/sendmail"
 	"hubd/policy"
 )
@@ -244,7 +244,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 // cmdHashPassword prints a hash for password_hash (mailbox or user blocks,
 // users_file), so that no plaintext password ever goes into
 // configuration: bcrypt at cost 12 by default, Argon2id with -argon2id
-// (internal/passhash: RFC 9106's second recommended parameters). The
+// (policy/passhash: RFC 9106's second recommended parameters). The
 // password is read from the terminal without echo, or as one line from a
 // pipe.
 func cmdHashPassword(args []string, stdin *os.File, stdout, stderr io.Writer) int {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"hubd/internal/passhash"
+	"hubd/policy/passhash"
 )
 
 // authReply opens a session and returns the reply to AUTH PLAIN.
