@@ -9,8 +9,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"hubd/internal/dovecotauth"
-	"hubd/policy/passhash"
 	"hubd/policy"
+	"hubd/policy/passhash"
 )
 
 // AuthMechanisms implements smtp.AuthSession: the connector's mechanisms,

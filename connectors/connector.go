@@ -20,8 +20,8 @@ import (
 
 	"hubd/internal/dovecotauth"
 	"hubd/internal/message"
-	"hubd/policy/passhash"
 	"hubd/policy"
+	"hubd/policy/passhash"
 )
 
 // maxDataLineLength bounds a line of DATA or BDAT content, CRLF included.

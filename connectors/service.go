@@ -68,8 +68,8 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"hubd/hub"
-	"hubd/policy/passhash"
 	"hubd/policy"
+	"hubd/policy/passhash"
 )
 
 // Options configure a Service.

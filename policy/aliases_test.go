@@ -25,7 +25,7 @@ mailbox "alice@example.com" {}
 distribution_list "team@example.com" { members = ["alice@example.com"] }
 alias "hcl@example.com" { to = ["alice@example.com"] }
 receive_connector "default" {
-  bind = ["127.0.0.1:2525"]
+  bind = ["127.0.0.1:10025"]
 }
 `
 

@@ -35,7 +35,7 @@ mailbox "alice@example.com" {
 mailbox "bob@example.com" {}
 mailbox "carol@example.com" { lmtp = "unix:/run/dovecot/lmtp" }
 receive_connector "in" {
-  bind = ["127.0.0.1:2525"]
+  bind = ["127.0.0.1:10025"]
   tls {
     cert_file      = "cert.pem"
     key_file       = "key.pem"
@@ -80,7 +80,7 @@ receive_connector "in" {
 // a disabled tracking log is no path.
 func TestPathUsesDefaults(t *testing.T) {
 	src := "hub {\n  hostname = \"h.example.com\"\n  spool_dir = \"/srv/hubd/queue\"\n  tracking_log { enabled = false }\n}\n" +
-		"receive_connector \"in\" { bind = [\"127.0.0.1:2525\"] }\n"
+		"receive_connector \"in\" { bind = [\"127.0.0.1:10025\"] }\n"
 	cfg, err := LoadBytes("d.hcl", []byte(src), t.TempDir())
 	if err != nil {
 		t.Fatal(err)

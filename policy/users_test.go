@@ -49,7 +49,7 @@ auth_backend "dovecot" {
   senders_domain_match = true
 }
 receive_connector "sub" {
-  bind         = ["127.0.0.1:2587"]
+  bind         = ["127.0.0.1:10587"]
   auth         = ["plain"]
   allow_insecure_auth = true
   auth_backend = "dovecot"
@@ -216,7 +216,7 @@ auth_backend "dovecot" { socket = "/run/a" }
 auth_backend "dovecot" { socket = "/run/b" } # <-`, `Duplicate auth_backend "dovecot"`},
 	{"connector names unknown backend", `
 receive_connector "sub" {
-  bind         = ["127.0.0.1:2587"]
+  bind         = ["127.0.0.1:10587"]
   auth_backend = "dovecot" # <-
 }`, "Unknown auth_backend"},
 }

@@ -35,9 +35,9 @@ import (
 
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
-	"hubd/policy/passhash"
 	"hubd/internal/sendmail"
 	"hubd/policy"
+	"hubd/policy/passhash"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
