@@ -64,6 +64,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -78,6 +79,7 @@ type Options struct {
 	Submitter      hub.Submitter
 	Logger         *slog.Logger         // nil: discard
 	TracerProvider trace.TracerProvider // nil: no tracing
+	MeterProvider  metric.MeterProvider // nil: no metrics
 	Clock          func() time.Time     // nil: time.Now
 	// Pressure is the hub's back pressure (hub/backpressure.Monitor): at
 	// MAIL FROM it may refuse with 452 4.3.1 — anonymous sessions at

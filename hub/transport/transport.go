@@ -61,6 +61,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -75,6 +76,7 @@ import (
 type Options struct {
 	Logger         *slog.Logger                         // nil: discard
 	TracerProvider trace.TracerProvider                 // nil: no tracing
+	MeterProvider  metric.MeterProvider                 // nil: no metrics
 	Deliverers     map[delivery.Kind]delivery.Deliverer // one per next-hop kind
 	Clock          func() time.Time                     // nil: time.Now
 	// Store overrides the durable store; nil opens a queue.DiskStore in

@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"hubd/connectors"
 	"hubd/hub/backpressure"
 	"hubd/hub/delivery"
@@ -31,8 +34,13 @@ import (
 
 // Options adjust a Daemon; the zero value is production's.
 type Options struct {
-	Logger   *slog.Logger     // nil → discard
-	Resolver smtpout.Resolver // nil → the system resolver (net.Resolver)
+	Logger *slog.Logger // nil → discard
+	// TracerProvider and MeterProvider are built from the telemetry block
+	// (internal/telemetry) by the caller and handed to every stage; nil:
+	// no tracing, no metrics.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	Resolver       smtpout.Resolver // nil → the system resolver (net.Resolver)
 	// SMTP timeouts for outbound delivery; zero values take smtpout's
 	// RFC 5321 §4.5.3.2 defaults.
 	SMTPDialTimeout, SMTPCommandTimeout, SMTPDataTimeout time.Duration
@@ -113,7 +121,8 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		delivery.KindSMTP:    d.smtp,
 	}
 	deliverers = hookDeliverers(deliverers) // a test hook in -tags crashhook builds only
-	tr, err := transport.New(cfg, transport.Options{Logger: log, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure})
+	tr, err := transport.New(cfg, transport.Options{Logger: log, TracerProvider: d.opts.TracerProvider,
+		MeterProvider: d.opts.MeterProvider, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure})
 	if err != nil {
 		d.closeOutbound()
 		return nil, err
@@ -131,7 +140,8 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		d.closeOutbound()
 		return nil, err
 	}
-	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log, Pressure: d.Pressure})
+	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log, Pressure: d.Pressure,
+		TracerProvider: d.opts.TracerProvider, MeterProvider: d.opts.MeterProvider})
 	if err == nil {
 		err = svc.Start()
 	}
