@@ -36,6 +36,7 @@ type Config struct {
 	Admin             Admin
 	Users             []User        // user blocks, then the lines of hub.users_file
 	AuthBackends      []AuthBackend // auth_backend blocks, by name
+	Telemetry         Telemetry     // the telemetry block (traces, metrics, logs)
 
 	// Warnings are the non-fatal diagnostics of Load (for `hubd check`);
 	// render them with WriteDiagnostics(w, c.Files(), c.Warnings, color).
@@ -380,4 +381,12 @@ func itoa(n int) string {
 		n /= 10
 	}
 	return string(b[i:])
+}
+
+// Telemetry is the telemetry block: what hubd exports of its traces,
+// metrics and logs (internal/telemetry builds the providers from it).
+type Telemetry struct {
+	// RecordAddresses puts envelope addresses (MAIL FROM, RCPT TO) into
+	// span attributes; off by default, as addresses are personal data.
+	RecordAddresses bool
 }
