@@ -65,8 +65,15 @@ type hubd struct {
 
 func startHubd(t *testing.T, cfg, sock string) *hubd {
 	t.Helper()
+	return startHubdBinary(t, filepath.Join(binDir, "hubd"), cfg, sock)
+}
+
+// startHubdBinary starts the hubd binary bin on cfg and waits for its
+// admin socket.
+func startHubdBinary(t *testing.T, bin, cfg, sock string) *hubd {
+	t.Helper()
 	p := &hubd{out: &logbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, "hubd"), "run", "-config", cfg)
+	p.cmd = exec.Command(bin, "run", "-config", cfg)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
