@@ -45,8 +45,8 @@ telemetry {
 // TestTelemetryChildProcess: a real hubd exports the smtp.session span of
 // a message it received to an OTLP/HTTP receiver, serves /metrics, and
 // flushes at SIGTERM: the span is there when the process has exited,
-// (service.name comes from OTEL_SERVICE_NAME: the block does not set it)
-// though the batcher's 5 s delay has not passed.
+// though the batcher's 5 s delay has not passed. service.name comes from
+// OTEL_SERVICE_NAME, as the block does not set it.
 func TestTelemetryChildProcess(t *testing.T) {
 	rcv := otlptest.New(t)
 	dir := t.TempDir()
