@@ -97,3 +97,15 @@ send_connector "smarthost" {
 admin {
   socket = "../var/admin.sock"
 }
+
+# No telemetry block: nothing dials out and nothing more listens (traces
+# "none", no /metrics), unless OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER
+# are set in the environment. To watch traces locally, start Jaeger
+# (all-in-one, OTLP on 4317/4318) and uncomment:
+# telemetry {
+#   traces {
+#     exporter = "otlp"
+#     endpoint = "http://127.0.0.1:4318"
+#   }
+#   metrics { prometheus_listen = "127.0.0.1:9464" }
+# }

@@ -161,3 +161,25 @@ send_connector "outbound" {
   address_spaces = ["*"]
   smart_hosts    = ["smtp-relay.example.net:587", "smtp-relay2.example.net:587"]
 }
+
+# Telemetry (README "Observing hubd"). Off unless configured: nothing dials
+# out by default. Settings left out here fall back to the OTEL_* variables.
+# telemetry {
+#   service_name     = "hubd"
+#   service_instance = "mx1"            # default: the host name
+#   record_addresses = false            # envelope addresses in spans are personal data
+#   traces {
+#     exporter       = "otlp"           # none | otlp | stdout
+#     protocol       = "grpc"           # grpc | http/protobuf
+#     endpoint       = "otel-collector.corp.example.com:4317"
+#     ca_file        = "tls/collector-ca.pem"
+#     headers        = { authorization = "Bearer REPLACE-ME" }
+#     sampling_ratio = 0.1              # keep 10 % of new traces; children follow their parent
+#   }
+#   metrics {
+#     prometheus_listen = "127.0.0.1:9464"   # scrape http://127.0.0.1:9464/metrics
+#   }
+#   logs {
+#     format = "json"                   # text | json, on stderr (journald)
+#   }
+# }

@@ -382,11 +382,3 @@ func itoa(n int) string {
 	}
 	return string(b[i:])
 }
-
-// Telemetry is the telemetry block: what hubd exports of its traces,
-// metrics and logs (internal/telemetry builds the providers from it).
-type Telemetry struct {
-	// RecordAddresses puts envelope addresses (MAIL FROM, RCPT TO) into
-	// span attributes; off by default, as addresses are personal data.
-	RecordAddresses bool
-}

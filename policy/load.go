@@ -126,6 +126,9 @@ type loader struct {
 	// extraFiles are the sources read besides the HCL files (aliases
 	// files and their includes), for snippets and Config.Hash.
 	extraFiles map[string]*hcl.File
+	// lookupEnv reads the OTEL_* variables of the telemetry block
+	// (telemetry_env.go); nil is os.LookupEnv.
+	lookupEnv func(string) (string, bool)
 }
 
 func newLoader() *loader {
@@ -154,6 +157,7 @@ func (l *loader) parse(filename string, src []byte, dir string) {
 	l.schema.Admins = append(l.schema.Admins, fs.Admins...)
 	l.schema.Users = append(l.schema.Users, fs.Users...)
 	l.schema.AuthBackends = append(l.schema.AuthBackends, fs.AuthBackends...)
+	l.schema.Telemetries = append(l.schema.Telemetries, fs.Telemetries...)
 }
 
 func (l *loader) finish() (*Config, error) {
@@ -210,6 +214,7 @@ func (l *loader) build() {
 	l.buildReceiveConnectors()
 	l.buildSendConnectors()
 	l.buildAdmin()
+	l.buildTelemetry()
 	l.collectHubPaths()
 	l.cfg.index()
 	l.checkBindings()

@@ -20,6 +20,7 @@ type fileSchema struct {
 	Admins            []adminSchema            `hcl:"admin,block"`
 	Users             []userSchema             `hcl:"user,block"`
 	AuthBackends      []authBackendSchema      `hcl:"auth_backend,block"`
+	Telemetries       []telemetrySchema        `hcl:"telemetry,block"`
 }
 
 type hubSchema struct {

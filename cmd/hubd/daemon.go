@@ -10,6 +10,7 @@ import (
 	"hubd/internal/admin"
 	"hubd/internal/daemon"
 	"hubd/internal/sdnotify"
+	"hubd/internal/telemetry"
 )
 
 // reload is SIGHUP: the daemon loads the configuration again and puts it
@@ -28,6 +29,20 @@ func shutdown(d *daemon.Daemon) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d.Config().Hub.ShutdownGrace)
 	defer cancel()
 	return d.Shutdown(ctx, 10*time.Second)
+}
+
+// telemetryFlushTimeout bounds the flush of spans, metrics and log records
+// still buffered at exit: a collector that is down must not hold hubd.
+const telemetryFlushTimeout = 10 * time.Second
+
+// flushTelemetry shuts the telemetry providers down once the daemon has
+// stopped (the BatchSpanProcessor exports what it still holds).
+func flushTelemetry(tel *telemetry.Providers, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), telemetryFlushTimeout)
+	defer cancel()
+	if err := tel.Shutdown(ctx); err != nil {
+		log.Warn("telemetry flush at exit", "err", err)
+	}
 }
 
 // statusInterval is how often `systemctl status` gets the queue's totals.

@@ -36,6 +36,7 @@ import (
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
 	"hubd/internal/sendmail"
+	"hubd/internal/telemetry"
 	"hubd/policy"
 	"hubd/policy/passhash"
 )
@@ -188,20 +189,34 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hubd run: bad -log-level %q\n", level)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	cfg, err := loadConfig(path, stderr)
 	if err != nil {
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Telemetry first: every later log line goes through its handler
+	// (trace_id/span_id, text or JSON, optionally OTLP), and its providers
+	// are flushed last, after the daemon has stopped, so that the spans of
+	// the final deliveries leave too.
+	tel, err := telemetry.Build(ctx, cfg.Telemetry, version, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "hubd run: %v\n", err)
+		return 1
+	}
+	log := slog.New(tel.LogHandler(lv))
+	defer flushTelemetry(tel, log)
+	if a := tel.MetricsAddr(); a != nil {
+		log.Info("listening", "prometheus_metrics", "http://"+a.String()+"/metrics")
+	}
 	// SIGHUP is caught from before start-up: a reload asked for early (by
 	// systemd once READY=1 is out) waits instead of killing the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	manager := newServiceManager(log)
-	opts := daemon.Options{Logger: log, ConfigPath: path, Version: version, DiagnosticsOut: stderr}
+	opts := daemon.Options{Logger: log, ConfigPath: path, Version: version, DiagnosticsOut: stderr,
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider}
 	manager.hooks(&opts)
 	d, err := daemon.Start(ctx, cfg, opts)
 	if err != nil {

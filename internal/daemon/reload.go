@@ -213,7 +213,18 @@ func needsRestart(old, cur *policy.Config) []string {
 	if old.Hub.Hostname != cur.Hub.Hostname {
 		out = append(out, "hub.hostname (for the deliverers' default EHLO/LHLO name and Maildir file names; receive connectors use it now)")
 	}
+	if telemetryChanged(old.Telemetry, cur.Telemetry) {
+		out = append(out, "telemetry (exporters, sampling, the Prometheus listener and the log format are built at start)")
+	}
 	return out
+}
+
+// telemetryChanged compares what internal/telemetry built at start;
+// record_addresses is left out: the connectors read it from the
+// configuration in force, session by session.
+func telemetryChanged(old, cur policy.Telemetry) bool {
+	old.RecordAddresses, cur.RecordAddresses = false, false
+	return !reflect.DeepEqual(old, cur)
 }
 
 // diagnostics turns a load error into one line per diagnostic.
