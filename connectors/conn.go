@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hubd/internal/message"
 	"hubd/policy"
 )
 
@@ -466,8 +465,8 @@ func (c *sessionConn) startTLS() bool {
 	c.state.authUser = "" // RFC 3207 §4.2: the new session starts unauthenticated
 	c.state.mu.Unlock()
 	cs := tc.ConnectionState()
-	c.state.setTLS(message.TLSDetails(&cs))
-	c.state.log.Info("STARTTLS", "tls", c.state.tlsText())
+	c.state.setTLS(&cs)
+	c.state.log.InfoContext(c.state.ctx, "STARTTLS", "tls", c.state.tlsText())
 	return true
 }
 
