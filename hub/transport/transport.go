@@ -288,7 +288,15 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	for _, r := range m.Envelope.Recipients {
 		m.Recipients = append(m.Recipients, queue.RecipientState{Address: r.Address, DSN: r, Status: queue.Queued})
 	}
-	if err := t.store.Put(ctx, m, body); err != nil {
+	pctx, span := t.startEnqueue(ctx, &m.Envelope)
+	if m.Envelope.TraceParent == "" {
+		// Nothing received it under a span of its own (the pickup
+		// directory): the enqueue is where its history starts.
+		m.Envelope.TraceParent = injectTraceParent(pctx)
+	}
+	err := t.store.Put(pctx, m, body)
+	endEnqueue(span, m, err)
+	if err != nil {
 		return "", err
 	}
 	// Debug: the receive connector logs the accepted message at Info with
