@@ -106,12 +106,13 @@ func endEnqueue(span trace.Span, m *queue.Message, err error) {
 	span.End()
 }
 
-// startCategorize opens the span of a pass over m.
+// startCategorize opens the span of a pass over m. Only m's immutable
+// part (ID, Envelope) is read: its State is e.mu's.
 func (t *Transport) startCategorize(m *queue.Message) (context.Context, trace.Span) {
 	opts := append([]trace.SpanStartOption{
 		trace.WithNewRoot(),
 		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attrQueueID.String(string(m.ID)), attrRcptCount.Int(len(m.Recipients))),
+		trace.WithAttributes(attrQueueID.String(string(m.ID)), attrRcptCount.Int(len(m.Envelope.Recipients))),
 	}, linkToReceipt(&m.Envelope)...)
 	return t.tracer.Start(context.Background(), "categorize", opts...)
 }
