@@ -110,6 +110,10 @@ func TestDeliveryLinkSurvivesRestart(t *testing.T) {
 	if len(enq) != 1 || enq[0].Parent().SpanID() != receipt.SpanID() || enq[0].SpanKind() != trace.SpanKindProducer {
 		t.Fatalf("hub.enqueue spans %v, want one PRODUCER child of the receipt", enq)
 	}
+	// hubctl message show prints the stored trace id.
+	if d, err := h1.tr.Message(context.Background(), string(id)); err != nil || d.TraceID != receipt.TraceID().String() {
+		t.Errorf("message detail trace id %q (%v), want %v", d.TraceID, err, receipt.TraceID())
+	}
 	h1.close()
 
 	rec2 := tracetest.NewSpanRecorder()
