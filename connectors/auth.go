@@ -163,7 +163,7 @@ func (s *session) passwordRefused(user string) error {
 	s.authAttempt(s.mechanism(), "failure", user)
 	if tripped != "" {
 		// metrics: hubd_smtp_auth_blocked_total{connector, limit} goes here.
-		s.st.log.Warn("authentication blocked", "limit", tripped, "user", user,
+		s.st.log.WarnContext(s.st.ctx, "authentication blocked", "limit", tripped, "user", user,
 			"for", s.c.rc.AuthFailureWindow)
 	}
 	// The delay grows with the address's failures (tarpit.go), the same for

@@ -392,7 +392,7 @@ func (c *sessionConn) countProtocolError(b []byte) []byte {
 	c.errsSeen = n
 	st.mu.Unlock()
 	if max := c.c.rc.MaxProtocolErrors; max > 0 && n > max && !c.closeAfterWrite.Load() {
-		st.log.Info("refused", "reply", string(bytes.TrimRight(b, "\r\n")), "closing", "too many errors")
+		st.log.InfoContext(st.ctx, "refused", "reply", string(bytes.TrimRight(b, "\r\n")), "closing", "too many errors")
 		c.closeAfterWrite.Store(true)
 		return []byte("421 4.7.0 Too many errors\r\n")
 	}

@@ -230,7 +230,7 @@ func (s *session) refuse(cmd string, r *policy.Reply) error {
 		n := s.st.protoErrors
 		s.st.mu.Unlock()
 		if max := s.c.rc.MaxProtocolErrors; max > 0 && n > max {
-			s.st.log.Info("refused", "command", cmd, "reply", r.Error(), "closing", "too many errors")
+			s.st.log.InfoContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error(), "closing", "too many errors")
 			s.sc.closeAfterWrite.Store(true)
 			return smtpError(reply(421, "4.7.0", "Too many errors"))
 		}
@@ -247,7 +247,7 @@ func (s *session) limitRefusal(cmd, limit, key string, r *policy.Reply) error {
 	if cmd == "MAIL" {
 		s.c.stats.refused.Add(1)
 	}
-	s.st.log.Warn("refused", "command", cmd, "reply", r.Error(), "limit", limit,
+	s.st.log.WarnContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error(), "limit", limit,
 		"key", key, "auth_user", s.authUser)
 	if r.Code == 421 {
 		s.sc.closeAfterWrite.Store(true)
@@ -321,12 +321,12 @@ func (s *session) admit(opts *smtp.MailOptions) *policy.Reply {
 		if !errors.As(err, &r) {
 			r = reply(452, "4.3.1", "Insufficient system resources")
 		}
-		s.st.log.Warn("refused by back pressure", "anonymous", anonymous)
+		s.st.log.WarnContext(s.st.ctx, "refused by back pressure", "anonymous", anonymous)
 		return r
 	}
 	if opts != nil && opts.Size > 0 && !p.Fits(opts.Size) {
 		// The declared size would take the spool below its floor.
-		s.st.log.Warn("refused by back pressure", "declared_size", opts.Size)
+		s.st.log.WarnContext(s.st.ctx, "refused by back pressure", "declared_size", opts.Size)
 		return reply(452, "4.3.1", "Insufficient system storage")
 	}
 	return nil

@@ -301,7 +301,7 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	}
 	// Debug: the receive connector logs the accepted message at Info with
 	// its session; this line is the hub's own view, for tracing the queue.
-	t.log.Debug("queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
+	t.log.DebugContext(pctx, "queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
 	t.recordReceive(m)
 	t.mu.Lock()
