@@ -55,6 +55,9 @@ func (s *session) startAuth(mech string) (sasl.Server, error) {
 		offered = offered || strings.EqualFold(m, mech)
 	}
 	if offered {
+		s.mu.Lock()
+		s.authMech = mech
+		s.mu.Unlock()
 		switch mech {
 		case "PLAIN", "LOGIN":
 			if err := s.authRefusedHere(); err != nil {
@@ -67,8 +70,9 @@ func (s *session) startAuth(mech string) (sasl.Server, error) {
 		case "EXTERNAL":
 			if s.clientIdentity() == "" {
 				n := s.logonFailure()
-				s.st.log.Info("authentication failed", "mechanism", "EXTERNAL",
+				s.st.log.InfoContext(s.st.ctx, "authentication failed", "mechanism", "EXTERNAL",
 					"reason", "no verified client certificate", "failures", n)
+				s.authAttempt(mech, "failure", "")
 				return nil, s.authReply(n, reply(535, "5.7.8", "No verified client certificate"))
 			}
 			return saslReplies{sasl.NewExternalServer(s.external)}, nil
@@ -141,8 +145,9 @@ func (s *session) checkWithBackend(user, password string) error {
 		return s.passwordRefused(user)
 	}
 	// metrics: hubd_smtp_auth_backend_errors_total{connector, backend} goes here.
-	s.st.log.Warn("authentication backend unavailable", "auth_backend", s.c.rc.AuthBackend,
+	s.st.log.WarnContext(s.st.ctx, "authentication backend unavailable", "auth_backend", s.c.rc.AuthBackend,
 		"socket", s.c.backend.Socket, "user", user, "error", err)
+	s.authAttempt(s.mechanism(), "temporary_failure", user)
 	return smtpError(reply(454, "4.7.0", "Temporary authentication failure"))
 }
 
@@ -153,11 +158,12 @@ func (s *session) passwordRefused(user string) error {
 	source, network, tripped := s.c.limits.authFailed(s.st.peer)
 	n := s.logonFailure()
 	delay := s.authDelay(source)
-	s.st.log.Info("authentication failed", "user", user, "failures", n,
+	s.st.log.InfoContext(s.st.ctx, "authentication failed", "user", user, "failures", n,
 		"source_failures", source, "network_failures", network, "delay", delay)
+	s.authAttempt(s.mechanism(), "failure", user)
 	if tripped != "" {
 		// metrics: hubd_smtp_auth_blocked_total{connector, limit} goes here.
-		s.st.log.Warn("authentication blocked", "limit", tripped, "user", user,
+		s.st.log.WarnContext(s.st.ctx, "authentication blocked", "limit", tripped, "user", user,
 			"for", s.c.rc.AuthFailureWindow)
 	}
 	// The delay grows with the address's failures (tarpit.go), the same for
@@ -183,7 +189,8 @@ func (s *session) authRefusedHere() error {
 func (s *session) authBlockedReply(limit string) error {
 	// metrics: hubd_smtp_limit_refusals_total{connector, limit} goes here.
 	n := s.logonFailure()
-	s.st.log.Warn("refused", "command", "AUTH", "reply", "454 4.7.0", "limit", limit, "failures", n)
+	s.st.log.WarnContext(s.st.ctx, "refused", "command", "AUTH", "reply", "454 4.7.0", "limit", limit, "failures", n)
+	s.authAttempt(s.mechanism(), "blocked", "")
 	r := reply(454, "4.7.0", "Temporary authentication failure")
 	s.sc.tarpit("AUTH", s.c.rc.TarpitInterval, r)
 	return s.authReply(n, r)
@@ -219,7 +226,15 @@ func (s *session) authenticated(identity, via, how string) {
 	s.st.mu.Lock()
 	s.st.authUser = identity
 	s.st.mu.Unlock()
-	s.st.log.Info("authenticated", "auth_user", identity, "with", how)
+	s.st.log.InfoContext(s.st.ctx, "authenticated", "auth_user", identity, "with", how)
+	s.authAttempt(s.mechanism(), "success", identity)
+}
+
+// mechanism is the SASL mechanism of the AUTH exchange in progress.
+func (s *session) mechanism() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authMech
 }
 
 // external is the RFC 4422 Appendix A authenticator: the identity is the
@@ -229,8 +244,9 @@ func (s *session) external(authzid string) error {
 	id := s.clientIdentity()
 	if id == "" || (authzid != "" && !strings.EqualFold(authzid, id)) {
 		n := s.logonFailure()
-		s.st.log.Info("authentication failed", "mechanism", "EXTERNAL", "certificate", id,
+		s.st.log.InfoContext(s.st.ctx, "authentication failed", "mechanism", "EXTERNAL", "certificate", id,
 			"authzid", authzid, "failures", n)
+		s.authAttempt("EXTERNAL", "failure", authzid)
 		r := reply(535, "5.7.8", "Authentication credentials invalid")
 		s.sc.tarpit("AUTH", s.c.rc.TarpitInterval, r)
 		return s.authReply(n, r)

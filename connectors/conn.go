@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hubd/internal/message"
 	"hubd/policy"
 )
 
@@ -393,7 +392,7 @@ func (c *sessionConn) countProtocolError(b []byte) []byte {
 	c.errsSeen = n
 	st.mu.Unlock()
 	if max := c.c.rc.MaxProtocolErrors; max > 0 && n > max && !c.closeAfterWrite.Load() {
-		st.log.Info("refused", "reply", string(bytes.TrimRight(b, "\r\n")), "closing", "too many errors")
+		st.log.InfoContext(st.ctx, "refused", "reply", string(bytes.TrimRight(b, "\r\n")), "closing", "too many errors")
 		c.closeAfterWrite.Store(true)
 		return []byte("421 4.7.0 Too many errors\r\n")
 	}
@@ -466,8 +465,8 @@ func (c *sessionConn) startTLS() bool {
 	c.state.authUser = "" // RFC 3207 §4.2: the new session starts unauthenticated
 	c.state.mu.Unlock()
 	cs := tc.ConnectionState()
-	c.state.setTLS(message.TLSDetails(&cs))
-	c.state.log.Info("STARTTLS", "tls", c.state.tlsText())
+	c.state.setTLS(&cs)
+	c.state.log.InfoContext(c.state.ctx, "STARTTLS", "tls", c.state.tlsText())
 	return true
 }
 

@@ -214,14 +214,11 @@ func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn,
 	}
 	sc.init()
 	id := newID()
+	// A new root: nothing the client sends is trusted as trace context.
 	ctx, span := s.tracer.Start(context.Background(), "smtp.session",
+		trace.WithNewRoot(),
 		trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(
-			attribute.String("smtp.connector", rc.Name),
-			attribute.String("network.protocol.name", "smtp"),
-			attribute.String("client.address", peer.String()),
-			attribute.String("hubd.session_id", id),
-		))
+		trace.WithAttributes(sessionAttributes(rc.Name, id, raw)...))
 	st := &connState{
 		id:        id,
 		connector: rc.Name,
@@ -234,7 +231,7 @@ func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn,
 	}
 	if sc.tlsConn != nil {
 		cs := sc.tlsConn.ConnectionState()
-		st.setTLS(message.TLSDetails(&cs))
+		st.setTLS(&cs)
 	}
 	sc.state = st
 	sc.onClose = func() {
@@ -243,7 +240,7 @@ func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn,
 		s.forget(sc)
 		st.end(s.now())
 	}
-	st.log.Info("session start", "tls", st.tlsText())
+	st.log.InfoContext(ctx, "session start", "tls", st.tlsText())
 	return sc, nil
 }
 
@@ -261,8 +258,9 @@ func (c *connector) NewSession(conn *smtp.Conn) (smtp.Session, error) {
 		sess.tls = &cs
 	}
 	if sess.tls != nil {
-		sc.state.setTLS(message.TLSDetails(sess.tls))
+		sc.state.setTLS(sess.tls)
 	}
+	sc.state.span.SetAttributes(attrHelo.String(sess.helo))
 	return sess, nil
 }
 
@@ -291,10 +289,13 @@ type connState struct {
 	authFailures int
 }
 
-func (st *connState) setTLS(s string) {
+// setTLS records a completed TLS handshake (implicit TLS or STARTTLS):
+// for the logs, and on the session span.
+func (st *connState) setTLS(cs *tls.ConnectionState) {
 	st.mu.Lock()
-	st.tls = s
+	st.tls = message.TLSDetails(cs)
 	st.mu.Unlock()
+	st.span.SetAttributes(tlsAttributes(cs)...)
 }
 
 // authenticated reports whether the client has authenticated in the
@@ -316,7 +317,7 @@ func (st *connState) end(now time.Time) {
 	st.mu.Lock()
 	tlsText, user, msgs := st.tls, st.authUser, st.messages
 	st.mu.Unlock()
-	st.log.Info("session end", "tls", tlsText, "auth_user", user, "messages", msgs,
+	st.log.InfoContext(st.ctx, "session end", "tls", tlsText, "auth_user", user, "messages", msgs,
 		"duration", now.Sub(st.start).Round(time.Millisecond))
 	st.span.SetAttributes(attribute.Int("smtp.messages", msgs))
 	st.span.End()

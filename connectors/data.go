@@ -7,10 +7,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 
 	"hubd/hub"
 	"hubd/internal/message"
@@ -31,16 +28,28 @@ func (s *session) Data(r io.Reader) error {
 	s.helo = s.conn.Hostname() // a later EHLO may have renamed the client
 	tx := txn{id: s.queueID, helo: s.helo, ehlo: s.sc.greeting() == greetedEHLO, authUser: s.authUser,
 		rights: s.rights(), from: s.from, mail: s.mail, rcpts: append([]hub.Recipient(nil), s.rcpts...)}
+	// DATA owns the transaction's span from here: it ends with the final
+	// reply, whatever go-smtp's Reset does meanwhile.
+	tt := s.tx
+	s.tx = nil
 	s.mu.Unlock()
 	s.sc.inData.Store(true)
 	defer s.sc.inData.Store(false)
 
 	st := s.st
 	id := string(tx.id)
-	ctx, span := s.c.svc.tracer.Start(st.ctx, "smtp.message",
-		trace.WithAttributes(attribute.String("mta.queue_id", id),
-			attribute.Int("smtp.rcpt.count", len(tx.rcpts))))
-	defer span.End()
+	if tt == nil {
+		tt = s.startTransaction() // cannot happen: DATA comes after an accepted MAIL
+	}
+	ctx, span := tt.ctx, tt.span
+	span.SetAttributes(attrQueueID.String(id), attrRcptCount.Int(len(tx.rcpts)))
+	if s.recordAddresses() {
+		addrs := make([]string, len(tx.rcpts))
+		for i, r := range tx.rcpts {
+			addrs[i] = r.Address
+		}
+		span.SetAttributes(attrRcptTo.StringSlice(addrs))
+	}
 
 	now := s.c.svc.now()
 	mr := message.NewReader(r, s.readerOptions(tx, id, now))
@@ -73,20 +82,22 @@ func (s *session) Data(r io.Reader) error {
 		// before the reply (go-smtp drains DATA too; for BDAT this makes
 		// the reply wait for the last chunk, RFC 3030 §2).
 		io.Copy(io.Discard, r)
-		return s.dataFailed(span, err)
+		return s.dataFailed(ctx, tt, err)
 	}
 	st.mu.Lock()
 	st.messages++
 	st.mu.Unlock()
 	s.c.stats.accepted.Add(1)
-	span.SetAttributes(attribute.Int64("mta.message.size", mr.Size()))
-	st.log.Info("queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
+	span.SetAttributes(attrMessageSize.Int64(mr.Size()))
+	st.log.InfoContext(ctx, "queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
 		"size", mr.Size(), "message_id", mr.MessageID())
 	if firewall != nil && firewall.Stripped() > 0 {
-		st.log.Info("header firewall: hub-internal fields removed", "queue_id", string(qid),
+		st.log.InfoContext(ctx, "header firewall: hub-internal fields removed", "queue_id", string(qid),
 			"fields", firewall.Stripped(), "prefix", message.OrgHeaderPrefix)
 	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + string(qid)}
+	ok := reply(250, "2.0.0", "Ok: queued as "+string(qid))
+	tt.end(ok)
+	return smtpError(ok)
 }
 
 // txn is the part of the session a message needs, copied when DATA or BDAT
@@ -148,15 +159,19 @@ func (s *session) envelope(ctx context.Context, tx txn, now time.Time) hub.Envel
 
 // dataFailed turns a content or Submit error into the reply: a reply the
 // error carries, or 451 4.3.0 for anything else (logged).
-func (s *session) dataFailed(span trace.Span, err error) error {
-	span.SetStatus(codes.Error, err.Error())
+// The transaction's span ends with that reply.
+func (s *session) dataFailed(ctx context.Context, tt *txTrace, err error) error {
 	s.c.stats.refused.Add(1)
-	if r, ok := replyOf(err); ok {
-		s.st.log.Info("refused", "command", "DATA", "reply", r.Error())
-		return smtpError(r)
+	r, ok := replyOf(err)
+	if ok {
+		s.st.log.InfoContext(ctx, "refused", "command", "DATA", "reply", r.Error())
+	} else {
+		tt.span.RecordError(err)
+		s.st.log.ErrorContext(ctx, "submit failed", "err", err)
+		r = reply(451, "4.3.0", "Temporary failure, try again later")
 	}
-	s.st.log.Error("submit failed", "err", err)
-	return smtpError(reply(451, "4.3.0", "Temporary failure, try again later"))
+	tt.end(r)
+	return smtpError(r)
 }
 
 // trace describes this hop for the Received: field (RFC 5321 §4.4).

@@ -110,6 +110,13 @@ type harness struct {
 // start loads base + connectors HCL and starts a Service on it.
 func start(t *testing.T, connectors string) *harness {
 	t.Helper()
+	return startWith(t, connectors, nil)
+}
+
+// startWith is start with adjust applied to the loaded config and the
+// Service's Options before it starts (nil: none).
+func startWith(t *testing.T, connectors string, adjust func(*policy.Config, *Options)) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	src := baseHCL(t, dir) + connectors
 	cfg, err := policy.LoadBytes(filepath.Join(dir, "hubd.hcl"), []byte(src), dir)
@@ -123,7 +130,11 @@ func start(t *testing.T, connectors string) *harness {
 	}
 	h := &harness{t: t, sub: &capture{}, dir: dir}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.svc, err = New(Options{Config: cfg, Submitter: h.sub, Logger: logger})
+	opts := Options{Config: cfg, Submitter: h.sub, Logger: logger}
+	if adjust != nil {
+		adjust(cfg, &opts)
+	}
+	h.svc, err = New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

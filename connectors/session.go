@@ -30,6 +30,7 @@ type session struct {
 	helo     string
 	authUser string // the login after a successful AUTH (canonical for local logins)
 	authVia  string // the auth_backend that vouched for authUser; "" = local
+	authMech string // the SASL mechanism of the last AUTH offered (for the session span)
 
 	// The mail transaction (RFC 5321 §3.3); reset by Reset.
 	haveMail  bool
@@ -39,6 +40,7 @@ type session struct {
 	rcpts     []hub.Recipient
 	seen      map[string]bool
 	rcptCount int
+	tx        *txTrace // the transaction's span (tracing.go); nil outside one, and once DATA took it
 }
 
 var (
@@ -54,10 +56,17 @@ func (s *session) rights() policy.Rights {
 // Mail implements MAIL FROM (RFC 5321 §4.1.1.2); a refusal the session
 // earns is tarpitted (tarpit.go).
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	return s.delay("MAIL", s.mailFrom(from, opts))
+	tx := s.startTransaction()
+	err := s.delay("MAIL", s.mailFrom(from, opts, tx))
+	if err != nil {
+		// No transaction: its span ends with the refusal.
+		r, _ := replyOf(err)
+		tx.end(r)
+	}
+	return err
 }
 
-func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
+func (s *session) mailFrom(from string, opts *smtp.MailOptions, tx *txTrace) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rc := s.c.rc
@@ -102,6 +111,11 @@ func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		s.mail = *opts
 	}
+	s.tx = tx
+	tx.span.SetAttributes(attrQueueID.String(string(s.queueID)))
+	if s.recordAddresses() {
+		tx.span.SetAttributes(attrMailFrom.String(from))
+	}
 	return nil
 }
 
@@ -109,7 +123,19 @@ func (s *session) mailFrom(from string, opts *smtp.MailOptions) error {
 // (an unknown user, a refused relay) is tarpitted, which slows directory
 // harvesting.
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	return s.delay("RCPT", s.rcptTo(to, opts))
+	err := s.delay("RCPT", s.rcptTo(to, opts))
+	if r, ok := replyOf(err); ok {
+		s.mu.Lock()
+		if s.tx != nil {
+			addr := ""
+			if s.recordAddresses() {
+				addr = to
+			}
+			s.tx.refused("RCPT", r, addr)
+		}
+		s.mu.Unlock()
+	}
+	return err
 }
 
 func (s *session) rcptTo(to string, opts *smtp.RcptOptions) error {
@@ -168,6 +194,10 @@ func (s *session) Reset() {
 }
 
 func (s *session) resetLocked() {
+	if s.tx != nil {
+		s.tx.end(nil) // RSET, or the session ends, before a final reply
+		s.tx = nil
+	}
 	s.haveMail = false
 	s.queueID = ""
 	s.from = ""
@@ -179,7 +209,11 @@ func (s *session) resetLocked() {
 
 // Logout implements smtp.Session; the connection's end is logged when the
 // connection closes, since STARTTLS logs a session out without ending it.
-func (s *session) Logout() error { return nil }
+// A transaction still open then ends here, without a final reply.
+func (s *session) Logout() error {
+	s.Reset()
+	return nil
+}
 
 // refuse logs a refusal and returns it as the error go-smtp writes. Our
 // refusals of bad syntax, of commands out of sequence and of bad AUTH count
@@ -196,12 +230,12 @@ func (s *session) refuse(cmd string, r *policy.Reply) error {
 		n := s.st.protoErrors
 		s.st.mu.Unlock()
 		if max := s.c.rc.MaxProtocolErrors; max > 0 && n > max {
-			s.st.log.Info("refused", "command", cmd, "reply", r.Error(), "closing", "too many errors")
+			s.st.log.InfoContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error(), "closing", "too many errors")
 			s.sc.closeAfterWrite.Store(true)
 			return smtpError(reply(421, "4.7.0", "Too many errors"))
 		}
 	}
-	s.st.log.Info("refused", "command", cmd, "reply", r.Error())
+	s.st.log.InfoContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error())
 	return err
 }
 
@@ -213,7 +247,7 @@ func (s *session) limitRefusal(cmd, limit, key string, r *policy.Reply) error {
 	if cmd == "MAIL" {
 		s.c.stats.refused.Add(1)
 	}
-	s.st.log.Warn("refused", "command", cmd, "reply", r.Error(), "limit", limit,
+	s.st.log.WarnContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error(), "limit", limit,
 		"key", key, "auth_user", s.authUser)
 	if r.Code == 421 {
 		s.sc.closeAfterWrite.Store(true)
@@ -287,12 +321,12 @@ func (s *session) admit(opts *smtp.MailOptions) *policy.Reply {
 		if !errors.As(err, &r) {
 			r = reply(452, "4.3.1", "Insufficient system resources")
 		}
-		s.st.log.Warn("refused by back pressure", "anonymous", anonymous)
+		s.st.log.WarnContext(s.st.ctx, "refused by back pressure", "anonymous", anonymous)
 		return r
 	}
 	if opts != nil && opts.Size > 0 && !p.Fits(opts.Size) {
 		// The declared size would take the spool below its floor.
-		s.st.log.Warn("refused by back pressure", "declared_size", opts.Size)
+		s.st.log.WarnContext(s.st.ctx, "refused by back pressure", "declared_size", opts.Size)
 		return reply(452, "4.3.1", "Insufficient system storage")
 	}
 	return nil

@@ -42,10 +42,11 @@ func cmdTrack(e *env, args []string) int {
 		return printJSON(e, events)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tEVENT\tQUEUE ID\tCONNECTOR\tSENDER\tRECIPIENT\tNEXT HOP\tREPLY")
+	// The trace id comes last: the key from a line of the log to its trace.
+	fmt.Fprintln(tw, "TIME\tEVENT\tQUEUE ID\tCONNECTOR\tSENDER\tRECIPIENT\tNEXT HOP\tREPLY\tTRACE ID")
 	for _, ev := range events {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Event, ev.QueueID,
-			dash(ev.Connector), dash(ev.Sender), dash(ev.Recipient), dash(ev.NextHop), dash(ev.Reply))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Event, ev.QueueID,
+			dash(ev.Connector), dash(ev.Sender), dash(ev.Recipient), dash(ev.NextHop), dash(ev.Reply), dash(ev.TraceID))
 	}
 	tw.Flush()
 	if len(events) == 0 {

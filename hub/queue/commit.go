@@ -15,6 +15,7 @@ type commit struct {
 	moves   []move
 	applied []move // the moves done, in order, for finish or undo
 	err     chan error
+	batch   int // how many changes shared the batch's directory fsync; set before err is answered
 }
 
 type commitOp int
@@ -100,6 +101,9 @@ func (s *DiskStore) commitBatch(batch []*commit) {
 	}
 	if len(applied) == 0 {
 		return
+	}
+	for _, c := range applied {
+		c.batch = len(applied)
 	}
 	err := s.syncDir(s.queueDir)
 	if err == nil {

@@ -233,7 +233,11 @@ func (s *DiskStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 		// From here on the caller waits for the commit even if ctx ends:
 		// the rename may already have happened, and reporting failure for a
 		// message that then gets delivered would invite a duplicate.
-		err = s.commit(&commit{op: opPut, moves: []move{{tmp, s.msgPath(m.ID)}}})
+		c := &commit{op: opPut, moves: []move{{tmp, s.msgPath(m.ID)}}}
+		err = s.commit(c)
+		if err == nil {
+			reportCommit(ctx, CommitInfo{BatchSize: c.batch})
+		}
 	}
 	if err != nil {
 		os.Remove(tmp) // gone already if the rename happened: the commit undid it

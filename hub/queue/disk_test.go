@@ -370,3 +370,35 @@ func TestQuarantineKeepsEarlierItems(t *testing.T) {
 		t.Fatalf("quarantine holds %d items (%v), want 2", len(q), err)
 	}
 }
+
+// Put reports the group commit that made it durable to an observer in its
+// context (the hub.enqueue span's batch size); concurrent Puts share
+// batches, and every batch size is at least one.
+func TestPutReportsCommitBatch(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	const n = 16
+	sizes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := WithCommitObserver(context.Background(), func(c CommitInfo) { sizes <- c.BatchSize })
+			if err := s.Put(ctx, newMessage("a@example.com"), strings.NewReader("x\r\n")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(sizes)
+	got := 0
+	for size := range sizes {
+		if size < 1 || size > n {
+			t.Errorf("batch size %d, want 1..%d", size, n)
+		}
+		got++
+	}
+	if got != n {
+		t.Errorf("%d Puts reported, want %d", got, n)
+	}
+}

@@ -231,3 +231,26 @@ type Reply struct {
 	Text      string `json:"text,omitempty"`
 	RemoteMTA string `json:"remote_mta,omitempty"`
 }
+
+// CommitInfo describes the group commit that made a Put durable, for the
+// caller's telemetry (the hub.enqueue span's hub.queue.batch_size).
+type CommitInfo struct {
+	// BatchSize is how many changes (Puts, Updates, Removes) shared the
+	// directory fsync of this Put's batch; 1 when it was alone.
+	BatchSize int
+}
+
+type commitObserverKey struct{}
+
+// WithCommitObserver returns a context under which a Store's Put calls
+// observe with its CommitInfo once the message is durable. A Store that
+// has no group commit to describe may never call it.
+func WithCommitObserver(ctx context.Context, observe func(CommitInfo)) context.Context {
+	return context.WithValue(ctx, commitObserverKey{}, observe)
+}
+
+func reportCommit(ctx context.Context, info CommitInfo) {
+	if observe, ok := ctx.Value(commitObserverKey{}).(func(CommitInfo)); ok {
+		observe(info)
+	}
+}

@@ -35,6 +35,7 @@ func appendEvent(b []byte, e *Event) []byte {
 		b = strconv.AppendInt(b, e.Size, 10)
 	}
 	b = appendField(b, "reference", e.Reference)
+	b = appendField(b, "trace_id", e.TraceID)
 	return append(b, "}\n"...)
 }
 

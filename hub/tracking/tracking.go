@@ -132,6 +132,12 @@ type Event struct {
 	RemoteMTA string `json:"remote_mta,omitempty"` // the other server: name and/or address
 	Size      int64  `json:"size,omitempty"`       // message size in bytes
 	Reference string `json:"reference,omitempty"`  // e.g. the queue id of the DSN for a DSN event
+	// TraceID is the OpenTelemetry trace the event belongs to (32 hex
+	// digits; "" when not traced): for DELIVER, SEND, DEFER and FAIL after
+	// a delivery attempt, the attempt's trace (its CONSUMER span links to
+	// the receiving span); for every other event, the receiving trace
+	// (the SMTP transaction's, stored with the message).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Defaults used when an Options field is zero: Exchange's defaults, which

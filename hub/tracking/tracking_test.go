@@ -141,6 +141,7 @@ func TestRecordLineFormat(t *testing.T) {
 		RemoteMTA:        "mail.example.org [192.0.2.1]",
 		Size:             1234,
 		Reference:        "q0",
+		TraceID:          "4bf92f3577b34da6a3ce929d0e0e4736",
 	}
 	l.Record(full)
 	l.Record(tracking.Event{Event: tracking.Defer, QueueID: "q1"}) // Time from the clock
@@ -166,6 +167,7 @@ func TestRecordLineFormat(t *testing.T) {
 		"client_addr": "192.0.2.1:4567", "sender": "alice@example.org", "recipient": "bob@example.com",
 		"related_recipient": "list@example.com", "next_hop": "mx.example.com", "reply": "250 2.0.0 OK",
 		"remote_mta": "mail.example.org [192.0.2.1]", "size": float64(1234), "reference": "q0",
+		"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
 	}
 	if len(m) != len(want) {
 		t.Errorf("keys = %v, want %d keys", m, len(want))

@@ -271,10 +271,11 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 	// this message (complete clears the mark once its results are
 	// persisted).
 	t.markActive(it.e, t.cfg.Load(), it.isolated)
-	ctx, span := t.startSpan(ctx, m, it)
+	ctx, span := t.startDelivery(ctx, m, it, t.attemptOf(it))
+	it.spanContext = span.SpanContext()
 	results, panicked := t.callDeliverer(ctx, it)
 	<-t.global
-	endSpan(span, results)
+	endDelivery(span, results)
 	t.complete(q, it, results, attempted, panicked)
 }
 
@@ -368,7 +369,7 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 			t.persist(e, st)
 		}
 		for _, i := range it.indexes {
-			t.record(e.msg, e.msg.Recipients[i])
+			t.recordIn(it.spanContext, e.msg, e.msg.Recipients[i])
 		}
 	}
 	for _, i := range it.indexes {

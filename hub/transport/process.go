@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"hubd/hub"
 	"hubd/hub/categorizer"
 	"hubd/hub/delivery"
@@ -50,10 +53,13 @@ func (t *Transport) process(e *entry, isolated bool) {
 	cfg := t.cfg.Load()
 	t.markActive(e, cfg, isolated)
 	var items []*workItem
-	proceed, crashed := t.expand(cfg, e)
+	_, span := t.startCategorize(e.msg)
+	proceed, crashed := t.expand(cfg, e, span)
 	if proceed {
-		items = t.route(cfg, e)
+		items = t.route(cfg, e, span)
 	}
+	span.SetAttributes(attribute.Int("mta.work_items", len(items)), attribute.Bool("mta.crashed", crashed))
+	span.End()
 	if !crashed && len(items) == 0 {
 		t.clearIfClean(e)
 	}
@@ -231,7 +237,7 @@ func nextDue(e *entry, now time.Time, delayAfter time.Duration) (due time.Time, 
 // expand resolves the envelope recipients once, through the categorizer,
 // into the fixed recipient list, and persists it. It reports whether the
 // pass may go on to routing, and whether the categorizer crashed.
-func (t *Transport) expand(cfg *policy.Config, e *entry) (proceed, crashed bool) {
+func (t *Transport) expand(cfg *policy.Config, e *entry, span trace.Span) (proceed, crashed bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.msg
@@ -292,6 +298,7 @@ func (t *Transport) expand(cfg *policy.Config, e *entry) (proceed, crashed bool)
 		}
 		st.Recipients = append(st.Recipients, rs)
 		t.recordExpansion(m, o)
+		t.expansionEvents(span, k, o)
 	}
 	if identity {
 		// No alias expanded and nothing failed: the recipient list is the
@@ -369,13 +376,16 @@ type workItem struct {
 	// isolated: e is a suspect and this delivery holds the isolation slot
 	// (set by pumpLocked under Transport.mu, read by run and complete).
 	isolated bool
+	// spanContext is the attempt's span (set by run), in whose context
+	// its outcome is logged and tracked (recordIn).
+	spanContext trace.SpanContext
 }
 
 // route routes every due recipient of e with the current config. It
 // settles what routing alone decides (a mailbox removed, no route) and
 // persists that, and returns the rest grouped into work items, marked in
 // flight.
-func (t *Transport) route(cfg *policy.Config, e *entry) []*workItem {
+func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) []*workItem {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.msg
@@ -411,6 +421,7 @@ func (t *Transport) route(cfg *policy.Config, e *entry) []*workItem {
 			grew = true
 		}
 		o := out[0]
+		t.routeEvent(span, i, o)
 		switch o.Disposition {
 		case categorizer.Deliver:
 			outcomes = append(outcomes, o)

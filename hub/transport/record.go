@@ -1,7 +1,10 @@
 package transport
 
 import (
+	"context"
 	"strings"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"hubd/hub/categorizer"
 	"hubd/hub/queue"
@@ -16,6 +19,14 @@ import (
 // "delivered", "deferred", or "recipient failed", and tracks it as DELIVER
 // (local) or SEND (SMTP), DEFER, or FAIL.
 func (t *Transport) record(m *queue.Message, r queue.RecipientState) {
+	t.recordIn(trace.SpanContext{}, m, r)
+}
+
+// recordIn is record for the delivery attempt whose span is sc: the log
+// line is written in its context and the tracking event carries its trace
+// id. An invalid sc (no attempt, or not traced) stands for the receiving
+// span, from the traceparent stored with the message.
+func (t *Transport) recordIn(sc trace.SpanContext, m *queue.Message, r queue.RecipientState) {
 	attrs := []any{"id", m.ID, "rcpt", r.Address, "next_hop", r.NextHop, "attempts", r.Attempts,
 		"reply", replyString(r.LastReply)}
 	if r.ResolvedFrom != "" {
@@ -25,18 +36,25 @@ func (t *Transport) record(m *queue.Message, r queue.RecipientState) {
 		attrs = append(attrs, "remote_mta", r.LastReply.RemoteMTA)
 	}
 	ev := t.event(m, r)
+	if !sc.IsValid() {
+		sc = storedContext(m.Envelope.TraceParent)
+	}
+	if sc.IsValid() {
+		ev.TraceID = sc.TraceID().String()
+	}
+	ctx := trace.ContextWithSpanContext(context.Background(), sc)
 	switch r.Status {
 	case queue.Delivered:
-		t.log.Info("delivered", attrs...)
+		t.log.InfoContext(ctx, "delivered", attrs...)
 		ev.Event = tracking.Deliver
 		if strings.HasPrefix(r.NextHop, "smtp:") {
 			ev.Event = tracking.Send
 		}
 	case queue.Deferred:
-		t.log.Info("deferred", append(attrs, "next_attempt", r.NextAttempt)...)
+		t.log.InfoContext(ctx, "deferred", append(attrs, "next_attempt", r.NextAttempt)...)
 		ev.Event = tracking.Defer
 	case queue.Failed:
-		t.log.Warn("recipient failed", attrs...)
+		t.log.WarnContext(ctx, "recipient failed", attrs...)
 		ev.Event = tracking.Fail
 	default:
 		return
@@ -63,6 +81,7 @@ func (t *Transport) event(m *queue.Message, r queue.RecipientState) tracking.Eve
 		Reply:            replyString(r.LastReply),
 		RemoteMTA:        r.LastReply.RemoteMTA,
 		Size:             m.Size,
+		TraceID:          traceID(m.Envelope.TraceParent),
 	}
 }
 
@@ -92,6 +111,7 @@ func (t *Transport) recordReceive(m *queue.Message) {
 		Sender:     m.Envelope.From,
 		Recipient:  strings.Join(rcpts, ","),
 		Size:       m.Size,
+		TraceID:    traceID(m.Envelope.TraceParent),
 	})
 }
 

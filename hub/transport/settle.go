@@ -9,13 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
-
 	"hubd/hub"
-	"hubd/hub/delivery"
 	"hubd/hub/queue"
 	"hubd/policy"
 )
@@ -93,43 +87,4 @@ func hasRecipient(rs []queue.RecipientState, addr string) bool {
 		}
 	}
 	return false
-}
-
-// startSpan opens the span of one delivery attempt: a new trace, linked to
-// the trace that received the message (the messaging conventions' pattern
-// for work that outlives its producer; retries may come hours later).
-func (t *Transport) startSpan(ctx context.Context, m *queue.Message, it *workItem) (context.Context, trace.Span) {
-	opts := []trace.SpanStartOption{
-		trace.WithNewRoot(),
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String("mta.queue_id", string(m.ID)),
-			attribute.String("mta.next_hop", it.hop.String()),
-			attribute.Int("mta.rcpt.count", len(it.rcpts)),
-		),
-	}
-	if tp := m.Envelope.TraceParent; tp != "" {
-		parent := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": tp})
-		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
-		}
-	}
-	return t.tracer.Start(ctx, "deliver "+it.hop.String(), opts...)
-}
-
-func endSpan(span trace.Span, results []delivery.Result) {
-	outcome := ""
-	for _, r := range results {
-		switch {
-		case outcome == "":
-			outcome = r.Status.String()
-		case outcome != r.Status.String():
-			outcome = "mixed"
-		}
-	}
-	span.SetAttributes(attribute.String("mta.outcome", outcome))
-	if outcome != delivery.Delivered.String() {
-		span.SetStatus(codes.Error, outcome)
-	}
-	span.End()
 }

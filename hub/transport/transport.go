@@ -288,12 +288,20 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	for _, r := range m.Envelope.Recipients {
 		m.Recipients = append(m.Recipients, queue.RecipientState{Address: r.Address, DSN: r, Status: queue.Queued})
 	}
-	if err := t.store.Put(ctx, m, body); err != nil {
+	pctx, span := t.startEnqueue(ctx, &m.Envelope)
+	if m.Envelope.TraceParent == "" {
+		// Nothing received it under a span of its own (the pickup
+		// directory): the enqueue is where its history starts.
+		m.Envelope.TraceParent = injectTraceParent(pctx)
+	}
+	err := t.store.Put(pctx, m, body)
+	endEnqueue(span, m, err)
+	if err != nil {
 		return "", err
 	}
 	// Debug: the receive connector logs the accepted message at Info with
 	// its session; this line is the hub's own view, for tracing the queue.
-	t.log.Debug("queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
+	t.log.DebugContext(pctx, "queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
 	t.recordReceive(m)
 	t.mu.Lock()

@@ -113,8 +113,9 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	d.Pressure = backpressure.New(backpressure.Options{Dir: cfg.Hub.SpoolDir, Config: cfg.Hub.BackPressure, Logger: log,
 		Probe: opts.PressureProbe})
 	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
-		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout})
-	d.lmtp = lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname})
+		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout,
+		TracerProvider: d.opts.TracerProvider})
+	d.lmtp = lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname, TracerProvider: d.opts.TracerProvider})
 	deliverers := map[delivery.Kind]delivery.Deliverer{
 		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
 		delivery.KindLMTP:    d.lmtp,

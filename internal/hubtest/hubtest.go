@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"hubd/hub/backpressure"
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
@@ -41,6 +43,12 @@ type Options struct {
 	SMTPCommandTimeout time.Duration
 	// PressureProbe fakes free disk space and memory for back pressure.
 	PressureProbe backpressure.Probe
+	// TracerProvider receives the hub's spans (an SDK provider with an
+	// in-memory recorder, in the tracing tests); nil → none.
+	TracerProvider trace.TracerProvider
+	// Configure, when set, adjusts the loaded configuration before the hub
+	// starts (for settings whose HCL is not the test's subject).
+	Configure func(*policy.Config)
 }
 
 // Start loads hcl, starts the hub through internal/daemon (the wiring `hubd
@@ -57,6 +65,9 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	if opts.Configure != nil {
+		opts.Configure(cfg)
+	}
 	log := opts.Logger
 	if log == nil && os.Getenv("HUBTEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -66,7 +77,7 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 		cmdTimeout = 10 * time.Second
 	}
 	d, err := daemon.Start(context.Background(), cfg, daemon.Options{Logger: log, Resolver: opts.Resolver,
-		SMTPPort: opts.SMTPPort, PressureProbe: opts.PressureProbe, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
+		SMTPPort: opts.SMTPPort, PressureProbe: opts.PressureProbe, TracerProvider: opts.TracerProvider, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

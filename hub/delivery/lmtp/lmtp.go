@@ -71,6 +71,9 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"hubd/hub/delivery"
 	"hubd/hub/delivery/connpool"
 )
@@ -101,6 +104,9 @@ type Options struct {
 	// IdleTimeout is how long a connection waits idle for the next message
 	// before it is QUIT; default 5s, as smtpout (Postfix keeps 2s).
 	IdleTimeout time.Duration
+	// TracerProvider makes the lmtp.client span (tracing.go), a child of
+	// the span in Deliver's context; nil → none.
+	TracerProvider trace.TracerProvider
 }
 
 // Deliverer is the LMTP deliverer. It is safe for concurrent use; Close
@@ -114,7 +120,8 @@ type Deliverer struct {
 	quitTimeout time.Duration
 	maxMsgs     int
 
-	pool *connpool.Pool[*client]
+	pool   *connpool.Pool[*client]
+	tracer trace.Tracer
 }
 
 var _ delivery.Deliverer = (*Deliverer)(nil)
@@ -131,6 +138,11 @@ func New(opts Options) *Deliverer {
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	d.tracer = tp.Tracer("hubd/hub/delivery/lmtp")
 	if d.hostname == "" {
 		d.hostname, _ = os.Hostname()
 		if d.hostname == "" {
@@ -168,7 +180,9 @@ func orDefault(v, def time.Duration) time.Duration {
 // order. See the package comment.
 func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient) []delivery.Result {
 	s := newSession(d, hop, msg, rcpts)
+	ctx, span := d.startClient(ctx, s.server)
 	s.run(ctx)
+	endClient(span, s.results)
 	for i, r := range rcpts {
 		res := s.results[i]
 		d.log.LogAttrs(ctx, res.Status.LogLevel(), "lmtp delivery",

@@ -87,6 +87,10 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"hubd/hub/delivery"
 	"hubd/hub/delivery/connpool"
 	"hubd/policy"
@@ -123,6 +127,10 @@ type Options struct {
 
 	// RootCAs verifies certificates when TLS is required; nil → system roots.
 	RootCAs *x509.CertPool
+
+	// TracerProvider makes the DNS and SMTP client spans (tracing.go),
+	// children of the span in Deliver's context; nil → none.
+	TracerProvider trace.TracerProvider
 }
 
 // Deliverer is the SMTP deliverer (delivery.Deliverer). It is safe for
@@ -138,7 +146,8 @@ type Deliverer struct {
 	quitTimeout                                         time.Duration
 	roots                                               *x509.CertPool
 
-	pool *connpool.Pool[*conn]
+	pool   *connpool.Pool[*conn]
+	tracer trace.Tracer
 }
 
 var _ delivery.Deliverer = (*Deliverer)(nil)
@@ -167,6 +176,12 @@ func New(opts Options) *Deliverer {
 	if d.resolver == nil {
 		d.resolver = NetResolver{}
 	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	d.tracer = tp.Tracer("hubd/hub/delivery/smtpout")
+	d.resolver = tracedResolver{r: d.resolver, tracer: d.tracer}
 	if d.hostname == "" {
 		d.hostname, _ = os.Hostname()
 		if d.hostname == "" {
@@ -224,13 +239,16 @@ func (d *Deliverer) Deliver(ctx context.Context, hop delivery.NextHop, msg deliv
 // turn): the attempt then starts over on a fresh connection.
 func (d *Deliverer) reuse(ctx context.Context, hop delivery.NextHop, pol tlsPolicy, msg delivery.Message, rcpts []delivery.Recipient, c *conn, results []delivery.Result) bool {
 	tr := &transaction{d: d, hop: hop, pol: pol, msg: msg, rcpts: rcpts, target: target{host: c.host, addr: c.addr}}
+	ctx, span := d.startClient(ctx, tr.target, true)
 	c.bind(ctx)
 	res, next, f := tr.send(ctx, c, true)
 	d.finish(hop, c, f)
 	if next == done {
+		endClient(span, c, delivery.Result{}, tr.results)
 		copy(results, tr.results)
 		return true
 	}
+	endClient(span, c, res, nil)
 	d.log.InfoContext(ctx, "smtpout: idle connection unusable, reconnecting",
 		slog.String("host", c.host), slog.String("addr", c.addr), slog.String("reason", res.Text))
 	return false
@@ -260,21 +278,25 @@ func (d *Deliverer) deliverFresh(ctx context.Context, hop delivery.NextHop, pol 
 			break
 		}
 		tr := &transaction{d: d, hop: hop, pol: pol, msg: msg, rcpts: rcpts, target: t}
-		c, res, next := tr.open(ctx, false)
+		cctx, span := d.startClient(ctx, t, false)
+		c, res, next := tr.open(cctx, false)
 		if next == retryPlain {
-			d.log.InfoContext(ctx, "smtpout: TLS handshake failed, retrying without TLS",
+			d.log.InfoContext(cctx, "smtpout: TLS handshake failed, retrying without TLS",
 				slog.String("host", t.host), slog.String("addr", t.addr), slog.String("reason", res.Text))
-			c, res, next = tr.open(ctx, true)
+			span.AddEvent("smtp.tls_fallback", trace.WithAttributes(attribute.String("reason", res.Text)))
+			c, res, next = tr.open(cctx, true)
 		}
 		if next == done {
 			var f fate
-			res, next, f = tr.send(ctx, c, false)
+			res, next, f = tr.send(cctx, c, false)
 			d.finish(hop, c, f)
 			if next == done {
+				endClient(span, c, delivery.Result{}, tr.results)
 				copy(results, tr.results)
 				return
 			}
 		}
+		endClient(span, c, res, nil)
 		connOnly = connOnly && res.Connection
 		last = res
 		d.log.InfoContext(ctx, "smtpout: host unusable, trying next",
