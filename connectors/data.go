@@ -79,6 +79,8 @@ func (s *session) Data(r io.Reader) error {
 	st.messages++
 	st.mu.Unlock()
 	s.c.stats.accepted.Add(1)
+	s.c.svc.meters.accepted(s.c.rc.Name, mr.Size())
+	s.c.svc.meters.transaction(s.c.rc.Name, 250)
 	span.SetAttributes(attribute.Int64("mta.message.size", mr.Size()))
 	st.log.Info("queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
 		"size", mr.Size(), "message_id", mr.MessageID())
@@ -152,9 +154,11 @@ func (s *session) dataFailed(span trace.Span, err error) error {
 	span.SetStatus(codes.Error, err.Error())
 	s.c.stats.refused.Add(1)
 	if r, ok := replyOf(err); ok {
+		s.c.svc.meters.transaction(s.c.rc.Name, r.Code)
 		s.st.log.Info("refused", "command", "DATA", "reply", r.Error())
 		return smtpError(r)
 	}
+	s.c.svc.meters.transaction(s.c.rc.Name, 451)
 	s.st.log.Error("submit failed", "err", err)
 	return smtpError(reply(451, "4.3.0", "Temporary failure, try again later"))
 }
