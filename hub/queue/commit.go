@@ -101,7 +101,8 @@ func (s *DiskStore) commitBatch(batch []*commit) {
 	if len(applied) == 0 {
 		return
 	}
-	err := s.syncDir(s.queueDir)
+	err := s.meters.syncDir(s.syncDir, s.queueDir)
+	s.meters.batchCommitted(len(applied))
 	if err == nil {
 		for _, c := range applied {
 			c.finish()

@@ -272,7 +272,9 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 	// persisted).
 	t.markActive(it.e, t.cfg.Load(), it.isolated)
 	ctx, span := t.startSpan(ctx, m, it)
+	began := time.Now()
 	results, panicked := t.callDeliverer(ctx, it)
+	t.meters.attempted(it.hop, time.Since(began), m, results, t.clock())
 	<-t.global
 	endSpan(span, results)
 	t.complete(q, it, results, attempted, panicked)
