@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"hubd/hub/backpressure"
 	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
@@ -41,6 +43,8 @@ type Options struct {
 	SMTPCommandTimeout time.Duration
 	// PressureProbe fakes free disk space and memory for back pressure.
 	PressureProbe backpressure.Probe
+	// MeterProvider receives the hub's metrics; nil → none.
+	MeterProvider metric.MeterProvider
 }
 
 // Start loads hcl, starts the hub through internal/daemon (the wiring `hubd
@@ -66,7 +70,7 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 		cmdTimeout = 10 * time.Second
 	}
 	d, err := daemon.Start(context.Background(), cfg, daemon.Options{Logger: log, Resolver: opts.Resolver,
-		SMTPPort: opts.SMTPPort, PressureProbe: opts.PressureProbe, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
+		SMTPPort: opts.SMTPPort, PressureProbe: opts.PressureProbe, MeterProvider: opts.MeterProvider, ConfigPath: path, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
