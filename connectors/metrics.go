@@ -21,12 +21,12 @@ import (
 
 // Session outcomes (hubd.smtp.sessions), decided when the connection ends.
 const (
-	sessionRefused  = "refused"  // refused before SMTP: no connector, a stopped one, a connection limit
-	sessionQuit     = "quit"     // the client said QUIT
-	sessionDropped  = "dropped"  // the client closed the connection without QUIT
-	sessionTimeout  = "timeout"  // connection_inactivity_timeout or connection_timeout
-	sessionClosed   = "closed"   // we ended it after a 421 (too many errors, a limit, a failed STARTTLS)
-	sessionShutdown = "shutdown" // hubd shut down
+	sessionRefused  = "refused"    // refused before SMTP: no connector, a stopped one, a connection limit
+	sessionQuit     = "quit"       // the client said QUIT
+	sessionDropped  = "dropped"    // the client closed the connection without QUIT
+	sessionTimeout  = "timeout"    // connection_inactivity_timeout or connection_timeout
+	sessionClosed   = "closed"     // we ended it after a 421 (too many errors, a limit, a failed STARTTLS)
+	sessionShutdown = "shutdown"   // hubd shut down
 	sessionTLSFail  = "tls_failed" // the implicit-TLS handshake failed
 )
 
