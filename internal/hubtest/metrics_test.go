@@ -2,12 +2,14 @@ package hubtest
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/smtp"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -307,6 +309,7 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	if got, _ := s.value("hubd_queue_held_messages"); got != float64(st.Held) {
 		t.Errorf("hubd_queue_held_messages %v, Stats %d", got, st.Held)
 	}
+	checkDocsAndDashboard(t, s)
 	if t.Failed() {
 		t.Logf("metric families: %s", strings.Join(s.names(), " "))
 		if out, err := http.Get(prom.URL); err == nil {
@@ -315,4 +318,101 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 			t.Logf("scrape:\n%s", b)
 		}
 	}
+}
+
+// checkDocsAndDashboard: every hubd metric of the scrape is documented in
+// docs/metrics.md; every documented gauge and histogram is in the scrape
+// (a counter appears at its first event); the Grafana dashboard is valid
+// JSON with a Prometheus data-source variable that every query uses, and
+// its expressions name only documented metrics.
+func checkDocsAndDashboard(t *testing.T, s scraped) {
+	t.Helper()
+	docs, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	row := regexp.MustCompile("(?m)^\\| `(hubd_[a-z0-9_]+)` \\|")
+	for _, m := range row.FindAllStringSubmatch(string(docs), -1) {
+		documented[m[1]] = true
+	}
+	if len(documented) < 20 {
+		t.Fatalf("docs/metrics.md documents %d metrics", len(documented))
+	}
+	for name := range s {
+		if strings.HasPrefix(name, "hubd_") && !documented[name] {
+			t.Errorf("%s is scraped but not in docs/metrics.md", name)
+		}
+	}
+	for name := range documented {
+		if s[name] == nil && !strings.HasSuffix(name, "_total") {
+			t.Errorf("%s is documented but not in the scrape", name)
+		}
+	}
+
+	raw, err := os.ReadFile("../../examples/grafana/hubd.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Templating struct {
+			List []struct{ Name, Type, Query string } `json:"list"`
+		} `json:"templating"`
+		Panels []grafanaPanel `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("examples/grafana/hubd.json: %v", err)
+	}
+	hasVar := false
+	for _, v := range dash.Templating.List {
+		hasVar = hasVar || (v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus")
+	}
+	if !hasVar {
+		t.Error("the dashboard has no Prometheus data-source variable")
+	}
+	metricName := regexp.MustCompile(`hubd_[a-z0-9_]+`)
+	exprs := 0
+	var walk func([]grafanaPanel)
+	walk = func(panels []grafanaPanel) {
+		for _, p := range panels {
+			walk(p.Panels)
+			if p.Type == "row" {
+				continue
+			}
+			if p.Datasource.UID != "${datasource}" {
+				t.Errorf("panel %q: data source %q, want the variable", p.Title, p.Datasource.UID)
+			}
+			for _, tg := range p.Targets {
+				exprs++
+				if tg.Datasource.UID != "${datasource}" {
+					t.Errorf("panel %q: a query's data source is %q", p.Title, tg.Datasource.UID)
+				}
+				for _, name := range metricName.FindAllString(tg.Expr, -1) {
+					base := name
+					for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+						if b, ok := strings.CutSuffix(name, suffix); ok && documented[b] {
+							base = b
+						}
+					}
+					if !documented[base] {
+						t.Errorf("panel %q: %s is not a documented metric (%s)", p.Title, name, tg.Expr)
+					}
+				}
+			}
+		}
+	}
+	walk(dash.Panels)
+	if exprs < 15 {
+		t.Errorf("the dashboard has %d queries", exprs)
+	}
+}
+
+type grafanaPanel struct {
+	Type, Title string
+	Datasource  struct{ UID string } `json:"datasource"`
+	Targets     []struct {
+		Expr       string
+		Datasource struct{ UID string } `json:"datasource"`
+	} `json:"targets"`
+	Panels []grafanaPanel `json:"panels"`
 }
