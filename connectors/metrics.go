@@ -15,8 +15,9 @@ import (
 	"strconv"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"hubd/internal/otelattr"
 )
 
 // Session outcomes (hubd.smtp.sessions), decided when the connection ends.
@@ -42,6 +43,7 @@ var bgCtx = context.Background()
 
 // connMetrics are the connectors' instruments; nil: metrics are off.
 type connMetrics struct {
+	attrs             otelattr.Cache // the attribute sets seen, so that a measurement allocates nothing
 	active            metric.Int64UpDownCounter
 	sessions          metric.Int64Counter
 	transactions      metric.Int64Counter
@@ -90,14 +92,23 @@ func newConnMetrics(mp metric.MeterProvider) (*connMetrics, error) {
 	return &cm, nil
 }
 
-func connectorAttr(name string) metric.MeasurementOption {
-	return metric.WithAttributeSet(attribute.NewSet(attribute.String("connector", name)))
+// Label keys of the measurements.
+var (
+	connectorKeys        = [3]string{"connector"}
+	connectorOutcomeKeys = [3]string{"connector", "outcome"}
+	transactionKeys      = [3]string{"connector", "outcome", "reply_class"}
+	connectorLimitKeys   = [3]string{"connector", "limit"}
+	connectorBackendKeys = [3]string{"connector", "backend"}
+)
+
+func (m *connMetrics) connectorAttr(name string) metric.MeasurementOption {
+	return m.attrs.Get("connector", connectorKeys, name)
 }
 
 // connectionOpened / connectionClosed move the active gauge of a session.
 func (m *connMetrics) connectionOpened(connector string) {
 	if m != nil {
-		m.active.Add(bgCtx, 1, connectorAttr(connector))
+		m.active.Add(bgCtx, 1, m.connectorAttr(connector))
 	}
 }
 
@@ -105,7 +116,7 @@ func (m *connMetrics) connectionClosed(connector, outcome string) {
 	if m == nil {
 		return
 	}
-	m.active.Add(bgCtx, -1, connectorAttr(connector))
+	m.active.Add(bgCtx, -1, m.connectorAttr(connector))
 	m.session(connector, outcome)
 }
 
@@ -113,8 +124,7 @@ func (m *connMetrics) connectionClosed(connector, outcome string) {
 // connector would serve.
 func (m *connMetrics) session(connector, outcome string) {
 	if m != nil {
-		m.sessions.Add(bgCtx, 1, metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("connector", connector), attribute.String("outcome", outcome))))
+		m.sessions.Add(bgCtx, 1, m.attrs.Get("session", connectorOutcomeKeys, connector, outcome))
 	}
 }
 
@@ -127,13 +137,19 @@ func (m *connMetrics) transaction(connector string, code int) {
 	if code/100 == 2 {
 		outcome = transactionAccepted
 	}
-	m.transactions.Add(bgCtx, 1, metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("connector", connector), attribute.String("outcome", outcome),
-		attribute.String("reply_class", replyClass(code)))))
+	m.transactions.Add(bgCtx, 1, m.attrs.Get("transaction", transactionKeys, connector, outcome, replyClass(code)))
 }
 
 // replyClass is "2xx", "4xx" or "5xx" (RFC 5321 §4.2.1: the first digit).
 func replyClass(code int) string {
+	switch code / 100 {
+	case 2:
+		return "2xx"
+	case 4:
+		return "4xx"
+	case 5:
+		return "5xx"
+	}
 	return strconv.Itoa(code/100) + "xx"
 }
 
@@ -142,7 +158,7 @@ func (m *connMetrics) accepted(connector string, size int64) {
 	if m == nil {
 		return
 	}
-	attrs := connectorAttr(connector)
+	attrs := m.connectorAttr(connector)
 	m.messages.Add(bgCtx, 1, attrs)
 	m.bytes.Add(bgCtx, size, attrs)
 }
@@ -153,7 +169,7 @@ func (m *connMetrics) tarpitted(connector string, held time.Duration) {
 	if m == nil || held <= 0 {
 		return
 	}
-	attrs := connectorAttr(connector)
+	attrs := m.connectorAttr(connector)
 	m.tarpits.Add(bgCtx, 1, attrs)
 	m.tarpitDelay.Add(bgCtx, held.Seconds(), attrs)
 }
@@ -161,23 +177,20 @@ func (m *connMetrics) tarpitted(connector string, held time.Duration) {
 // limitRefusal counts a refusal by the named limit setting.
 func (m *connMetrics) limitRefusal(connector, limit string) {
 	if m != nil {
-		m.limitRefusals.Add(bgCtx, 1, metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("connector", connector), attribute.String("limit", limit))))
+		m.limitRefusals.Add(bgCtx, 1, m.attrs.Get("limit", connectorLimitKeys, connector, limit))
 	}
 }
 
 // authBackendError counts an auth_backend that could not answer.
 func (m *connMetrics) authBackendError(connector, backend string) {
 	if m != nil {
-		m.authBackendErrors.Add(bgCtx, 1, metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("connector", connector), attribute.String("backend", backend))))
+		m.authBackendErrors.Add(bgCtx, 1, m.attrs.Get("backend", connectorBackendKeys, connector, backend))
 	}
 }
 
 // authBlock counts a source or network the brute-force defence blocked.
 func (m *connMetrics) authBlock(connector, limit string) {
 	if m != nil {
-		m.authBlocked.Add(bgCtx, 1, metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("connector", connector), attribute.String("limit", limit))))
+		m.authBlocked.Add(bgCtx, 1, m.attrs.Get("blocked", connectorLimitKeys, connector, limit))
 	}
 }

@@ -21,12 +21,12 @@ import (
 	"context"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"hubd/hub/delivery"
 	"hubd/hub/dsn"
 	"hubd/hub/queue"
+	"hubd/internal/otelattr"
 )
 
 // Outcomes of hubd.delivery.attempts, one per recipient per attempt.
@@ -46,10 +46,15 @@ var (
 	attemptBuckets  = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 	endToEndBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800}
 	bgCtx           = context.Background()
+
+	kindKeys    = [3]string{"kind"}
+	attemptKeys = [3]string{"next_hop", "outcome"}
+	depthKeys   = [3]string{"queue", "state"}
 )
 
 // hubMetrics are the transport's instruments; nil: metrics are off.
 type hubMetrics struct {
+	attrs    otelattr.Cache // the attribute sets seen, so that a measurement allocates nothing
 	attempts metric.Int64Counter
 	latency  metric.Float64Histogram
 	endToEnd metric.Float64Histogram
@@ -91,8 +96,7 @@ func newHubMetrics(mp metric.MeterProvider, depth *depthTracker, clock func() ti
 	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := depth.snapshot()
 		for k, n := range s.rcpts {
-			o.ObserveInt64(recipients, n, metric.WithAttributeSet(attribute.NewSet(
-				attribute.String("queue", k.queue), attribute.String("state", k.state))))
+			o.ObserveInt64(recipients, n, hm.attrs.Get("depth", depthKeys, k.queue, k.state))
 		}
 		o.ObserveInt64(messages, s.messages)
 		o.ObserveInt64(held, s.held)
@@ -116,7 +120,7 @@ func (hm *hubMetrics) attempted(hop delivery.NextHop, took time.Duration, m *que
 	if hm == nil {
 		return
 	}
-	kind := metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", string(hop.Kind))))
+	kind := hm.attrs.Get("kind", kindKeys, string(hop.Kind))
 	hm.latency.Record(bgCtx, took.Seconds(), kind)
 	name := hop.String()
 	var counts [3]int64
@@ -133,8 +137,7 @@ func (hm *hubMetrics) attempted(hop delivery.NextHop, took time.Duration, m *que
 	}
 	for i, outcome := range [3]string{attemptDelivered, attemptDeferred, attemptFailed} {
 		if counts[i] > 0 {
-			hm.attempts.Add(bgCtx, counts[i], metric.WithAttributeSet(attribute.NewSet(
-				attribute.String("next_hop", name), attribute.String("outcome", outcome))))
+			hm.attempts.Add(bgCtx, counts[i], hm.attrs.Get("attempt", attemptKeys, name, outcome))
 		}
 	}
 }
@@ -155,5 +158,5 @@ func (hm *hubMetrics) dsnQueued(a dsn.Action, m *queue.Message, idx []int) {
 			kind = dsnExpired
 		}
 	}
-	hm.dsns.Add(bgCtx, 1, metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", kind))))
+	hm.dsns.Add(bgCtx, 1, hm.attrs.Get("dsn", kindKeys, kind))
 }
