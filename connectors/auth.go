@@ -144,7 +144,7 @@ func (s *session) checkWithBackend(user, password string) error {
 	case errors.Is(err, dovecotauth.ErrRefused):
 		return s.passwordRefused(user)
 	}
-	// metrics: hubd_smtp_auth_backend_errors_total{connector, backend} goes here.
+	s.c.svc.meters.authBackendError(s.c.rc.Name, s.c.rc.AuthBackend)
 	s.st.log.WarnContext(s.st.ctx, "authentication backend unavailable", "auth_backend", s.c.rc.AuthBackend,
 		"socket", s.c.backend.Socket, "user", user, "error", err)
 	s.authAttempt(s.mechanism(), "temporary_failure", user)
@@ -162,13 +162,13 @@ func (s *session) passwordRefused(user string) error {
 		"source_failures", source, "network_failures", network, "delay", delay)
 	s.authAttempt(s.mechanism(), "failure", user)
 	if tripped != "" {
-		// metrics: hubd_smtp_auth_blocked_total{connector, limit} goes here.
+		s.c.svc.meters.authBlock(s.c.rc.Name, tripped)
 		s.st.log.WarnContext(s.st.ctx, "authentication blocked", "limit", tripped, "user", user,
 			"for", s.c.rc.AuthFailureWindow)
 	}
 	// The delay grows with the address's failures (tarpit.go), the same for
 	// known and unknown users.
-	s.sc.sleep(delay)
+	s.c.svc.meters.tarpitted(s.c.rc.Name, s.sc.sleep(delay))
 	// RFC 4954 §6.
 	return s.authReply(n, reply(535, "5.7.8", "Authentication credentials invalid"))
 }
@@ -187,7 +187,7 @@ func (s *session) authRefusedHere() error {
 // max_logon_failures, tarpits it, and returns "454 4.7.0": temporary, the
 // block ends with the window (RFC 4954 §6).
 func (s *session) authBlockedReply(limit string) error {
-	// metrics: hubd_smtp_limit_refusals_total{connector, limit} goes here.
+	s.c.svc.meters.limitRefusal(s.c.rc.Name, limit)
 	n := s.logonFailure()
 	s.st.log.WarnContext(s.st.ctx, "refused", "command", "AUTH", "reply", "454 4.7.0", "limit", limit, "failures", n)
 	s.authAttempt(s.mechanism(), "blocked", "")

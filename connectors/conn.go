@@ -85,6 +85,7 @@ type sessionConn struct {
 
 	closeAfterWrite atomic.Bool
 	shuttingDown    atomic.Bool
+	quit            atomic.Bool // the client sent QUIT (for the session outcome metric)
 	inData          atomic.Bool
 	onClose         func()
 }
@@ -505,6 +506,21 @@ func (c *sessionConn) Close() error {
 		c.onClose()
 	}
 	return err
+}
+
+// outcome is how the connection ended, for hubd.smtp.sessions (metrics.go).
+func (c *sessionConn) outcome() string {
+	switch {
+	case c.timedOut.Load():
+		return sessionTimeout
+	case c.shuttingDown.Load():
+		return sessionShutdown
+	case c.quit.Load():
+		return sessionQuit
+	case c.closeAfterWrite.Load():
+		return sessionClosed
+	}
+	return sessionDropped
 }
 
 // wake makes a read blocked in an idle session return now (Shutdown).

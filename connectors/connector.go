@@ -234,7 +234,9 @@ func (c *connector) newSessionConn(raw net.Conn, peer netip.Addr) (*sessionConn,
 		st.setTLS(&cs)
 	}
 	sc.state = st
+	s.meters.connectionOpened(rc.Name)
 	sc.onClose = func() {
+		s.meters.connectionClosed(rc.Name, sc.outcome())
 		s.release(rc.Name, peer)
 		s.sessionEnded(c)
 		s.forget(sc)

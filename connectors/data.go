@@ -88,6 +88,8 @@ func (s *session) Data(r io.Reader) error {
 	st.messages++
 	st.mu.Unlock()
 	s.c.stats.accepted.Add(1)
+	s.c.svc.meters.accepted(s.c.rc.Name, mr.Size())
+	s.c.svc.meters.transaction(s.c.rc.Name, 250)
 	span.SetAttributes(attrMessageSize.Int64(mr.Size()))
 	st.log.InfoContext(ctx, "queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
 		"size", mr.Size(), "message_id", mr.MessageID())
@@ -170,6 +172,7 @@ func (s *session) dataFailed(ctx context.Context, tt *txTrace, err error) error 
 		s.st.log.ErrorContext(ctx, "submit failed", "err", err)
 		r = reply(451, "4.3.0", "Temporary failure, try again later")
 	}
+	s.c.svc.meters.transaction(s.c.rc.Name, r.Code)
 	tt.end(r)
 	return smtpError(r)
 }

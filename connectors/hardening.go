@@ -171,6 +171,9 @@ func (c *sessionConn) command(line []byte, tooLong bool) (out []byte, pass bool)
 		if arg != "" {
 			return refuse("501 5.5.4 Syntax: " + verb + " takes no parameters")
 		}
+		if verb == "QUIT" {
+			c.quit.Store(true)
+		}
 	case "NOOP":
 	case "VRFY":
 		c.answerVRFY(arg)

@@ -102,6 +102,7 @@ type Service struct {
 	press  Pressure
 	log    *slog.Logger
 	tracer trace.Tracer
+	meters *connMetrics // nil: no metrics (metrics.go)
 	now    func() time.Time
 
 	gen atomic.Pointer[generation]
@@ -178,6 +179,11 @@ func New(opts Options) (*Service, error) {
 		tp = noop.NewTracerProvider()
 	}
 	s.tracer = tp.Tracer("hubd/connectors")
+	meters, err := newConnMetrics(opts.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("connectors: metrics: %w", err)
+	}
+	s.meters = meters
 	return s, nil
 }
 
@@ -440,6 +446,7 @@ func (s *Service) route(bind string, c net.Conn) {
 	gen := s.gen.Load()
 	if pb := gen.proxy[bind]; pb != nil {
 		if !pb.trusts(peer) {
+			s.meters.session("", sessionRefused)
 			c.Close()
 			s.log.Warn("connection refused", "bind", bind, "remote", c.RemoteAddr().String(),
 				"reason", "PROXY protocol bind and the peer is not a trusted proxy")
@@ -447,6 +454,7 @@ func (s *Service) route(bind string, c net.Conn) {
 		}
 		pc, client, err := readProxyHeader(c, peer)
 		if err != nil {
+			s.meters.session("", sessionRefused)
 			c.Close()
 			s.log.Warn("connection refused", "bind", bind, "remote", c.RemoteAddr().String(), "reason", err.Error())
 			return
@@ -474,12 +482,14 @@ func (s *Service) route(bind string, c net.Conn) {
 		return
 	}
 	if r, why := s.acquire(conn, peer); r != "" {
+		s.meters.limitRefusal(rc.Name, why)
 		s.refuse(c, bind, rc.Name, r, why)
 		return
 	}
 	sc, err := conn.newSessionConn(c, peer)
 	if err != nil {
 		s.release(rc.Name, peer)
+		s.meters.session(rc.Name, sessionTLSFail)
 		c.Close()
 		s.log.Info("session refused", "connector", rc.Name, "remote", c.RemoteAddr().String(), "err", err)
 		return
@@ -507,6 +517,7 @@ func (s *Service) refuse(c net.Conn, bind, connector, reply, why string) {
 	// Counted before the reply goes out: whoever has read the reply (an
 	// operator's probe, a test) finds it in the connector's counters.
 	s.countRefused(connector)
+	s.meters.session(connector, sessionRefused)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, reply+"\r\n")
 	c.Close()

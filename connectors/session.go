@@ -232,8 +232,14 @@ func (s *session) refuse(cmd string, r *policy.Reply) error {
 		if max := s.c.rc.MaxProtocolErrors; max > 0 && n > max {
 			s.st.log.InfoContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error(), "closing", "too many errors")
 			s.sc.closeAfterWrite.Store(true)
+			if cmd == "MAIL" {
+				s.c.svc.meters.transaction(s.c.rc.Name, 421)
+			}
 			return smtpError(reply(421, "4.7.0", "Too many errors"))
 		}
+	}
+	if cmd == "MAIL" {
+		s.c.svc.meters.transaction(s.c.rc.Name, r.Code)
 	}
 	s.st.log.InfoContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error())
 	return err
@@ -243,9 +249,10 @@ func (s *session) refuse(cmd string, r *policy.Reply) error {
 // setting's name, and the key it counted: address or user) and returns it;
 // a 421 ends the connection after the reply. s.mu is held.
 func (s *session) limitRefusal(cmd, limit, key string, r *policy.Reply) error {
-	// metrics: hubd_smtp_limit_refusals_total{connector, limit} goes here.
+	s.c.svc.meters.limitRefusal(s.c.rc.Name, limit)
 	if cmd == "MAIL" {
 		s.c.stats.refused.Add(1)
+		s.c.svc.meters.transaction(s.c.rc.Name, r.Code)
 	}
 	s.st.log.WarnContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error(), "limit", limit,
 		"key", key, "auth_user", s.authUser)

@@ -75,26 +75,30 @@ func (c *sessionConn) tarpit(cmd string, d time.Duration, r *policy.Reply) {
 		return
 	}
 	c.state.log.Info("tarpit", "command", cmd, "delay", d, "reply", r.Error())
-	// metrics: hubd_smtp_tarpit_total{connector} and the seconds slept
-	// (hubd_smtp_tarpit_seconds_total{connector}) go here.
-	c.sleep(d)
+	c.c.svc.meters.tarpitted(c.c.rc.Name, c.sleep(d))
 }
 
 // sleep waits d in the connection's goroutine, less if the Service shuts
-// down or connection_timeout ends the session first.
-func (c *sessionConn) sleep(d time.Duration) {
-	deadline := time.Now().Add(d)
+// down or connection_timeout ends the session first, and returns how long
+// it waited.
+func (c *sessionConn) sleep(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	start := time.Now()
+	deadline := start.Add(d)
 	if end := c.end; !end.IsZero() && end.Before(deadline) {
 		deadline = end
 	}
 	for !c.shuttingDown.Load() {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return
+			break
 		}
 		t := time.NewTimer(min(left, tarpitPoll))
 		<-t.C
 	}
+	return time.Since(start)
 }
 
 // authDelay is the delay of a failed AUTH reply after a client source's

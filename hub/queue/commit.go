@@ -105,7 +105,8 @@ func (s *DiskStore) commitBatch(batch []*commit) {
 	for _, c := range applied {
 		c.batch = len(applied)
 	}
-	err := s.syncDir(s.queueDir)
+	err := s.meters.syncDir(s.syncDir, s.queueDir)
+	s.meters.batchCommitted(len(applied))
 	if err == nil {
 		for _, c := range applied {
 			c.finish()

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"hubd/hub"
 	"hubd/internal/durable"
 	"hubd/policy"
@@ -30,6 +32,9 @@ type DiskOptions struct {
 	// (the process died while writing it): its pending recipients are not
 	// due before this long after Load. Default 1m.
 	CrashDelay time.Duration
+	// MeterProvider gives the group-commit and fsync histograms
+	// (metrics.go); nil: no metrics.
+	MeterProvider metric.MeterProvider
 
 	// syncEach disables group commit (each Put renames and fsyncs the
 	// directory itself); only the benchmark sets it, to show the difference.
@@ -50,6 +55,7 @@ type DiskStore struct {
 	syncEach                             bool
 	syncDir                              func(dir string) error
 	openFile                             func(name string) (*os.File, error)
+	meters                               *storeMetrics // nil: no metrics
 	// incarnation names this process's use of the spool in the active
 	// marks it writes, so that Load records each death once.
 	incarnation string
@@ -88,6 +94,11 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	meters, err := newStoreMetrics(opts.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("queue: metrics: %w", err)
+	}
+	s.meters = meters
 	if s.crashDelay <= 0 {
 		s.crashDelay = time.Minute
 	}
@@ -224,7 +235,7 @@ func (s *DiskStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 	}
 	err = s.writeMessage(ctx, f, m, body)
 	if err == nil {
-		err = f.Sync()
+		err = s.meters.syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -271,7 +282,7 @@ func (s *DiskStore) Update(ctx context.Context, id hub.QueueID, st State) error 
 		return fmt.Errorf("queue: update %s: %w", id, err)
 	}
 	tmp := s.tmpPath(id, "state")
-	err := writeState(tmp, stateRecord{ID: id, State: st})
+	err := s.writeState(tmp, stateRecord{ID: id, State: st})
 	if err == nil {
 		err = s.commit(&commit{op: opUpdate, moves: []move{{tmp, s.statePath(id)}}})
 	}
@@ -283,14 +294,14 @@ func (s *DiskStore) Update(ctx context.Context, id hub.QueueID, st State) error 
 }
 
 // writeState writes rec as a new .state file at path and fsyncs it.
-func writeState(path string, rec stateRecord) error {
+func (s *DiskStore) writeState(path string, rec stateRecord) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
 	err = writeTrailer(f, rec)
 	if err == nil {
-		err = f.Sync()
+		err = s.meters.syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -338,7 +338,7 @@ func (s *DiskStore) updateBatch(ctx context.Context, recs []stateRecord) error {
 	for range min(syncWorkers, len(recs)) {
 		wg.Go(func() {
 			for i := range next {
-				if err := writeState(c.moves[i].from, recs[i]); err != nil {
+				if err := s.writeState(c.moves[i].from, recs[i]); err != nil {
 					errs <- err
 					return
 				}

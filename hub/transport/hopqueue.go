@@ -273,7 +273,9 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 	t.markActive(it.e, t.cfg.Load(), it.isolated)
 	ctx, span := t.startDelivery(ctx, m, it, t.attemptOf(it))
 	it.spanContext = span.SpanContext()
+	began := time.Now()
 	results, panicked := t.callDeliverer(ctx, it)
+	t.meters.attempted(it.hop, time.Since(began), m, results, t.clock())
 	<-t.global
 	endDelivery(span, results)
 	t.complete(q, it, results, attempted, panicked)

@@ -112,6 +112,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 		}
 		e.notifyRetry = time.Time{}
 		queued = true
+		t.meters.dsnQueued(a, m, groups[k])
 		e.mu.Unlock()
 		t.log.Info("DSN queued", "id", m.ID, "action", a, "dsn_id", id, "to", k.to, "rcpts", len(groups[k]))
 		ev := t.event(m, queue.RecipientState{})

@@ -378,6 +378,7 @@ func (t *Transport) pullWaiting(match func(*workItem) bool) []*entry {
 		for _, i := range it.indexes {
 			delete(it.e.inflight, i)
 		}
+		t.depth.update(it.e)
 		it.e.mu.Unlock()
 		if !slices.Contains(touched, it.e) {
 			touched = append(touched, it.e)

@@ -272,6 +272,7 @@ func (t *Transport) Hold(ctx context.Context, id string) error {
 			delete(e.inflight, i)
 		}
 	}
+	t.depth.update(e)
 	t.log.Warn("message held by operator", "id", id)
 	return nil
 }
@@ -305,6 +306,7 @@ func (t *Transport) Release(ctx context.Context, id string) error {
 		return fmt.Errorf("cannot persist the release: %w", err)
 	}
 	e.msg.State = st
+	t.depth.update(e)
 	e.mu.Unlock()
 	if poisoned {
 		t.mu.Lock()
@@ -385,6 +387,7 @@ func (t *Transport) Delete(ctx context.Context, id string, ndr bool) error {
 		return fmt.Errorf("cannot persist the deletion (the message stays held): %w", err)
 	}
 	e.msg.State = st
+	t.depth.update(e)
 	for _, i := range failed {
 		ev := t.event(e.msg, st.Recipients[i])
 		ev.Event, ev.Source = tracking.Fail, "ADMIN"

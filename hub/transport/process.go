@@ -106,6 +106,7 @@ func (t *Transport) reschedule(e *entry) {
 	idle := len(e.inflight) == 0
 	done := idle && !e.msg.Poisoned && finished(e.msg.State)
 	due, ok := nextDue(e, now, t.cfg.Load().Hub.DelayDSNAfter)
+	t.depth.update(e) // after a pass or a delivery: what is in flight changed
 	e.mu.Unlock()
 
 	t.mu.Lock()
@@ -136,6 +137,7 @@ func (t *Transport) remove(e *entry) {
 		t.persist(e, e.msg.State)
 		e.mu.Unlock()
 	}
+	t.depth.forget(e)
 	t.mu.Lock()
 	delete(t.msgs, e.msg.ID)
 	t.signalLocked()
@@ -476,6 +478,12 @@ func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) []*work
 			DSN:     r.DSN,
 		})
 		e.inflight[i] = true
+		if t.depth != nil {
+			if e.inflightHop == nil {
+				e.inflightHop = map[int]string{}
+			}
+			e.inflightHop[i] = o.NextHop.String()
+		}
 	}
 	return items
 }

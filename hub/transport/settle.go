@@ -48,6 +48,7 @@ func (t *Transport) persist(e *entry, st queue.State) {
 		t.log.Error("cannot persist recipient state", "id", e.msg.ID, "err", err)
 	}
 	e.msg.State = st
+	t.depth.update(e)
 }
 
 func cloneState(s queue.State) queue.State {

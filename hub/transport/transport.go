@@ -57,6 +57,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,8 @@ type Transport struct {
 	clock  func() time.Time
 	store  queue.Store
 	sched  *scheduler
+	meters *hubMetrics   // nil: no metrics (metrics.go)
+	depth  *depthTracker // queue depth for the metrics; nil when they are off (depth.go)
 
 	global chan struct{} // overall delivery slots (Hub.MaxOutboundConnections, read at New)
 
@@ -135,10 +138,13 @@ type entry struct {
 	// mu guards msg.State, inflight and notifyRetry, and is held across the
 	// store Update that persists them, so that Updates of one message are
 	// ordered.
-	mu          sync.Mutex
-	msg         *queue.Message
-	inflight    map[int]bool // recipient indexes handed to a delivery queue and not back yet
-	notifyRetry time.Time    // a DSN could not be queued: try again at this time
+	mu       sync.Mutex
+	msg      *queue.Message
+	inflight map[int]bool // recipient indexes handed to a delivery queue and not back yet
+	// inflightHop names the delivery queue of each index in inflight; kept
+	// only while metrics are on (depth.go).
+	inflightHop map[int]string
+	notifyRetry time.Time // a DSN could not be queued: try again at this time
 
 	// Guarded by Transport.mu.
 	busy        bool      // process is running
@@ -160,6 +166,8 @@ type entry struct {
 	mark     queue.Mark // as last written
 
 	notifyMu sync.Mutex // one notify at a time, so that a DSN is queued once
+
+	depth depthShare // its part of the queue depth metrics; guarded by depthTracker.mu
 }
 
 // New returns a Transport for cfg. Nothing is opened until Start.
@@ -191,6 +199,14 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		tp = noop.NewTracerProvider()
 	}
 	t.tracer = tp.Tracer("hubd/hub/transport")
+	if opts.MeterProvider != nil {
+		t.depth = newDepthTracker()
+		meters, err := newHubMetrics(opts.MeterProvider, t.depth, t.clock)
+		if err != nil {
+			return nil, fmt.Errorf("transport: metrics: %w", err)
+		}
+		t.meters = meters
+	}
 	t.cfg.Store(cfg)
 	workers := cfg.Hub.MaxOutboundConnections
 	if workers <= 0 {
@@ -214,7 +230,8 @@ func (t *Transport) Start(ctx context.Context) error {
 		t.store = t.opts.Store
 	} else {
 		h := t.cfg.Load().Hub
-		s, err := queue.OpenDisk(queue.DiskOptions{Dir: h.SpoolDir, Logger: t.log, Clock: t.clock, CrashDelay: h.QuickRetryInterval})
+		s, err := queue.OpenDisk(queue.DiskOptions{Dir: h.SpoolDir, Logger: t.log, Clock: t.clock, CrashDelay: h.QuickRetryInterval,
+			MeterProvider: t.opts.MeterProvider})
 		if err != nil {
 			return err
 		}
@@ -228,6 +245,9 @@ func (t *Transport) Start(ctx context.Context) error {
 	now := t.clock()
 	cfg := t.cfg.Load()
 	poisoned, suspects := 0, 0
+	// In arrival order, so that the depth tracker's arrival list is built
+	// in O(n) (depth.go).
+	slices.SortFunc(msgs, func(a, b *queue.Message) int { return a.Arrived.Compare(b.Arrived) })
 	for _, m := range msgs {
 		e := &entry{msg: m, inflight: map[int]bool{}, suspect: suspect(m.State)}
 		t.msgs[m.ID] = e
@@ -240,6 +260,7 @@ func (t *Transport) Start(ctx context.Context) error {
 			t.recordPoison(m, m.Crashes, fmt.Sprintf(
 				"crashed %d times (%d process deaths while it was the one suspect in flight)", m.Crashes, m.Deaths))
 		}
+		t.depth.update(e)
 		if e.suspect && !m.Poisoned {
 			suspects++
 		}
@@ -304,9 +325,10 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	t.log.DebugContext(pctx, "queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
 	t.recordReceive(m)
+	e := &entry{msg: m, inflight: map[int]bool{}}
+	t.depth.update(e) // not shared yet: no lock needed
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := &entry{msg: m, inflight: map[int]bool{}}
 	t.msgs[m.ID] = e
 	if !t.closed { // a Close racing with us: the message is safe on disk for the next Start
 		t.scheduleLocked(e, m.Arrived)

@@ -75,6 +75,7 @@ type Daemon struct {
 	started   time.Time
 	state     atomic.Pointer[inForce] // the configuration in force (reload.go)
 	reloadMu  sync.Mutex              // serialises reloads
+	reloads   metric.Int64Counter     // hubd.config.reloads; nil without a MeterProvider (metrics.go)
 	resolver  smtpout.Resolver
 	Transport *transport.Transport
 	Service   *connectors.Service
@@ -112,6 +113,13 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	// from the start, so that nothing is accepted that cannot be stored.
 	d.Pressure = backpressure.New(backpressure.Options{Dir: cfg.Hub.SpoolDir, Config: cfg.Hub.BackPressure, Logger: log,
 		Probe: opts.PressureProbe})
+	// An instrument the provider refuses costs its metric, never the mail.
+	if err := d.Pressure.RegisterMetrics(opts.MeterProvider); err != nil {
+		log.Warn("metrics: back pressure level not published", "err", err)
+	}
+	if d.reloads, err = newReloadCounter(opts.MeterProvider); err != nil {
+		log.Warn("metrics: reloads not counted", "err", err)
+	}
 	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
 		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout,
 		TracerProvider: d.opts.TracerProvider})

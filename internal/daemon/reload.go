@@ -55,6 +55,7 @@ func (d *Daemon) Reload(ctx context.Context) (admin.ReloadResult, error) {
 		d.opts.ReloadStarting()
 	}
 	res, errs := d.reload()
+	countReload(d.reloads, res.Applied)
 	if d.opts.ReloadFinished != nil {
 		d.opts.ReloadFinished(res, errs)
 	}

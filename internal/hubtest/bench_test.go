@@ -59,7 +59,16 @@ var benchBody = func() []byte {
 
 // BenchmarkSubmitEndToEnd measures acceptance into the queue with local
 // delivery to a Maildir running at the same time.
-func BenchmarkSubmitEndToEnd(b *testing.B) {
+func BenchmarkSubmitEndToEnd(b *testing.B) { benchSubmitEndToEnd(b, Options{}) }
+
+// BenchmarkSubmitEndToEndMetered is the same with every metric on: the OTel
+// SDK with the Prometheus exporter (docs/metrics.md), which nobody scrapes
+// during the run.
+func BenchmarkSubmitEndToEndMetered(b *testing.B) {
+	benchSubmitEndToEnd(b, Options{MeterProvider: startPromEndpoint(b).Provider})
+}
+
+func benchSubmitEndToEnd(b *testing.B, opts Options) {
 	h := Start(b, fmt.Sprintf(`
 hub {
   hostname  = "hub.example.test"
@@ -74,7 +83,7 @@ receive_connector "in" {
   max_inbound_connections_per_source = %d
   permissions { anonymous = ["submit"] }
 }
-`, 4*benchClientsPerProc*runtime.GOMAXPROCS(0)), Options{})
+`, 4*benchClientsPerProc*runtime.GOMAXPROCS(0)), opts)
 	runSubmitBench(b, h.Addr(b, "in"), "bench@example.test", h, func() int {
 		entries, _ := os.ReadDir(filepath.Join(h.Dir, "mail/bench/new"))
 		return len(entries)

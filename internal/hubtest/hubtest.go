@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/metric"
 
 	"hubd/hub/backpressure"
 	"hubd/hub/delivery/smtpout"
@@ -49,6 +50,8 @@ type Options struct {
 	// Configure, when set, adjusts the loaded configuration before the hub
 	// starts (for settings whose HCL is not the test's subject).
 	Configure func(*policy.Config)
+	// MeterProvider receives the hub's metrics; nil → none.
+	MeterProvider metric.MeterProvider
 }
 
 // Start loads hcl, starts the hub through internal/daemon (the wiring `hubd
@@ -77,7 +80,7 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 		cmdTimeout = 10 * time.Second
 	}
 	d, err := daemon.Start(context.Background(), cfg, daemon.Options{Logger: log, Resolver: opts.Resolver,
-		SMTPPort: opts.SMTPPort, PressureProbe: opts.PressureProbe, TracerProvider: opts.TracerProvider, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
+		SMTPPort: opts.SMTPPort, PressureProbe: opts.PressureProbe, TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider, ConfigPath: path, SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: cmdTimeout, SMTPDataTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,220 @@
+package transport
+
+// Queue depth for the metrics (metrics.go), kept incrementally.
+//
+// A scrape must not walk the queue (it may hold a million messages), so
+// the depth is maintained where it changes: each entry remembers its share
+// (its pending recipients counted by queue and state, and whether it is
+// held or poisoned), and whenever the message's state or its in-flight set
+// changes, the share is computed again — O(its recipients), the same order
+// as the state Update that usually comes with it — and the difference is
+// applied to the totals. A scrape then reads O(queues × states) numbers.
+//
+// Where a recipient is counted follows the operator's view (ops.go, where):
+// in the poison queue when its message is poisoned; in "submission" before
+// categorization or routing; otherwise in its next hop's queue (the
+// unreachable queue included). Its state is one of the depth* constants.
+// The totals therefore add up to Stats.PendingRecipients, and per queue to
+// what Queues reports as Recipients.
+//
+// The oldest message is found from a list of entries in arrival order:
+// entries that left are dropped from its front when it is read, so a read
+// costs O(1) amortised, plus the poisoned messages at its front (which the
+// age ignores: they wait for an operator, not for delivery).
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"hubd/hub/queue"
+)
+
+// Recipient states of hubd.queue.recipients.
+const (
+	depthQueued   = "queued"   // waiting for the categorizer, routing or its first attempt
+	depthReady    = "ready"    // handed to its delivery queue: waiting for a connection or being delivered
+	depthDeferred = "deferred" // a temporary failure; waiting for its retry
+	depthHeld     = "held"     // its message is held by an operator
+	depthPoisoned = "poisoned" // its message is in the poison queue
+)
+
+type depthKey struct{ queue, state string }
+
+// depthShare is one entry's part of the totals.
+type depthShare struct {
+	counted        bool // added to the totals (and to the arrival list)
+	gone           bool // left the queue: never counted again
+	held, poisoned bool
+	rcpts          []depthCount
+}
+
+type depthCount struct {
+	key depthKey
+	n   int64
+}
+
+// depthTracker holds the totals. Its mutex is a leaf: taken with e.mu
+// held, never the other way round.
+type depthTracker struct {
+	mu       sync.Mutex
+	rcpts    map[depthKey]int64
+	messages int64
+	held     int64
+	poisoned int64
+	arrivals []*entry // in arrival order; entries that left are dropped lazily
+}
+
+func newDepthTracker() *depthTracker {
+	return &depthTracker{rcpts: map[depthKey]int64{}}
+}
+
+// update counts e as it is now. e.mu is held (or e is not shared yet). A
+// nil tracker (metrics off) does nothing.
+func (d *depthTracker) update(e *entry) {
+	if d == nil {
+		return
+	}
+	m := e.msg
+	next := depthShare{counted: true, held: m.Held, poisoned: m.Poisoned}
+	for i, r := range m.Recipients {
+		if r.Status.Settled() {
+			continue
+		}
+		hop := ""
+		if e.inflight[i] {
+			hop = e.inflightHop[i]
+			if hop == "" {
+				hop = submissionQueue // not yet known: counted where it was
+			}
+		}
+		next.add(placeOf(m, r, hop))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := &e.depth
+	if old.gone {
+		return
+	}
+	if !old.counted {
+		d.messages++
+		d.insertLocked(e)
+	}
+	d.applyLocked(old, -1)
+	d.applyLocked(&next, 1)
+	*old = next
+}
+
+// forget takes e out of the totals for good: it left the queue.
+func (d *depthTracker) forget(e *entry) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e.depth.counted && !e.depth.gone {
+		d.messages--
+		d.applyLocked(&e.depth, -1)
+	}
+	e.depth = depthShare{gone: true}
+}
+
+func (d *depthTracker) applyLocked(s *depthShare, sign int64) {
+	if !s.counted {
+		return
+	}
+	if s.held {
+		d.held += sign
+	}
+	if s.poisoned {
+		d.poisoned += sign
+	}
+	for _, c := range s.rcpts {
+		if n := d.rcpts[c.key] + sign*c.n; n != 0 {
+			d.rcpts[c.key] = n
+		} else {
+			delete(d.rcpts, c.key)
+		}
+	}
+}
+
+// insertLocked puts e in the arrival list: at the end, or a few places
+// before it when concurrent Submits finished out of order.
+func (d *depthTracker) insertLocked(e *entry) {
+	i := len(d.arrivals)
+	for i > 0 && d.arrivals[i-1].msg.Arrived.After(e.msg.Arrived) {
+		i--
+	}
+	d.arrivals = slices.Insert(d.arrivals, i, e)
+}
+
+// oldest is the arrival time of the oldest message not poisoned; false
+// when there is none.
+func (d *depthTracker) oldest() (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for n < len(d.arrivals) && d.arrivals[n].depth.gone {
+		n++
+	}
+	if n > 0 {
+		d.arrivals = slices.Delete(d.arrivals, 0, n)
+	}
+	for _, e := range d.arrivals {
+		if !e.depth.gone && !e.depth.poisoned {
+			return e.msg.Arrived, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// depthSnapshot is what one scrape reads.
+type depthSnapshot struct {
+	rcpts                    map[depthKey]int64
+	messages, held, poisoned int64
+}
+
+func (d *depthTracker) snapshot() depthSnapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := depthSnapshot{rcpts: make(map[depthKey]int64, len(d.rcpts)), messages: d.messages, held: d.held, poisoned: d.poisoned}
+	for k, n := range d.rcpts {
+		s.rcpts[k] = n
+	}
+	return s
+}
+
+func (s *depthShare) add(k depthKey) {
+	for i := range s.rcpts {
+		if s.rcpts[i].key == k {
+			s.rcpts[i].n++
+			return
+		}
+	}
+	s.rcpts = append(s.rcpts, depthCount{key: k, n: 1})
+}
+
+// placeOf is the queue and state of pending recipient r of m (see the
+// comment at the top, and ops.go's where); inflightHop names the delivery
+// queue its work item is in, "" when it is not in one.
+func placeOf(m *queue.Message, r queue.RecipientState, inflightHop string) depthKey {
+	name := r.NextHop
+	if !m.Expanded || name == "" {
+		name = submissionQueue
+	}
+	inflight := inflightHop != ""
+	if inflight {
+		name = inflightHop
+	}
+	switch {
+	case m.Poisoned:
+		return depthKey{poisonQueue, depthPoisoned}
+	case m.Held:
+		return depthKey{name, depthHeld}
+	case inflight:
+		return depthKey{name, depthReady}
+	case r.Status == queue.Deferred:
+		return depthKey{name, depthDeferred}
+	}
+	return depthKey{name, depthQueued}
+}
