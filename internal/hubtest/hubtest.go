@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"hubd/hub/backpressure"
 	"hubd/hub/delivery/smtpout"
