@@ -74,8 +74,9 @@ type sessionConn struct {
 	reply    replyState
 	reason   string // the reply that replaces go-smtp's after a read we timed out (or Shutdown woke)
 	closed   bool
-	restart  bool // the go-smtp connection is being replaced after STARTTLS
-	errsSeen int  // connState.protoErrors after the last reply we counted
+	restart  bool  // the go-smtp connection is being replaced after STARTTLS
+	errsSeen int   // connState.protoErrors after the last reply we counted
+	mailSeen int64 // connState.mailRefusals after the last MAIL reply
 
 	wmu sync.Mutex // one reply at a time on the wire
 
@@ -329,6 +330,9 @@ func (c *sessionConn) rewrite(b []byte, own bool) []byte {
 		p.replied(code)
 		b = c.replyFor(cmd, code, b)
 		code, _ = replyCode(b)
+		if cmd.verb == "MAIL" {
+			c.countMailRefusal(code)
+		}
 	}
 	switch code {
 	case 354:
@@ -398,6 +402,19 @@ func (c *sessionConn) countProtocolError(b []byte) []byte {
 		return []byte("421 4.7.0 Too many errors\r\n")
 	}
 	return nil
+}
+
+// countMailRefusal counts, as a refused transaction, a MAIL refusal that
+// go-smtp made before asking the session (a declared SIZE over the
+// connector's limit, RFC 1870 §6.1): the session counts its own. c.mu is
+// held.
+func (c *sessionConn) countMailRefusal(code int) {
+	n := c.state.mailRefusals.Load()
+	if code >= 400 && n == c.mailSeen {
+		c.c.stats.refused.Add(1)
+		c.c.svc.meters.transaction(c.c.rc.Name, code)
+	}
+	c.mailSeen = n
 }
 
 // syncErrs notes the protocol-error count as of this reply. c.mu is held.

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -282,6 +283,11 @@ type connState struct {
 	span                  trace.Span
 	log                   *slog.Logger
 	start                 time.Time
+
+	// mailRefusals counts the MAIL commands the session refused itself
+	// (session.refuse, limitRefusal), so that the connection can tell the
+	// ones go-smtp refused before asking the session (conn.go).
+	mailRefusals atomic.Int64
 
 	mu           sync.Mutex
 	tls          string

@@ -223,6 +223,7 @@ func (s *session) refuse(cmd string, r *policy.Reply) error {
 	err := smtpError(r)
 	if cmd == "MAIL" {
 		s.c.stats.refused.Add(1) // a transaction refused (runtime.go)
+		s.st.mailRefusals.Add(1)
 	}
 	if isProtocolError(r) {
 		s.st.mu.Lock()
@@ -253,6 +254,7 @@ func (s *session) limitRefusal(cmd, limit, key string, r *policy.Reply) error {
 	if cmd == "MAIL" {
 		s.c.stats.refused.Add(1)
 		s.c.svc.meters.transaction(s.c.rc.Name, r.Code)
+		s.st.mailRefusals.Add(1)
 	}
 	s.st.log.WarnContext(s.st.ctx, "refused", "command", cmd, "reply", r.Error(), "limit", limit,
 		"key", key, "auth_user", s.authUser)
