@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
-const telemetryBase = "hub {\n hostname = \"h.example.com\"\n spool_dir = \"var/spool\"\n}\nreceive_connector \"in\" { bind = [\"127.0.0.1:2525\"] }\n"
+const telemetryBase = "hub {\n hostname = \"h.example.com\"\n spool_dir = \"var/spool\"\n}\nreceive_connector \"in\" { bind = [\"127.0.0.1:10025\"] }\n"
 
 // loadTelemetry loads telemetryBase+src with env as the whole environment.
 func loadTelemetry(t *testing.T, dir, src string, env map[string]string) (*Telemetry, hcl.Diagnostics) {
