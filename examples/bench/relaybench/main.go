@@ -126,6 +126,11 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	// Postfix's daemons run as the postfix user and must reach its queue
+	// inside this directory, which MkdirTemp makes 0700.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
 
 	var mtas []mta
 	if o.only != "postfix" {
@@ -207,6 +212,10 @@ func postfixMissing(script string) string {
 		if _, err := os.Stat("/usr/sbin/postfix"); err != nil {
 			return `postfix is not installed (Debian: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix, "No configuration")`
 		}
+	}
+	if _, err := os.Stat("/etc/postfix/main.cf"); err != nil {
+		// "No configuration" leaves no main.cf; postfix-relay.sh copies it as a template.
+		return "/etc/postfix/main.cf is missing (postfix-relay.sh uses it as a template): cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf"
 	}
 	if os.Geteuid() != 0 {
 		return "the private Postfix relay must be started as root"
