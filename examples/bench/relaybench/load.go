@@ -54,6 +54,14 @@ func runLoad(opts loadOptions) loadResult {
 				if n > opts.count {
 					return
 				}
+				if c != nil {
+					// A session that cannot RSET is dropped; message n goes
+					// out on a new one.
+					if err := c.cmd("RSET", 250); err != nil {
+						c.close()
+						c = nil
+					}
+				}
 				if c == nil {
 					var err error
 					if c, err = dialSMTP(opts.addr); err != nil {
@@ -66,11 +74,6 @@ func runLoad(opts loadOptions) loadResult {
 						c = nil
 						continue
 					}
-				} else if err := c.cmd("RSET", 250); err != nil {
-					c.close()
-					c = nil
-					next.Add(-1) // retry the message on a new connection
-					continue
 				}
 				lat, err := c.send(message(opts.runID, n, opts.size))
 				now := time.Now()
