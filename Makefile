@@ -5,7 +5,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-unit test-interop lint bench bench-compare fuzz clean
+.PHONY: all build run test test-unit test-interop lint bench bench-compare bench-smtp-source fuzz clean
 
 all: build
 
@@ -44,14 +44,21 @@ FUZZTIME ?= 1m
 fuzz:
 	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do 	  pkg=$$(dirname $$f); 	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do 	    echo "== $$pkg $$t ($(FUZZTIME))"; 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; 	  done; 	done
 
-# Relay throughput of the real hubd binary under Postfix's smtp-source load,
-# relaying to smtp-sink (see examples/bench/smtp-source.sh for the options,
-# e.g. make bench-compare BENCH_ARGS="-m 20000 -s 50 -d").
+# hubd against a private Postfix relay, side by side on loopback, runs
+# interleaved A B B A, median ratios per metric (examples/bench/relaybench;
+# e.g. make bench-compare BENCH_ARGS="-count 1000 -rounds 1 -conn-per-msg").
+# Without postfix (or root) it says so and measures hubd alone.
 bench-compare:
+	$(GO) run ./examples/bench/relaybench $(BENCH_ARGS)
+
+# The older load: hubd under Postfix's smtp-source, relaying to smtp-sink (see
+# examples/bench/smtp-source.sh for the options, e.g.
+# make bench-smtp-source BENCH_ARGS="-m 20000 -s 50 -d").
+bench-smtp-source:
 	@if command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null; then \
 	  examples/bench/smtp-source.sh $(BENCH_ARGS); \
 	else \
-	  echo "bench-compare needs smtp-source and smtp-sink from Postfix:"; \
+	  echo "bench-smtp-source needs smtp-source and smtp-sink from Postfix:"; \
 	  echo "  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y postfix   # choose \"No configuration\""; \
 	fi
 
