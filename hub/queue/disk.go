@@ -43,6 +43,9 @@ type DiskOptions struct {
 	// reads) in fault-injection tests; nil: the real ones.
 	syncDir  func(dir string) error
 	openFile func(name string) (*os.File, error)
+	// lockHeld: the caller holds the spool's flock already (OpenLog
+	// importing a disk spool into the log); OpenDisk does not take it.
+	lockHeld bool
 }
 
 // DiskStore is the local-disk Store. See the package comment for the layout
@@ -116,9 +119,12 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 	}
 	// One process per spool: a second hubd on the same spool would deliver
 	// every message twice and delete the first one's temp files below.
-	lock, err := lockSpool(s.dir)
-	if err != nil {
-		return nil, err
+	var lock *os.File
+	if !opts.lockHeld {
+		lock, err = lockSpool(s.dir)
+		if err != nil {
+			return nil, err
+		}
 	}
 	s.lock = lock
 	// Whatever is in tmp/ was never renamed into place, so no caller was told
@@ -126,7 +132,9 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 	// and necessary, to drop it.
 	torn, err := os.ReadDir(s.tmpDir)
 	if err != nil {
-		lock.Close()
+		if lock != nil {
+			lock.Close()
+		}
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	for _, e := range torn {
@@ -141,7 +149,9 @@ func OpenDisk(opts DiskOptions) (*DiskStore, error) {
 func (s *DiskStore) Close() error {
 	s.closing.Do(func() { close(s.stop) })
 	<-s.done
-	s.lock.Close() // releases the flock
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+	}
 	return nil
 }
 

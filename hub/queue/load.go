@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -221,16 +222,21 @@ func newIncarnation() string {
 
 // formatMark is the content of an .active file: fixed width (40 bytes), so
 // that each write replaces the whole of the previous one.
-func (s *DiskStore) formatMark(mk Mark) string {
+func (s *DiskStore) formatMark(mk Mark) string { return formatMark(mk, s.clock(), s.incarnation) }
+
+// formatMark is a mark as both stores write it: "<NotBefore, Unix ns, 20
+// digits> <incarnation, 16 hex> <i|->\n" (40 bytes). A zero NotBefore
+// means now.
+func formatMark(mk Mark, now time.Time, incarnation string) string {
 	nb := mk.NotBefore
 	if nb.IsZero() {
-		nb = s.clock()
+		nb = now
 	}
 	flag := '-'
 	if mk.Isolated {
 		flag = 'i'
 	}
-	return fmt.Sprintf("%020d %s %c\n", nb.UnixNano(), s.incarnation, flag)
+	return fmt.Sprintf("%020d %s %c\n", nb.UnixNano(), incarnation, flag)
 }
 
 // readMark reads message id's active mark, if it has one. An empty or torn
@@ -252,21 +258,29 @@ func (s *DiskStore) readMark(id hub.QueueID) (activeMark, bool, error) {
 	if err != nil && n == 0 && !errors.Is(err, io.EOF) {
 		return activeMark{}, false, readError(path, err)
 	}
-	fields := strings.Fields(string(buf[:n]))
-	mk := activeMark{notBefore: s.clock().Add(s.crashDelay)}
+	return parseMark(string(buf[:n]), s.clock().Add(s.crashDelay)), true, nil
+}
+
+// parseMark reads a mark written by formatMark. One that cannot be read
+// (torn: the process died writing it) still records a death; whether it was
+// isolated is unknown, so it counts as not isolated, and the message is
+// held back until crashDelayed.
+func parseMark(content string, crashDelayed time.Time) activeMark {
+	fields := strings.Fields(content)
+	mk := activeMark{notBefore: crashDelayed}
 	if len(fields) == 0 {
-		return mk, true, nil
+		return mk
 	}
 	ns, perr := strconv.ParseInt(fields[0], 10, 64)
 	if perr != nil {
-		return mk, true, nil
+		return mk
 	}
 	mk.notBefore = time.Unix(0, ns)
 	if len(fields) == 3 && len(fields[1]) == 16 {
 		mk.incarnation = fields[1]
 		mk.isolated = fields[2] == "i"
 	}
-	return mk, true, nil
+	return mk
 }
 
 // recoverMarks records the death of the previous process in every message
@@ -279,26 +293,12 @@ func (s *DiskStore) recoverMarks(ctx context.Context, marked []markedMessage) er
 	var recs []stateRecord
 	counted := 0
 	for _, mm := range marked {
-		m, mk := mm.msg, mm.mark
-		if mk.incarnation != "" && mk.incarnation == m.LastDeath {
+		m := mm.msg
+		if !recordDeath(s.log, m, mm.mark) {
 			continue
 		}
-		m.Interrupted++
-		m.LastDeath = mk.incarnation
-		if mk.isolated {
-			m.Crashes++
-			m.Deaths++
+		if mm.mark.isolated {
 			counted++
-			s.log.Warn("queue: process death counted against the message: it was the one suspect in flight",
-				"id", m.ID, "crashes", m.Crashes, "interrupted", m.Interrupted)
-		} else {
-			s.log.Debug("queue: message was in flight when the process died", "id", m.ID, "interrupted", m.Interrupted)
-		}
-		for i := range m.Recipients {
-			r := &m.Recipients[i]
-			if !r.Status.Settled() && r.NextAttempt.Before(mk.notBefore) {
-				r.NextAttempt = mk.notBefore
-			}
 		}
 		recs = append(recs, stateRecord{ID: m.ID, State: m.State})
 	}
@@ -315,6 +315,35 @@ func (s *DiskStore) recoverMarks(ctx context.Context, marked []markedMessage) er
 	s.log.Warn("queue: messages were in flight when the previous process died", "messages", len(marked),
 		"counted_against", counted, "recorded_in", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// recordDeath records in m's state the death of the process that left
+// mark mk on it (see Store): one more interruption, one more crash if the
+// mark says the message was isolated, and no attempt before the mark's
+// NotBefore. It reports false, changing nothing, when that death is
+// recorded already (State.LastDeath: the Load that recorded it was itself
+// interrupted). Both stores' Loads use it.
+func recordDeath(log *slog.Logger, m *Message, mk activeMark) bool {
+	if mk.incarnation != "" && mk.incarnation == m.LastDeath {
+		return false
+	}
+	m.Interrupted++
+	m.LastDeath = mk.incarnation
+	if mk.isolated {
+		m.Crashes++
+		m.Deaths++
+		log.Warn("queue: process death counted against the message: it was the one suspect in flight",
+			"id", m.ID, "crashes", m.Crashes, "interrupted", m.Interrupted)
+	} else {
+		log.Debug("queue: message was in flight when the process died", "id", m.ID, "interrupted", m.Interrupted)
+	}
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if !r.Status.Settled() && r.NextAttempt.Before(mk.notBefore) {
+			r.NextAttempt = mk.notBefore
+		}
+	}
+	return true
 }
 
 // syncWorkers bounds the concurrent fsyncs of updateBatch: enough for the
