@@ -28,6 +28,7 @@ type hopQueue struct {
 	retryAt   time.Time   // in Retry: no new connection before this
 	lastError string
 	suspended bool // runtime override by an operator (not persisted)
+	starved   bool // in Transport.starved: work waits for a global delivery slot
 	// running are the work items being delivered now (len == active, but
 	// for items that complete without having run), for the operator's view.
 	running map[*workItem]bool
@@ -176,12 +177,7 @@ func (t *Transport) queueItemLocked(it *workItem, front bool) {
 		// the recipients are deferred at once, as if they had been tried.
 		// The results are built here, under t.mu: q's retry time and
 		// error are written by other completions.
-		res := t.retryResults(q, it)
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.complete(q, it, res, inRetry, "")
-		}()
+		t.queueJobLocked(job{e: it.e, q: q, it: it, res: t.retryResults(q, it)})
 		return
 	}
 	if front {
@@ -216,6 +212,9 @@ func (t *Transport) pumpLocked(q *hopQueue) {
 		limit = 1
 	}
 	for q.active < limit && len(q.items) > 0 {
+		if !t.slotFreeLocked(q) {
+			break // every global delivery slot is taken; giveSlotLocked pumps q again
+		}
 		it := q.items[0]
 		q.items = q.items[1:]
 		if it.e.suspect {
@@ -225,6 +224,7 @@ func (t *Transport) pumpLocked(q *hopQueue) {
 			}
 			it.isolated = true
 		}
+		t.takeSlotLocked()
 		q.active++
 		if q.running == nil {
 			q.running = map[*workItem]bool{}
@@ -260,9 +260,7 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 		t.complete(q, it, nil, aborted, "")
 		return
 	}
-	select {
-	case t.global <- struct{}{}:
-	case <-ctx.Done():
+	if ctx.Err() != nil {
 		t.complete(q, it, nil, aborted, "") // shutting down: the recipients stay as they are, for the next Start
 		return
 	}
@@ -276,7 +274,6 @@ func (t *Transport) run(q *hopQueue, it *workItem) {
 	began := time.Now()
 	results, panicked := t.callDeliverer(ctx, it)
 	t.meters.attempted(it.hop, time.Since(began), m, results, t.clock())
-	<-t.global
 	endDelivery(span, results)
 	t.complete(q, it, results, attempted, panicked)
 }
@@ -306,6 +303,7 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 	if how != inRetry {
 		q.active--
 		delete(q.running, it)
+		t.giveSlotLocked() // pumpLocked took it for run
 	}
 	if how == attempted {
 		if unreachable {
@@ -319,15 +317,15 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 			q.failures, q.retryAt, q.lastError = 0, time.Time{}, ""
 		}
 	}
-	var released []*workItem
-	var releasedRes [][]delivery.Result // built under t.mu, like enqueueLocked's
 	if how == attempted && unreachable {
 		// The whole next hop is down: what waits for it is deferred now
-		// instead of dialling it again.
-		released, q.items = q.items, nil
-		for _, w := range released {
-			releasedRes = append(releasedRes, t.retryResults(q, w))
+		// instead of dialling it again, by the workers (one job each, no
+		// goroutine each), with results built here under t.mu like
+		// enqueueLocked's.
+		for _, w := range q.items {
+			t.queueJobLocked(job{e: w.e, q: q, it: w, res: t.retryResults(q, w)})
 		}
+		q.items = nil
 	}
 	floor := time.Time{}
 	if unreachable {
@@ -335,13 +333,6 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 	}
 	t.pumpLocked(q)
 	t.mu.Unlock()
-	for k, w := range released {
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.complete(q, w, releasedRes[k], inRetry, "")
-		}()
-	}
 
 	clean := false
 	e.mu.Lock()
@@ -367,6 +358,16 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 			// follows records the outcome as well as an Update would, for one
 			// fsync less on the hot path (remove persists st if it fails).
 			e.msg.State = st
+		} else if how == inRetry && !anySettled(st, it.indexes) {
+			// Not an attempt: the next hop was not dialled. The deferral
+			// stays in memory, so that a next hop going into Retry costs no
+			// write per message waiting for it (issue 11: a dead next hop
+			// with a million waiting must not mean a million writes per
+			// retry cycle). A restart loses nothing that matters: these
+			// recipients are then due, and their queue probes the next hop
+			// again. An expiry (4.4.7) settles, and is persisted.
+			e.msg.State = st
+			t.depth.update(e)
 		} else {
 			t.persist(e, st)
 		}
@@ -396,6 +397,16 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		t.mu.Unlock()
 	}
 	t.reschedule(e)
+}
+
+// anySettled reports whether a recipient among indexes is settled in st.
+func anySettled(st queue.State, indexes []int) bool {
+	for _, i := range indexes {
+		if st.Recipients[i].Status.Settled() {
+			return true
+		}
+	}
+	return false
 }
 
 // aloneInFlight reports whether it is all of e in flight: no other

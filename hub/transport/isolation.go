@@ -148,6 +148,5 @@ func (t *Transport) startPassLocked(e *entry, isolated bool) {
 	e.busy = true
 	e.passWaiting = false
 	e.due = time.Time{}
-	t.wg.Add(1)
-	go t.process(e, isolated)
+	t.queueJobLocked(job{e: e, isolated: isolated})
 }

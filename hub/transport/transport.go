@@ -6,7 +6,10 @@
 // What it promises:
 //   - Submit returns only once the message is durable (the Store's Put).
 //   - One scheduler goroutine with a heap decides when each message is next
-//     due; nothing sleeps per message.
+//     due; nothing sleeps per message. Goroutines are bounded by
+//     configuration, not by the queue (workers.go): a fixed pool of workers
+//     runs the passes, and a delivery starts only with one of
+//     Hub.MaxOutboundConnections slots.
 //   - A due message is categorized once (aliases and distribution lists
 //     expanded, then persisted), its due recipients are routed again with
 //     the current config (a Reload changes routing on the next attempt), and
@@ -20,6 +23,9 @@
 //     result has Result.Connection) goes into Retry on the retry ladder: its
 //     waiting items are deferred at once without dialling, and after the
 //     retry time one connection probes the next hop before the others follow.
+//     Deferring that waiting work writes nothing per message (it was not an
+//     attempt): a next hop going into Retry costs the one failed attempt's
+//     write, however much waits for it.
 //   - While a pass over a message or one of its deliveries runs (not while
 //     its work merely waits in a queue) the store marks it active
 //     (MarkActive), so that if the process dies the next start knows it was
@@ -125,7 +131,12 @@ type Transport struct {
 	iso       isolation     // the slot for the one suspect in flight (isolation.go)
 	started   bool
 	closed    bool
-	wg        sync.WaitGroup // running goroutines: processing and deliveries
+	wg        sync.WaitGroup // work running or queued for the workers: passes, deliveries, deferrals
+
+	jobs      []job          // passes and deferrals waiting for a worker, oldest first (workers.go)
+	jobsReady *sync.Cond     // on mu: a job was queued, or Close
+	workers   sync.WaitGroup // the passWorkers workers
+	starved   []*hopQueue    // queues with work waiting for a global delivery slot
 
 	// runCtx is the context of every delivery; Close cancels it when its own
 	// deadline passes, so deliverers give up and report Deferred.
@@ -188,6 +199,7 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		track:     opts.Tracking,
 		changed:   make(chan struct{}),
 	}
+	t.jobsReady = sync.NewCond(&t.mu)
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
@@ -281,6 +293,7 @@ func (t *Transport) Start(ctx context.Context) error {
 		t.log.Info("queue recovered", "messages", len(msgs), "poisoned", poisoned, "suspects", suspects)
 	}
 	t.started = true
+	t.startWorkersLocked()
 	go t.sched.run()
 	return nil
 }
@@ -376,6 +389,7 @@ func (t *Transport) Close(ctx context.Context) error {
 	}
 	t.closed = true
 	started := t.started
+	t.jobsReady.Broadcast() // idle workers see closed and drop what is queued
 	t.mu.Unlock()
 	if !started {
 		t.cancelRun()
@@ -393,6 +407,7 @@ func (t *Transport) Close(ctx context.Context) error {
 		<-done
 	}
 	t.cancelRun()
+	t.stopWorkers()
 	if cerr := t.store.Close(); err == nil {
 		err = cerr
 	}

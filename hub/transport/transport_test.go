@@ -15,6 +15,7 @@ import (
 
 	"hubd/hub"
 	"hubd/hub/delivery"
+	"hubd/hub/queue"
 	"hubd/internal/logbuf"
 	"hubd/policy"
 )
@@ -146,11 +147,19 @@ type harness struct {
 
 func start(t *testing.T, cfg *policy.Config, maildir, smtp *fake, clock func() time.Time) *harness {
 	t.Helper()
+	return startStore(t, cfg, maildir, smtp, clock, nil)
+}
+
+// startStore is start with the store given (nil: the default one in the
+// configured spool).
+func startStore(t *testing.T, cfg *policy.Config, maildir, smtp *fake, clock func() time.Time, store queue.Store) *harness {
+	t.Helper()
 	h := &harness{t: t, maildir: maildir, smtp: smtp, logs: &logbuf.Buffer{}}
 	tr, err := New(cfg, Options{
 		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Deliverers: map[delivery.Kind]delivery.Deliverer{delivery.KindMaildir: maildir, delivery.KindSMTP: smtp},
 		Clock:      clock,
+		Store:      store,
 	})
 	if err != nil {
 		t.Fatal(err)

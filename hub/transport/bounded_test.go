@@ -1,0 +1,153 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"hubd/hub"
+	"hubd/hub/delivery"
+	"hubd/hub/queue"
+)
+
+// TestGoroutinesBoundedByConfiguration: a backlog of due messages whose
+// deliveries cannot finish costs no goroutine per message. Passes run on
+// passWorkers workers; deliveries start only with one of
+// max_outbound_connections slots, across all next hops (issue 11: with
+// 20,000 due messages the transport used to peak at 6,306 goroutines).
+func TestGoroutinesBoundedByConfiguration(t *testing.T) {
+	const backlog = 1500
+	spool := t.TempDir()
+	block := make(chan struct{})
+	local := &fake{result: ok, block: block}
+	remote := &fake{result: ok, block: block}
+	ds, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks := &gatedStore{Store: ds, gate: make(chan struct{})}
+	before := runtime.NumGoroutine()
+	h := startStore(t, config(t, spool, `max_outbound_connections = 3
+  max_per_domain_outbound_connections = 2`), local, remote, nil, marks)
+	for i := range backlog {
+		rcpt := "alice@example.com"
+		if i%2 == 1 {
+			rcpt = fmt.Sprintf("u%d@partner.example", i)
+		}
+		h.submit("x\r\n", rcpt)
+	}
+	// Every pass that starts now waits in MarkActive: the passes running
+	// at once are as many as there are workers, however many are due.
+	eventually(t, "workers busy", func() bool { return marks.waiting.Load() == passWorkers })
+	if peak := runtime.NumGoroutine() - before; peak > 1+passWorkers+20 {
+		t.Errorf("%d goroutines with %d messages due, want at most %d", peak, backlog, 1+passWorkers+20)
+	}
+	close(marks.gate)
+	// Wait until every pass has run and the backlog sits in the delivery
+	// queues: what would have been a goroutine per message has had every
+	// chance to appear.
+	active := 0
+	eventually(t, "backlog routed", func() bool {
+		waiting := 0
+		active = 0
+		for _, q := range h.tr.DeliveryQueues() {
+			waiting += q.Items + q.Active
+			active += q.Active
+		}
+		return waiting == backlog && active == 3
+	})
+	peak := runtime.NumGoroutine() - before
+	// The scheduler, the workers, 3 deliveries, and slack for the test's
+	// and the runtime's own.
+	if limit := 1 + passWorkers + 3 + 20; peak > limit {
+		t.Errorf("%d goroutines with %d messages backlogged, want at most %d", peak, backlog, limit)
+	}
+	close(block)
+	h.waitIdle()
+	if n := len(local.seen()) + len(remote.seen()); n != backlog {
+		t.Errorf("%d deliveries, want %d", n, backlog)
+	}
+}
+
+// countingStore counts the durable writes of a store.
+type countingStore struct {
+	queue.Store
+	updates atomic.Int64
+}
+
+func (s *countingStore) Update(ctx context.Context, id hub.QueueID, st queue.State) error {
+	s.updates.Add(1)
+	return s.Store.Update(ctx, id, st)
+}
+
+// TestRetryCostsNoWritePerWaitingMessage: when a next hop turns out to be
+// unreachable, the work waiting for it is deferred without a write per
+// message (issue 11: 20,000 waiting used to cost 20,000 file and directory
+// fsyncs per retry cycle); only the attempt that failed is persisted.
+func TestRetryCostsNoWritePerWaitingMessage(t *testing.T) {
+	const waiting = 200
+	spool := t.TempDir()
+	ds, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Store: ds}
+	clock := newFakeClock()
+	gate := make(chan struct{})
+	var calls atomic.Int64
+	remote := &fake{result: func(n int, r delivery.Recipient) delivery.Result {
+		if calls.Add(1) == 1 {
+			<-gate // the first attempt waits until the backlog is queued behind it
+		}
+		return delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.4.1", Text: "connection refused", Connection: true}
+	}}
+	h := startStore(t, config(t, spool, `quick_retry_interval = "1m"
+  max_per_domain_outbound_connections = 1`), &fake{result: ok}, remote, clock.Now, store)
+	var ids []hub.QueueID
+	for i := range waiting + 1 {
+		ids = append(ids, h.submit("x\r\n", fmt.Sprintf("u%d@partner.example", i)))
+	}
+	eventually(t, "backlog queued behind the first attempt", func() bool {
+		for _, q := range h.tr.DeliveryQueues() {
+			if strings.HasPrefix(q.Name, "smtp:") && q.Items == waiting {
+				return true
+			}
+		}
+		return false
+	})
+	before := store.updates.Load()
+	close(gate)
+	for _, id := range ids {
+		eventually(t, "deferred", func() bool {
+			r, _ := h.recipient(id, 0)
+			return r.Status == queue.Deferred
+		})
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("next hop dialled %d times, want 1", n)
+	}
+	if n := store.updates.Load() - before; n > 1 {
+		t.Errorf("%d store updates for a next hop going into Retry with %d waiting, want at most 1 (the failed attempt)", n, waiting)
+	}
+	r, _ := h.recipient(ids[waiting], 0)
+	if !strings.Contains(r.LastReply.Text, "Next hop in retry") || r.NextAttempt.Before(clock.Now().Add(time.Minute)) {
+		t.Errorf("waiting recipient: %+v", r)
+	}
+}
+
+// gatedStore holds every MarkActive until gate is closed.
+type gatedStore struct {
+	queue.Store
+	gate    chan struct{}
+	waiting atomic.Int64
+}
+
+func (s *gatedStore) MarkActive(id hub.QueueID, m queue.Mark) error {
+	s.waiting.Add(1)
+	<-s.gate
+	return s.Store.MarkActive(id, m)
+}
