@@ -49,98 +49,104 @@ func readBody(t *testing.T, s Store, id hub.QueueID) string {
 }
 
 func TestPutLoadRoundTrip(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, dir)
-	ctx := context.Background()
-	m := newMessage("a@example.com", "b@example.net")
-	body := "Subject: hi\r\n\r\nhello\r\n"
-	if err := s.Put(ctx, m, strings.NewReader(body)); err != nil {
-		t.Fatal(err)
-	}
-	if !validID(string(m.ID)) || m.Size != int64(len(body)) || m.Arrived.IsZero() {
-		t.Fatalf("Put set id=%q size=%d arrived=%v", m.ID, m.Size, m.Arrived)
-	}
-	s.Close()
+	forEngines(t, func(t *testing.T, e engine) {
+		dir := t.TempDir()
+		s := openEngine(t, e, dir)
+		ctx := context.Background()
+		m := newMessage("a@example.com", "b@example.net")
+		body := "Subject: hi\r\n\r\nhello\r\n"
+		if err := s.Put(ctx, m, strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		if !validID(string(m.ID)) || m.Size != int64(len(body)) || m.Arrived.IsZero() {
+			t.Fatalf("Put set id=%q size=%d arrived=%v", m.ID, m.Size, m.Arrived)
+		}
+		s.Close()
 
-	s2 := openTest(t, dir)
-	got, err := s2.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 {
-		t.Fatalf("loaded %d messages, want 1", len(got))
-	}
-	g := got[0]
-	if g.ID != m.ID || g.Size != m.Size || !g.Arrived.Equal(m.Arrived) || g.Envelope.From != m.Envelope.From ||
-		g.Envelope.TraceParent != "00-x" || len(g.Recipients) != 2 || g.Recipients[1].Address != "b@example.net" ||
-		g.Envelope.Recipients[0].ORCPT != "rfc822;a@example.com" {
-		t.Fatalf("loaded %+v, want %+v", g, m)
-	}
-	if b := readBody(t, s2, m.ID); b != body {
-		t.Fatalf("body %q, want %q", b, body)
-	}
+		s2 := openEngine(t, e, dir)
+		got, err := s2.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 {
+			t.Fatalf("loaded %d messages, want 1", len(got))
+		}
+		g := got[0]
+		if g.ID != m.ID || g.Size != m.Size || !g.Arrived.Equal(m.Arrived) || g.Envelope.From != m.Envelope.From ||
+			g.Envelope.TraceParent != "00-x" || len(g.Recipients) != 2 || g.Recipients[1].Address != "b@example.net" ||
+			g.Envelope.Recipients[0].ORCPT != "rfc822;a@example.com" {
+			t.Fatalf("loaded %+v, want %+v", g, m)
+		}
+		if b := readBody(t, s2, m.ID); b != body {
+			t.Fatalf("body %q, want %q", b, body)
+		}
+	})
 }
 
 func TestUpdateDurableAcrossReopen(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, dir)
-	ctx := context.Background()
-	m := newMessage("a@example.com", "b@example.com")
-	if err := s.Put(ctx, m, strings.NewReader("x\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	next := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	st := m.State
-	st.Recipients = append([]RecipientState(nil), st.Recipients...)
-	st.Expanded = true
-	st.Recipients[0].Status = Delivered
-	st.Recipients[0].LastReply = Reply{Code: 250, Enhanced: "2.0.0", Text: "ok"}
-	st.Recipients[1].Status = Deferred
-	st.Recipients[1].Attempts = 1
-	st.Recipients[1].NextAttempt = next
-	if err := s.Update(ctx, m.ID, st); err != nil {
-		t.Fatal(err)
-	}
-	st.Recipients[1].Attempts = 2 // a second update replaces the first
-	if err := s.Update(ctx, m.ID, st); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	forEngines(t, func(t *testing.T, e engine) {
+		dir := t.TempDir()
+		s := openEngine(t, e, dir)
+		ctx := context.Background()
+		m := newMessage("a@example.com", "b@example.com")
+		if err := s.Put(ctx, m, strings.NewReader("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		next := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+		st := m.State
+		st.Recipients = append([]RecipientState(nil), st.Recipients...)
+		st.Expanded = true
+		st.Recipients[0].Status = Delivered
+		st.Recipients[0].LastReply = Reply{Code: 250, Enhanced: "2.0.0", Text: "ok"}
+		st.Recipients[1].Status = Deferred
+		st.Recipients[1].Attempts = 1
+		st.Recipients[1].NextAttempt = next
+		if err := s.Update(ctx, m.ID, st); err != nil {
+			t.Fatal(err)
+		}
+		st.Recipients[1].Attempts = 2 // a second update replaces the first
+		if err := s.Update(ctx, m.ID, st); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
 
-	got, err := openTest(t, dir).Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := got[0].Recipients
-	if !got[0].Expanded || r[0].Status != Delivered || r[0].LastReply.Code != 250 || r[1].Status != Deferred ||
-		r[1].Attempts != 2 || !r[1].NextAttempt.Equal(next) {
-		t.Fatalf("state after reopen: %+v", got[0].State)
-	}
+		got, err := openEngine(t, e, dir).Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := got[0].Recipients
+		if !got[0].Expanded || r[0].Status != Delivered || r[0].LastReply.Code != 250 || r[1].Status != Deferred ||
+			r[1].Attempts != 2 || !r[1].NextAttempt.Equal(next) {
+			t.Fatalf("state after reopen: %+v", got[0].State)
+		}
+	})
 }
 
 func TestRemove(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, dir)
-	ctx := context.Background()
-	m := newMessage("a@example.com")
-	if err := s.Put(ctx, m, strings.NewReader("x")); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Update(ctx, m.ID, m.State); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Remove(m.ID); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := s.Load(ctx); len(got) != 0 {
-		t.Fatalf("loaded %d after Remove", len(got))
-	}
-	if left, _ := os.ReadDir(filepath.Join(dir, "queue")); len(left) != 0 {
-		t.Fatalf("files left: %v", left)
-	}
-	if err := s.Update(ctx, m.ID, m.State); err == nil {
-		t.Fatal("Update of a removed message succeeded")
-	}
+	forEngines(t, func(t *testing.T, e engine) {
+		dir := t.TempDir()
+		s := openEngine(t, e, dir)
+		ctx := context.Background()
+		m := newMessage("a@example.com")
+		if err := s.Put(ctx, m, strings.NewReader("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Update(ctx, m.ID, m.State); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Remove(m.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Load(ctx); len(got) != 0 {
+			t.Fatalf("loaded %d after Remove", len(got))
+		}
+		if left, _ := os.ReadDir(filepath.Join(dir, "queue")); e.name == "disk" && len(left) != 0 {
+			t.Fatalf("files left: %v", left)
+		}
+		if err := s.Update(ctx, m.ID, m.State); err == nil {
+			t.Fatal("Update of a removed message succeeded")
+		}
+	})
 }
 
 // A crash can leave: a torn temp file (never renamed), a .msg whose bytes
@@ -233,49 +239,51 @@ func TestBodyChecksumCheckedOnRead(t *testing.T) {
 }
 
 func TestConcurrentPutsUniqueIDs(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, dir)
-	ctx := context.Background()
-	const workers, each = 8, 50
-	var mu sync.Mutex
-	seen := map[hub.QueueID]string{}
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			for i := range each {
-				body := fmt.Sprintf("w%d-%d\r\n", w, i)
-				m := newMessage("a@example.com")
-				if err := s.Put(ctx, m, strings.NewReader(body)); err != nil {
-					errs <- err
-					return
+	forEngines(t, func(t *testing.T, e engine) {
+		dir := t.TempDir()
+		s := openEngine(t, e, dir)
+		ctx := context.Background()
+		const workers, each = 8, 50
+		var mu sync.Mutex
+		seen := map[hub.QueueID]string{}
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		for w := range workers {
+			wg.Go(func() {
+				for i := range each {
+					body := fmt.Sprintf("w%d-%d\r\n", w, i)
+					m := newMessage("a@example.com")
+					if err := s.Put(ctx, m, strings.NewReader(body)); err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					if _, dup := seen[m.ID]; dup {
+						errs <- fmt.Errorf("duplicate id %s", m.ID)
+					}
+					seen[m.ID] = body
+					mu.Unlock()
 				}
-				mu.Lock()
-				if _, dup := seen[m.ID]; dup {
-					errs <- fmt.Errorf("duplicate id %s", m.ID)
-				}
-				seen[m.ID] = body
-				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		got, err := s.Load(ctx)
+		if err != nil || len(got) != workers*each {
+			t.Fatalf("loaded %d, %v; want %d", len(got), err, workers*each)
+		}
+		for i, m := range got {
+			if i > 0 && got[i-1].ID >= m.ID {
+				t.Fatalf("Load not ordered by id at %d", i)
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	got, err := s.Load(ctx)
-	if err != nil || len(got) != workers*each {
-		t.Fatalf("loaded %d, %v; want %d", len(got), err, workers*each)
-	}
-	for i, m := range got {
-		if i > 0 && got[i-1].ID >= m.ID {
-			t.Fatalf("Load not ordered by id at %d", i)
+			if b := readBody(t, s, m.ID); b != seen[m.ID] {
+				t.Fatalf("%s: body %q, want %q", m.ID, b, seen[m.ID])
+			}
 		}
-		if b := readBody(t, s, m.ID); b != seen[m.ID] {
-			t.Fatalf("%s: body %q, want %q", m.ID, b, seen[m.ID])
-		}
-	}
+	})
 }
 
 func TestIDsOrderedAndUniqueUnderSteppedClock(t *testing.T) {
@@ -292,16 +300,18 @@ func TestIDsOrderedAndUniqueUnderSteppedClock(t *testing.T) {
 }
 
 func TestPutHonoursCancelledContext(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := s.Put(ctx, newMessage("a@example.com"), strings.NewReader("x")); err == nil {
-		t.Fatal("Put with a cancelled context succeeded")
-	}
-	if got, _ := s.Load(context.Background()); len(got) != 0 {
-		t.Fatalf("cancelled Put left %d messages", len(got))
-	}
+	forEngines(t, func(t *testing.T, e engine) {
+		dir := t.TempDir()
+		s := openEngine(t, e, dir)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.Put(ctx, newMessage("a@example.com"), strings.NewReader("x")); err == nil {
+			t.Fatal("Put with a cancelled context succeeded")
+		}
+		if got, _ := s.Load(context.Background()); len(got) != 0 {
+			t.Fatalf("cancelled Put left %d messages", len(got))
+		}
+	})
 }
 
 func BenchmarkPutParallel(b *testing.B) {
@@ -335,20 +345,24 @@ func BenchmarkPutParallel(b *testing.B) {
 // TestSpoolLocked: a second store on the same spool is refused while the
 // first is open, and allowed once it is closed.
 func TestSpoolLocked(t *testing.T) {
-	dir := t.TempDir()
-	first, err := OpenDisk(DiskOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := OpenDisk(DiskOptions{Dir: dir}); err == nil || !strings.Contains(err.Error(), "in use by another process") {
-		t.Fatalf("second open: %v", err)
-	}
-	first.Close()
-	second, err := OpenDisk(DiskOptions{Dir: dir})
-	if err != nil {
-		t.Fatalf("open after close: %v", err)
-	}
-	second.Close()
+	forEngines(t, func(t *testing.T, e engine) {
+		dir := t.TempDir()
+		first, err := e.open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, other := range engines { // neither engine may share the spool
+			if _, err := other.open(dir); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+				t.Fatalf("second open (%s): %v", other.name, err)
+			}
+		}
+		first.Close()
+		second, err := e.open(dir)
+		if err != nil {
+			t.Fatalf("open after close: %v", err)
+		}
+		second.Close()
+	})
 }
 
 // TestQuarantineKeepsEarlierItems: a damaged file quarantined under a name
@@ -375,30 +389,32 @@ func TestQuarantineKeepsEarlierItems(t *testing.T) {
 // context (the hub.enqueue span's batch size); concurrent Puts share
 // batches, and every batch size is at least one.
 func TestPutReportsCommitBatch(t *testing.T) {
-	s := openTest(t, t.TempDir())
-	const n = 16
-	sizes := make(chan int, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := WithCommitObserver(context.Background(), func(c CommitInfo) { sizes <- c.BatchSize })
-			if err := s.Put(ctx, newMessage("a@example.com"), strings.NewReader("x\r\n")); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	close(sizes)
-	got := 0
-	for size := range sizes {
-		if size < 1 || size > n {
-			t.Errorf("batch size %d, want 1..%d", size, n)
+	forEngines(t, func(t *testing.T, e engine) {
+		s := openEngine(t, e, t.TempDir())
+		const n = 16
+		sizes := make(chan int, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx := WithCommitObserver(context.Background(), func(c CommitInfo) { sizes <- c.BatchSize })
+				if err := s.Put(ctx, newMessage("a@example.com"), strings.NewReader("x\r\n")); err != nil {
+					t.Error(err)
+				}
+			}()
 		}
-		got++
-	}
-	if got != n {
-		t.Errorf("%d Puts reported, want %d", got, n)
-	}
+		wg.Wait()
+		close(sizes)
+		got := 0
+		for size := range sizes {
+			if size < 1 || size > n {
+				t.Errorf("batch size %d, want 1..%d", size, n)
+			}
+			got++
+		}
+		if got != n {
+			t.Errorf("%d Puts reported, want %d", got, n)
+		}
+	})
 }

@@ -25,6 +25,7 @@ var (
 
 	fileTarget = metric.WithAttributeSet(attribute.NewSet(attribute.String("target", "file")))
 	dirTarget  = metric.WithAttributeSet(attribute.NewSet(attribute.String("target", "directory")))
+	segTarget  = metric.WithAttributeSet(attribute.NewSet(attribute.String("target", "segment")))
 )
 
 // storeMetrics are the store's instruments; nil: metrics are off.
@@ -45,7 +46,7 @@ func newStoreMetrics(mp metric.MeterProvider) (*storeMetrics, error) {
 		return nil, err
 	}
 	fsync, err := m.Float64Histogram("hubd.queue.fsync.duration", metric.WithUnit("s"),
-		metric.WithDescription("Latency of each fsync of the spool, by target (file: a message or state file; directory: queue/ at a group commit)."),
+		metric.WithDescription("Latency of each fsync of the spool, by target (file: a message, state or blob file; directory: a spool directory at a group commit; segment: the fdatasync of a log segment at a group commit)."),
 		metric.WithExplicitBucketBoundaries(fsyncBuckets...))
 	if err != nil {
 		return nil, err
@@ -78,5 +79,16 @@ func (sm *storeMetrics) syncDir(sync func(string) error, dir string) error {
 	start := time.Now()
 	err := sync(dir)
 	sm.fsync.Record(context.Background(), time.Since(start).Seconds(), dirTarget)
+	return err
+}
+
+// syncSegment is the fdatasync of a log segment, timed.
+func (sm *storeMetrics) syncSegment(datasync func(*os.File) error, f *os.File) error {
+	if sm == nil {
+		return datasync(f)
+	}
+	start := time.Now()
+	err := datasync(f)
+	sm.fsync.Record(context.Background(), time.Since(start).Seconds(), segTarget)
 	return err
 }

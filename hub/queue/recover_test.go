@@ -17,69 +17,71 @@ import (
 // interruption, and pending recipients are held back until the time the
 // mark named; a cleared mark records nothing.
 func TestActiveMarksRecordDeaths(t *testing.T) {
-	dir := t.TempDir()
-	ctx := context.Background()
-	s, err := OpenDisk(DiskOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	isolated, beside, clean := newMessage("a@example.com", "b@example.com"), newMessage("c@example.com"), newMessage("d@example.com")
-	for _, m := range []*Message{isolated, beside, clean} {
-		if err := s.Put(ctx, m, strings.NewReader("x\r\n")); err != nil {
+	forEngines(t, func(t *testing.T, e engine) {
+		dir := t.TempDir()
+		ctx := context.Background()
+		s, err := e.open(dir)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	st := isolated.State
-	st.Recipients[1].Status = Delivered
-	if err := s.Update(ctx, isolated.ID, st); err != nil {
-		t.Fatal(err)
-	}
-	notBefore := time.Now().Add(time.Hour).Truncate(time.Millisecond)
-	mark := func(s *DiskStore) {
-		t.Helper()
-		if err := s.MarkActive(isolated.ID, Mark{NotBefore: notBefore, Isolated: true}); err != nil {
+		isolated, beside, clean := newMessage("a@example.com", "b@example.com"), newMessage("c@example.com"), newMessage("d@example.com")
+		for _, m := range []*Message{isolated, beside, clean} {
+			if err := s.Put(ctx, m, strings.NewReader("x\r\n")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st := isolated.State
+		st.Recipients[1].Status = Delivered
+		if err := s.Update(ctx, isolated.ID, st); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.MarkActive(beside.ID, Mark{NotBefore: notBefore}); err != nil {
+		notBefore := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+		mark := func(s Store) {
+			t.Helper()
+			if err := s.MarkActive(isolated.ID, Mark{NotBefore: notBefore, Isolated: true}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.MarkActive(beside.ID, Mark{NotBefore: notBefore}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mark(s)
+		if err := s.MarkActive(clean.ID, Mark{NotBefore: notBefore}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	mark(s)
-	if err := s.MarkActive(clean.ID, Mark{NotBefore: notBefore}); err != nil {
-		t.Fatal(err)
-	}
-	s.ClearActive(clean.ID)
-	s.Close() // the marks stay, as after SIGKILL
+		s.ClearActive(clean.ID)
+		s.Close() // the marks stay, as after SIGKILL
 
-	for round := 1; round <= 2; round++ {
-		s2, err := OpenDisk(DiskOptions{Dir: dir})
-		if err != nil {
-			t.Fatal(err)
+		for round := 1; round <= 2; round++ {
+			s2, err := e.open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s2.Load(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 3 || got[0].ID != isolated.ID || got[1].ID != beside.ID {
+				t.Fatalf("round %d: loaded %+v", round, got)
+			}
+			i, b, c := got[0], got[1], got[2]
+			if i.Crashes != round || i.Deaths != round || i.Interrupted != round || !i.Recipients[0].NextAttempt.Equal(notBefore) ||
+				i.Recipients[1].Status != Delivered || !i.Recipients[1].NextAttempt.IsZero() {
+				t.Fatalf("round %d: isolated %+v", round, i.State)
+			}
+			if b.Crashes != 0 || b.Deaths != 0 || b.Interrupted != round || !b.Recipients[0].NextAttempt.Equal(notBefore) {
+				t.Fatalf("round %d: beside %+v", round, b.State)
+			}
+			if c.Crashes != 0 || c.Interrupted != 0 || !c.Recipients[0].NextAttempt.IsZero() {
+				t.Fatalf("round %d: clean %+v", round, c.State)
+			}
+			if marks := e.marksLeft(t, dir); len(marks) != 0 {
+				t.Fatalf("round %d: marks left behind: %v", round, marks)
+			}
+			mark(s2) // die again while processing them
+			s2.Close()
 		}
-		got, err := s2.Load(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != 3 || got[0].ID != isolated.ID || got[1].ID != beside.ID {
-			t.Fatalf("round %d: loaded %+v", round, got)
-		}
-		i, b, c := got[0], got[1], got[2]
-		if i.Crashes != round || i.Deaths != round || i.Interrupted != round || !i.Recipients[0].NextAttempt.Equal(notBefore) ||
-			i.Recipients[1].Status != Delivered || !i.Recipients[1].NextAttempt.IsZero() {
-			t.Fatalf("round %d: isolated %+v", round, i.State)
-		}
-		if b.Crashes != 0 || b.Deaths != 0 || b.Interrupted != round || !b.Recipients[0].NextAttempt.Equal(notBefore) {
-			t.Fatalf("round %d: beside %+v", round, b.State)
-		}
-		if c.Crashes != 0 || c.Interrupted != 0 || !c.Recipients[0].NextAttempt.IsZero() {
-			t.Fatalf("round %d: clean %+v", round, c.State)
-		}
-		if marks := activeMarks(t, dir); len(marks) != 0 {
-			t.Fatalf("round %d: marks left behind: %v", round, marks)
-		}
-		mark(s2) // die again while processing them
-		s2.Close()
-	}
+	})
 }
 
 // TestInterruptedRecoveryCountsOnce: a Load that persisted the deaths but

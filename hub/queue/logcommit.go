@@ -1,0 +1,288 @@
+package queue
+
+// The log spool's committer: group commit into the current segment, and
+// reclaiming segments no longer needed (LogStore; log.go).
+//
+// Group commit (DESIGN.md invariant 2). Callers hand the committer a
+// logReq (one or more encoded records) and wait. The committer takes every
+// request queued while its previous batch was being made durable (up to
+// maxBatch requests, about maxBatchBytes), copies their records into one
+// buffer, writes it with one pwrite(2) at the end of the segment and covers
+// it with one fdatasync; a segment it has just created is made durable by
+// a directory fsync of log/ first, and blob/ is fsynced first when a Put
+// of the batch renamed a blob into it. Only then are the waiters answered,
+// so a Put, Update or Remove returns nil only for records on stable
+// storage.
+//
+// A failure of the write or the fdatasync fails every request of the
+// batch, and the segment is truncated back to where the batch began: a
+// later Load sees none of it (after a failed fdatasync the kernel may
+// have dropped the dirty pages, so nothing of the batch is trusted), and
+// the next batch is written at the same offset. ENOSPC and EDQUOT reach
+// the caller as 452 4.3.1 (storageError; RFC 3463).
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"hubd/hub"
+)
+
+// logReq is one caller's change: its records, written contiguously.
+type logReq struct {
+	op       commitOp
+	recs     []pendingRec
+	blobSync bool // a blob was renamed into blob/ for it: fsync blob/ first
+	err      chan error
+	batch    int // how many requests shared the batch; set before err is answered
+}
+
+// pendingRec is one encoded record (head, then body) and what the index
+// needs to know of it once it is durable.
+type pendingRec struct {
+	kind       byte
+	id         hub.QueueID
+	head, body []byte
+	bodyLen    int64
+	bodyCRC    uint32
+	blob       bool
+	// settleFor: a SETTLE copied forward by compaction, cancelling the
+	// MSG record in this segment (0: a Remove's SETTLE).
+	settleFor uint32
+}
+
+const maxBatchBytes = 16 << 20
+
+func fdatasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}
+
+// submit hands req to the committer and waits for its batch's outcome.
+func (s *LogStore) submit(req *logReq) error {
+	req.err = make(chan error, 1)
+	select {
+	case s.reqs <- req:
+	case <-s.stop:
+		return errors.New("queue: store closed")
+	}
+	select {
+	case err := <-req.err:
+		return err
+	case <-s.done:
+		select {
+		case err := <-req.err:
+			return err
+		default:
+			return errors.New("queue: store closed")
+		}
+	}
+}
+
+func (s *LogStore) committer() {
+	defer close(s.done)
+	batch := make([]*logReq, 0, maxBatch)
+	for {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch[:0], r)
+		case <-s.stop:
+			for {
+				select {
+				case r := <-s.reqs:
+					r.err <- errors.New("queue: store closed")
+				default:
+					return
+				}
+			}
+		}
+		size := reqBytes(batch[0])
+	more:
+		for len(batch) < maxBatch && size < maxBatchBytes {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+				size += reqBytes(r)
+			default:
+				break more
+			}
+		}
+		s.loadMu.Lock()
+		s.commitBatch(batch)
+		s.reclaim()
+		if len(s.reqs) == 0 {
+			s.compactOne()
+		}
+		s.loadMu.Unlock()
+	}
+}
+
+func reqBytes(r *logReq) int {
+	n := 0
+	for _, rec := range r.recs {
+		n += len(rec.head) + len(rec.body)
+	}
+	return n
+}
+
+// commitBatch writes batch, makes it durable and answers its waiters;
+// loadMu held. It returns the error every waiter got.
+func (s *LogStore) commitBatch(batch []*logReq) error {
+	err := s.writeBatch(batch)
+	for _, r := range batch {
+		r.batch = len(batch)
+		r.err <- err
+	}
+	return err
+}
+
+func (s *LogStore) writeBatch(batch []*logReq) error {
+	total, blobSync := 0, false
+	for _, r := range batch {
+		total += reqBytes(r)
+		blobSync = blobSync || r.blobSync
+	}
+	if s.dirtyTail {
+		if err := s.cur.Truncate(s.curOff); err != nil {
+			return fmt.Errorf("queue: truncating %s after a failed write: %w", s.cur.Name(), err)
+		}
+		s.dirtyTail = false
+	}
+	if s.cur == nil || (s.curOff > 0 && s.curOff+int64(total) > s.segSize) {
+		if err := s.rotate(); err != nil {
+			return err
+		}
+	}
+	if blobSync {
+		s.fsyncs.Add(1)
+		if err := s.meters.syncDir(s.syncDir, s.blobDir); err != nil {
+			return err
+		}
+	}
+	buf := s.batchBuf[:0]
+	for _, r := range batch {
+		for _, rec := range r.recs {
+			buf = append(buf, rec.head...)
+			buf = append(buf, rec.body...)
+		}
+	}
+	if cap(buf) <= 2*maxBatchBytes {
+		s.batchBuf = buf
+	} else {
+		s.batchBuf = nil
+	}
+	n, err := s.writeAt(s.cur, buf, s.curOff)
+	if err == nil && n < len(buf) {
+		err = io.ErrShortWrite
+	}
+	if err == nil {
+		s.fsyncs.Add(1)
+		err = s.meters.syncSegment(s.datasync, s.cur)
+	}
+	s.meters.batchCommitted(len(batch))
+	if err != nil {
+		if terr := s.cur.Truncate(s.curOff); terr != nil {
+			s.dirtyTail = true
+			s.log.Error("queue: cannot truncate a segment after a failed write; retrying before the next batch",
+				"segment", s.cur.Name(), "offset", s.curOff, "err", terr)
+		}
+		s.log.Error("queue: group commit failed", "segment", s.cur.Name(), "offset", s.curOff, "records", len(batch), "err", err)
+		return err
+	}
+	var blobs []hub.QueueID
+	off := s.curOff
+	s.mu.Lock()
+	for _, r := range batch {
+		for i := range r.recs {
+			rec := &r.recs[i]
+			l := loc{seg: uint32(s.curSeq), off: uint32(off), len: uint32(len(rec.head) + len(rec.body))}
+			if s.idx.apply(rec, l, uint32(len(rec.head))) {
+				blobs = append(blobs, rec.id)
+			}
+			off += int64(l.len)
+		}
+	}
+	s.curOff = off
+	s.idx.seg(uint32(s.curSeq)).size = off
+	s.mu.Unlock()
+	for _, id := range blobs {
+		os.Remove(s.blobPath(id)) // its SETTLE is durable
+	}
+	return nil
+}
+
+// rotate seals the current segment and creates the next one, durable
+// (directory fsync of log/) before any record is written to it.
+func (s *LogStore) rotate() error {
+	seq := s.curSeq + 1
+	path := s.segPath(seq)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	s.fsyncs.Add(1)
+	if err := s.meters.syncDir(s.syncDir, s.logDir); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if s.cur != nil {
+		s.cur.Close()
+	}
+	s.cur, s.curSeq, s.curOff = f, seq, 0
+	s.mu.Lock()
+	s.idx.seg(uint32(seq))
+	s.mu.Unlock()
+	return nil
+}
+
+// reclaim unlinks every sealed segment no record of which is needed any
+// more (logindex.go), oldest first, each made durable by a directory
+// fsync before the next: a SETTLE is needed until the segment of the MSG
+// it cancels is gone, so this order never lets a crash resurrect a
+// message. loadMu held; nothing is done before the first Load built the
+// index.
+func (s *LogStore) reclaim() {
+	if !s.loaded {
+		return
+	}
+	for {
+		s.mu.Lock()
+		var victim uint32
+		for n, si := range s.idx.segs {
+			if si.live == 0 && uint64(n) != s.curSeq && (victim == 0 || n < victim) {
+				victim = n
+			}
+		}
+		if victim == 0 {
+			s.mu.Unlock()
+			return
+		}
+		err := os.Remove(s.segPath(uint64(victim)))
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			s.idx.removeSegment(victim)
+		}
+		s.mu.Unlock()
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Error("queue: cannot unlink a reclaimed segment", "segment", s.segPath(uint64(victim)), "err", err)
+			return
+		}
+		s.fsyncs.Add(1)
+		if err := s.meters.syncDir(s.syncDir, s.logDir); err != nil {
+			s.log.Error("queue: fsync after reclaiming a segment", "dir", s.logDir, "err", err)
+			return
+		}
+		s.log.Debug("queue: reclaimed segment", "segment", victim)
+	}
+}

@@ -1,0 +1,294 @@
+package queue
+
+// The log spool's index in RAM, and the accounting that decides when a
+// segment can go (LogStore; log.go).
+//
+// A record is needed while it carries something a Load must see:
+//
+//   - the MSG record of a queued message (its envelope, and its body when
+//     inline);
+//   - the latest STATE record of a queued message (older ones are not);
+//   - a SETTLE record, while the segment holding the MSG record it
+//     cancels exists: were the SETTLE to go first, a crash and a Load
+//     would bring the delivered message back. A SETTLE in the same segment
+//     as its MSG is never needed (the two go together).
+//
+// Each segment counts its needed records and their bytes. A sealed segment
+// needing nothing is unlinked (reclaim, logcommit.go); one whose needed
+// bytes are under a quarter of its size has them copied forward
+// (compactOne) and is then unlinked.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"hubd/hub"
+)
+
+// loc is where a record is: segment number, offset, length. Segments are
+// at most 1 GiB plus one batch, so 32 bits suffice.
+type loc struct{ seg, off, len uint32 }
+
+// logEntry is the index entry of one queued message.
+type logEntry struct {
+	msg, st loc // st.len == 0: no STATE record, the MSG record's state is the latest
+	bodyOff uint32
+	bodyLen int64
+	bodyCRC uint32
+	blob    bool
+}
+
+// settleRef is a needed SETTLE record: in segment seg, cancelling id.
+type settleRef struct {
+	seg uint32
+	id  hub.QueueID
+}
+
+type segInfo struct {
+	size      int64
+	live      int   // needed records
+	liveBytes int64 // their bytes
+	// settles are the SETTLE records, in other segments, that cancel MSG
+	// records in this one: needed until this segment is gone.
+	settles []settleRef
+}
+
+type logIndex struct {
+	entries map[hub.QueueID]logEntry
+	segs    map[uint32]*segInfo
+}
+
+const settleSize = recHeader + recFixed
+
+func newLogIndex() *logIndex {
+	return &logIndex{entries: map[hub.QueueID]logEntry{}, segs: map[uint32]*segInfo{}}
+}
+
+func (x *logIndex) seg(n uint32) *segInfo {
+	si := x.segs[n]
+	if si == nil {
+		si = &segInfo{}
+		x.segs[n] = si
+	}
+	return si
+}
+
+func (x *logIndex) need(l loc) {
+	si := x.seg(l.seg)
+	si.live++
+	si.liveBytes += int64(l.len)
+}
+
+func (x *logIndex) release(l loc) {
+	if si := x.segs[l.seg]; si != nil && l.len > 0 {
+		si.live--
+		si.liveBytes -= int64(l.len)
+	}
+}
+
+// apply takes record rec, durable at l (its body at bodyOff within it),
+// into the index. It reports whether rec settled a message whose body is
+// a blob (to be unlinked now).
+func (x *logIndex) apply(rec *pendingRec, l loc, bodyOff uint32) bool {
+	switch rec.kind {
+	case recMsg:
+		if old, ok := x.entries[rec.id]; ok { // a copy made by compaction
+			x.release(old.msg)
+			x.release(old.st)
+		}
+		x.entries[rec.id] = logEntry{msg: l, bodyOff: bodyOff, bodyLen: rec.bodyLen, bodyCRC: rec.bodyCRC, blob: rec.blob}
+		x.need(l)
+	case recState:
+		e, ok := x.entries[rec.id]
+		if !ok {
+			return false // the message was removed meanwhile: not needed
+		}
+		x.release(e.st)
+		e.st = l
+		x.entries[rec.id] = e
+		x.need(l)
+	case recSettle:
+		if rec.settleFor != 0 {
+			x.moveSettle(rec, l)
+			return false
+		}
+		e, ok := x.entries[rec.id]
+		if !ok {
+			return false
+		}
+		x.release(e.msg)
+		x.release(e.st)
+		delete(x.entries, rec.id)
+		if l.seg != e.msg.seg {
+			x.need(l)
+			t := x.seg(e.msg.seg)
+			t.settles = append(t.settles, settleRef{l.seg, rec.id})
+		}
+		return e.blob
+	}
+	return false
+}
+
+// moveSettle records that the SETTLE of rec.id cancelling a MSG record in
+// segment rec.settleFor was copied forward to l.
+func (x *logIndex) moveSettle(rec *pendingRec, l loc) {
+	t := x.segs[rec.settleFor]
+	if t == nil {
+		return
+	}
+	for i, ref := range t.settles {
+		if ref.id == rec.id {
+			x.release(loc{seg: ref.seg, len: settleSize})
+			t.settles[i].seg = l.seg
+			x.need(l)
+			return
+		}
+	}
+}
+
+// removeSegment forgets segment n, unlinked: the SETTLE records that
+// cancelled its MSG records are needed no more.
+func (x *logIndex) removeSegment(n uint32) {
+	si := x.segs[n]
+	if si == nil {
+		return
+	}
+	for _, ref := range si.settles {
+		x.release(loc{seg: ref.seg, len: settleSize})
+	}
+	delete(x.segs, n)
+}
+
+// compactOne copies the needed records of the sealed segment with the
+// smallest share of needed bytes, when under a quarter, to the current
+// segment through the group commit, and reclaims it. A message's MSG
+// record is rewritten with its latest state (and its body, or the same
+// blob), so its STATE records elsewhere are needed no more. Run by the
+// committer between batches (loadMu held), one segment at a time.
+func (s *LogStore) compactOne() {
+	if !s.loaded {
+		return
+	}
+	s.mu.Lock()
+	var victim uint32
+	best := 0.25
+	for n, si := range s.idx.segs {
+		if uint64(n) == s.curSeq || si.size == 0 || si.live == 0 {
+			continue
+		}
+		if r := float64(si.liveBytes) / float64(si.size); r < best {
+			victim, best = n, r
+		}
+	}
+	if victim == 0 {
+		s.mu.Unlock()
+		return
+	}
+	type msgCopy struct {
+		id     hub.QueueID
+		msg    loc
+		st     loc
+		moveSt bool // only the STATE record is in the victim
+	}
+	var copies []msgCopy
+	for id, e := range s.idx.entries {
+		switch {
+		case e.msg.seg == victim:
+			copies = append(copies, msgCopy{id: id, msg: e.msg, st: e.st})
+		case e.st.len > 0 && e.st.seg == victim:
+			copies = append(copies, msgCopy{id: id, st: e.st, moveSt: true})
+		}
+	}
+	var settles []pendingRec
+	for n, si := range s.idx.segs {
+		for _, ref := range si.settles {
+			if ref.seg == victim {
+				head, _ := encodeRecord(recSettle, ref.id, nil)
+				settles = append(settles, pendingRec{kind: recSettle, id: ref.id, head: head, settleFor: n})
+			}
+		}
+	}
+	s.mu.Unlock()
+
+	req := &logReq{op: opUpdate, err: make(chan error, 1), recs: settles}
+	files := map[uint32]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	read := func(l loc) (logRecord, error) {
+		f := files[l.seg]
+		if f == nil {
+			var err error
+			if f, err = os.Open(s.segPath(uint64(l.seg))); err != nil {
+				return logRecord{}, err
+			}
+			files[l.seg] = f
+		}
+		b := make([]byte, l.len)
+		if _, err := f.ReadAt(b, int64(l.off)); err != nil {
+			return logRecord{}, err
+		}
+		return parseRecord(b, int64(len(b)))
+	}
+	for _, c := range copies {
+		if c.moveSt {
+			r, err := read(c.st)
+			if err != nil {
+				s.log.Error("queue: compaction cannot read a record", "segment", victim, "id", c.id, "err", err)
+				return
+			}
+			head, _ := encodeRecord(recState, c.id, json.RawMessage(r.json))
+			req.recs = append(req.recs, pendingRec{kind: recState, id: c.id, head: head})
+			continue
+		}
+		rec, body, err := s.copyMsg(read, c.msg, c.st)
+		if err != nil {
+			s.log.Error("queue: compaction cannot read a record", "segment", victim, "id", c.id, "err", err)
+			return
+		}
+		req.recs = append(req.recs, pendingRec{kind: recMsg, id: c.id, head: encodeHead(recMsg, c.id, rec, body),
+			body: body, bodyLen: int64(len(body)), bodyCRC: 0})
+		last := &req.recs[len(req.recs)-1]
+		var m logMsg
+		json.Unmarshal(rec, &m)
+		last.bodyLen, last.bodyCRC, last.blob = m.Size, m.BodyCRC, m.Blob
+	}
+	if err := s.commitBatch([]*logReq{req}); err != nil {
+		s.log.Error("queue: compaction failed; the segment stays", "segment", victim, "err", err)
+		return
+	}
+	s.log.Info("queue: compacted segment", "segment", victim, "live_share", fmt.Sprintf("%.2f", best), "records_copied", len(req.recs))
+	s.reclaim()
+}
+
+// copyMsg reads a MSG record and the latest STATE record (st.len == 0:
+// none) and returns the JSON of the MSG record that replaces both, and the
+// inline body (copied).
+func (s *LogStore) copyMsg(read func(loc) (logRecord, error), msg, st loc) ([]byte, []byte, error) {
+	r, err := read(msg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var m logMsg
+	if err := json.Unmarshal(r.json, &m); err != nil {
+		return nil, nil, err
+	}
+	body := r.body
+	if st.len > 0 {
+		sr, err := read(st)
+		if err != nil {
+			return nil, nil, err
+		}
+		m.State = State{}
+		if err := json.Unmarshal(sr.json, &m.State); err != nil {
+			return nil, nil, err
+		}
+	}
+	js, err := json.Marshal(&m)
+	return js, body, err
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -1,0 +1,325 @@
+package queue
+
+// The log spool's Load (LogStore; log.go): rebuild the index from the
+// segments, cut a torn tail, quarantine damaged records, record the
+// deaths the active marks tell of.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"hubd/hub"
+)
+
+// logScan is what Load's read-only scan found.
+type logScan struct {
+	idx  *logIndex
+	msgs map[hub.QueueID]*Message
+	cut  *badRange  // the torn tail of segment tailSeq, to truncate
+	bad  []badRange // damaged byte ranges of other segments, to quarantine
+}
+
+type badRange struct {
+	seq      uint64
+	from, to int64
+	why      error
+}
+
+// Load returns every queued message, oldest first; see Store. It works
+// in two steps, like DiskStore's. The scan only reads: every segment in
+// order, every record's CRC checked, MSG records creating messages,
+// STATE records replacing their state, SETTLE records deleting them, and
+// log/active. Any error that is not proven corruption ends Load there,
+// with the spool as it was. Then what the scan decided is done:
+//
+//   - In segment tailSeq (the last one when the store was opened), the
+//     first record that runs past the end or fails its CRC is a torn
+//     tail: the segment is truncated there (only unacknowledged records
+//     can be there) and fdatasynced.
+//   - In any other segment, a damaged record is copied to
+//     quarantine/<segment>.<offset> with everything up to the next offset
+//     where a record whose CRC checks starts, and the scan goes on there:
+//     only the messages whose records were in that range are affected.
+//   - The deaths the marks in log/active tell of are recorded (recordDeath,
+//     as DiskStore does) and persisted as STATE records in one group
+//     commit; only then is log/active truncated.
+//   - Blobs that no message names (a Put that failed, a Remove whose
+//     unlink a crash prevented) are deleted, and segments needing nothing
+//     are reclaimed.
+func (s *LogStore) Load(ctx context.Context) ([]*Message, error) {
+	s.loadMu.Lock()
+	sc, err := s.scanLog(ctx)
+	if err != nil {
+		s.loadMu.Unlock()
+		return nil, err
+	}
+	marks, err := s.readMarks()
+	if err != nil {
+		s.loadMu.Unlock()
+		return nil, err
+	}
+	if c := sc.cut; c != nil {
+		if err := s.cutTail(c); err != nil {
+			s.loadMu.Unlock()
+			return nil, err
+		}
+	}
+	for _, b := range sc.bad {
+		s.quarantineRange(b)
+	}
+	s.mu.Lock()
+	s.idx = sc.idx
+	if s.cur != nil {
+		s.idx.seg(uint32(s.curSeq)).size = s.curOff
+	}
+	s.mu.Unlock()
+	if !s.loaded {
+		for _, name := range s.startBlobs {
+			if _, ok := sc.idx.entries[hub.QueueID(name)]; !ok {
+				s.log.Info("queue: removing a blob no message names", "file", name)
+				os.Remove(filepath.Join(s.blobDir, name))
+			}
+		}
+		s.startBlobs = nil
+	}
+	s.loaded = true
+	s.reclaim()
+	s.loadMu.Unlock()
+
+	if err := s.recoverLogMarks(sc.msgs, marks); err != nil {
+		return nil, err
+	}
+	out := make([]*Message, 0, len(sc.msgs))
+	for _, m := range sc.msgs {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (s *LogStore) scanLog(ctx context.Context) (*logScan, error) {
+	seqs, err := s.segments()
+	if err != nil {
+		return nil, err
+	}
+	sc := &logScan{idx: newLogIndex(), msgs: map[hub.QueueID]*Message{}}
+	buf := make([]byte, 0, scanChunk)
+	for _, seq := range seqs {
+		if err := s.scanSegment(ctx, sc, seq, &buf); err != nil {
+			return nil, err
+		}
+	}
+	return sc, nil
+}
+
+func (s *LogStore) scanSegment(ctx context.Context, sc *logScan, seq uint64, buf *[]byte) error {
+	path := s.segPath(seq)
+	f, err := s.openFile(path)
+	if err != nil {
+		return readError(path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return readError(path, err)
+	}
+	size := fi.Size()
+	sc.idx.seg(uint32(seq)).size = size
+	ss := newSegScanner(f, size, *buf)
+	defer func() { *buf = ss.buf[:0] }()
+	for n := 0; ; n++ {
+		if n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		r, err := ss.next()
+		if err == nil {
+			err = sc.apply(uint32(seq), r)
+		}
+		switch {
+		case err == nil:
+			continue
+		case err == io.EOF:
+			return nil
+		case !errors.Is(err, errTorn) && !errors.Is(err, errCorrupt):
+			return readError(path, err)
+		case seq == s.tailSeq && (s.cur == nil || s.curSeq != seq):
+			sc.cut = &badRange{seq: seq, from: r.off, to: size, why: err}
+			sc.idx.seg(uint32(seq)).size = r.off
+			return nil
+		}
+		to, rerr := ss.resync(r.off)
+		if rerr != nil {
+			return readError(path, rerr)
+		}
+		sc.bad = append(sc.bad, badRange{seq: seq, from: r.off, to: to, why: err})
+	}
+}
+
+// apply takes a record whose CRC checked into the scan. Contents that do
+// not make sense despite the CRC are errCorrupt too.
+func (sc *logScan) apply(seq uint32, r logRecord) error {
+	rec := pendingRec{kind: r.kind, id: r.id}
+	switch r.kind {
+	case recMsg:
+		var lm logMsg
+		if err := json.Unmarshal(r.json, &lm); err != nil {
+			return fmt.Errorf("%w: %v", errCorrupt, err)
+		}
+		if lm.Blob && len(r.body) != 0 || !lm.Blob && int64(len(r.body)) != lm.Size {
+			return fmt.Errorf("%w: MSG record of %s: size %d, %d bytes inline", errCorrupt, r.id, lm.Size, len(r.body))
+		}
+		rec.bodyLen, rec.bodyCRC, rec.blob = lm.Size, lm.BodyCRC, lm.Blob
+		sc.msgs[r.id] = &Message{ID: r.id, Envelope: lm.Envelope, Arrived: lm.Arrived, Size: lm.Size, State: lm.State}
+	case recState:
+		var st State
+		if err := json.Unmarshal(r.json, &st); err != nil {
+			return fmt.Errorf("%w: %v", errCorrupt, err)
+		}
+		if m := sc.msgs[r.id]; m != nil {
+			m.State = st
+		}
+	case recSettle:
+		delete(sc.msgs, r.id)
+	}
+	sc.idx.apply(&rec, loc{seg: seq, off: uint32(r.off), len: r.size}, r.bodyOff)
+	return nil
+}
+
+// cutTail truncates the torn tail of the segment that was last when the
+// store was opened, and makes that durable.
+func (s *LogStore) cutTail(c *badRange) error {
+	path := s.segPath(c.seq)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err == nil {
+		err = f.Truncate(c.from)
+		if err == nil {
+			err = s.datasync(f)
+		}
+		f.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("queue: cutting the torn tail of %s at %d: %w", path, c.from, err)
+	}
+	s.log.Warn("queue: cut the torn tail of the last segment (records never acknowledged)",
+		"segment", path, "offset", c.from, "bytes", c.to-c.from, "why", c.why)
+	return nil
+}
+
+// quarantineRange copies a damaged range of a segment to quarantine/ for
+// the operator. The segment keeps it until compaction or reclaiming drops
+// the segment; a later Load finds it again and keeps the copy it made.
+func (s *LogStore) quarantineRange(b badRange) {
+	path := s.segPath(b.seq)
+	to := filepath.Join(s.quarantineDir, fmt.Sprintf("%016d.seg.%d", b.seq, b.from))
+	if _, err := os.Lstat(to); err == nil {
+		s.log.Error("queue: corrupt records in a segment skipped (quarantined earlier)",
+			"segment", path, "offset", b.from, "bytes", b.to-b.from, "to", to, "err", b.why)
+		return
+	}
+	data := make([]byte, b.to-b.from)
+	f, err := os.Open(path)
+	if err == nil {
+		_, err = f.ReadAt(data, b.from)
+		f.Close()
+	}
+	if err == nil {
+		err = os.WriteFile(to, data, 0o600)
+	}
+	if err != nil {
+		s.log.Error("queue: cannot quarantine corrupt records", "segment", path, "offset", b.from, "err", err)
+		return
+	}
+	s.log.Error("queue: quarantined corrupt records of a segment", "segment", path, "offset", b.from,
+		"bytes", b.to-b.from, "to", to, "err", b.why)
+}
+
+// readMarks replays log/active: the last record for an ID wins ("<id>
+// clear" deletes the mark). A last line without its newline is a mark torn
+// while it was written: its content cannot be read, so it counts as
+// DiskStore's torn mark does (a death, not isolated, held back for
+// CrashDelay). Marks this process wrote itself are not deaths.
+func (s *LogStore) readMarks() (map[hub.QueueID]activeMark, error) {
+	data, err := os.ReadFile(s.activePath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, readError(s.activePath, err)
+	}
+	torn := s.clock().Add(s.crashDelay)
+	marks := map[hub.QueueID]activeMark{}
+	for len(data) > 0 {
+		line, rest, complete := strings.Cut(string(data), "\n")
+		data = []byte(rest)
+		if len(line) < idLen || !hub.QueueID(line[:idLen]).Valid() {
+			continue
+		}
+		id := hub.QueueID(line[:idLen])
+		content := strings.TrimPrefix(line[idLen:], " ")
+		switch {
+		case !complete:
+			marks[id] = activeMark{notBefore: torn}
+		case content == "clear":
+			delete(marks, id)
+		default:
+			marks[id] = parseMark(content, torn)
+		}
+	}
+	for id, mk := range marks {
+		if mk.incarnation == s.incarnation {
+			delete(marks, id)
+		}
+	}
+	return marks, nil
+}
+
+// recoverLogMarks records the deaths in msgs and persists the new states
+// in one group commit, then truncates log/active (keeping the marks of
+// this process).
+func (s *LogStore) recoverLogMarks(msgs map[hub.QueueID]*Message, marks map[hub.QueueID]activeMark) error {
+	if len(marks) == 0 {
+		return nil
+	}
+	start := time.Now()
+	req := &logReq{op: opUpdate}
+	counted := 0
+	for id, mk := range marks {
+		m := msgs[id]
+		if m == nil || !recordDeath(s.log, m, mk) {
+			continue
+		}
+		if mk.isolated {
+			counted++
+		}
+		head, err := encodeRecord(recState, id, m.State)
+		if err != nil {
+			return err
+		}
+		req.recs = append(req.recs, pendingRec{kind: recState, id: id, head: head})
+	}
+	if len(req.recs) > 0 {
+		if err := s.submit(req); err != nil {
+			return fmt.Errorf("queue: recording the death of the previous process: %w", storageError(err))
+		}
+	}
+	s.marksMu.Lock()
+	err := s.rewriteMarks()
+	s.marksMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("queue: truncating %s: %w", s.activePath, err)
+	}
+	s.log.Warn("queue: messages were in flight when the previous process died", "messages", len(req.recs),
+		"counted_against", counted, "recorded_in", time.Since(start).Round(time.Millisecond))
+	return nil
+}
