@@ -51,6 +51,15 @@ import (
 //   - Close after a reply. A 421 decided by the session or the filter must be
 //     followed by closing the connection; closeAfterWrite makes the next
 //     write close it.
+//   - Reply batching (RFC 2920 §3.1, as Postfix does). Replies are
+//     buffered and written to the socket together, so that a pipelining
+//     client's group of commands costs one write, not one per reply line.
+//     The buffer is flushed before the server could wait without having
+//     written what it owes: when a reply is complete and no client bytes
+//     are left to process, before any read from the network (the filter's
+//     deadlineReader), before the STARTTLS handshake, before a tarpit or
+//     AUTH delay (sleep), before DATA's Submit, when it exceeds
+//     maxReplyBuffer, and before the connection closes.
 //   - Accounting. The last Close runs onClose exactly once, which releases
 //     the connection-limit slots and ends the session span and log line.
 type sessionConn struct {
@@ -78,7 +87,9 @@ type sessionConn struct {
 	errsSeen int   // connState.protoErrors after the last reply we counted
 	mailSeen int64 // connState.mailRefusals after the last MAIL reply
 
-	wmu sync.Mutex // one reply at a time on the wire
+	wmu    sync.Mutex   // one writer at a time; guards wbuf
+	wbuf   []byte       // replies not yet written to the socket (reply batching)
+	writes atomic.Int64 // socket writes of replies, for the tests
 
 	request  request // the deadline of what is being read now (deadline.go)
 	midLine  bool    // DATA: the last part handed on did not end a line
@@ -109,6 +120,10 @@ const (
 	modeData         // DATA content, after 354
 	modeSASL         // one SASL response line, after 334
 )
+
+// maxReplyBuffer is how many reply octets are held back at most before
+// they are written.
+const maxReplyBuffer = 4096
 
 // errConnClosed ends the go-smtp connection after the filter closed it
 // (its own 421, a failed STARTTLS).
@@ -253,14 +268,24 @@ func (c *sessionConn) Write(b []byte) (int, error) {
 	return c.write(b, false)
 }
 
+// write puts one reply line (own: the filter's, as it is) in the reply
+// buffer (see Reply batching above). The buffer goes to the socket now
+// when the line ends a reply and the client has sent nothing more that is
+// still to be processed, or when it is full; otherwise at the next flush,
+// at the latest before the next read from the network.
 func (c *sessionConn) write(b []byte, own bool) (int, error) {
 	out := c.rewrite(b, own)
+	// own answers are whole replies; of go-smtp's, the last line ends one
+	// (even if rewrite dropped it, as a hidden AUTH keyword).
+	_, final := replyCode(b)
+	now := (own || final) && c.inputDrained()
+	c.wmu.Lock()
+	c.wbuf = append(c.wbuf, out...)
 	var err error
-	if len(out) > 0 {
-		c.wmu.Lock()
-		_, err = c.stream().Write(out)
-		c.wmu.Unlock()
+	if now || len(c.wbuf) >= maxReplyBuffer {
+		err = c.flushLocked()
 	}
+	c.wmu.Unlock()
 	if c.closeAfterWrite.Load() {
 		c.Close()
 	}
@@ -268,6 +293,39 @@ func (c *sessionConn) write(b []byte, own bool) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// inputDrained says whether the client has sent nothing that the filter
+// or go-smtp has yet to process, so that the next client bytes come from
+// the network. Only go-smtp's connection goroutine reads, and it is the
+// one that writes replies.
+func (c *sessionConn) inputDrained() bool {
+	return len(c.pending) == 0 && (c.in == nil || c.in.Buffered() == 0)
+}
+
+// flush writes the buffered replies to the socket.
+func (c *sessionConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flushLocked()
+}
+
+// flushLocked writes the buffered replies, under the write deadline the
+// connection has (go-smtp sets one before each reply). The buffer is
+// emptied even if the write fails: a partial write cannot be resumed.
+// c.wmu is held.
+func (c *sessionConn) flushLocked() error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	c.writes.Add(1)
+	_, err := c.stream().Write(c.wbuf)
+	if cap(c.wbuf) > 2*maxReplyBuffer {
+		c.wbuf = nil // an oversized reply's buffer is not kept
+	} else {
+		c.wbuf = c.wbuf[:0]
+	}
+	return err
 }
 
 // answer writes a reply decided by the filter (one line, or several
@@ -451,6 +509,9 @@ func replyCode(b []byte) (int, bool) {
 // 3207 §4), and has the go-smtp connection restarted. false: the
 // handshake failed and the connection is closed.
 func (c *sessionConn) startTLS() bool {
+	// The 220 (and any reply before it) must be on the wire before the
+	// handshake waits for the client's hello.
+	c.flush()
 	// §5: bytes pipelined after STARTTLS were sent in clear text; they
 	// must not be read as if they had come over TLS.
 	c.in.Reset(deadlineReader{c})
@@ -515,6 +576,8 @@ func (c *sessionConn) Close() error {
 	c.closed = true
 	conn := c.Conn
 	c.mu.Unlock()
+	// The last replies (a 221, a 421) go out before the connection ends.
+	c.flush()
 	err := conn.Close()
 	if conn != c.raw {
 		c.raw.Close()

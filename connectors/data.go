@@ -70,6 +70,10 @@ func (s *session) Data(r io.Reader) error {
 	env.MessageID = mr.MessageID()
 	var qid hub.QueueID
 	if err == nil {
+		// Submit may wait for the queue: replies still buffered (those to
+		// MAIL and RCPT when the client pipelined BDAT, or a 354 it did not
+		// wait for) go out first.
+		s.sc.flush()
 		qid, err = s.c.svc.sub.Submit(ctx, env, io.MultiReader(bytes.NewReader(head), watch))
 	}
 	if watch.err != nil {

@@ -74,6 +74,9 @@ type deadlineReader struct{ c *sessionConn }
 
 func (d deadlineReader) Read(b []byte) (int, error) {
 	c := d.c
+	// About to wait for the client: whatever replies are buffered must be
+	// on the wire first (RFC 2920 §3.1), or both sides would wait.
+	c.flush()
 	for {
 		if c.timedOut.Load() {
 			return 0, os.ErrDeadlineExceeded

@@ -85,6 +85,8 @@ func (c *sessionConn) sleep(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
+	// Replies to the commands before this one are not held back too.
+	c.flush()
 	start := time.Now()
 	deadline := start.Add(d)
 	if end := c.end; !end.IsZero() && end.Before(deadline) {
