@@ -259,9 +259,9 @@ func (s *LogStore) readMarks() (map[hub.QueueID]activeMark, error) {
 	}
 	torn := s.clock().Add(s.crashDelay)
 	marks := map[hub.QueueID]activeMark{}
-	for len(data) > 0 {
-		line, rest, complete := strings.Cut(string(data), "\n")
-		data = []byte(rest)
+	for text := string(data); len(text) > 0; {
+		line, rest, complete := strings.Cut(text, "\n")
+		text = rest
 		if len(line) < idLen || !hub.QueueID(line[:idLen]).Valid() {
 			continue
 		}
