@@ -157,14 +157,14 @@ func TestLogTornTailCut(t *testing.T) {
 			}
 			// Later Puts go on, and all survive a reopen.
 			m := putBody(t, s, "after\r\n")
-			want := maps(want, m.ID, "after\r\n")
+			want := withBody(want, m.ID, "after\r\n")
 			s.Close()
 			checkBodies(t, openLogTest(t, LogOptions{Dir: dir}), want)
 		})
 	}
 }
 
-func maps(m map[hub.QueueID]string, id hub.QueueID, body string) map[hub.QueueID]string {
+func withBody(m map[hub.QueueID]string, id hub.QueueID, body string) map[hub.QueueID]string {
 	out := map[hub.QueueID]string{id: body}
 	for k, v := range m {
 		out[k] = v

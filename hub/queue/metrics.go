@@ -1,11 +1,12 @@
 package queue
 
-// Metrics of the disk store (issue 10; docs/metrics.md): the size of each
-// group-commit batch (how many changes shared one directory fsync, the
-// point of group commit: DESIGN.md invariant 2) and the latency of every
-// fsync, of message and state files and of queue/. Instruments come from
-// DiskOptions.MeterProvider; without one the store keeps a nil
-// *storeMetrics and measures nothing.
+// Metrics of the stores (issue 10; docs/metrics.md): the size of each
+// group-commit batch (how many changes shared one directory fsync, or one
+// segment fdatasync in the log spool: the point of group commit, DESIGN.md
+// invariant 2) and the latency of every fsync: of message, state and blob
+// files, of spool directories, and of log segments. Instruments come from
+// DiskOptions.MeterProvider or LogOptions.MeterProvider; without one the
+// store keeps a nil *storeMetrics and measures nothing.
 
 import (
 	"context"
