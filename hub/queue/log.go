@@ -110,8 +110,11 @@ type LogStore struct {
 	// reads the segments and installs the index it built.
 	loadMu sync.Mutex
 	// tailSeq is the segment that was last when the store was opened: the
-	// only one that can end in a torn record. 0: none.
+	// only one that can end in a torn record. 0: none. tailCut: its torn
+	// tail, if any, has been cut (by Load, or by the first batch when a
+	// write comes before Load: see cutTailEarly).
 	tailSeq uint64
+	tailCut bool
 	// startBlobs are the files in blob/ at OpenLog; the first Load deletes
 	// those no message refers to.
 	startBlobs []string
@@ -119,8 +122,9 @@ type LogStore struct {
 
 	// mu guards idx. Open holds it while it opens a segment file, and
 	// reclaiming while it unlinks one, so Open never finds a file gone.
-	mu  sync.Mutex
-	idx *logIndex
+	mu      sync.Mutex
+	idx     *logIndex
+	indexed bool // idx was built by a Load (loaded, readable under mu)
 
 	// The committer's (logcommit.go), changed under loadMu.
 	cur       *os.File // the segment being written; nil until the first batch
@@ -412,7 +416,7 @@ func (s *LogStore) Update(ctx context.Context, id hub.QueueID, st State) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !s.has(id) {
+	if s.isLoaded() && !s.has(id) {
 		return fmt.Errorf("queue: update %s: no such message", id)
 	}
 	rec, err := encodeRecord(recState, id, st)
@@ -429,11 +433,19 @@ func (s *LogStore) Remove(id hub.QueueID) error {
 	if !id.Valid() {
 		return fmt.Errorf("queue: invalid id %q", id)
 	}
-	if !s.has(id) {
+	if s.isLoaded() && !s.has(id) {
 		return nil // removed already
 	}
 	rec, _ := encodeRecord(recSettle, id, nil)
 	return storageError(s.submit(&logReq{op: opRemove, recs: []pendingRec{{kind: recSettle, id: id, head: rec}}}))
+}
+
+// isLoaded reports whether the index has been built by a Load: before
+// that it knows only the messages put since OpenLog.
+func (s *LogStore) isLoaded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.indexed
 }
 
 func (s *LogStore) has(id hub.QueueID) bool {

@@ -427,3 +427,27 @@ func TestLogCompaction(t *testing.T) {
 	s.Close()
 	checkBodies(t, openLogTest(t, opts), want)
 }
+
+// TestLogTornTailCutBeforeFirstWrite: a store that writes before its
+// first Load cuts the torn tail of the previous process's last segment
+// first, so that a later Load (by another process) does not take it for
+// damage in a sealed segment.
+func TestLogTornTailCutBeforeFirstWrite(t *testing.T) {
+	dir := t.TempDir()
+	s := openLogTest(t, LogOptions{Dir: dir})
+	kept := putBody(t, s, "kept\r\n")
+	torn := putBody(t, s, "torn\r\n")
+	s.Close()
+	seg := segFiles(t, dir)[0]
+	fi, _ := os.Stat(seg)
+	os.Truncate(seg, fi.Size()-2)
+	_ = torn
+
+	s = openLogTest(t, LogOptions{Dir: dir})
+	later := putBody(t, s, "later\r\n") // no Load first
+	s.Close()
+	checkBodies(t, openLogTest(t, LogOptions{Dir: dir}), map[hub.QueueID]string{kept.ID: "kept\r\n", later.ID: "later\r\n"})
+	if q := dirNames(t, filepath.Join(dir, "quarantine")); len(q) != 0 {
+		t.Fatalf("quarantine holds %v", q)
+	}
+}

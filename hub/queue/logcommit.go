@@ -160,6 +160,9 @@ func (s *LogStore) writeBatch(batch []*logReq) error {
 		s.dirtyTail = false
 	}
 	if s.cur == nil || (s.curOff > 0 && s.curOff+int64(total) > s.segSize) {
+		if err := s.cutTailEarly(); err != nil {
+			return err
+		}
 		if err := s.rotate(); err != nil {
 			return err
 		}

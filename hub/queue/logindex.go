@@ -244,17 +244,13 @@ func (s *LogStore) compactOne() {
 			req.recs = append(req.recs, pendingRec{kind: recState, id: c.id, head: head})
 			continue
 		}
-		rec, body, err := s.copyMsg(read, c.msg, c.st)
+		m, js, body, err := s.copyMsg(read, c.msg, c.st)
 		if err != nil {
 			s.log.Error("queue: compaction cannot read a record", "segment", victim, "id", c.id, "err", err)
 			return
 		}
-		req.recs = append(req.recs, pendingRec{kind: recMsg, id: c.id, head: encodeHead(recMsg, c.id, rec, body),
-			body: body, bodyLen: int64(len(body)), bodyCRC: 0})
-		last := &req.recs[len(req.recs)-1]
-		var m logMsg
-		json.Unmarshal(rec, &m)
-		last.bodyLen, last.bodyCRC, last.blob = m.Size, m.BodyCRC, m.Blob
+		req.recs = append(req.recs, pendingRec{kind: recMsg, id: c.id, head: encodeHead(recMsg, c.id, js, body),
+			body: body, bodyLen: m.Size, bodyCRC: m.BodyCRC, blob: m.Blob})
 	}
 	if err := s.commitBatch([]*logReq{req}); err != nil {
 		s.log.Error("queue: compaction failed; the segment stays", "segment", victim, "err", err)
@@ -265,30 +261,29 @@ func (s *LogStore) compactOne() {
 }
 
 // copyMsg reads a MSG record and the latest STATE record (st.len == 0:
-// none) and returns the JSON of the MSG record that replaces both, and the
-// inline body (copied).
-func (s *LogStore) copyMsg(read func(loc) (logRecord, error), msg, st loc) ([]byte, []byte, error) {
+// none) and returns the MSG record that replaces both: its content, its
+// JSON, and the inline body (a copy).
+func (s *LogStore) copyMsg(read func(loc) (logRecord, error), msg, st loc) (*logMsg, []byte, []byte, error) {
 	r, err := read(msg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var m logMsg
 	if err := json.Unmarshal(r.json, &m); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	body := r.body
 	if st.len > 0 {
 		sr, err := read(st)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		m.State = State{}
 		if err := json.Unmarshal(sr.json, &m.State); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	js, err := json.Marshal(&m)
-	return js, body, err
+	return &m, js, r.body, err
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

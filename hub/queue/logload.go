@@ -76,8 +76,10 @@ func (s *LogStore) Load(ctx context.Context) ([]*Message, error) {
 	for _, b := range sc.bad {
 		s.quarantineRange(b)
 	}
+	s.tailCut = true
 	s.mu.Lock()
 	s.idx = sc.idx
+	s.indexed = true
 	if s.cur != nil {
 		s.idx.seg(uint32(s.curSeq)).size = s.curOff
 	}
@@ -153,7 +155,7 @@ func (s *LogStore) scanSegment(ctx context.Context, sc *logScan, seq uint64, buf
 			return nil
 		case !errors.Is(err, errTorn) && !errors.Is(err, errCorrupt):
 			return readError(path, err)
-		case seq == s.tailSeq && (s.cur == nil || s.curSeq != seq):
+		case seq == s.tailSeq:
 			sc.cut = &badRange{seq: seq, from: r.off, to: size, why: err}
 			sc.idx.seg(uint32(seq)).size = r.off
 			return nil
@@ -214,6 +216,46 @@ func (s *LogStore) cutTail(c *badRange) error {
 	s.log.Warn("queue: cut the torn tail of the last segment (records never acknowledged)",
 		"segment", path, "offset", c.from, "bytes", c.to-c.from, "why", c.why)
 	return nil
+}
+
+// cutTailEarly cuts the torn tail of segment tailSeq before this process
+// first writes, when no Load has done so: once a newer segment exists, a
+// torn record there would look like damage in a sealed segment to a later
+// Load. It reads the segment with every CRC checked, as Load does; loadMu
+// held.
+func (s *LogStore) cutTailEarly() error {
+	if s.tailCut || s.tailSeq == 0 {
+		return nil
+	}
+	path := s.segPath(s.tailSeq)
+	f, err := s.openFile(path)
+	if err != nil {
+		return readError(path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return readError(path, err)
+	}
+	ss := newSegScanner(f, fi.Size(), nil)
+	for {
+		r, err := ss.next()
+		switch {
+		case err == nil:
+			continue
+		case err == io.EOF:
+			s.tailCut = true
+			return nil
+		case errors.Is(err, errTorn) || errors.Is(err, errCorrupt):
+			if err := s.cutTail(&badRange{seq: s.tailSeq, from: r.off, to: fi.Size(), why: err}); err != nil {
+				return err
+			}
+			s.tailCut = true
+			return nil
+		default:
+			return readError(path, err)
+		}
+	}
 }
 
 // quarantineRange copies a damaged range of a segment to quarantine/ for

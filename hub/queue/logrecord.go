@@ -84,6 +84,9 @@ func encodeRecord(kind byte, id hub.QueueID, v any) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if len(js) > maxRecord-recFixed {
+		return nil, fmt.Errorf("queue: a record of %d bytes is too large", len(js))
+	}
 	return encodeHead(kind, id, js, nil), nil
 }
 
