@@ -1,8 +1,9 @@
 package transport
 
-// Queue depth for the metrics (metrics.go), kept incrementally.
+// Queue depth for the metrics (metrics.go) and for Stats, kept
+// incrementally.
 //
-// A scrape must not walk the queue (it may hold a million messages), so
+// A scrape or a status request must not walk the queue (it may hold a million messages), so
 // the depth is maintained where it changes: each entry remembers its share
 // (its pending recipients counted by queue and state, and whether it is
 // held or poisoned), and whenever the message's state or its in-flight set
@@ -46,6 +47,7 @@ type depthShare struct {
 	counted        bool // added to the totals (and to the arrival list)
 	gone           bool // left the queue: never counted again
 	held, poisoned bool
+	suspect        bool // not poisoned, and processed in isolation (isolation.go)
 	rcpts          []depthCount
 }
 
@@ -62,21 +64,21 @@ type depthTracker struct {
 	messages int64
 	held     int64
 	poisoned int64
-	arrivals []*entry // in arrival order; entries that left are dropped lazily
+	suspects int64
+	arrivals []*entry
+	// waiting is closed and replaced whenever the number of messages not
+	// poisoned changes (WaitIdle).
+	waiting chan struct{} // in arrival order; entries that left are dropped lazily
 }
 
 func newDepthTracker() *depthTracker {
-	return &depthTracker{rcpts: map[depthKey]int64{}}
+	return &depthTracker{rcpts: map[depthKey]int64{}, waiting: make(chan struct{})}
 }
 
-// update counts e as it is now. e.mu is held (or e is not shared yet). A
-// nil tracker (metrics off) does nothing.
+// update counts e as it is now. e.mu is held (or e is not shared yet).
 func (d *depthTracker) update(e *entry) {
-	if d == nil {
-		return
-	}
 	m := e.msg
-	next := depthShare{counted: true, held: m.Held, poisoned: m.Poisoned}
+	next := depthShare{counted: true, held: m.Held, poisoned: m.Poisoned, suspect: !m.Poisoned && suspect(m.State)}
 	for i, r := range m.Recipients {
 		if r.Status.Settled() {
 			continue
@@ -96,6 +98,7 @@ func (d *depthTracker) update(e *entry) {
 	if old.gone {
 		return
 	}
+	defer d.signalLocked(d.unsettledLocked())
 	if !old.counted {
 		d.messages++
 		d.insertLocked(e)
@@ -107,11 +110,9 @@ func (d *depthTracker) update(e *entry) {
 
 // forget takes e out of the totals for good: it left the queue.
 func (d *depthTracker) forget(e *entry) {
-	if d == nil {
-		return
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.signalLocked(d.unsettledLocked())
 	if e.depth.counted && !e.depth.gone {
 		d.messages--
 		d.applyLocked(&e.depth, -1)
@@ -129,6 +130,9 @@ func (d *depthTracker) applyLocked(s *depthShare, sign int64) {
 	if s.poisoned {
 		d.poisoned += sign
 	}
+	if s.suspect {
+		d.suspects += sign
+	}
 	for _, c := range s.rcpts {
 		if n := d.rcpts[c.key] + sign*c.n; n != 0 {
 			d.rcpts[c.key] = n
@@ -136,6 +140,26 @@ func (d *depthTracker) applyLocked(s *depthShare, sign int64) {
 			delete(d.rcpts, c.key)
 		}
 	}
+}
+
+// unsettledLocked is the number of messages not poisoned. d.mu is held.
+func (d *depthTracker) unsettledLocked() int64 { return d.messages - d.poisoned }
+
+// signalLocked wakes the waiters of idle if the number of messages not
+// poisoned is no longer before. d.mu is held.
+func (d *depthTracker) signalLocked(before int64) {
+	if d.unsettledLocked() != before {
+		close(d.waiting)
+		d.waiting = make(chan struct{})
+	}
+}
+
+// idle returns the number of messages not poisoned, and a channel closed
+// when it changes.
+func (d *depthTracker) idle() (int64, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.unsettledLocked(), d.waiting
 }
 
 // insertLocked puts e in the arrival list: at the end, or a few places
@@ -170,14 +194,15 @@ func (d *depthTracker) oldest() (time.Time, bool) {
 
 // depthSnapshot is what one scrape reads.
 type depthSnapshot struct {
-	rcpts                    map[depthKey]int64
-	messages, held, poisoned int64
+	rcpts                              map[depthKey]int64
+	messages, held, poisoned, suspects int64
 }
 
 func (d *depthTracker) snapshot() depthSnapshot {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := depthSnapshot{rcpts: make(map[depthKey]int64, len(d.rcpts)), messages: d.messages, held: d.held, poisoned: d.poisoned}
+	s := depthSnapshot{rcpts: make(map[depthKey]int64, len(d.rcpts)), messages: d.messages, held: d.held, poisoned: d.poisoned,
+		suspects: d.suspects}
 	for k, n := range d.rcpts {
 		s.rcpts[k] = n
 	}

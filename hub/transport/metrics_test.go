@@ -13,16 +13,17 @@ import (
 )
 
 // TestMetricsOffCostNothing: without a MeterProvider there are no
-// instruments and no depth tracker, routing keeps no next-hop names for
-// it, and every measurement is a nil check.
+// instruments, and every measurement is a nil check. The depth tracker is
+// kept either way: Stats reads it (O(1) where walking the queue would be
+// O(queue), issue 11).
 func TestMetricsOffCostNothing(t *testing.T) {
 	cfg := &policy.Config{Hub: policy.Hub{SpoolDir: t.TempDir()}}
 	tr, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr.meters != nil || tr.depth != nil {
-		t.Fatal("metrics on without a MeterProvider")
+	if tr.meters != nil || tr.depth == nil {
+		t.Fatal("metrics on without a MeterProvider, or no depth for Stats")
 	}
 	on, err := New(cfg, Options{MeterProvider: noop.NewMeterProvider()})
 	if err != nil {
@@ -35,13 +36,19 @@ func TestMetricsOffCostNothing(t *testing.T) {
 		inflight: map[int]bool{}}
 	results := []delivery.Result{{Status: delivery.Delivered}}
 	allocs := testing.AllocsPerRun(100, func() {
-		tr.depth.update(e)
-		tr.depth.forget(e)
 		tr.meters.attempted(delivery.NextHop{Kind: delivery.KindMaildir}, time.Second, e.msg, results, time.Now())
 		tr.meters.dsnQueued(dsn.Failed, e.msg, []int{0})
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per run with metrics off", allocs)
+	}
+	tr.depth.update(e)
+	if st := tr.Stats(); st.Messages != 1 || st.PendingRecipients != 1 {
+		t.Errorf("Stats = %+v, want 1 message, 1 pending recipient", st)
+	}
+	tr.depth.forget(e)
+	if st := tr.Stats(); st != (Stats{}) {
+		t.Errorf("Stats after forget = %+v", st)
 	}
 }
 

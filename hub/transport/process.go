@@ -140,7 +140,6 @@ func (t *Transport) remove(e *entry) {
 	t.depth.forget(e)
 	t.mu.Lock()
 	delete(t.msgs, e.msg.ID)
-	t.signalLocked()
 	t.mu.Unlock()
 }
 
@@ -360,9 +359,6 @@ func (t *Transport) crashed(cfg *policy.Config, e *entry, st *queue.State, what 
 	if st.Crashes >= cfg.Hub.PoisonThreshold && !st.Poisoned {
 		st.Poisoned = true
 		t.recordPoison(e.msg, st.Crashes, what)
-		t.mu.Lock()
-		t.signalLocked()
-		t.mu.Unlock()
 	}
 }
 
@@ -478,12 +474,10 @@ func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) []*work
 			DSN:     r.DSN,
 		})
 		e.inflight[i] = true
-		if t.depth != nil {
-			if e.inflightHop == nil {
-				e.inflightHop = map[int]string{}
-			}
-			e.inflightHop[i] = o.NextHop.String()
+		if e.inflightHop == nil {
+			e.inflightHop = map[int]string{}
 		}
+		e.inflightHop[i] = o.NextHop.String()
 	}
 	return items
 }

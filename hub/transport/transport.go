@@ -127,8 +127,7 @@ type Transport struct {
 	// suspended names the delivery queues an operator suspended (a runtime
 	// override, never persisted: SuspendQueue).
 	suspended map[string]bool
-	changed   chan struct{} // closed and replaced when a message leaves the queue
-	iso       isolation     // the slot for the one suspect in flight (isolation.go)
+	iso       isolation // the slot for the one suspect in flight (isolation.go)
 	started   bool
 	closed    bool
 	wg        sync.WaitGroup // work running or queued for the workers: passes, deliveries, deferrals
@@ -152,8 +151,8 @@ type entry struct {
 	mu       sync.Mutex
 	msg      *queue.Message
 	inflight map[int]bool // recipient indexes handed to a delivery queue and not back yet
-	// inflightHop names the delivery queue of each index in inflight; kept
-	// only while metrics are on (depth.go).
+	// inflightHop names the delivery queue of each index in inflight
+	// (depth.go).
 	inflightHop map[int]string
 	notifyRetry time.Time // a DSN could not be queued: try again at this time
 
@@ -197,7 +196,6 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		queues:    map[delivery.NextHop]*hopQueue{},
 		suspended: map[string]bool{},
 		track:     opts.Tracking,
-		changed:   make(chan struct{}),
 	}
 	t.jobsReady = sync.NewCond(&t.mu)
 	if t.log == nil {
@@ -211,8 +209,8 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		tp = noop.NewTracerProvider()
 	}
 	t.tracer = tp.Tracer("hubd/hub/transport")
+	t.depth = newDepthTracker()
 	if opts.MeterProvider != nil {
-		t.depth = newDepthTracker()
 		meters, err := newHubMetrics(opts.MeterProvider, t.depth, t.clock)
 		if err != nil {
 			return nil, fmt.Errorf("transport: metrics: %w", err)
@@ -414,26 +412,13 @@ func (t *Transport) Close(ctx context.Context) error {
 	return err
 }
 
-// Stats counts what is queued.
+// Stats counts what is queued, from the depth kept incrementally
+// (depth.go): O(next hops), never O(queue).
 func (t *Transport) Stats() Stats {
-	entries := t.entries()
-	s := Stats{Messages: len(entries)}
-	for _, e := range entries {
-		e.mu.Lock()
-		if e.msg.Held {
-			s.Held++
-		}
-		if e.msg.Poisoned {
-			s.Poisoned++
-		} else if suspect(e.msg.State) {
-			s.Suspects++
-		}
-		for _, r := range e.msg.Recipients {
-			if !r.Status.Settled() {
-				s.PendingRecipients++
-			}
-		}
-		e.mu.Unlock()
+	d := t.depth.snapshot()
+	s := Stats{Messages: int(d.messages), Poisoned: int(d.poisoned), Held: int(d.held), Suspects: int(d.suspects)}
+	for _, n := range d.rcpts {
+		s.PendingRecipients += int(n)
 	}
 	return s
 }
@@ -453,33 +438,16 @@ func (t *Transport) entries() []*entry {
 // are parked, not waiting), or with ctx's error.
 func (t *Transport) WaitIdle(ctx context.Context) error {
 	for {
-		t.mu.Lock()
-		ch := t.changed
-		t.mu.Unlock()
-		n := 0
-		for _, e := range t.entries() {
-			e.mu.Lock()
-			if !e.msg.Poisoned {
-				n++
-			}
-			e.mu.Unlock()
-		}
+		n, changed := t.depth.idle()
 		if n == 0 {
 			return nil
 		}
 		select {
-		case <-ch: // a message left or was poisoned
+		case <-changed: // a message came, left or was poisoned
 		case <-ctx.Done():
 			return fmt.Errorf("transport: %d messages still queued: %w", n, ctx.Err())
 		}
 	}
-}
-
-// signalLocked wakes WaitIdle: a message left the queue or was poisoned.
-// t.mu is held.
-func (t *Transport) signalLocked() {
-	close(t.changed)
-	t.changed = make(chan struct{})
 }
 
 // scheduleLocked makes e due at at. t.mu is held.
