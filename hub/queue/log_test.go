@@ -3,8 +3,10 @@ package queue
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -517,4 +519,53 @@ func TestLogOpenDuringReclaim(t *testing.T) {
 	if n := len(segFiles(t, dir)); n > 30 {
 		t.Fatalf("%d segments left: reclaiming and compaction did not keep up", n)
 	}
+}
+
+// writeSegment writes segment seq of the spool at dir by hand: each
+// record a MSG (body given) or a SETTLE (body "settle").
+func writeSegment(t *testing.T, dir string, seq uint64, recs ...[2]string) {
+	t.Helper()
+	var data []byte
+	for _, r := range recs {
+		id, body := hub.QueueID(r[0]), r[1]
+		if body == "settle" {
+			rec, _ := encodeRecord(recSettle, id, nil)
+			data = append(data, rec...)
+			continue
+		}
+		js, _ := json.Marshal(logMsg{Envelope: newMessage("a@example.com").Envelope, Size: int64(len(body)),
+			BodyCRC: crc32.Checksum([]byte(body), castagnoli), State: newMessage("a@example.com").State})
+		data = append(data, encodeHead(recMsg, id, js, []byte(body))...)
+		data = append(data, body...)
+	}
+	os.MkdirAll(filepath.Join(dir, "log"), 0o700)
+	if err := os.WriteFile(filepath.Join(dir, "log", fmt.Sprintf("%016d.seg", seq)), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLogSettleOutlivesShadowCopy: compaction copied message A forward
+// (segment 3) and a crash came before it unlinked the old segment 2,
+// which still has to stay (a SETTLE and a live message are in it). Once A is removed, its
+// SETTLE must be kept as long as segment 2 (with A's old MSG record)
+// exists, or a later crash would bring A back.
+func TestLogSettleOutlivesShadowCopy(t *testing.T) {
+	dir := t.TempDir()
+	w, b, a, c := hub.NewQueueID(time.Now()), hub.NewQueueID(time.Now()), hub.NewQueueID(time.Now()), hub.NewQueueID(time.Now())
+	big := strings.Repeat("c", 2000) // keeps segment 2 from being compacted
+	writeSegment(t, dir, 1, [2]string{string(w), "w"}, [2]string{string(b), "b"})
+	writeSegment(t, dir, 2, [2]string{string(b), "settle"}, [2]string{string(a), "a"}, [2]string{string(c), big})
+	writeSegment(t, dir, 3, [2]string{string(a), "a"}, [2]string{string(b), "settle"})
+	opts := LogOptions{Dir: dir, SegmentSize: 512}
+	s := openLogTest(t, opts)
+	checkBodies(t, s, map[hub.QueueID]string{w: "w", a: "a", c: big})
+	if err := s.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 { // seal the segment of A's SETTLE and let reclaiming run
+		m := putBody(t, s, strings.Repeat("x", 200))
+		s.Remove(m.ID)
+	}
+	s.Close()
+	checkBodies(t, openLogTest(t, opts), map[hub.QueueID]string{w: "w", c: big})
 }

@@ -11,7 +11,10 @@ package queue
 //   - a SETTLE record, while the segment holding the MSG record it
 //     cancels exists: were the SETTLE to go first, a crash and a Load
 //     would bring the delivered message back. A SETTLE in the same segment
-//     as its MSG is never needed (the two go together).
+//     as its MSG is never needed (the two go together). When a message
+//     has an older MSG record too (compaction copied it forward and a
+//     crash came before the old segment was unlinked), the SETTLE is
+//     needed until that segment is gone as well.
 //
 // Each segment counts its needed records and their bytes. A sealed segment
 // needing nothing is unlinked (reclaim, logcommit.go); one whose needed
@@ -37,6 +40,9 @@ type logEntry struct {
 	bodyLen int64
 	bodyCRC uint32
 	blob    bool
+	// shadow: a segment that still holds an older MSG record of the
+	// message (0: none).
+	shadow uint32
 }
 
 // settleRef is a needed SETTLE record: in segment seg, cancelling id.
@@ -93,11 +99,16 @@ func (x *logIndex) release(l loc) {
 func (x *logIndex) apply(rec *pendingRec, l loc, bodyOff uint32) bool {
 	switch rec.kind {
 	case recMsg:
+		e := logEntry{msg: l, bodyOff: bodyOff, bodyLen: rec.bodyLen, bodyCRC: rec.bodyCRC, blob: rec.blob}
 		if old, ok := x.entries[rec.id]; ok { // a copy made by compaction
 			x.release(old.msg)
 			x.release(old.st)
+			e.shadow = old.msg.seg
+			if old.shadow != 0 && x.segs[old.shadow] != nil {
+				e.shadow = old.shadow // the oldest goes last (reclaim runs oldest first)
+			}
 		}
-		x.entries[rec.id] = logEntry{msg: l, bodyOff: bodyOff, bodyLen: rec.bodyLen, bodyCRC: rec.bodyCRC, blob: rec.blob}
+		x.entries[rec.id] = e
 		x.need(l)
 	case recState:
 		e, ok := x.entries[rec.id]
@@ -120,10 +131,11 @@ func (x *logIndex) apply(rec *pendingRec, l loc, bodyOff uint32) bool {
 		x.release(e.msg)
 		x.release(e.st)
 		delete(x.entries, rec.id)
-		if l.seg != e.msg.seg {
-			x.need(l)
-			t := x.seg(e.msg.seg)
-			t.settles = append(t.settles, settleRef{l.seg, rec.id})
+		for _, target := range []uint32{e.msg.seg, e.shadow} {
+			if t := x.segs[target]; t != nil && target != l.seg {
+				x.need(loc{seg: l.seg, len: settleSize})
+				t.settles = append(t.settles, settleRef{l.seg, rec.id})
+			}
 		}
 		return e.blob
 	}
