@@ -78,7 +78,7 @@ func deathsInLogs(logs string) (inFlight, counted int) {
 // messages in the poison queue with their bodies.
 func poisonedMessages(t *testing.T, spool string) map[hub.QueueID]string {
 	t.Helper()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: filepath.Clean(spool)})
+	s, err := queue.OpenLog(queue.LogOptions{Dir: filepath.Clean(spool)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/smtp"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"hubd/hub/queue"
 	"hubd/internal/hubtest"
 	"hubd/internal/smtpsink"
 )
@@ -84,7 +86,7 @@ send_connector "out" {
 	if len(got) != 1 || len(got[0].To) != 1 || got[0].To[0] != "r@remote.test" {
 		t.Fatalf("remote got %+v", got)
 	}
-	waitEmptyQueue(t, filepath.Join(dir, "spool", "queue"), 20*time.Second)
+	waitEmptyQueue(t, filepath.Join(dir, "spool"), 20*time.Second)
 	for _, mb := range []string{"m1", "m2"} {
 		entries, _ := os.ReadDir(filepath.Join(dir, "mail", mb, "new"))
 		if len(entries) != 1 {
@@ -104,19 +106,23 @@ func portOf(t *testing.T, hostport string) string {
 	return port
 }
 
-// waitEmptyQueue polls until the spool's queue directory holds nothing.
-func waitEmptyQueue(t *testing.T, dir string, timeout time.Duration) {
+// waitEmptyQueue polls until the spool holds no message, read beside the
+// hubd that owns it (queue.Inspect).
+func waitEmptyQueue(t *testing.T, spool string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		entries, err := os.ReadDir(dir)
-		if err == nil && len(entries) == 0 {
+		snap, err := queue.Inspect(context.Background(), spool)
+		if err == nil && len(snap.Messages) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("queue not empty after %v: %v", timeout, entries)
+			if err != nil {
+				t.Fatalf("queue not empty after %v: %v", timeout, err)
+			}
+			t.Fatalf("queue not empty after %v: %d messages, first %s", timeout, len(snap.Messages), snap.Messages[0].ID)
 		}
 		<-tick.C
 	}

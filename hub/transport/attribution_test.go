@@ -2,8 +2,6 @@ package transport
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,7 +16,7 @@ import (
 // the death counts of st, as a restart after process deaths finds it.
 func putWithState(t *testing.T, spool string, st queue.State, rcpts ...string) hub.QueueID {
 	t.Helper()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	s, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,19 +134,19 @@ func TestSuspectsProcessedInIsolation(t *testing.T) {
 	}
 }
 
-// activeMarks maps each message with an active mark to its last byte
-// before the newline: 'i' isolated, '-' not.
+// activeMarks maps each message with an active mark to 'i' (isolated) or
+// '-' (not), read beside the transport that owns the spool.
 func activeMarks(t *testing.T, spool string) map[hub.QueueID]byte {
 	t.Helper()
+	snap, err := queue.Inspect(context.Background(), spool)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[hub.QueueID]byte{}
-	for _, name := range spoolFiles(t, spool) {
-		if id, ok := strings.CutSuffix(name, ".active"); ok {
-			b, err := os.ReadFile(filepath.Join(spool, "queue", name))
-			if err != nil || len(b) < 2 {
-				out[hub.QueueID(id)] = '?'
-				continue
-			}
-			out[hub.QueueID(id)] = b[len(b)-2]
+	for id, mk := range snap.Active {
+		out[id] = '-'
+		if mk.Isolated {
+			out[id] = 'i'
 		}
 	}
 	return out

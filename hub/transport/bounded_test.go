@@ -25,7 +25,7 @@ func TestGoroutinesBoundedByConfiguration(t *testing.T) {
 	block := make(chan struct{})
 	local := &fake{result: ok, block: block}
 	remote := &fake{result: ok, block: block}
-	ds, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	ds, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func (s *countingStore) Update(ctx context.Context, id hub.QueueID, st queue.Sta
 func TestRetryCostsNoWritePerWaitingMessage(t *testing.T) {
 	const waiting = 200
 	spool := t.TempDir()
-	ds, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	ds, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -216,7 +216,7 @@ func TestDeleteWithNDR(t *testing.T) {
 		!strings.Contains(b, "deleted from the queue by the administrator") {
 		t.Errorf("DSN:\n%s", b)
 	}
-	if files := spoolFiles(t, spool); len(files) != 0 {
+	if files := spoolIDs(t, spool); len(files) != 0 {
 		t.Errorf("spool not empty: %v", files)
 	}
 	fails := 0

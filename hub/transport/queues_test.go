@@ -6,8 +6,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/mail"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -421,22 +419,18 @@ func TestProcessCrashesPoison(t *testing.T) {
 	id := h.submit("x\r\n", "a@partner.example")
 	// The message is marked active while its delivery hangs; a "crash"
 	// keeps the mark: close the store underneath, then count the deaths.
-	var mark []byte
 	eventually(t, "delivery running, marked", func() bool {
-		mark, _ = os.ReadFile(filepath.Join(spool, "queue", string(id)+".active"))
-		return strings.HasSuffix(string(mark), "\n")
+		_, ok := activeMarks(t, spool)[id]
+		return ok
 	})
-	if !strings.HasSuffix(string(mark), " -\n") {
-		t.Fatalf("active mark %q; want one not isolated", mark)
+	if m := activeMarks(t, spool)[id]; m != '-' {
+		t.Fatalf("active mark %q; want one not isolated", m)
 	}
-	ds, _ := h.tr.store.(*queue.DiskStore)
-	ds.Close() // a crash: nothing more reaches the spool...
+	h.tr.store.Close() // a crash: nothing more reaches the spool, the mark stays...
 	close(block)
-	h.close()
-	// ...and the mark stays, as SIGKILL would have left it (the stopped
-	// transport's clearActive still reached the file).
-	if err := os.WriteFile(filepath.Join(spool, "queue", string(id)+".active"), mark, 0o600); err != nil {
-		t.Fatal(err)
+	h.close() // ...as SIGKILL would have left it (the transport's clearActive finds the store closed)
+	if m := activeMarks(t, spool)[id]; m != '-' {
+		t.Fatalf("after the crash: active mark %q; want it kept", m)
 	}
 	die(t, spool, id, false)
 	die(t, spool, id, false)
@@ -456,7 +450,7 @@ func TestProcessCrashesPoison(t *testing.T) {
 // not), and the store closed with the mark left behind.
 func die(t *testing.T, spool string, id hub.QueueID, isolated bool) {
 	t.Helper()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	s, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +467,7 @@ func die(t *testing.T, spool string, id hub.QueueID, isolated bool) {
 // message id's state.
 func loadState(t *testing.T, spool string, id hub.QueueID) queue.State {
 	t.Helper()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	s, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}

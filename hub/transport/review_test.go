@@ -41,8 +41,10 @@ func TestWaitingWorkIsNotMarkedActive(t *testing.T) {
 		return false
 	})
 	eventually(t, "marks settled", func() bool {
-		files := spoolFiles(t, spool)
-		return slices.Contains(files, string(first)+".active") && !slices.Contains(files, string(second)+".active")
+		marks := activeMarks(t, spool)
+		_, firstMarked := marks[first]
+		_, secondMarked := marks[second]
+		return firstMarked && !secondMarked
 	})
 
 	// A clean Close while the second still waits (the first finishes
@@ -54,7 +56,7 @@ func TestWaitingWorkIsNotMarkedActive(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	s, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +79,7 @@ func TestWaitingWorkIsNotMarkedActive(t *testing.T) {
 // removed at the next start instead of staying in the queue for ever.
 func TestFinishedMessageOnDiskIsRemovedAtStart(t *testing.T) {
 	spool := t.TempDir()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	s, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestFinishedMessageOnDiskIsRemovedAtStart(t *testing.T) {
 	md := &fake{result: ok}
 	h := start(t, config(t, spool, ""), md, &fake{result: ok}, nil)
 	eventually(t, "the settled message removed", func() bool { return h.tr.Stats().Messages == 0 })
-	if left := spoolFiles(t, spool); len(left) != 0 {
+	if left := spoolIDs(t, spool); len(left) != 0 {
 		t.Errorf("spool not empty: %v", left)
 	}
 	if len(md.seen()) != 0 {
@@ -201,7 +203,7 @@ func TestDelayNotifiedIsPersisted(t *testing.T) {
 	clock.set(h, clock.Now().Add(4*time.Hour+time.Minute))
 	eventually(t, "delay DSN", func() bool { r, _ := h.recipient(id, 0); return r.DelayNotified })
 	h.close()
-	s, err := queue.OpenDisk(queue.DiskOptions{Dir: spool})
+	s, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}

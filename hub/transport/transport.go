@@ -86,7 +86,7 @@ type Options struct {
 	MeterProvider  metric.MeterProvider                 // nil: no metrics
 	Deliverers     map[delivery.Kind]delivery.Deliverer // one per next-hop kind
 	Clock          func() time.Time                     // nil: time.Now
-	// Store overrides the durable store; nil opens a queue.DiskStore in
+	// Store overrides the durable store; nil opens a queue.LogStore in
 	// Hub.SpoolDir at Start (the replicated backend plugs in here).
 	Store queue.Store
 	// Tracking receives the message tracking log's events; nil: none.
@@ -240,7 +240,9 @@ func (t *Transport) Start(ctx context.Context) error {
 		t.store = t.opts.Store
 	} else {
 		h := t.cfg.Load().Hub
-		s, err := queue.OpenDisk(queue.DiskOptions{Dir: h.SpoolDir, Logger: t.log, Clock: t.clock, CrashDelay: h.QuickRetryInterval,
+		// The log-structured spool (queue.LogStore); a spool of the older
+		// one-file-per-message format is imported by its first open.
+		s, err := queue.OpenLog(queue.LogOptions{Dir: h.SpoolDir, Logger: t.log, Clock: t.clock, CrashDelay: h.QuickRetryInterval,
 			MeterProvider: t.opts.MeterProvider})
 		if err != nil {
 			return err

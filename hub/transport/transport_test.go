@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -217,16 +215,19 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func spoolFiles(t *testing.T, spool string) []string {
-	entries, err := os.ReadDir(filepath.Join(spool, "queue"))
+// spoolIDs lists the messages in the spool, read beside the transport
+// that owns it (queue.Inspect).
+func spoolIDs(t *testing.T, spool string) []hub.QueueID {
+	t.Helper()
+	snap, err := queue.Inspect(context.Background(), spool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
+	var ids []hub.QueueID
+	for _, m := range snap.Messages {
+		ids = append(ids, m.ID)
 	}
-	return names
+	return ids
 }
 
 func TestSubmitDelivered(t *testing.T) {
@@ -253,7 +254,7 @@ func TestSubmitDelivered(t *testing.T) {
 	if s := h.tr.Stats(); s != (Stats{}) {
 		t.Errorf("Stats after idle = %+v", s)
 	}
-	if left := spoolFiles(t, spool); len(left) != 0 {
+	if left := spoolIDs(t, spool); len(left) != 0 {
 		t.Errorf("spool not empty: %v", left)
 	}
 	for _, want := range []string{"msg=queued", "msg=delivered", "rcpt=carol@partner.example"} {
