@@ -14,7 +14,7 @@ import (
 
 // Snapshot is what Inspect read from a log spool.
 type Snapshot struct {
-	Messages []*Message          // queued messages with their latest durable state, by ID (oldest first)
+	Messages []*Message           // queued messages with their latest durable state, by ID (oldest first)
 	Active   map[hub.QueueID]Mark // marks of passes and deliveries running now, or left by a process that died
 }
 
