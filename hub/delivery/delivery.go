@@ -81,6 +81,10 @@ type Message struct {
 	// called more than once (e.g. once per smart host tried); each reader
 	// starts at the beginning. The caller closes it.
 	Open func() (io.ReadCloser, error)
+	// Plain: the body was seen whole as it was queued and is 7-bit with
+	// no line over 998 octets (mime7bit.PlainReader), so it goes out
+	// unchanged to any server; false when not known (e.g. after a restart).
+	Plain bool
 }
 
 // Recipient is one recipient in a delivery attempt.

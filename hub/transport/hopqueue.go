@@ -474,7 +474,9 @@ func (t *Transport) callDeliverer(ctx context.Context, it *workItem) (results []
 			return readCloser{io.MultiReader(bytes.NewReader(trace.Bytes()), rc), rc}, nil
 		}
 	}
-	msg := delivery.Message{ID: m.ID, Envelope: &env, Size: m.Size, Open: open}
+	// Trace headers name lists, which may be internationalized: with
+	// them the body is no longer known to be plain.
+	msg := delivery.Message{ID: m.ID, Envelope: &env, Size: m.Size, Open: open, Plain: it.e.plain && len(it.lists) == 0}
 	return d.Deliver(ctx, it.hop, msg, it.rcpts), ""
 }
 

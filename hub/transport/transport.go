@@ -74,6 +74,7 @@ import (
 
 	"hubd/hub"
 	"hubd/hub/delivery"
+	"hubd/hub/delivery/mime7bit"
 	"hubd/hub/queue"
 	"hubd/hub/tracking"
 	"hubd/policy"
@@ -155,6 +156,9 @@ type entry struct {
 	// (depth.go).
 	inflightHop map[int]string
 	notifyRetry time.Time // a DSN could not be queued: try again at this time
+	// plain: the body is 7-bit with short lines (delivery.Message.Plain),
+	// as seen by Submit; false after a restart (not known).
+	plain bool
 
 	// Guarded by Transport.mu.
 	busy        bool      // process is running
@@ -328,7 +332,8 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 		// directory): the enqueue is where its history starts.
 		m.Envelope.TraceParent = injectTraceParent(pctx)
 	}
-	err := t.store.Put(pctx, m, body)
+	plain := &mime7bit.PlainReader{R: body}
+	err := t.store.Put(pctx, m, plain)
 	endEnqueue(span, m, err)
 	if err != nil {
 		return "", err
@@ -338,7 +343,7 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	t.log.DebugContext(pctx, "queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
 	t.recordReceive(m)
-	e := &entry{msg: m, inflight: map[int]bool{}}
+	e := &entry{msg: m, inflight: map[int]bool{}, plain: plain.Plain()}
 	t.depth.update(e) // not shared yet: no lock needed
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -34,6 +34,15 @@ import (
 // The converted message is what DATA sends (tr.conv) and what SIZE counts.
 func (tr *transaction) bodyType(ctx context.Context, c *conn, env *hub.Envelope) (string, *delivery.Result) {
 	has8 := c.has("8BITMIME")
+	tr.conv, tr.convSize = nil, 0
+	if tr.msg.Plain {
+		// 7-bit with short lines, seen whole when it was queued: Analyze
+		// would change nothing and find nothing 8-bit (mime7bit.PlainReader).
+		if has8 && strings.EqualFold(env.Body, "8BITMIME") {
+			return "8BITMIME", nil
+		}
+		return "", nil
+	}
 	plan, err := tr.analyse(mime7bit.Options{EightBit: has8})
 	if err != nil {
 		r := tr.deferred(451, "4.3.0", "cannot read queued message: "+err.Error())
