@@ -90,7 +90,7 @@ func (tr *transaction) needsSMTPUTF8(env *hub.Envelope) (string, error) {
 			return "the non-ASCII recipient address <" + rc.Address + ">", nil
 		}
 	}
-	if !env.SMTPUTF8 {
+	if !env.SMTPUTF8 || tr.msg.Plain { // Plain: no octet above 0x7F anywhere in it
 		return "", nil
 	}
 	if eight, err := tr.scan8bit(true); err != nil || !eight {
