@@ -19,7 +19,8 @@ import (
 // is filled beforehand; nothing connects to it), one
 // send connector sending everything to a smart host where nothing listens,
 // short retry intervals so that retry cycles come within the run, a long
-// expiry, the admin socket for hubctl and /metrics on a free port.
+// expiry, no delay DSNs, a tracking log never pruned within the run, the
+// admin socket for hubctl and /metrics on a free port.
 func hubdConfig(dir string, smtpPort, deadPort, metricsPort int, retry time.Duration) string {
 	return fmt.Sprintf(`hub {
   hostname                 = "deadhop.hubd.test"
@@ -29,6 +30,12 @@ func hubdConfig(dir string, smtpPort, deadPort, metricsPort int, retry time.Dura
   retry_interval           = %q
   message_expiration       = "720h"
   delay_dsn_after          = "0s"
+  # Default limits but the directory's: at 1GB (the default) a million
+  # deferrals a cycle rotate it away, and its size no longer says what
+  # a cycle wrote.
+  tracking_log {
+    max_directory_size = "200GB"
+  }
 }
 admin {
   socket = %q
@@ -223,6 +230,13 @@ func (h *hubdProc) waitFor(timeout time.Duration, what string, cond func() bool)
 			return fmt.Errorf("no %s within %s", what, timeout)
 		}
 	}
+}
+
+// failed is the number of failed probes of the next hop so far.
+func (h *hubdProc) failed() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.failures)
 }
 
 // waitFailures waits for the k-th failed probe of the dead next hop and

@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -113,7 +114,8 @@ type report struct {
 	sink              sinkCounts
 	missing           int
 	missingSome       []int
-	left              int // messages Inspect finds in the spool after hubd stopped
+	left              int        // messages Inspect finds in the spool after hubd stopped
+	mu                sync.Mutex // guards peakRSSKB and killed (the watchdog writes them)
 	peakRSSKB         float64
 	killed            string
 	logExcerpt        string
@@ -178,7 +180,10 @@ func measure(o options, progress io.Writer) (r *report, err error) {
 	if err := h.waitFor(o.timeout, `"queue recovered"`, func() bool { return !h.recovered.IsZero() }); err != nil {
 		return r, r.why(err)
 	}
+	h.mu.Lock()
 	r.recovery = h.recovered.Sub(h.started)
+	recovered := h.recovered
+	h.mu.Unlock()
 	r.atRecovery = takeSample(r.pid, h.metricsURL, true)
 	fmt.Fprintf(progress, "queue recovered %.2f s after start; RSS %.0f MB\n", r.recovery.Seconds(), r.atRecovery.rssKB/1024)
 
@@ -190,8 +195,8 @@ func measure(o options, progress io.Writer) (r *report, err error) {
 			return r, r.why(fmt.Errorf("waiting for the first pass: %v", err))
 		}
 		s := takeSample(r.pid, h.metricsURL, false)
-		if s.recipients["deferred"] >= float64(o.n) && len(h.failures) > 0 {
-			r.firstPass = time.Since(h.recovered)
+		if s.recipients["deferred"] >= float64(o.n) && h.failed() > 0 {
+			r.firstPass = time.Since(recovered)
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -201,7 +206,7 @@ func measure(o options, progress io.Writer) (r *report, err error) {
 		r.firstPass.Seconds(), o.cycles, o.retry)
 
 	// Retry cycles, from one failed probe to the next.
-	base := len(h.failures) + 1
+	base := h.failed() + 1
 	var prev sample
 	var prevTrack int64
 	var prevLog map[string]int
@@ -295,7 +300,7 @@ wait:
 	r.sink = sk.counts()
 	r.missingSome, r.missing = sk.missing(10)
 	r.afterDrain = takeSample(r.pid, h.metricsURL, true)
-	r.peakRSSKB = r.afterDrain.hwmKB
+	r.notePeak(r.afterDrain.hwmKB)
 	h.stop()
 	snap, err := queue.Inspect(context.Background(), spool)
 	if err != nil {
@@ -326,24 +331,45 @@ func (r *report) watchdog(ctx context.Context, h *hubdProc) {
 		case <-h.exited:
 			return
 		case <-ctx.Done():
-			r.killed = "the run's -timeout passed"
-			h.cmd.Process.Kill()
+			r.kill(h, "the run's -timeout passed")
 			return
 		case <-t.C:
 			s := takeSample(r.pid, "", false)
-			r.peakRSSKB = math.Max(r.peakRSSKB, s.hwmKB)
+			r.notePeak(s.hwmKB)
 			if s.rssKB > r.o.maxRSSGB*1e6 {
-				r.killed = fmt.Sprintf("RSS %.1f GB passed -max-rss %.0f GB", s.rssKB/1e6, r.o.maxRSSGB)
-				h.cmd.Process.Kill()
+				r.kill(h, fmt.Sprintf("RSS %.1f GB passed -max-rss %.0f GB", s.rssKB/1e6, r.o.maxRSSGB))
 				return
 			}
 		}
 	}
 }
 
+// notePeak keeps the highest VmHWM seen (NaN once hubd has exited).
+func (r *report) notePeak(kb float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !math.IsNaN(kb) {
+		r.peakRSSKB = math.Max(r.peakRSSKB, kb)
+	}
+}
+
+func (r *report) kill(h *hubdProc, why string) {
+	r.mu.Lock()
+	r.killed = why
+	r.mu.Unlock()
+	h.cmd.Process.Kill()
+}
+
+// killedWhy says why the watchdog killed hubd, or "".
+func (r *report) killedWhy() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.killed
+}
+
 func (r *report) why(err error) error {
-	if r.killed != "" {
-		return fmt.Errorf("%w (hubd killed: %s)", err, r.killed)
+	if k := r.killedWhy(); k != "" {
+		return fmt.Errorf("%w (hubd killed: %s)", err, k)
 	}
 	return err
 }
@@ -383,8 +409,8 @@ func (r *report) failure() error {
 	if r.left > 0 {
 		why = append(why, fmt.Sprintf("%d messages left in the spool", r.left))
 	}
-	if r.killed != "" {
-		why = append(why, "hubd killed: "+r.killed)
+	if k := r.killedWhy(); k != "" {
+		why = append(why, "hubd killed: "+k)
 	}
 	if len(why) == 0 {
 		return nil

@@ -36,13 +36,15 @@ type sample struct {
 	// From hubd's /metrics.
 	goroutines float64
 	heapInuse  float64
+	liveHeap   float64            // the heap marked live by the last GC: next_gc / (1 + GOGC/100)
 	fsyncs     map[string]float64 // hubd_queue_fsync_duration_seconds_count by target
 	recipients map[string]float64 // hubd_queue_recipients by state
 }
 
 // takeSample reads /proc for pid and, when metricsURL is set, /metrics.
 func takeSample(pid int, metricsURL string, withSmaps bool) sample {
-	s := sample{at: time.Now(), rssKB: math.NaN(), pssKB: math.NaN(), goroutines: math.NaN(), heapInuse: math.NaN()}
+	s := sample{at: time.Now(), rssKB: math.NaN(), pssKB: math.NaN(), goroutines: math.NaN(), heapInuse: math.NaN(),
+		liveHeap: math.NaN()}
 	dir := filepath.Join("/proc", strconv.Itoa(pid))
 	if withSmaps {
 		if b, err := os.ReadFile(filepath.Join(dir, "smaps_rollup")); err == nil {
@@ -69,6 +71,7 @@ func takeSample(pid int, metricsURL string, withSmaps bool) sample {
 		if m, err := scrape(metricsURL); err == nil {
 			s.goroutines = m.get("go_goroutines")
 			s.heapInuse = m.get("go_memstats_heap_inuse_bytes")
+			s.liveHeap = m.get("go_memstats_next_gc_bytes") / (1 + m.get("go_gc_gogc_percent")/100)
 			s.fsyncs = m.byLabel("hubd_queue_fsync_duration_seconds_count", "target")
 			s.recipients = m.byLabel("hubd_queue_recipients", "state")
 		}

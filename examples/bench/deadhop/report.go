@@ -34,8 +34,8 @@ func (r *report) print(w io.Writer) {
 		row("first pass (categorize, route, defer)", "%.1f s after recovery; %.0f MB written, %.0f write calls, fsyncs %s, CPU %.1f s",
 			r.firstPass.Seconds(), s.writeBytes/1e6, s.syscw, fsyncText(s.fsyncs), s.cpu)
 	}
-	fmt.Fprintln(w, "memory and goroutines")
-	fmt.Fprintf(w, "  %-22s %9s %9s %9s %11s %8s %14s\n", "when", "RSS MB", "PSS MB", "heap MB", "goroutines", "threads", "RSS KB/message")
+	fmt.Fprintln(w, "memory and goroutines (heap: in use; live: marked by the last GC)")
+	fmt.Fprintf(w, "  %-22s %9s %9s %9s %9s %11s %8s %14s\n", "when", "RSS MB", "PSS MB", "heap MB", "live MB", "goroutines", "threads", "RSS KB/message")
 	for _, p := range []struct {
 		name string
 		s    sample
@@ -44,11 +44,14 @@ func (r *report) print(w io.Writer) {
 		if s.at.IsZero() {
 			continue
 		}
-		fmt.Fprintf(w, "  %-22s %9.0f %9.0f %9.0f %11.0f %8.0f %14.2f\n", p.name, s.rssKB/1024, s.pssKB/1024,
-			s.heapInuse/mb, s.goroutines, s.threads, s.rssKB/float64(o.n))
+		fmt.Fprintf(w, "  %-22s %9.0f %9.0f %9.0f %9.0f %11.0f %8.0f %14.2f\n", p.name, s.rssKB/1024, s.pssKB/1024,
+			s.heapInuse/mb, s.liveHeap/mb, s.goroutines, s.threads, s.rssKB/float64(o.n))
 	}
-	if r.peakRSSKB > 0 {
-		row("peak RSS (VmHWM)", "%.0f MB", r.peakRSSKB/1024)
+	r.mu.Lock()
+	peak := r.peakRSSKB
+	r.mu.Unlock()
+	if peak > 0 {
+		row("peak RSS (VmHWM)", "%.0f MB", peak/1024)
 	}
 	if len(r.cycles) > 0 {
 		fmt.Fprintln(w, "retry cycles of the dead next hop (failed probe to failed probe)")
@@ -107,8 +110,8 @@ func (r *report) print(w io.Writer) {
 		row("drain: written, CPU (steady → drained)", "%.0f MB, %.0f write calls, fsyncs %s, CPU %.1f s",
 			(s.writeBytes-r.steady.writeBytes)/1e6, s.syscw-r.steady.syscw, fsyncText(diff(s.fsyncs, r.steady.fsyncs)), s.cpu-r.steady.cpu)
 	}
-	if r.killed != "" {
-		row("hubd KILLED", "%s", r.killed)
+	if k := r.killedWhy(); k != "" {
+		row("hubd KILLED", "%s", k)
 	}
 	if err := r.failure(); err == nil && r.drain > 0 {
 		fmt.Fprintln(w, "result: every message delivered exactly once, spool empty")
