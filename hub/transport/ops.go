@@ -191,6 +191,20 @@ func (v *opsView) summary(mv msgView) ops.MessageSummary {
 	return s
 }
 
+// Suspended names the delivery queues an operator suspended (runtime
+// overrides, gone at restart), sorted; O(overrides), for status lines that
+// must not walk the queue.
+func (t *Transport) Suspended() []string {
+	t.mu.Lock()
+	names := make([]string, 0, len(t.suspended))
+	for name := range t.suspended {
+		names = append(names, name)
+	}
+	t.mu.Unlock()
+	slices.Sort(names)
+	return names
+}
+
 // Queues lists the delivery queues (with work, in Retry or suspended, and
 // the next hops deferred recipients wait for), then "submission",
 // "unreachable" and "poison". A held message is counted in the queue it
