@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 type logWriter struct{ t *testing.T }
@@ -24,11 +26,11 @@ func TestDeadHop(t *testing.T) {
 		t.Skip("needs Linux /proc with smaps_rollup:", err)
 	}
 	dir := t.TempDir()
-	hubd, err := build(dir, "hubd")
+	hubd, err := benchkit.Build(dir, "hubd")
 	if err != nil {
 		t.Skip("cannot build hubd:", err)
 	}
-	hubctl, err := build(dir, "hubctl")
+	hubctl, err := benchkit.Build(dir, "hubctl")
 	if err != nil {
 		t.Skip("cannot build hubctl:", err)
 	}

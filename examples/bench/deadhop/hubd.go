@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 // hubdConfig: a receive connector only because hubd wants one (the queue
@@ -80,11 +80,11 @@ type hubdProc struct {
 }
 
 func startHubd(binary, dir string, deadPort int, retry time.Duration) (*hubdProc, error) {
-	metricsPort, err := freePort()
+	metricsPort, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	smtpPort, err := freePort()
+	smtpPort, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -274,51 +274,4 @@ func (h *hubdProc) logExcerpt() string {
 	defer h.mu.Unlock()
 	return "# warnings and errors (first 50, retry lines left out)\n" + strings.Join(h.notable, "\n") +
 		"\n# last 50 lines\n" + strings.Join(h.tail, "\n") + "\n"
-}
-
-// freePort asks the kernel for a free loopback port and closes it again:
-// also how the dead next hop's port is chosen (nothing listens there
-// until the sink does).
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// build builds ./cmd/<name> of the repository around the working
-// directory into dir and returns the binary's path.
-func build(dir, name string) (string, error) {
-	repo, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
-	cmd.Dir = repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, out)
-	}
-	return bin, nil
-}
-
-// repoRoot is the nearest directory upwards from the working directory that
-// holds go.mod with "module hubd".
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module hubd\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run deadhop inside the hubd repository, or give -hubd and -hubctl")
-		}
-		dir = parent
-	}
 }

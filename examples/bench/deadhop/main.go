@@ -36,6 +36,7 @@ import (
 	"syscall"
 	"time"
 
+	"hubd/examples/bench/internal/benchkit"
 	"hubd/hub/queue"
 	"hubd/internal/admin"
 )
@@ -143,7 +144,10 @@ func measure(o options, progress io.Writer) (r *report, err error) {
 	}{{&r.o.hubd, "hubd"}, {&r.o.hubctl, "hubctl"}} {
 		if *b.path == "" {
 			fmt.Fprintf(progress, "building %s...\n", b.name)
-			if *b.path, err = build(r.work, b.name); err != nil {
+			if *b.path, err = benchkit.Build(r.work, b.name); err != nil {
+				if errors.Is(err, benchkit.ErrNoRepo) {
+					err = errors.New("run deadhop inside the hubd repository, or give -hubd and -hubctl")
+				}
 				return nil, err
 			}
 		}
@@ -160,7 +164,8 @@ func measure(o options, progress io.Writer) (r *report, err error) {
 		dropCaches(progress)
 	}
 
-	deadPort, err := freePort()
+	// The dead next hop: a free port where nothing listens until the sink does.
+	deadPort, err := benchkit.FreePort()
 	if err != nil {
 		return r, err
 	}

@@ -1,14 +1,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 // hubdLimits are the receive connector's limit settings in the generated
@@ -75,11 +75,11 @@ type hubdProc struct {
 // startHubd writes the config into dir (empty, private to this run) and
 // starts binary on it, logging warnings and errors to dir/hubd.log.
 func startHubd(binary, dir string, l hubdLimits) (*hubdProc, error) {
-	smtpPort, err := freePort()
+	smtpPort, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	metricsPort, err := freePort()
+	metricsPort, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +105,7 @@ func startHubd(binary, dir string, l hubdLimits) (*hubdProc, error) {
 	}
 	h.exited = make(chan struct{})
 	go func() { h.cmd.Wait(); close(h.exited) }()
-	if err := waitListening(h.addr, 30*time.Second, h.exited); err != nil {
+	if err := benchkit.WaitListening(h.addr, 30*time.Second, h.exited); err != nil {
 		h.stop()
 		return nil, fmt.Errorf("hubd: %w\n%s", err, h.log())
 	}
@@ -143,69 +143,5 @@ func (h *hubdProc) stop() {
 	case <-time.After(30 * time.Second):
 		h.cmd.Process.Kill()
 		<-h.exited
-	}
-}
-
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before hubd binds it; hubd then fails to start, loudly.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitListening polls addr until it accepts a connection, the process
-// exits, or within passes.
-func waitListening(addr string, within time.Duration, exited <-chan struct{}) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before listening on %s", addr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("nothing listens on %s after %s", addr, within)
-}
-
-// buildHubd builds ./cmd/hubd of the repository around the working
-// directory into dir and returns the binary's path.
-func buildHubd(dir string) (string, error) {
-	repo, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "hubd")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/hubd")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/hubd: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// repoRoot is the nearest directory upwards from the working directory that
-// holds go.mod with "module hubd".
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && len(b) > 11 && string(b[:11]) == "module hubd" {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run idleconns inside the hubd repository, or give -hubd")
-		}
-		dir = parent
 	}
 }

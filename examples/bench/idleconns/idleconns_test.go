@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 type logWriter struct{ t *testing.T }
@@ -30,7 +32,7 @@ func TestIdleConnections(t *testing.T) {
 		t.Skipf("RLIMIT_NOFILE hard limit %d is too low (%v)", lim.Max, err)
 	}
 	dir := t.TempDir()
-	bin, err := buildHubd(dir)
+	bin, err := benchkit.Build(dir, "hubd")
 	if err != nil {
 		t.Skip("cannot build hubd:", err)
 	}
@@ -85,52 +87,12 @@ func TestSourceAddrs(t *testing.T) {
 	}
 }
 
-func TestParseProc(t *testing.T) {
-	rollup := []byte("55d0c8a00000-7ffd1b3fe000 ---p 00000000 00:00 0                          [rollup]\n" +
-		"Rss:               21712 kB\nPss:               20480 kB\nPss_Anon:          15000 kB\n")
-	if v, err := rollupKB(rollup, "Rss:"); err != nil || v != 21712 {
-		t.Errorf("Rss = %d, %v", v, err)
-	}
-	if v, err := rollupKB(rollup, "Pss:"); err != nil || v != 20480 {
-		t.Errorf("Pss = %d, %v", v, err)
-	}
+func TestParseNofile(t *testing.T) {
 	limits := []byte("Limit                     Soft Limit           Hard Limit           Units     \n" +
 		"Max processes             95000                95000                processes \n" +
 		"Max open files            20000                65536                files     \n")
 	if soft, hard, err := parseNofile(limits); err != nil || soft != 20000 || hard != 65536 {
 		t.Errorf("nofile = %d/%d, %v", soft, hard, err)
-	}
-	if v, err := statusField([]byte("Name:\thubd\nThreads:\t11\n"), "Threads:"); err != nil || v != 11 {
-		t.Errorf("Threads = %d, %v", v, err)
-	}
-}
-
-func TestParseExposition(t *testing.T) {
-	m, err := parseExposition(strings.NewReader(`# HELP go_goroutines Number of goroutines that currently exist.
-# TYPE go_goroutines gauge
-go_goroutines 10049
-go_memstats_heap_inuse_bytes 1.6498688e+08
-hubd_smtp_connections_active{connector="idle",otel_scope_name="hubd"} 9000
-hubd_smtp_connections_active{connector="other",otel_scope_name="hubd"} 1000
-hubd_smtp_limit_refusals_total{connector="idle",limit="max_inbound_connections",otel_scope_name="hubd"} 7
-hubd_smtp_limit_refusals_total{connector="other",limit="max_inbound_connections",otel_scope_name="hubd"} 1
-hubd_smtp_limit_refusals_total{connector="idle",limit="max_inbound_connections_per_source",otel_scope_name="hubd"} 2
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.get("go_goroutines") != 10049 || m.get("go_memstats_heap_inuse_bytes") != 164986880 {
-		t.Errorf("go metrics: %v", m)
-	}
-	if m.get("hubd_smtp_connections_active") != 10000 {
-		t.Errorf("active connections summed over connectors = %v", m.get("hubd_smtp_connections_active"))
-	}
-	if !math.IsNaN(m.get("absent")) {
-		t.Error("an absent metric is not NaN")
-	}
-	by := m.byLabel("hubd_smtp_limit_refusals_total", "limit")
-	if len(by) != 2 || by["max_inbound_connections"] != 8 || by["max_inbound_connections_per_source"] != 2 {
-		t.Errorf("refusals by limit = %v", by)
 	}
 }
 

@@ -62,6 +62,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 type options struct {
@@ -162,7 +164,10 @@ func measure(o options, progress io.Writer) (*report, error) {
 	r.binary = o.hubd
 	if r.binary == "" {
 		fmt.Fprintln(progress, "building hubd (go build ./cmd/hubd)...")
-		if r.binary, err = buildHubd(work); err != nil {
+		if r.binary, err = benchkit.Build(work, "hubd"); err != nil {
+			if errors.Is(err, benchkit.ErrNoRepo) {
+				err = errors.New("run idleconns inside the hubd repository, or give -hubd")
+			}
 			return nil, err
 		}
 	}

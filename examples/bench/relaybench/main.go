@@ -80,6 +80,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 type options struct {
@@ -117,7 +119,10 @@ func run(o options) error {
 	if o.only != "" && o.only != "hubd" && o.only != "postfix" {
 		return fmt.Errorf("-only %q: want hubd or postfix", o.only)
 	}
-	repo, err := repoRoot()
+	repo, err := benchkit.RepoRoot()
+	if errors.Is(err, benchkit.ErrNoRepo) {
+		return fmt.Errorf("run relaybench inside the hubd repository (%w)", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -134,11 +139,9 @@ func run(o options) error {
 
 	var mtas []mta
 	if o.only != "postfix" {
-		bin := filepath.Join(work, "hubd")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/hubd")
-		build.Dir, build.Stdout, build.Stderr = repo, os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("go build ./cmd/hubd: %w", err)
+		bin, err := benchkit.Build(work, "hubd")
+		if err != nil {
+			return err
 		}
 		mtas = append(mtas, &hubdRelay{binary: bin, sessions: o.sessions})
 	}
@@ -185,25 +188,6 @@ func run(o options) error {
 	}
 	printSummary(results)
 	return nil
-}
-
-// repoRoot is the nearest directory upwards from the working directory that
-// holds go.mod with "module hubd".
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && len(b) > 11 && string(b[:11]) == "module hubd" {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run relaybench inside the hubd repository (no go.mod of module hubd above the working directory)")
-		}
-		dir = parent
-	}
 }
 
 // postfixMissing says why Postfix cannot be run here, or "" if it can.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 // mta is one relay under test, started afresh (new spool/queue) for each run.
@@ -22,35 +23,6 @@ type mta interface {
 	start(dir string, sinkPort int) (addr string, pid int, err error)
 	// stop shuts it down and waits for it.
 	stop() error
-}
-
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before the MTA binds it; start then fails loudly, it never measures
-// the wrong thing.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitListening polls addr until it accepts a connection or the deadline passes.
-func waitListening(addr string, within time.Duration, exited <-chan struct{}) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before listening on %s", addr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("nothing listens on %s after %s", addr, within)
 }
 
 // hubdRelay is A: the hubd binary built from this repository.
@@ -65,7 +37,7 @@ type hubdRelay struct {
 func (h *hubdRelay) name() string { return "hubd" }
 
 func (h *hubdRelay) start(dir string, sinkPort int) (string, int, error) {
-	port, err := freePort()
+	port, err := benchkit.FreePort()
 	if err != nil {
 		return "", 0, err
 	}
@@ -108,7 +80,7 @@ send_connector "sink" {
 	h.exited = make(chan struct{})
 	go func() { h.cmd.Wait(); close(h.exited) }()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitListening(addr, 30*time.Second, h.exited); err != nil {
+	if err := benchkit.WaitListening(addr, 30*time.Second, h.exited); err != nil {
 		h.stop()
 		log, _ := os.ReadFile(h.logPath)
 		return "", 0, fmt.Errorf("hubd: %w\n%s", err, log)
@@ -152,7 +124,7 @@ func (p *postfixRelay) run(args ...string) (string, error) {
 }
 
 func (p *postfixRelay) start(dir string, sinkPort int) (string, int, error) {
-	port, err := freePort()
+	port, err := benchkit.FreePort()
 	if err != nil {
 		return "", 0, err
 	}
@@ -165,7 +137,7 @@ func (p *postfixRelay) start(dir string, sinkPort int) (string, int, error) {
 		return "", 0, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitListening(addr, 30*time.Second, nil); err != nil {
+	if err := benchkit.WaitListening(addr, 30*time.Second, nil); err != nil {
 		p.stop()
 		return "", 0, fmt.Errorf("postfix: %w", err)
 	}

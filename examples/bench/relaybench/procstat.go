@@ -1,13 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 // clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat. It is
@@ -126,18 +127,6 @@ func treeCPUTicks(procRoot string, root int) (uint64, error) {
 	return sum, nil
 }
 
-// parsePssKB returns the "Pss:" line of a /proc/<pid>/smaps_rollup file, in kB.
-func parsePssKB(rollup []byte) (uint64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(rollup))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "Pss:" {
-			return strconv.ParseUint(f[1], 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no Pss: line in smaps_rollup")
-}
-
 // treePssKB sums the proportional set size (Pss, kB) of root and its living
 // descendants. PSS charges each shared page to its sharers in equal parts, so
 // the sum over a tree of processes sharing libraries is not inflated.
@@ -152,7 +141,7 @@ func treePssKB(procRoot string, root int) (uint64, error) {
 		if err != nil {
 			continue // exited meanwhile, or a kernel thread
 		}
-		kb, err := parsePssKB(b)
+		kb, err := benchkit.RollupKB(b, "Pss:")
 		if err != nil {
 			continue
 		}
