@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 func TestMedian(t *testing.T) {
@@ -102,7 +104,7 @@ func TestMessageSizeAndID(t *testing.T) {
 	if len(body) != 5000 {
 		t.Errorf("message is %d bytes, want 5000", len(body))
 	}
-	id, err := readMessage(bufio.NewReader(strings.NewReader(string(body) + ".\r\n")))
+	id, err := benchkit.ReadMessage(bufio.NewReader(strings.NewReader(string(body) + ".\r\n")))
 	if err != nil {
 		t.Fatal(err)
 	}

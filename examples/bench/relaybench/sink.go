@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"net"
-	"strings"
 	"sync"
 	"time"
+
+	"hubd/examples/bench/internal/benchkit"
 )
 
 // sink is the next hop of both MTAs: a minimal SMTP server (RFC 5321) that
@@ -89,89 +89,5 @@ func (s *sink) record(messageID string) {
 func (s *sink) close() { s.ln.Close() }
 
 func (s *sink) serve() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		go s.session(c)
-	}
-}
-
-// session answers one SMTP client until QUIT or EOF. Every reply carries an
-// RFC 3463 enhanced status code, as any reply of ours does.
-func (s *sink) session(c net.Conn) {
-	defer c.Close()
-	r := bufio.NewReaderSize(c, 64<<10)
-	w := bufio.NewWriter(c)
-	reply := func(line string) bool {
-		w.WriteString(line + "\r\n")
-		return w.Flush() == nil
-	}
-	if !reply("220 sink.relaybench.test ESMTP relaybench sink") {
-		return
-	}
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		verb := strings.ToUpper(strings.TrimSpace(line))
-		if i := strings.IndexAny(verb, " :"); i >= 0 {
-			verb = verb[:i]
-		}
-		var ok bool
-		switch verb {
-		case "EHLO":
-			ok = reply("250-sink.relaybench.test\r\n250 8BITMIME")
-		case "HELO":
-			ok = reply("250 sink.relaybench.test")
-		case "MAIL", "RCPT", "RSET", "NOOP":
-			ok = reply("250 2.0.0 OK")
-		case "DATA":
-			if !reply("354 End data with <CR><LF>.<CR><LF>") {
-				return
-			}
-			id, err := readMessage(r)
-			if err != nil {
-				return
-			}
-			s.record(id)
-			ok = reply("250 2.0.0 Ok: queued")
-		case "QUIT":
-			reply("221 2.0.0 Bye")
-			return
-		default:
-			ok = reply("502 5.5.2 Command not recognized")
-		}
-		if !ok {
-			return
-		}
-	}
-}
-
-// readMessage reads a DATA body up to the lone "." line (RFC 5321 §4.1.1.4)
-// and returns its Message-ID header's value ("" if it has none).
-func readMessage(r *bufio.Reader) (string, error) {
-	id, inHeader := "", true
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return "", err
-		}
-		trimmed := strings.TrimRight(line, "\r\n")
-		if trimmed == "." {
-			return id, nil
-		}
-		if !inHeader {
-			continue
-		}
-		if trimmed == "" {
-			inHeader = false
-			continue
-		}
-		if len(trimmed) > 11 && strings.EqualFold(trimmed[:11], "message-id:") {
-			id = strings.TrimSpace(trimmed[11:])
-		}
-	}
+	benchkit.ServeSMTP(s.ln, "sink.relaybench.test", nil, func(_ []string, id string) { s.record(id) })
 }
