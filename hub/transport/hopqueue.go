@@ -32,6 +32,11 @@ type hopQueue struct {
 	// running are the work items being delivered now (len == active, but
 	// for items that complete without having run), for the operator's view.
 	running map[*workItem]bool
+	// Parking (park.go): the messages waiting for this queue's Retry to
+	// end, nParked of them live; probe is the one woken to probe it.
+	parked  []*entry
+	nParked int
+	probe   *entry
 }
 
 // Queue states, as Exchange's queue viewer shows them.
@@ -311,10 +316,12 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 			q.retryAt = now.Add(backoff(cfg.Hub, q.failures))
 			q.lastError = resultsText(results)
 			t.log.Warn("next hop unreachable, queue in retry", "queue", q.hop.String(), "failures", q.failures,
-				"retry_at", q.retryAt, "err", q.lastError)
+				"retry_at", q.retryAt, "err", q.lastError, "parked", q.nParked)
+			t.scheduleWakeLocked(q) // its probe (park.go)
 		} else if q.failures > 0 {
-			t.log.Info("next hop reachable again", "queue", q.hop.String())
+			t.log.Info("next hop reachable again", "queue", q.hop.String(), "parked", q.nParked)
 			q.failures, q.retryAt, q.lastError = 0, time.Time{}, ""
+			t.wakeAllLocked(q)
 		}
 	}
 	if how == attempted && unreachable {
@@ -396,7 +403,11 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		}
 		t.mu.Unlock()
 	}
-	t.reschedule(e)
+	if unreachable {
+		t.rescheduleFrom(e, q) // parked while q is in Retry (park.go)
+	} else {
+		t.reschedule(e)
+	}
 }
 
 // anySettled reports whether a recipient among indexes is settled in st.

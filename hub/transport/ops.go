@@ -303,7 +303,9 @@ func hopKind(name string) string {
 // the configuration in force (Retry-Queue -Resubmit), e.g. after a routing
 // change. Expansion is never redone (recipients already delivered stay
 // delivered). Held and poisoned messages are left alone: they need a
-// release. It returns the number of messages made due.
+// release. It returns the number of messages whose work in the queue was
+// waiting (not being delivered): made due, or, behind a next hop in Retry,
+// to follow the probe.
 func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) (int, error) {
 	if name == poisonQueue {
 		return 0, fmt.Errorf("%w: the poison queue is never retried; release its messages one by one (hubctl message release)", ops.ErrConflict)
@@ -314,15 +316,20 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 		known = known || h.name == name
 	}
 	var ids []hub.QueueID
+	n := 0 // messages with work in the queue not being delivered now: made due, or probing and following the probe
 	for _, mv := range v.msgs {
-		hit := false
+		hit, waiting := false, false
 		for i := range mv.st.Recipients {
-			q, _ := v.where(mv, i)
+			q, active := v.where(mv, i)
 			hit = hit || q == name
+			waiting = waiting || (q == name && !active)
 		}
 		known = known || hit
 		if hit && !mv.st.Held && !mv.st.Poisoned {
 			ids = append(ids, mv.m.ID)
+			if waiting {
+				n++
+			}
 		}
 	}
 	if !known {
@@ -332,13 +339,13 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 	if resubmit {
 		t.pullWaiting(func(it *workItem) bool { return it.hop.String() == name })
 	}
-	n := 0
 	for _, id := range ids {
-		e := t.lookup(id)
-		if e != nil && t.makeDue(e, func(r queue.RecipientState) bool {
-			return name == submissionQueue || r.NextHop == name || resubmit
-		}) {
-			n++
+		if e := t.lookup(id); e != nil {
+			// A message parked on the queue stays parked: it follows the
+			// probe when that reaches the next hop (park.go).
+			t.makeDue(e, resubmit, func(r queue.RecipientState) bool {
+				return name == submissionQueue || r.NextHop == name || resubmit
+			})
 		}
 	}
 	t.log.Info("queue retried by operator", "queue", name, "resubmit", resubmit, "messages", n)
@@ -354,6 +361,9 @@ func (t *Transport) probeNow(name string) {
 		if q.hop.String() == name && q.failures > 0 {
 			q.retryAt = t.clock()
 			t.pumpLocked(q)
+			if q.active == 0 && len(q.items) == 0 && q.probe == nil {
+				t.wakeProbeLocked(q) // a message parked on it probes it (park.go)
+			}
 		}
 	}
 }
@@ -403,8 +413,15 @@ func (t *Transport) pullWaiting(match func(*workItem) bool) []*entry {
 
 // makeDue makes e's pending recipients that match (and are not in flight)
 // due now, in memory (a restart makes them due anyway), and schedules e.
-// It reports whether e was affected.
-func (t *Transport) makeDue(e *entry, match func(queue.RecipientState) bool) bool {
+// With unpark, a message parked on a next hop in Retry is taken off it
+// (park.go); without, it stays there and follows that queue's probe. It
+// reports whether e was affected.
+func (t *Transport) makeDue(e *entry, unpark bool, match func(queue.RecipientState) bool) bool {
+	if unpark {
+		t.mu.Lock()
+		t.unparkLocked(e)
+		t.mu.Unlock()
+	}
 	now := t.clock()
 	e.mu.Lock()
 	n := 0

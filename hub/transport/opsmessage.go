@@ -348,7 +348,7 @@ func (t *Transport) Retry(ctx context.Context, id string) error {
 	for _, h := range hops {
 		t.probeNow(h)
 	}
-	t.makeDue(e, func(queue.RecipientState) bool { return true })
+	t.makeDue(e, true, func(queue.RecipientState) bool { return true })
 	return nil
 }
 

@@ -69,6 +69,7 @@ func (t *Transport) process(e *entry, isolated bool) {
 	for _, it := range items {
 		t.enqueueLocked(it)
 	}
+	t.probeEndedLocked(e)
 	t.mu.Unlock()
 	// The pass is over; each delivery it queued marks the message itself
 	// when (and only when) it runs.
@@ -100,30 +101,67 @@ func (t *Transport) clearIfClean(e *entry) {
 // reschedule decides what happens to e after a pass or a delivery: removed
 // when every recipient is settled and notified, else scheduled when its
 // earliest recipient not in a delivery queue is due.
-func (t *Transport) reschedule(e *entry) {
+func (t *Transport) reschedule(e *entry) { t.rescheduleFrom(e, nil) }
+
+// rescheduleFrom is reschedule after work of e that retryQ deferred (nil:
+// none): while retryQ is in Retry, e is parked on it (park.go) and
+// scheduled only for its deadlines.
+func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 	now := t.clock()
+	h := t.cfg.Load().Hub
 	e.mu.Lock()
 	idle := len(e.inflight) == 0
 	done := idle && !e.msg.Poisoned && finished(e.msg.State)
-	due, ok := nextDue(e, now, t.cfg.Load().Hub.DelayDSNAfter)
+	due, ok := nextDue(e, now, h.DelayDSNAfter, h.MessageExpiration, "")
+	parkQ, parkHop := t.parkingQueue(e, retryQ)
+	parkDue, parkOK := due, ok
+	waits := false // a recipient waits for parkQ
+	if parkQ != nil {
+		parkDue, parkOK = nextDue(e, now, h.DelayDSNAfter, h.MessageExpiration, parkHop)
+		for i, r := range e.msg.Recipients {
+			waits = waits || (!e.inflight[i] && parked(r, parkHop))
+		}
+	}
 	t.depth.update(e) // after a pass or a delivery: what is in flight changed
-	e.mu.Unlock()
 
+	// Decided with e.mu still held, so that two reschedules of e (a pass
+	// and a delivery ending together) apply in the order they computed:
+	// parking is not monotonic like a due time moving earlier.
 	t.mu.Lock()
 	if e.busy || e.removing {
 		t.mu.Unlock()
+		e.mu.Unlock()
 		return // the running pass reschedules when it ends
 	}
 	if done {
 		e.removing = true
+		t.unparkLocked(e)
 		t.mu.Unlock()
+		e.mu.Unlock()
 		t.remove(e)
 		return
 	}
-	if ok && !t.closed && (e.due.IsZero() || due.Before(e.due)) {
-		t.scheduleLocked(e, due)
+	e.parkHint = nil
+	switch {
+	case waits && t.inRetryLocked(parkQ):
+		// Parked: due only at its deadlines, also if a reschedule that
+		// did not know of the Retry yet made it due earlier.
+		t.parkLocked(e, parkQ)
+		switch {
+		case t.closed:
+		case parkOK:
+			t.scheduleLocked(e, parkDue)
+		default:
+			e.due = time.Time{} // its heap item, if any, is now stale
+		}
+	default:
+		t.unparkLocked(e)
+		if ok && !t.closed && (e.due.IsZero() || due.Before(e.due)) {
+			t.scheduleLocked(e, due)
+		}
 	}
 	t.mu.Unlock()
+	e.mu.Unlock()
 }
 
 // remove takes a settled message out of the store and the queue.
@@ -199,9 +237,12 @@ func finished(st queue.State) bool {
 // DSN, and the time its delay DSN falls due (delayAfter from arrival; 0:
 // none) for a deferred one that has not had it — a recipient parked in
 // the unreachable queue has no retry before its expiry, yet must hear of
-// the delay. ok is false when nothing is due (all in flight, poisoned, or
-// held by an operator). e.mu is held.
-func nextDue(e *entry, now time.Time, delayAfter time.Duration) (due time.Time, ok bool) {
+// the delay. A recipient waiting for the queue parkHop names (parked on a
+// next hop in Retry: park.go) has no retry time of its own, only its
+// expiry (expiration from arrival; 0: none); one waiting for the queue
+// e.wakeFor names is due now. ok is false when nothing is due (all in
+// flight, poisoned, or held by an operator). e.mu is held.
+func nextDue(e *entry, now time.Time, delayAfter, expiration time.Duration, parkHop string) (due time.Time, ok bool) {
 	m := e.msg
 	if m.Poisoned || m.Held {
 		return time.Time{}, false
@@ -211,11 +252,24 @@ func nextDue(e *entry, now time.Time, delayAfter time.Duration) (due time.Time, 
 			due, ok = at, true
 		}
 	}
+	wake := ""
+	if q := e.wakeFor.Load(); q != nil {
+		wake = q.hop.String()
+	}
 	for i, r := range m.Recipients {
 		switch {
 		case e.inflight[i]:
 		case !r.Status.Settled():
-			consider(r.NextAttempt)
+			switch {
+			case wake != "" && r.Status == queue.Deferred && r.NextHop == wake:
+				consider(now)
+			case parked(r, parkHop):
+				if expiration > 0 {
+					consider(m.Arrived.Add(expiration))
+				}
+			default:
+				consider(r.NextAttempt)
+			}
 			if r.Status == queue.Deferred && !r.DelayNotified && delayAfter > 0 {
 				// Not before a failed DSN's retry time, or a Submit that
 				// keeps failing would spin.
@@ -389,13 +443,18 @@ func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) []*work
 	m := e.msg
 	now := t.clock()
 	st := cloneState(m.State)
+	wake := "" // recipients waiting for this queue are due now (park.go)
+	if q := e.wakeFor.Swap(nil); q != nil {
+		wake = q.hop.String()
+	}
 	var outcomes []categorizer.Outcome
 	var owners []int  // recipient index of each outcome
 	var settled []int // recipients routing alone decided
 	grew := false
 	for i, n := 0, len(st.Recipients); i < n; i++ {
 		r := st.Recipients[i]
-		if r.Status.Settled() || e.inflight[i] || r.NextAttempt.After(now) {
+		woken := wake != "" && r.Status == queue.Deferred && r.NextHop == wake
+		if r.Status.Settled() || e.inflight[i] || (r.NextAttempt.After(now) && !woken) {
 			continue
 		}
 		out, err := categorizeSafely(cfg, categorizer.Message{Size: m.Size}, []categorizer.Input{{Address: r.Address, DSN: r.DSN}})

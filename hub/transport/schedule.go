@@ -9,12 +9,14 @@ import (
 )
 
 // scheduler is the single goroutine that knows when each message is next
-// due. A message rescheduled before its old time comes leaves a stale item
-// in the heap; dispatch recognises it (the time no longer matches) and
-// ignores it, which is cheaper than finding and fixing the old item.
+// due, and when each next hop in Retry is to be probed (park.go). A message
+// rescheduled before its old time comes leaves a stale item in the heap;
+// dispatch recognises it (the time no longer matches) and ignores it, which
+// is cheaper than finding and fixing the old item. So does wakeHop.
 type scheduler struct {
 	clock    func() time.Time
 	dispatch func(id hub.QueueID, at time.Time)
+	wakeHop  func(q *hopQueue, at time.Time)
 
 	mu    sync.Mutex
 	items dueHeap
@@ -27,6 +29,7 @@ type scheduler struct {
 type dueItem struct {
 	at time.Time
 	id hub.QueueID
+	q  *hopQueue // set: the retry time of a queue, not a message
 }
 
 type dueHeap []dueItem
@@ -42,10 +45,11 @@ func (h *dueHeap) Pop() any {
 	return it
 }
 
-func newScheduler(clock func() time.Time, dispatch func(hub.QueueID, time.Time)) *scheduler {
+func newScheduler(clock func() time.Time, dispatch func(hub.QueueID, time.Time), wakeHop func(*hopQueue, time.Time)) *scheduler {
 	return &scheduler{
 		clock:    clock,
 		dispatch: dispatch,
+		wakeHop:  wakeHop,
 		wake:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -53,9 +57,14 @@ func newScheduler(clock func() time.Time, dispatch func(hub.QueueID, time.Time))
 }
 
 // add makes id due at at.
-func (s *scheduler) add(id hub.QueueID, at time.Time) {
+func (s *scheduler) add(id hub.QueueID, at time.Time) { s.push(dueItem{at: at, id: id}) }
+
+// addHop makes q's probe due at at.
+func (s *scheduler) addHop(q *hopQueue, at time.Time) { s.push(dueItem{at: at, q: q}) }
+
+func (s *scheduler) push(it dueItem) {
 	s.mu.Lock()
-	heap.Push(&s.items, dueItem{at: at, id: id})
+	heap.Push(&s.items, it)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -110,7 +119,11 @@ func (s *scheduler) dispatchDue() time.Duration {
 		}
 		heap.Pop(&s.items)
 		s.mu.Unlock()
-		s.dispatch(next.id, next.at)
+		if next.q != nil {
+			s.wakeHop(next.q, next.at)
+		} else {
+			s.dispatch(next.id, next.at)
+		}
 	}
 }
 

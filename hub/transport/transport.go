@@ -181,6 +181,13 @@ type entry struct {
 
 	notifyMu sync.Mutex // one notify at a time, so that a DSN is queued once
 
+	// Parking on a next hop in Retry (park.go). parkedOn and probeOf are
+	// guarded by Transport.mu.
+	parkedOn *hopQueue                // parked: waits for this queue's Retry to end
+	probeOf  *hopQueue                // woken as this queue's probe
+	parkHint *hopQueue                // deferred work by this queue in Retry, not yet parked
+	wakeFor  atomic.Pointer[hopQueue] // recipients deferred for this queue are due now
+
 	depth depthShare // its part of the queue depth metrics; guarded by depthTracker.mu
 }
 
@@ -228,7 +235,7 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 	}
 	t.global = make(chan struct{}, workers)
 	t.runCtx, t.cancelRun = context.WithCancel(context.Background())
-	t.sched = newScheduler(t.clock, t.dispatch)
+	t.sched = newScheduler(t.clock, t.dispatch, t.wakeHop)
 	return t, nil
 }
 
@@ -284,7 +291,7 @@ func (t *Transport) Start(ctx context.Context) error {
 			poisoned++
 			continue
 		}
-		if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter); ok {
+		if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter, cfg.Hub.MessageExpiration, ""); ok {
 			t.scheduleLocked(e, due)
 		} else if finished(m.State) {
 			// Its final state reached the disk but its Remove did not (a

@@ -1,0 +1,194 @@
+package transport
+
+import (
+	"time"
+
+	"hubd/hub/queue"
+)
+
+// Parking: what a next hop in Retry costs while it stays down.
+//
+// A next hop that cannot be reached goes into Retry (hopqueue.go): its
+// waiting work is deferred without dialling, until its retry time. Were
+// each message then rescheduled at that time, every retry cycle would run
+// one pass per waiting message (categorize, route, deferral, log line,
+// tracking event, active mark): with a million messages waiting on a dead
+// destination, a million passes each cycle to learn what one connection
+// tells. Instead the message is parked on the queue:
+//
+//   - A message whose work a queue in Retry deferred is put on that queue's
+//     parked list (one pointer) and leaves the scheduler, except for its
+//     deadlines: its expiry (Hub.MessageExpiration: it then fails 4.4.7
+//     like any deferred message) and its delay DSN (Hub.DelayDSNAfter), and
+//     the due times of recipients waiting for other next hops.
+//   - At the queue's retry time one parked message is woken (scheduled
+//     now) as the probe: its pass routes it to the queue, which dials once
+//     (pumpLocked: one connection in Retry). Nothing else runs.
+//   - If the probe reaches the next hop, every message parked on the queue
+//     is woken, its recipients waiting for that queue due at once whatever
+//     their retry time said. If it does not, the queue's retry time moves
+//     up the ladder and the probe is parked again: O(1) work per cycle,
+//     however many wait.
+//   - If the probe's pass queued nothing for the queue (the message was
+//     held, deleted or poisoned meanwhile, or a Reload routes it elsewhere),
+//     every parked message is woken and routed again: what parked them may
+//     no longer hold.
+//   - An operator's retry of the queue (RetryQueue) moves its retry time to
+//     now: the same probe, at once.
+//
+// What is parked is only in memory: after a restart the messages are due
+// at their persisted retry times and the queue learns again, in one cycle,
+// that its next hop is down. A recipient's state while parked is the one
+// its last deferral left (Deferred, NextHop naming the queue).
+//
+// Parked entries are guarded by Transport.mu: entry.parkedOn names the
+// queue, hopQueue.parked lists them in order of parking. An entry that
+// leaves (woken, removed) has parkedOn cleared and stays in the list until
+// the list is next compacted or emptied; nParked counts the live ones. A
+// woken entry's wakeFor names the queue whose deferred recipients are due
+// at once (nextDue, route): its retry time may have moved up since they
+// were deferred (an operator's retry), and the probe found it reachable.
+
+// parkLocked puts e on q's parked list. t.mu is held.
+func (t *Transport) parkLocked(e *entry, q *hopQueue) {
+	if e.parkedOn == q {
+		return
+	}
+	t.unparkLocked(e)
+	e.parkedOn = q
+	q.nParked++
+	if len(q.parked) > 2*q.nParked+64 {
+		live := q.parked[:0]
+		for _, p := range q.parked {
+			if p.parkedOn == q {
+				live = append(live, p)
+			}
+		}
+		clear(q.parked[len(live):])
+		q.parked = live
+	}
+	q.parked = append(q.parked, e)
+}
+
+// unparkLocked takes e off its queue's parked list, if it is on one.
+// t.mu is held.
+func (t *Transport) unparkLocked(e *entry) {
+	if q := e.parkedOn; q != nil {
+		q.nParked--
+		e.parkedOn = nil
+	}
+}
+
+// inRetryLocked reports whether q is the live queue of its next hop and in
+// Retry: its work is deferred without dialling. t.mu is held.
+func (t *Transport) inRetryLocked(q *hopQueue) bool {
+	return q != nil && q.failures > 0 && t.queues[q.hop] == q
+}
+
+// scheduleWakeLocked arranges for q's probe at its retry time. t.mu is
+// held.
+func (t *Transport) scheduleWakeLocked(q *hopQueue) {
+	t.sched.addHop(q, q.retryAt)
+}
+
+// wakeHop is called by the scheduler at a queue's retry time (at): unless
+// something already probes it, one parked message is woken to do so.
+func (t *Transport) wakeHop(q *hopQueue, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || !t.inRetryLocked(q) || !q.retryAt.Equal(at) || q.active > 0 || len(q.items) > 0 || q.probe != nil {
+		return // recovered, a stale time, or a delivery will probe it anyway
+	}
+	t.wakeProbeLocked(q)
+}
+
+// wakeProbeLocked wakes the oldest message parked on q as its probe.
+// t.mu is held.
+func (t *Transport) wakeProbeLocked(q *hopQueue) {
+	for len(q.parked) > 0 {
+		e := q.parked[0]
+		q.parked[0] = nil
+		q.parked = q.parked[1:]
+		if e.parkedOn != q || e.removing {
+			continue
+		}
+		t.unparkLocked(e)
+		q.probe = e
+		e.probeOf = q
+		e.wakeFor.Store(q)
+		if !e.busy { // a running pass reschedules itself, now due
+			t.scheduleLocked(e, t.clock())
+		}
+		return
+	}
+	q.parked = nil
+}
+
+// wakeAllLocked wakes every message parked on q: their recipients waiting
+// for it are due now. t.mu is held.
+func (t *Transport) wakeAllLocked(q *hopQueue) {
+	now := t.clock()
+	for _, e := range q.parked {
+		if e.parkedOn != q {
+			continue
+		}
+		t.unparkLocked(e)
+		e.wakeFor.Store(q)
+		if !e.busy && !e.removing {
+			t.scheduleLocked(e, now)
+		}
+	}
+	q.parked = nil
+	q.nParked = 0
+}
+
+// probeEndedLocked is called when a pass over e ends, after its work items
+// were queued: if e was q's probe and queued nothing that will dial q,
+// what parked the others may no longer hold, so they are all woken.
+// t.mu is held.
+func (t *Transport) probeEndedLocked(e *entry) {
+	q := e.probeOf
+	if q == nil {
+		return
+	}
+	e.probeOf = nil
+	if q.probe != e {
+		return
+	}
+	q.probe = nil
+	if q.active == 0 && len(q.items) == 0 && t.inRetryLocked(q) {
+		t.log.Info("next hop's probe was not routed to it; waking the messages parked on it", "queue", q.hop.String(),
+			"parked", q.nParked)
+		t.wakeAllLocked(q)
+	}
+}
+
+// parkingQueue is the queue in Retry e's deferred recipients wait for, if
+// e is parked on one or retryQ (whose deferral of e's work just ended, now
+// or while a pass over e ran) is one, and the name of its next hop. e.mu
+// is held.
+func (t *Transport) parkingQueue(e *entry, retryQ *hopQueue) (*hopQueue, string) {
+	if e.msg.Held || e.msg.Poisoned {
+		return nil, ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if retryQ != nil {
+		// Kept until a reschedule decides: if a pass over e is running,
+		// its own reschedule, not this one, parks e.
+		e.parkHint = retryQ
+	}
+	q := e.parkedOn
+	if q == nil && t.inRetryLocked(e.parkHint) {
+		q = e.parkHint
+	}
+	if q == nil {
+		return nil, ""
+	}
+	return q, q.hop.String()
+}
+
+// parked reports whether recipient r waits for the queue parkHop names.
+func parked(r queue.RecipientState, parkHop string) bool {
+	return parkHop != "" && r.Status == queue.Deferred && r.NextHop == parkHop
+}

@@ -1,0 +1,188 @@
+package transport
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"hubd/hub"
+	"hubd/hub/delivery"
+	"hubd/hub/queue"
+)
+
+// markCountingStore counts MarkActive: one per pass and one per delivery.
+type markCountingStore struct {
+	queue.Store
+	marks atomic.Int64
+}
+
+func (s *markCountingStore) MarkActive(id hub.QueueID, m queue.Mark) error {
+	s.marks.Add(1)
+	return s.Store.MarkActive(id, m)
+}
+
+// partnerQueue returns the partner next hop's queue: its retry time, the
+// messages parked on it, whether a probe is out, and what waits or runs.
+func (h *harness) partnerQueue() (retryAt time.Time, parked int, probing bool, busy int) {
+	h.tr.mu.Lock()
+	defer h.tr.mu.Unlock()
+	for _, q := range h.tr.queues {
+		if strings.HasPrefix(q.hop.String(), "smtp:partner") {
+			return q.retryAt, q.nParked, q.probe != nil, q.active + len(q.items) + len(h.tr.jobs)
+		}
+	}
+	return time.Time{}, 0, false, 0
+}
+
+// waitGone waits until every message of ids has left the queue.
+func (h *harness) waitGone(ids []hub.QueueID) {
+	h.t.Helper()
+	eventually(h.t, "every message out of the queue", func() bool {
+		for _, id := range ids {
+			if _, queued := h.recipient(id, 0); queued {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func unreachableResult(int, delivery.Recipient) delivery.Result {
+	return delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.4.1", Text: "connection refused", Connection: true}
+}
+
+// startParking queues waiting+1 messages for a next hop that cannot be
+// reached and returns once all of them are parked on its queue in Retry.
+func startParking(t *testing.T, waiting int, extraHub string, up *atomic.Bool, calls *atomic.Int64) (*harness, *markCountingStore, *fakeClock, *fake, []hub.QueueID) {
+	t.Helper()
+	spool := t.TempDir()
+	ls, err := queue.OpenLog(queue.LogOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &markCountingStore{Store: ls}
+	clock := newFakeClock()
+	remote := &fake{result: func(n int, r delivery.Recipient) delivery.Result {
+		calls.Add(1)
+		if up.Load() {
+			return ok(n, r)
+		}
+		return unreachableResult(n, r)
+	}}
+	local := &fake{result: ok}
+	h := startStore(t, config(t, spool, `quick_retry_interval = "1m"
+  transient_retry_interval = "5m"
+  retry_interval = "15m"
+  max_per_domain_outbound_connections = 1
+`+extraHub), local, remote, clock.Now, store)
+	var ids []hub.QueueID
+	for i := range waiting + 1 {
+		ids = append(ids, h.submit("x\r\n", fmt.Sprintf("u%d@partner.example", i)))
+	}
+	eventually(t, "every message deferred and parked on the next hop in Retry", func() bool {
+		for _, id := range ids {
+			if r, _ := h.recipient(id, 0); r.Status != queue.Deferred {
+				return false
+			}
+		}
+		_, parked, _, busy := h.partnerQueue()
+		return parked == waiting+1 && busy == 0
+	})
+	return h, store, clock, local, ids
+}
+
+// TestParkedWorkCostsOneProbePerRetryCycle: while a next hop stays down,
+// each retry cycle costs one pass and one connection attempt however many
+// messages wait for it (issue 11: a million waiting used to mean a million
+// passes, log lines and tracking events per cycle), and when it comes back
+// every waiting message is delivered once.
+func TestParkedWorkCostsOneProbePerRetryCycle(t *testing.T) {
+	const waiting = 200
+	var up atomic.Bool
+	var calls atomic.Int64
+	h, store, clock, _, ids := startParking(t, waiting, "", &up, &calls)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("next hop dialled %d times before Retry, want 1", n)
+	}
+	marks := store.marks.Load()
+	for cycle := 1; cycle <= 3; cycle++ {
+		retryAt, _, _, _ := h.partnerQueue()
+		clock.set(h, retryAt.Add(time.Second))
+		eventually(t, fmt.Sprintf("cycle %d: the next hop probed, its retry time moved on", cycle), func() bool {
+			next, parked, probing, busy := h.partnerQueue()
+			return calls.Load() >= int64(1+cycle) && next.After(retryAt) && parked == waiting+1 && !probing && busy == 0
+		})
+		if n := calls.Load(); n != int64(1+cycle) {
+			t.Fatalf("cycle %d: next hop dialled %d times in all, want %d", cycle, n, 1+cycle)
+		}
+		if n := store.marks.Load() - marks; n > int64(2*cycle) {
+			t.Fatalf("after %d retry cycles %d passes and deliveries ran, want at most %d (one probe each)", cycle, n, 2*cycle)
+		}
+	}
+	if strings.Count(h.logs.String(), `msg=deferred`) > waiting+1+3 {
+		t.Errorf("a deferred line per waiting message per cycle:\n%d lines", strings.Count(h.logs.String(), `msg=deferred`))
+	}
+
+	up.Store(true)
+	retryAt, _, _, _ := h.partnerQueue()
+	clock.set(h, retryAt.Add(time.Second))
+	h.waitIdle()
+	if got, want := calls.Load(), int64(1+3+waiting+1); got != want {
+		t.Errorf("%d attempts in all, want %d: the first, 3 probes, then each message once", got, want)
+	}
+	h.waitGone(ids)
+}
+
+// TestParkedWorkStillExpires: a message parked on a next hop that never
+// comes back fails with 4.4.7 at its expiry, and its sender is told, with
+// no retry cycle in between waking it.
+func TestParkedWorkStillExpires(t *testing.T) {
+	const waiting = 20
+	var up atomic.Bool
+	var calls atomic.Int64
+	h, _, clock, local, ids := startParking(t, waiting, `message_expiration = "30m"`, &up, &calls)
+	retryAt, _, _, _ := h.partnerQueue()
+	expiry := clock.Now().Add(30 * time.Minute)
+	if !retryAt.Before(expiry) {
+		t.Fatalf("retry at %v is not before the expiry %v", retryAt, expiry)
+	}
+	clock.set(h, expiry.Add(time.Second))
+	h.waitIdle()
+	h.waitGone(ids)
+	if n := strings.Count(h.logs.String(), "4.4.7"); n < waiting+1 {
+		t.Errorf("%d expiries logged, want %d", n, waiting+1)
+	}
+	if n := len(local.seen()); n != waiting+1 {
+		t.Errorf("%d failure DSNs delivered to the sender, want %d", n, waiting+1)
+	}
+	if n := calls.Load(); n > 2 {
+		t.Errorf("next hop dialled %d times, want at most 2", n)
+	}
+}
+
+// TestRetryQueueProbesParkedHop: an operator's retry of a queue in Retry
+// probes it at once with one parked message; when the next hop answers,
+// every parked message follows without waiting for its own retry time.
+func TestRetryQueueProbesParkedHop(t *testing.T) {
+	const waiting = 30
+	var up atomic.Bool
+	var calls atomic.Int64
+	h, _, _, _, ids := startParking(t, waiting, "", &up, &calls)
+	up.Store(true)
+	var name string
+	for _, q := range h.tr.DeliveryQueues() {
+		if strings.HasPrefix(q.Name, "smtp:partner") {
+			name = q.Name
+		}
+	}
+	if _, err := h.tr.RetryQueue(t.Context(), name, false); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	h.waitGone(ids)
+	if got, want := calls.Load(), int64(1+waiting+1); got != want {
+		t.Errorf("%d attempts, want %d", got, want)
+	}
+}
