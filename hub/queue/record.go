@@ -37,8 +37,10 @@ type stateRecord struct {
 	State State       `json:"state"`
 }
 
-// errCorrupt marks a record that cannot be trusted.
-var errCorrupt = errors.New("corrupt queue record")
+// ErrCorrupt marks a record that cannot be trusted: bad framing, a
+// checksum mismatch, or contents that do not make sense. Load quarantines
+// such records; Get and a body reader return errors wrapping it.
+var ErrCorrupt = errors.New("corrupt queue record")
 
 // writeTrailer appends v as a checksummed trailer to w.
 func writeTrailer(w io.Writer, v any) error {
@@ -61,29 +63,29 @@ func writeTrailer(w io.Writer, v any) error {
 // returns the length of what precedes it (the body).
 func readTrailer(r io.ReaderAt, size int64, v any) (int64, error) {
 	if size < int64(trailerFixed) {
-		return 0, fmt.Errorf("%w: %d bytes is too short", errCorrupt, size)
+		return 0, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, size)
 	}
 	var fixed [trailerFixed]byte
 	if _, err := r.ReadAt(fixed[:], size-int64(trailerFixed)); err != nil {
 		return 0, err
 	}
 	if [8]byte(fixed[8:]) != trailerMagic {
-		return 0, fmt.Errorf("%w: bad magic", errCorrupt)
+		return 0, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	n := int64(binary.BigEndian.Uint32(fixed[0:4]))
 	start := size - int64(trailerFixed) - n
 	if start < 0 {
-		return 0, fmt.Errorf("%w: record length %d exceeds file", errCorrupt, n)
+		return 0, fmt.Errorf("%w: record length %d exceeds file", ErrCorrupt, n)
 	}
 	js := make([]byte, n)
 	if _, err := r.ReadAt(js, start); err != nil {
 		return 0, err
 	}
 	if crc32.Checksum(js, castagnoli) != binary.BigEndian.Uint32(fixed[4:8]) {
-		return 0, fmt.Errorf("%w: checksum mismatch", errCorrupt)
+		return 0, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
 	}
 	if err := json.Unmarshal(js, v); err != nil {
-		return 0, fmt.Errorf("%w: %v", errCorrupt, err)
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return start, nil
 }
@@ -101,7 +103,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.sum.Write(p[:n])
 	if err == io.EOF && b.sum.Sum32() != b.want {
-		return n, fmt.Errorf("%w: body checksum mismatch in %s", errCorrupt, b.f.Name())
+		return n, fmt.Errorf("%w: body checksum mismatch in %s", ErrCorrupt, b.f.Name())
 	}
 	return n, err
 }
