@@ -380,7 +380,7 @@ func (s *DiskStore) Open(id hub.QueueID) (io.ReadCloser, error) {
 		f.Close()
 		return nil, fmt.Errorf("queue: %s: %w", id, err)
 	}
-	return &bodyReader{f: f, r: io.NewSectionReader(f, 0, bodyLen), sum: crc32.New(castagnoli), want: rec.BodyCRC}, nil
+	return newBodyReader(f, 0, bodyLen, rec.BodyCRC, f.Close), nil
 }
 
 // storageError turns a full disk into the reply Submit promises for it.

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"hubd/hub"
@@ -91,24 +92,40 @@ func readTrailer(r io.ReaderAt, size int64, v any) (int64, error) {
 }
 
 // bodyReader reads a message body and checks its CRC-32C at EOF, so a body
-// damaged on disk is never delivered as if it were whole.
+// damaged on disk is never delivered as if it were whole. It reads with
+// pread from a file it may share with other readers (a LogStore segment):
+// closing it calls release once, and it reads nothing after that.
 type bodyReader struct {
-	f    *os.File
-	r    *io.SectionReader
-	sum  hash.Hash32
-	want uint32
+	name    string // the file, for errors
+	r       *io.SectionReader
+	sum     hash.Hash32
+	want    uint32
+	release func() error
+	closed  atomic.Bool
+}
+
+func newBodyReader(f *os.File, off, n int64, want uint32, release func() error) *bodyReader {
+	return &bodyReader{name: f.Name(), r: io.NewSectionReader(f, off, n), sum: crc32.New(castagnoli), want: want, release: release}
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, os.ErrClosed
+	}
 	n, err := b.r.Read(p)
 	b.sum.Write(p[:n])
 	if err == io.EOF && b.sum.Sum32() != b.want {
-		return n, fmt.Errorf("%w: body checksum mismatch in %s", ErrCorrupt, b.f.Name())
+		return n, fmt.Errorf("%w: body checksum mismatch in %s", ErrCorrupt, b.name)
 	}
 	return n, err
 }
 
-func (b *bodyReader) Close() error { return b.f.Close() }
+func (b *bodyReader) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	return b.release()
+}
 
 // idGen hands out queue IDs (hub.NewQueueID) for messages put without one.
 type idGen struct{}
