@@ -34,9 +34,12 @@ package queue
 // plus the map's overhead per message. Envelopes and states are not kept:
 // Load returns them once and the caller keeps them.
 //
-// Reads. Open preads a body from its segment through one descriptor per
-// segment, shared by every reader and reference-counted so that a reader
-// keeps its file when reclaiming unlinks the segment (logfiles.go).
+// Reads. Open (a body) and Get (a message's MSG record and latest STATE
+// record, at the places the index gives, CRC checked) pread through one
+// descriptor per segment, shared by every reader and reference-counted:
+// a reader takes its reference in the same critical section as the index
+// lookup, so compaction and reclaiming cannot unlink the file under it
+// (logfiles.go, logget.go).
 
 import (
 	"bytes"

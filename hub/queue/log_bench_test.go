@@ -174,3 +174,40 @@ func BenchmarkLogOpen(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkLogGet: Get one of 1,000 queued messages (4 KB inline body,
+// which Get reads to check the record's CRC); every tenth has a newer
+// STATE record. parallel runs GOMAXPROCS callers at once.
+func BenchmarkLogGet(b *testing.B) {
+	s, ids := logBenchSpool(b, 1000)
+	for i, id := range ids {
+		if i%10 == 0 {
+			st := State{Recipients: []RecipientState{{Address: "a@example.com", Status: Deferred, Attempts: 1}}}
+			if err := s.Update(context.Background(), id, st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ctx := context.Background()
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := s.Get(ctx, ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.Get(ctx, ids[next.Add(1)%int64(len(ids))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
