@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -380,7 +381,65 @@ func (s *DiskStore) Open(id hub.QueueID) (io.ReadCloser, error) {
 		f.Close()
 		return nil, fmt.Errorf("queue: %s: %w", id, err)
 	}
-	return &bodyReader{f: f, r: io.NewSectionReader(f, 0, bodyLen), sum: crc32.New(castagnoli), want: rec.BodyCRC}, nil
+	return newBodyReader(f, 0, bodyLen, rec.BodyCRC, f.Close), nil
+}
+
+// Get returns message id without its body; see Store. It reads the
+// trailer of queue/<id>.msg, then queue/<id>.state if there is one. Each
+// file is read through one descriptor, and an Update replaces a .state by
+// rename, so each record read is whole. A Remove renames the .msg away
+// before the .state: when the .state is missing, Get checks that the .msg
+// is still there, so that it never returns the initial state of a message
+// whose later state a Remove took away under it (it returns ErrNotFound,
+// the Remove's outcome, even if that Remove then fails and is undone).
+func (s *DiskStore) Get(ctx context.Context, id hub.QueueID) (*Message, error) {
+	if !validID(string(id)) {
+		return nil, fmt.Errorf("queue: invalid id %q", id)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var rec msgRecord
+	bodyLen, err := readFileTrailer(s.msgPath(id), &rec)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("queue: get %s: %w", id, ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("queue: get %s: %w", id, err)
+	case rec.ID != id || rec.Size != bodyLen:
+		return nil, fmt.Errorf("queue: get %s: %w: record names %s, size %d, body is %d bytes", id, ErrCorrupt, rec.ID, rec.Size, bodyLen)
+	}
+	m := &Message{ID: id, Envelope: rec.Envelope, Arrived: rec.Arrived, Size: rec.Size, State: rec.State}
+	var st stateRecord
+	_, err = readFileTrailer(s.statePath(id), &st)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if _, err := os.Lstat(s.msgPath(id)); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("queue: get %s: %w", id, ErrNotFound)
+		}
+		return m, nil
+	case err != nil:
+		return nil, fmt.Errorf("queue: get %s: state file: %w", id, err)
+	case st.ID != id:
+		return nil, fmt.Errorf("queue: get %s: %w: state file names %s", id, ErrCorrupt, st.ID)
+	}
+	m.State = st.State
+	return m, nil
+}
+
+// readFileTrailer reads the trailer of the file at path into v (readTrailer)
+// and returns the length of the body before it.
+func readFileTrailer(path string, v any) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return readTrailer(f, fi.Size(), v)
 }
 
 // storageError turns a full disk into the reply Submit promises for it.

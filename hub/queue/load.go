@@ -25,7 +25,7 @@ import (
 
 // Load reads every message in the spool, oldest first; see Store. It works
 // in two steps. The scan only reads: any error that is not proven
-// corruption (errCorrupt) ends Load there, with the spool as it was. Then
+// corruption (ErrCorrupt) ends Load there, with the spool as it was. Then
 // what the scan decided is done: corrupt records quarantined, files left
 // by an interrupted Remove deleted, and the deaths the active marks record
 // persisted in one group commit before the marks are deleted.
@@ -90,7 +90,7 @@ func (s *DiskStore) scan(ctx context.Context) (*scanResult, error) {
 			sc.orphans = append(sc.orphans, name) // left by a Remove interrupted between its renames
 		case kind == "msg":
 			m, err := s.loadOne(hub.QueueID(id))
-			if errors.Is(err, errCorrupt) {
+			if errors.Is(err, ErrCorrupt) {
 				sc.corrupt = append(sc.corrupt, corruptFile{name, err}, corruptFile{id + ".state", err})
 				continue
 			}
@@ -143,7 +143,7 @@ func (s *DiskStore) loadOne(id hub.QueueID) (*Message, error) {
 		return nil, err
 	}
 	if rec.ID != id || rec.Size != bodyLen {
-		return nil, fmt.Errorf("%w: record names %s, size %d, body is %d bytes", errCorrupt, rec.ID, rec.Size, bodyLen)
+		return nil, fmt.Errorf("%w: record names %s, size %d, body is %d bytes", ErrCorrupt, rec.ID, rec.Size, bodyLen)
 	}
 	m := &Message{ID: id, Envelope: rec.Envelope, Arrived: rec.Arrived, Size: rec.Size, State: rec.State}
 	var st stateRecord
@@ -151,7 +151,7 @@ func (s *DiskStore) loadOne(id hub.QueueID) (*Message, error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return m, nil
-	case errors.Is(err, errCorrupt):
+	case errors.Is(err, ErrCorrupt):
 		// Without the latest state we cannot tell delivered recipients from
 		// pending ones; guessing would either lose mail or duplicate it.
 		return nil, fmt.Errorf("state file: %w", err)
@@ -159,7 +159,7 @@ func (s *DiskStore) loadOne(id hub.QueueID) (*Message, error) {
 		return nil, err
 	}
 	if st.ID != id {
-		return nil, fmt.Errorf("%w: state file names %s", errCorrupt, st.ID)
+		return nil, fmt.Errorf("%w: state file names %s", ErrCorrupt, st.ID)
 	}
 	m.State = st.State
 	return m, nil
@@ -167,7 +167,7 @@ func (s *DiskStore) loadOne(id hub.QueueID) (*Message, error) {
 
 // readRecord reads the trailer of the file at path into v and returns the
 // length of the body before it. A missing file is fs.ErrNotExist; a damaged
-// one errCorrupt; anything else is a readError.
+// one ErrCorrupt; anything else is a readError.
 func (s *DiskStore) readRecord(path string, v any) (int64, error) {
 	f, err := s.openFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -182,7 +182,7 @@ func (s *DiskStore) readRecord(path string, v any) (int64, error) {
 		return 0, readError(path, err)
 	}
 	n, err := readTrailer(f, fi.Size(), v)
-	if err != nil && !errors.Is(err, errCorrupt) {
+	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return 0, readError(path, err)
 	}
 	return n, err

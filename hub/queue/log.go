@@ -33,6 +33,13 @@ package queue
 // STATE record are, and the body's offset, length and CRC: about 50 bytes
 // plus the map's overhead per message. Envelopes and states are not kept:
 // Load returns them once and the caller keeps them.
+//
+// Reads. Open (a body) and Get (a message's MSG record and latest STATE
+// record, at the places the index gives, CRC checked) pread through one
+// descriptor per segment, shared by every reader and reference-counted:
+// a reader takes its reference in the same critical section as the index
+// lookup, so compaction and reclaiming cannot unlink the file under it
+// (logfiles.go, logget.go).
 
 import (
 	"bytes"
@@ -120,11 +127,15 @@ type LogStore struct {
 	startBlobs []string
 	loaded     bool
 
-	// mu guards idx. Open holds it while it opens a segment file, and
-	// reclaiming while it unlinks one, so Open never finds a file gone.
+	// mu guards idx and files. Open and Get hold it while they look a
+	// message up and take a reference on its segment's file, reclaiming
+	// while it unlinks a segment, so a reader never finds a file gone
+	// (logfiles.go).
 	mu      sync.Mutex
 	idx     *logIndex
 	indexed bool // idx was built by a Load (loaded, readable under mu)
+	files   map[uint32]*segFile
+	closed  bool // Close has begun: Open and Get fail
 
 	// The committer's (logcommit.go), changed under loadMu.
 	cur       *os.File // the segment being written; nil until the first batch
@@ -167,6 +178,7 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 		openFile:      opts.openFile,
 		incarnation:   newIncarnation(),
 		idx:           newLogIndex(),
+		files:         map[uint32]*segFile{},
 		reqs:          make(chan *logReq, maxBatch),
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
@@ -277,6 +289,7 @@ func (s *LogStore) blobPath(id hub.QueueID) string { return filepath.Join(s.blob
 func (s *LogStore) Close() error {
 	s.closing.Do(func() { close(s.stop) })
 	<-s.done
+	s.closeFiles()
 	s.loadMu.Lock()
 	if s.cur != nil {
 		s.cur.Close()
@@ -455,15 +468,18 @@ func (s *LogStore) has(id hub.QueueID) bool {
 	return ok
 }
 
-// Open returns message id's body, read with pread from its segment (or
-// its blob); the reader fails at EOF if the body does not match the CRC
-// recorded at Put.
+// Open returns message id's body, read with pread from its segment's
+// shared file (logfiles.go) or from its blob; the reader fails at EOF if
+// the body does not match the CRC recorded at Put.
 func (s *LogStore) Open(id hub.QueueID) (io.ReadCloser, error) {
 	if !id.Valid() {
 		return nil, fmt.Errorf("queue: invalid id %q", id)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errClosed
+	}
 	e, ok := s.idx.entries[id]
 	if !ok {
 		return nil, fmt.Errorf("queue: open %s: no such message", id)
@@ -473,14 +489,14 @@ func (s *LogStore) Open(id hub.QueueID) (io.ReadCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf("queue: %w", err)
 		}
-		return &bodyReader{f: f, r: io.NewSectionReader(f, 0, e.bodyLen), sum: crc32.New(castagnoli), want: e.bodyCRC}, nil
+		return newBodyReader(f, 0, e.bodyLen, e.bodyCRC, f.Close), nil
 	}
-	f, err := os.Open(s.segPath(uint64(e.msg.seg)))
+	sf, err := s.acquireSeg(e.msg.seg)
 	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
+		return nil, err
 	}
 	start := int64(e.msg.off) + int64(e.bodyOff)
-	return &bodyReader{f: f, r: io.NewSectionReader(f, start, e.bodyLen), sum: crc32.New(castagnoli), want: e.bodyCRC}, nil
+	return newBodyReader(sf.f, start, e.bodyLen, e.bodyCRC, sf.release), nil
 }
 
 // MarkActive appends "<id> <mark>\n" (formatMark) to log/active with one

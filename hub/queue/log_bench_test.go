@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"hubd/hub"
 )
 
 // BenchmarkLogPut: Puts of 4 KB messages from 1, 8 and 64 concurrent
@@ -103,4 +106,108 @@ func BenchmarkLogLoad(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(b.Elapsed().Seconds()/float64(loads), "s/load")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(loads*n), "ns/msg")
+}
+
+// logBenchSpool is a log spool holding n messages of 4 KB, loaded.
+func logBenchSpool(b *testing.B, n int) (*LogStore, []hub.QueueID) {
+	b.Helper()
+	s, err := OpenLog(LogOptions{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if _, err := s.Load(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("0123456789abcde\n"), 256)
+	ids := make([]hub.QueueID, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				m := newMessage("a@example.com")
+				if err := s.Put(context.Background(), m, bytes.NewReader(body)); err != nil {
+					b.Error(err)
+					return
+				}
+				ids[i] = m.ID
+			}
+		})
+	}
+	wg.Wait()
+	return s, ids
+}
+
+// BenchmarkLogOpen: Open, read and Close the 4 KB body of one of 1,000
+// queued messages (inline in their segment); one op is one whole read.
+// parallel runs GOMAXPROCS readers at once, as concurrent deliveries do.
+func BenchmarkLogOpen(b *testing.B) {
+	s, ids := logBenchSpool(b, 1000)
+	read := func(id hub.QueueID, buf []byte) {
+		rc, err := s.Open(id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, rc, buf); err != nil {
+			b.Fatal(err)
+		}
+		rc.Close()
+	}
+	b.Run("serial", func(b *testing.B) {
+		buf := make([]byte, 32<<10)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			read(ids[i%len(ids)], buf)
+			i++
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			buf := make([]byte, 32<<10)
+			for pb.Next() {
+				read(ids[next.Add(1)%int64(len(ids))], buf)
+			}
+		})
+	})
+}
+
+// BenchmarkLogGet: Get one of 1,000 queued messages (4 KB inline body,
+// which Get reads to check the record's CRC); every tenth has a newer
+// STATE record. parallel runs GOMAXPROCS callers at once.
+func BenchmarkLogGet(b *testing.B) {
+	s, ids := logBenchSpool(b, 1000)
+	for i, id := range ids {
+		if i%10 == 0 {
+			st := State{Recipients: []RecipientState{{Address: "a@example.com", Status: Deferred, Attempts: 1}}}
+			if err := s.Update(context.Background(), id, st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ctx := context.Background()
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := s.Get(ctx, ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.Get(ctx, ids[next.Add(1)%int64(len(ids))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }

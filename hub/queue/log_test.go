@@ -316,7 +316,7 @@ func TestLogBlobBodies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.ReadAll(rc); !errors.Is(err, errCorrupt) {
+	if _, err := io.ReadAll(rc); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("damaged blob read: %v", err)
 	}
 	rc.Close()

@@ -275,6 +275,7 @@ func (s *LogStore) reclaim() {
 		err := os.Remove(s.segPath(uint64(victim)))
 		if err == nil || errors.Is(err, os.ErrNotExist) {
 			s.idx.removeSegment(victim)
+			s.dropSeg(victim) // readers that hold it keep the unlinked file
 		}
 		s.mu.Unlock()
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

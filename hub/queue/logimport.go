@@ -73,7 +73,7 @@ func (s *LogStore) importDisk() error {
 			continue
 		}
 		rec, err := s.importOne(d, m)
-		if errors.Is(err, errCorrupt) {
+		if errors.Is(err, ErrCorrupt) {
 			s.log.Error("queue: a message of the disk spool has a damaged body; quarantined, not imported", "id", m.ID, "err", err)
 			d.quarantine(string(m.ID)+".msg", err)
 			continue

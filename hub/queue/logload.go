@@ -153,7 +153,7 @@ func (s *LogStore) scanSegment(ctx context.Context, sc *logScan, seq uint64, buf
 			continue
 		case err == io.EOF:
 			return nil
-		case !errors.Is(err, errTorn) && !errors.Is(err, errCorrupt):
+		case !errors.Is(err, errTorn) && !errors.Is(err, ErrCorrupt):
 			return readError(path, err)
 		case seq == s.tailSeq:
 			sc.cut = &badRange{seq: seq, from: r.off, to: size, why: err}
@@ -169,24 +169,24 @@ func (s *LogStore) scanSegment(ctx context.Context, sc *logScan, seq uint64, buf
 }
 
 // apply takes a record whose CRC checked into the scan. Contents that do
-// not make sense despite the CRC are errCorrupt too.
+// not make sense despite the CRC are ErrCorrupt too.
 func (sc *logScan) apply(seq uint32, r logRecord) error {
 	rec := pendingRec{kind: r.kind, id: r.id}
 	switch r.kind {
 	case recMsg:
 		var lm logMsg
 		if err := json.Unmarshal(r.json, &lm); err != nil {
-			return fmt.Errorf("%w: %v", errCorrupt, err)
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
 		if lm.Blob && len(r.body) != 0 || !lm.Blob && int64(len(r.body)) != lm.Size {
-			return fmt.Errorf("%w: MSG record of %s: size %d, %d bytes inline", errCorrupt, r.id, lm.Size, len(r.body))
+			return fmt.Errorf("%w: MSG record of %s: size %d, %d bytes inline", ErrCorrupt, r.id, lm.Size, len(r.body))
 		}
 		rec.bodyLen, rec.bodyCRC, rec.blob = lm.Size, lm.BodyCRC, lm.Blob
 		sc.msgs[r.id] = &Message{ID: r.id, Envelope: lm.Envelope, Arrived: lm.Arrived, Size: lm.Size, State: lm.State}
 	case recState:
 		var st State
 		if err := json.Unmarshal(r.json, &st); err != nil {
-			return fmt.Errorf("%w: %v", errCorrupt, err)
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
 		if m := sc.msgs[r.id]; m != nil {
 			m.State = st
@@ -246,7 +246,7 @@ func (s *LogStore) cutTailEarly() error {
 		case err == io.EOF:
 			s.tailCut = true
 			return nil
-		case errors.Is(err, errTorn) || errors.Is(err, errCorrupt):
+		case errors.Is(err, errTorn) || errors.Is(err, ErrCorrupt):
 			if err := s.cutTail(&badRange{seq: s.tailSeq, from: r.off, to: fi.Size(), why: err}); err != nil {
 				return err
 			}

@@ -109,32 +109,32 @@ var errTorn = errors.New("record runs past the end of the segment")
 // parseRecord decodes and checks the record at the start of b (b holds at
 // least the whole record when it fits in the segment: avail is how many
 // bytes the segment has from here). The error is errTorn or wraps
-// errCorrupt.
+// ErrCorrupt.
 func parseRecord(b []byte, avail int64) (logRecord, error) {
 	var r logRecord
 	if avail < recHeader {
 		return r, errTorn
 	}
 	if b[0] != recMagic0 || b[1] != recMagic1 {
-		return r, fmt.Errorf("%w: bad magic", errCorrupt)
+		return r, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	n := binary.BigEndian.Uint32(b[2:6])
 	if n < recFixed || n > maxRecord {
-		return r, fmt.Errorf("%w: record length %d", errCorrupt, n)
+		return r, fmt.Errorf("%w: record length %d", ErrCorrupt, n)
 	}
 	if int64(recHeader)+int64(n) > avail {
 		return r, errTorn
 	}
 	rec := b[recHeader : recHeader+int(n)]
 	if crc32.Checksum(rec, castagnoli) != binary.BigEndian.Uint32(b[6:10]) {
-		return r, fmt.Errorf("%w: checksum mismatch", errCorrupt)
+		return r, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
 	}
 	r.size = recHeader + n
 	r.kind = rec[0]
 	r.id = hub.QueueID(rec[1 : 1+idLen])
 	jl := binary.BigEndian.Uint32(rec[1+idLen : recFixed])
 	if uint64(jl) > uint64(n-recFixed) || !r.id.Valid() {
-		return r, fmt.Errorf("%w: bad record fields", errCorrupt)
+		return r, fmt.Errorf("%w: bad record fields", ErrCorrupt)
 	}
 	r.json = rec[recFixed : recFixed+jl]
 	r.body = rec[recFixed+jl:]
@@ -143,10 +143,10 @@ func parseRecord(b []byte, avail int64) (logRecord, error) {
 	case recMsg, recState:
 	case recSettle:
 		if len(r.json) != 0 || len(r.body) != 0 {
-			return r, fmt.Errorf("%w: SETTLE with a payload", errCorrupt)
+			return r, fmt.Errorf("%w: SETTLE with a payload", ErrCorrupt)
 		}
 	default:
-		return r, fmt.Errorf("%w: unknown record type %#x", errCorrupt, r.kind)
+		return r, fmt.Errorf("%w: unknown record type %#x", ErrCorrupt, r.kind)
 	}
 	return r, nil
 }
@@ -205,7 +205,7 @@ func (sc *segScanner) fill(want int) error {
 }
 
 // next returns the next record. At the end of the segment it returns
-// io.EOF; a record that cannot be trusted, errTorn or errCorrupt with
+// io.EOF; a record that cannot be trusted, errTorn or ErrCorrupt with
 // r.off set; any other error is a read error.
 func (sc *segScanner) next() (logRecord, error) {
 	if err := sc.fill(recHeader); err != nil {
@@ -256,7 +256,7 @@ func (sc *segScanner) resync(from int64) (int64, error) {
 		sc.pos += i
 		if _, err := sc.peek(); err == nil {
 			return cand, nil
-		} else if !errors.Is(err, errCorrupt) && !errors.Is(err, errTorn) {
+		} else if !errors.Is(err, ErrCorrupt) && !errors.Is(err, errTorn) {
 			return 0, err
 		}
 		cand++

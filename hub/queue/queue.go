@@ -31,6 +31,21 @@
 //     Concurrent Removes share fsyncs like Puts do.
 //   - Open returns the body exactly as it was given to Put. It may be called
 //     any number of times, concurrently.
+//   - Get returns one queued message without its body: ID, Envelope,
+//     Arrived, Size and the State last made durable by Put or Update —
+//     what Load would return for it, apart from the deaths Load records
+//     from active marks (which Load then persists, so a Get after Load
+//     agrees with it). The Message is a fresh copy the caller may keep
+//     and change. A message never queued or removed is an error wrapping
+//     ErrNotFound; a record proven corrupt, one wrapping ErrCorrupt (Get
+//     quarantines nothing: that is Load's job). Get may run concurrently
+//     with itself and every other call; for a message whose Update or
+//     Remove is in flight it returns the old state or the new one (for a
+//     Remove: ErrNotFound), never a torn one. It lets a caller drop the
+//     Message of a message that only waits and read it back when a pass
+//     or delivery starts. LogStore builds its index in Load: before the
+//     first Load, Get knows only the messages put since OpenLog, and fails
+//     for others without ErrNotFound.
 //   - Load returns every queued message, oldest first. A record proven
 //     corrupt (bad framing or checksum) is moved aside (quarantined) and
 //     logged, so that one damaged record cannot keep the hub from starting.
@@ -110,6 +125,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
@@ -123,11 +139,16 @@ type Store interface {
 	Update(ctx context.Context, id hub.QueueID, st State) error
 	Remove(id hub.QueueID) error
 	Open(id hub.QueueID) (io.ReadCloser, error)
+	Get(ctx context.Context, id hub.QueueID) (*Message, error)
 	Load(ctx context.Context) ([]*Message, error)
 	MarkActive(id hub.QueueID, mark Mark) error
 	ClearActive(id hub.QueueID)
 	Close() error
 }
+
+// ErrNotFound is wrapped by the error of Get for a message the store does
+// not hold: never queued, or removed.
+var ErrNotFound = errors.New("queue: no such message")
 
 // Mark is what MarkActive records about a pass or delivery that starts.
 type Mark struct {
@@ -256,3 +277,8 @@ func reportCommit(ctx context.Context, info CommitInfo) {
 		observe(info)
 	}
 }
+
+var (
+	_ Store = (*DiskStore)(nil)
+	_ Store = (*LogStore)(nil)
+)

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"hubd/hub"
@@ -37,8 +38,10 @@ type stateRecord struct {
 	State State       `json:"state"`
 }
 
-// errCorrupt marks a record that cannot be trusted.
-var errCorrupt = errors.New("corrupt queue record")
+// ErrCorrupt marks a record that cannot be trusted: bad framing, a
+// checksum mismatch, or contents that do not make sense. Load quarantines
+// such records; Get and a body reader return errors wrapping it.
+var ErrCorrupt = errors.New("corrupt queue record")
 
 // writeTrailer appends v as a checksummed trailer to w.
 func writeTrailer(w io.Writer, v any) error {
@@ -61,52 +64,68 @@ func writeTrailer(w io.Writer, v any) error {
 // returns the length of what precedes it (the body).
 func readTrailer(r io.ReaderAt, size int64, v any) (int64, error) {
 	if size < int64(trailerFixed) {
-		return 0, fmt.Errorf("%w: %d bytes is too short", errCorrupt, size)
+		return 0, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, size)
 	}
 	var fixed [trailerFixed]byte
 	if _, err := r.ReadAt(fixed[:], size-int64(trailerFixed)); err != nil {
 		return 0, err
 	}
 	if [8]byte(fixed[8:]) != trailerMagic {
-		return 0, fmt.Errorf("%w: bad magic", errCorrupt)
+		return 0, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	n := int64(binary.BigEndian.Uint32(fixed[0:4]))
 	start := size - int64(trailerFixed) - n
 	if start < 0 {
-		return 0, fmt.Errorf("%w: record length %d exceeds file", errCorrupt, n)
+		return 0, fmt.Errorf("%w: record length %d exceeds file", ErrCorrupt, n)
 	}
 	js := make([]byte, n)
 	if _, err := r.ReadAt(js, start); err != nil {
 		return 0, err
 	}
 	if crc32.Checksum(js, castagnoli) != binary.BigEndian.Uint32(fixed[4:8]) {
-		return 0, fmt.Errorf("%w: checksum mismatch", errCorrupt)
+		return 0, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
 	}
 	if err := json.Unmarshal(js, v); err != nil {
-		return 0, fmt.Errorf("%w: %v", errCorrupt, err)
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return start, nil
 }
 
 // bodyReader reads a message body and checks its CRC-32C at EOF, so a body
-// damaged on disk is never delivered as if it were whole.
+// damaged on disk is never delivered as if it were whole. It reads with
+// pread from a file it may share with other readers (a LogStore segment):
+// closing it calls release once, and it reads nothing after that.
 type bodyReader struct {
-	f    *os.File
-	r    *io.SectionReader
-	sum  hash.Hash32
-	want uint32
+	name    string // the file, for errors
+	r       *io.SectionReader
+	sum     hash.Hash32
+	want    uint32
+	release func() error
+	closed  atomic.Bool
+}
+
+func newBodyReader(f *os.File, off, n int64, want uint32, release func() error) *bodyReader {
+	return &bodyReader{name: f.Name(), r: io.NewSectionReader(f, off, n), sum: crc32.New(castagnoli), want: want, release: release}
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, os.ErrClosed
+	}
 	n, err := b.r.Read(p)
 	b.sum.Write(p[:n])
 	if err == io.EOF && b.sum.Sum32() != b.want {
-		return n, fmt.Errorf("%w: body checksum mismatch in %s", errCorrupt, b.f.Name())
+		return n, fmt.Errorf("%w: body checksum mismatch in %s", ErrCorrupt, b.name)
 	}
 	return n, err
 }
 
-func (b *bodyReader) Close() error { return b.f.Close() }
+func (b *bodyReader) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	return b.release()
+}
 
 // idGen hands out queue IDs (hub.NewQueueID) for messages put without one.
 type idGen struct{}
