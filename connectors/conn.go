@@ -26,11 +26,13 @@ import (
 //   - The command filter (hardening.go). Every command line is read here
 //     first and either handed to go-smtp or answered here: line length,
 //     NUL and 8-bit bytes, unknown verbs, EHLO argument, commands before
-//     MAIL, AUTH before TLS, VRFY, EXPN, HELP and STARTTLS. DATA content,
-//     BDAT chunks and SASL responses pass through untouched; which of these
-//     comes next is known from go-smtp's last reply (354, 334) and the BDAT
-//     size. The filter hands go-smtp at most one line per Read, so go-smtp
-//     never buffers a line the filter has not seen.
+//     MAIL, AUTH before TLS, VRFY, EXPN, HELP and STARTTLS. BDAT chunks
+//     and SASL responses pass through untouched; DATA content is read by
+//     the session straight from the filter's buffer, a block at a time
+//     (dotreader.go), and go-smtp is handed only its end marker. Which of
+//     these comes next is known from go-smtp's last reply (354, 334) and
+//     the BDAT size. The filter hands go-smtp at most one line per Read, so
+//     go-smtp never buffers a line the filter has not seen.
 //   - STARTTLS (RFC 3207). The filter answers 220, discards anything the
 //     client pipelined after the command (§5: such bytes would otherwise
 //     be read as if sent over TLS), does the handshake, and then restarts
@@ -91,8 +93,8 @@ type sessionConn struct {
 	wbuf   []byte       // replies not yet written to the socket (reply batching)
 	writes atomic.Int64 // socket writes of replies, for the tests
 
-	request  request // the deadline of what is being read now (deadline.go)
-	midLine  bool    // DATA: the last part handed on did not end a line
+	request  request    // the deadline of what is being read now (deadline.go)
+	body     *dotReader // DATA content after a 354, until go-smtp has the end marker (c.mu)
 	timedOut atomic.Bool
 
 	closeAfterWrite atomic.Bool
@@ -173,20 +175,7 @@ func (c *sessionConn) fill() error {
 		}
 		switch m {
 		case modeData:
-			// DATA content goes through line by line, never past a line
-			// end: after "." the next bytes may be commands, and which is
-			// the case only go-smtp's next reply tells. Each line has its
-			// own deadline; a line longer than the buffer comes in parts.
-			if !c.midLine {
-				c.startRequest(0)
-			}
-			line, err := c.in.ReadSlice('\n')
-			if len(line) == 0 {
-				return err
-			}
-			c.midLine = line[len(line)-1] != '\n'
-			c.pending = append(c.pending[:0], line...)
-			return nil
+			return c.handEndMarker() // dotreader.go
 		case modeSASL:
 			c.startRequest(0)
 			line, tooLong, err := c.readLine()
@@ -395,6 +384,7 @@ func (c *sessionConn) rewrite(b []byte, own bool) []byte {
 	switch code {
 	case 354:
 		c.reply.next = modeData
+		c.body = newDotReader(c.in, c.c.server.MaxMessageBytes, func() { c.startRequest(0) })
 	case 334:
 		c.reply.next = modeSASL
 	default:

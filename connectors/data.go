@@ -51,17 +51,23 @@ func (s *session) Data(r io.Reader) error {
 		span.SetAttributes(attrRcptTo.StringSlice(addrs))
 	}
 
+	// DATA content comes from the filter's dotReader (dotreader.go), not
+	// from go-smtp's byte-at-a-time reader; BDAT content from go-smtp.
+	content := r
+	if body := s.sc.dataBody(r); body != nil {
+		content = body
+	}
 	now := s.c.svc.now()
-	mr := message.NewReader(r, s.readerOptions(tx, id, now))
-	var content io.Reader = mr
+	mr := message.NewReader(content, s.readerOptions(tx, id, now))
+	var out io.Reader = mr
 	var firewall *message.OrgHeaderFilter
 	if !tx.rights.Has(policy.RightAcceptOrgHeaders) {
 		// The header firewall (message/orgheader.go): a client without the
 		// accept_org_headers right cannot hand the hub its internal fields.
 		firewall = message.StripOrgHeaders(mr)
-		content = firewall
+		out = firewall
 	}
-	watch := &errWatch{r: content}
+	watch := &errWatch{r: out}
 	env := s.envelope(ctx, tx, now)
 	// Read the first chunk before Submit: the reader examines the whole
 	// header section then, so the envelope can carry the Message-ID, and a
@@ -85,7 +91,7 @@ func (s *session) Data(r io.Reader) error {
 		// Keep the session in step: the rest of the content must be read
 		// before the reply (go-smtp drains DATA too; for BDAT this makes
 		// the reply wait for the last chunk, RFC 3030 §2).
-		io.Copy(io.Discard, r)
+		io.Copy(io.Discard, content)
 		return s.dataFailed(ctx, tt, err)
 	}
 	st.mu.Lock()

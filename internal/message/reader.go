@@ -8,10 +8,12 @@
 //
 // # Input
 //
-// The input is what go-smtp hands to Session.Data: the message with the
-// dot-stuffing of RFC 5321 §4.5.2 removed and CRLF line endings kept. go-smtp
-// ends DATA only at a strict <CRLF>.<CRLF>, but passes any other line ending
-// through unchanged, so the checks here are the ones that matter.
+// The input is the content Session.Data reads: the message with the
+// dot-stuffing of RFC 5321 §4.5.2 removed and CRLF line endings kept (for DATA
+// by the receive connector's dotReader, which follows go-smtp's reader octet
+// for octet; for BDAT by go-smtp). DATA ends only at a strict <CRLF>.<CRLF>,
+// but any other line ending passes through unchanged, so the checks here are
+// the ones that matter.
 //
 // # Strict CRLF
 //
