@@ -168,7 +168,8 @@ func TestCleanAttemptClearsSuspect(t *testing.T) {
 		h.tr.mu.Unlock()
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		return e.msg.Interrupted == 0
+		m, err := h.tr.view(e)
+		return err == nil && m.Interrupted == 0
 	})
 	h.close()
 	if st := loadState(t, spool, id); st.Interrupted != 0 || st.Deaths != 0 || st.Crashes != 1 || st.Poisoned {

@@ -166,7 +166,7 @@ func (d *depthTracker) idle() (int64, <-chan struct{}) {
 // before it when concurrent Submits finished out of order.
 func (d *depthTracker) insertLocked(e *entry) {
 	i := len(d.arrivals)
-	for i > 0 && d.arrivals[i-1].msg.Arrived.After(e.msg.Arrived) {
+	for i > 0 && d.arrivals[i-1].arrived.After(e.arrived) {
 		i--
 	}
 	d.arrivals = slices.Insert(d.arrivals, i, e)
@@ -186,7 +186,7 @@ func (d *depthTracker) oldest() (time.Time, bool) {
 	}
 	for _, e := range d.arrivals {
 		if !e.depth.gone && !e.depth.poisoned {
-			return e.msg.Arrived, true
+			return e.arrived, true
 		}
 	}
 	return time.Time{}, false

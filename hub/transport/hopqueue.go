@@ -87,12 +87,17 @@ func (t *Transport) DeliveryQueues() []QueueInfo {
 	poison := QueueInfo{Name: "poison", State: StateSuspended}
 	for _, e := range t.entries() {
 		e.mu.Lock()
-		if e.msg.Poisoned {
+		m, err := t.view(e)
+		if err != nil {
+			e.mu.Unlock()
+			continue // removed meanwhile, or unreadable (logged where it is used)
+		}
+		if m.Poisoned {
 			poison.Items++
-			poison.Recipients += pending(e.msg.State)
+			poison.Recipients += pending(m.State)
 		} else {
 			n := 0
-			for _, r := range e.msg.Recipients {
+			for _, r := range m.Recipients {
 				if r.Status == queue.Deferred && r.NextHop == unreachableQueue {
 					n++
 				}
@@ -197,10 +202,15 @@ func (t *Transport) queueItemLocked(it *workItem, front bool) {
 func (t *Transport) retryResults(q *hopQueue, it *workItem) []delivery.Result {
 	res := make([]delivery.Result, len(it.rcpts))
 	for i := range res {
-		res[i] = delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.4.1", Connection: true,
-			Text: "Next hop in retry until " + q.retryAt.UTC().Format(time.RFC3339) + "; last error: " + q.lastError}
+		res[i] = delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.4.1", Connection: true, Text: retryText(q)}
 	}
 	return res
+}
+
+// retryText is the reply text of work a queue in Retry turned away.
+// t.mu is held.
+func retryText(q *hopQueue) string {
+	return "Next hop in retry until " + q.retryAt.UTC().Format(time.RFC3339) + "; last error: " + q.lastError
 }
 
 // pumpLocked starts deliveries from q up to its limit. In Retry after the
@@ -396,7 +406,7 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		t.mu.Lock()
 		if clean {
 			e.suspect = false
-			t.log.Info("message delivered cleanly after process deaths; no longer a suspect", "id", e.msg.ID)
+			t.log.Info("message delivered cleanly after process deaths; no longer a suspect", "id", e.id)
 		}
 		if it.isolated {
 			t.releaseLocked() // after the mark is gone: never two isolated marks at once

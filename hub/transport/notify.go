@@ -58,6 +58,11 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 	defer e.notifyMu.Unlock()
 	now := t.clock()
 	e.mu.Lock()
+	if err := t.loadLocked(e); err != nil {
+		e.mu.Unlock()
+		t.log.Error("cannot read queued message", "id", e.id, "err", err)
+		return
+	}
 	m := e.msg
 	type dsnKey struct {
 		a  dsn.Action
@@ -83,6 +88,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 				add(dsn.Delayed, i)
 			} else {
 				m.Recipients[i].DelayNotified = true // nothing owed; persisted with the next Update
+				e.dirty = true
 			}
 		}
 	}
@@ -110,6 +116,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 				m.Recipients[i].Notified = true
 			}
 		}
+		e.dirty = true // persisted with the next Update, or before m is dropped (evict.go)
 		e.notifyRetry = time.Time{}
 		queued = true
 		t.meters.dsnQueued(a, m, groups[k])

@@ -73,10 +73,10 @@ func (t *Transport) snapshot() *opsView {
 		}
 	}
 	note := func(it *workItem, name string, active bool) {
-		m := v.loc[it.e.msg.ID]
+		m := v.loc[it.e.id]
 		if m == nil {
 			m = map[int]itemLoc{}
-			v.loc[it.e.msg.ID] = m
+			v.loc[it.e.id] = m
 		}
 		for _, i := range it.indexes {
 			m[i] = itemLoc{queue: name, active: active}
@@ -104,7 +104,12 @@ func (t *Transport) snapshot() *opsView {
 
 	for _, e := range entries {
 		e.mu.Lock()
-		mv := msgView{m: e.msg, st: cloneState(e.msg.State), inflight: make(map[int]bool, len(e.inflight)), busy: busy[e]}
+		m, err := t.view(e)
+		if err != nil {
+			e.mu.Unlock()
+			continue // removed meanwhile, or unreadable (logged where it is used)
+		}
+		mv := msgView{m: m, st: cloneState(m.State), inflight: make(map[int]bool, len(e.inflight)), busy: busy[e]}
 		for i := range e.inflight {
 			mv.inflight[i] = true
 		}
@@ -424,6 +429,10 @@ func (t *Transport) makeDue(e *entry, unpark bool, match func(queue.RecipientSta
 	}
 	now := t.clock()
 	e.mu.Lock()
+	if err := t.loadLocked(e); err != nil {
+		e.mu.Unlock()
+		return false
+	}
 	n := 0
 	if !e.msg.Held && !e.msg.Poisoned {
 		for i := range e.msg.Recipients {
@@ -456,7 +465,12 @@ func (t *Transport) pendingHopNames() map[string]bool {
 	names := map[string]bool{}
 	for _, e := range t.entries() {
 		e.mu.Lock()
-		for _, r := range e.msg.Recipients {
+		m, err := t.view(e)
+		if err != nil {
+			e.mu.Unlock()
+			continue
+		}
+		for _, r := range m.Recipients {
 			if r.Status == queue.Deferred && r.NextHop != "" && r.NextHop != unreachableQueue {
 				names[r.NextHop] = true
 			}

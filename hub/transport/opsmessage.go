@@ -250,7 +250,9 @@ func (t *Transport) Hold(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	e.mu.Lock()
+	if err := t.lockLoaded(e); err != nil {
+		return err
+	}
 	defer e.mu.Unlock()
 	if e.msg.Held {
 		return nil
@@ -284,7 +286,9 @@ func (t *Transport) Release(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	e.mu.Lock()
+	if err := t.lockLoaded(e); err != nil {
+		return err
+	}
 	st := cloneState(e.msg.State)
 	poisoned := st.Poisoned
 	if !st.Held && !poisoned {
@@ -330,7 +334,9 @@ func (t *Transport) Retry(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	e.mu.Lock()
+	if err := t.lockLoaded(e); err != nil {
+		return err
+	}
 	held, poisoned := e.msg.Held, e.msg.Poisoned
 	var hops []string
 	for _, r := range e.msg.Recipients {
@@ -367,7 +373,9 @@ func (t *Transport) Delete(ctx context.Context, id string, ndr bool) error {
 		return err
 	}
 	cfg := t.cfg.Load()
-	e.mu.Lock()
+	if err := t.lockLoaded(e); err != nil {
+		return err
+	}
 	st := cloneState(e.msg.State)
 	// Expanded: the recipient list is final as it is (a later pass must not
 	// categorize the envelope again and revive failed recipients).
@@ -416,7 +424,7 @@ func (t *Transport) waitNotInFlight(ctx context.Context, e *entry) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("a delivery of message %s is still running; the message stays held: %w", e.msg.ID, ctx.Err())
+			return fmt.Errorf("a delivery of message %s is still running; the message stays held: %w", e.id, ctx.Err())
 		case <-tick.C:
 		}
 	}

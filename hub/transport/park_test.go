@@ -36,6 +36,19 @@ func (h *harness) partnerQueue() (retryAt time.Time, parked int, probing bool, b
 	return time.Time{}, 0, false, 0
 }
 
+// loaded counts the messages whose Message is in RAM (evict.go).
+func (h *harness) loaded() int {
+	n := 0
+	for _, e := range h.tr.entries() {
+		e.mu.Lock()
+		if e.msg != nil {
+			n++
+		}
+		e.mu.Unlock()
+	}
+	return n
+}
+
 // waitGone waits until every message of ids has left the queue.
 func (h *harness) waitGone(ids []hub.QueueID) {
 	h.t.Helper()
@@ -106,7 +119,11 @@ func TestParkedWorkCostsOneProbePerRetryCycle(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("next hop dialled %d times before Retry, want 1", n)
 	}
+	if n := h.loaded(); n != 0 {
+		t.Errorf("%d parked messages keep their envelope and state in RAM, want 0 (evict.go)", n)
+	}
 	marks := store.marks.Load()
+	deferredLines := strings.Count(h.logs.String(), `msg=deferred`)
 	for cycle := 1; cycle <= 3; cycle++ {
 		retryAt, _, _, _ := h.partnerQueue()
 		clock.set(h, retryAt.Add(time.Second))
@@ -120,9 +137,12 @@ func TestParkedWorkCostsOneProbePerRetryCycle(t *testing.T) {
 		if n := store.marks.Load() - marks; n > int64(2*cycle) {
 			t.Fatalf("after %d retry cycles %d passes and deliveries ran, want at most %d (one probe each)", cycle, n, 2*cycle)
 		}
+		if n := h.loaded(); n != 0 {
+			t.Errorf("cycle %d: %d parked messages in RAM, want 0", cycle, n)
+		}
 	}
-	if strings.Count(h.logs.String(), `msg=deferred`) > waiting+1+3 {
-		t.Errorf("a deferred line per waiting message per cycle:\n%d lines", strings.Count(h.logs.String(), `msg=deferred`))
+	if n := strings.Count(h.logs.String(), `msg=deferred`) - deferredLines; n != 3 {
+		t.Errorf("%d \"deferred\" log lines in 3 retry cycles, want 3 (the probes')", n)
 	}
 
 	up.Store(true)

@@ -51,6 +51,13 @@ func (t *Transport) dispatch(id hub.QueueID, at time.Time) {
 func (t *Transport) process(e *entry, isolated bool) {
 	defer t.wg.Done()
 	cfg := t.cfg.Load()
+	e.mu.Lock()
+	err := t.loadLocked(e)
+	e.mu.Unlock()
+	if err != nil {
+		t.passFailed(e, isolated, err)
+		return
+	}
 	t.markActive(e, cfg, isolated)
 	var items []*workItem
 	_, span := t.startCategorize(e.msg)
@@ -110,6 +117,11 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 	now := t.clock()
 	h := t.cfg.Load().Hub
 	e.mu.Lock()
+	if err := t.loadLocked(e); err != nil {
+		e.mu.Unlock()
+		t.log.Error("cannot read queued message", "id", e.id, "err", err)
+		return
+	}
 	idle := len(e.inflight) == 0
 	done := idle && !e.msg.Poisoned && finished(e.msg.State)
 	due, ok := nextDue(e, now, h.DelayDSNAfter, h.MessageExpiration, "")
@@ -142,11 +154,13 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		return
 	}
 	e.parkHint = nil
+	evict := idle && !t.closed
 	switch {
 	case waits && t.inRetryLocked(parkQ):
 		// Parked: due only at its deadlines, also if a reschedule that
 		// did not know of the Retry yet made it due earlier.
 		t.parkLocked(e, parkQ)
+		evict = evict && (!parkOK || parkDue.Sub(now) > evictAfter)
 		switch {
 		case t.closed:
 		case parkOK:
@@ -159,25 +173,29 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		if ok && !t.closed && (e.due.IsZero() || due.Before(e.due)) {
 			t.scheduleLocked(e, due)
 		}
+		evict = evict && (!ok || e.due.IsZero() || e.due.Sub(now) > evictAfter)
 	}
 	t.mu.Unlock()
+	if evict {
+		t.evictLocked(e)
+	}
 	e.mu.Unlock()
 }
 
 // remove takes a settled message out of the store and the queue.
 func (t *Transport) remove(e *entry) {
-	if err := t.store.Remove(e.msg.ID); err != nil {
+	if err := t.store.Remove(e.id); err != nil {
 		// Deliveries may have skipped the Update of the settled state,
 		// counting on this Remove: persist it now, so that after a restart
 		// the message is loaded, found settled and removed again.
-		t.log.Error("cannot remove message", "id", e.msg.ID, "err", err)
+		t.log.Error("cannot remove message", "id", e.id, "err", err)
 		e.mu.Lock()
 		t.persist(e, e.msg.State)
 		e.mu.Unlock()
 	}
 	t.depth.forget(e)
 	t.mu.Lock()
-	delete(t.msgs, e.msg.ID)
+	delete(t.msgs, e.id)
 	t.mu.Unlock()
 }
 
@@ -196,8 +214,8 @@ func (t *Transport) markActive(e *entry, cfg *policy.Config, isolated bool) {
 		e.isoMarks++
 	}
 	e.mark = queue.Mark{NotBefore: t.clock().Add(backoff(cfg.Hub, 1)), Isolated: e.isoMarks > 0}
-	if err := t.store.MarkActive(e.msg.ID, e.mark); err != nil {
-		t.log.Warn("cannot mark message active", "id", e.msg.ID, "err", err)
+	if err := t.store.MarkActive(e.id, e.mark); err != nil {
+		t.log.Warn("cannot mark message active", "id", e.id, "err", err)
 	}
 }
 
@@ -213,11 +231,11 @@ func (t *Transport) clearActive(e *entry, isolated bool) {
 	}
 	switch {
 	case e.marks == 0:
-		t.store.ClearActive(e.msg.ID)
+		t.store.ClearActive(e.id)
 	case isolated && e.isoMarks == 0:
 		e.mark.Isolated = false
-		if err := t.store.MarkActive(e.msg.ID, e.mark); err != nil {
-			t.log.Warn("cannot mark message active", "id", e.msg.ID, "err", err)
+		if err := t.store.MarkActive(e.id, e.mark); err != nil {
+			t.log.Warn("cannot mark message active", "id", e.id, "err", err)
 		}
 	}
 }

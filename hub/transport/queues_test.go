@@ -52,10 +52,11 @@ func (h *harness) recipient(id hub.QueueID, i int) (queue.RecipientState, bool) 
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if i >= len(e.msg.Recipients) {
+	m, err := h.tr.view(e)
+	if err != nil || i >= len(m.Recipients) {
 		return queue.RecipientState{}, false
 	}
-	return e.msg.Recipients[i], true
+	return m.Recipients[i], true
 }
 
 func (h *harness) submitEnv(env hub.Envelope, body string) hub.QueueID {

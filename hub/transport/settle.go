@@ -44,8 +44,11 @@ func backoff(h policy.Hub, n int) time.Duration {
 // effect already happened, and refusing to remember it would retry (and
 // duplicate) delivered mail at once instead of only after a crash.
 func (t *Transport) persist(e *entry, st queue.State) {
-	if err := t.store.Update(context.Background(), e.msg.ID, st); err != nil {
-		t.log.Error("cannot persist recipient state", "id", e.msg.ID, "err", err)
+	if err := t.store.Update(context.Background(), e.id, st); err != nil {
+		t.log.Error("cannot persist recipient state", "id", e.id, "err", err)
+		e.dirty = true
+	} else {
+		e.dirty = false
 	}
 	e.msg.State = st
 	t.depth.update(e)

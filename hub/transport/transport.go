@@ -146,12 +146,22 @@ type Transport struct {
 
 // entry is one queued message.
 type entry struct {
-	// mu guards msg.State, inflight and notifyRetry, and is held across the
-	// store Update that persists them, so that Updates of one message are
-	// ordered.
-	mu       sync.Mutex
-	msg      *queue.Message
-	inflight map[int]bool // recipient indexes handed to a delivery queue and not back yet
+	id      hub.QueueID
+	arrived time.Time
+	// mu guards msg, msg.State, inflight, notifyRetry, dirty and
+	// unreachable, and is held across the store Update that persists them,
+	// so that Updates of one message are ordered.
+	mu sync.Mutex
+	// msg is nil while the message waits with its Message dropped
+	// (evict.go); loadLocked reads it back.
+	msg *queue.Message
+	// dirty: msg.State holds a change the store must have before msg may
+	// be dropped (evict.go).
+	dirty bool
+	// unreachable: msg, when it was dropped, had recipients waiting in the
+	// unreachable queue (Reload routes them again).
+	unreachable bool
+	inflight    map[int]bool // recipient indexes handed to a delivery queue and not back yet
 	// inflightHop names the delivery queue of each index in inflight
 	// (depth.go).
 	inflightHop map[int]string
@@ -189,6 +199,10 @@ type entry struct {
 	wakeFor  atomic.Pointer[hopQueue] // recipients deferred for this queue are due now
 
 	depth depthShare // its part of the queue depth metrics; guarded by depthTracker.mu
+}
+
+func newEntry(m *queue.Message) *entry {
+	return &entry{id: m.ID, arrived: m.Arrived, msg: m, inflight: map[int]bool{}}
 }
 
 // New returns a Transport for cfg. Nothing is opened until Start.
@@ -272,7 +286,8 @@ func (t *Transport) Start(ctx context.Context) error {
 	// in O(n) (depth.go).
 	slices.SortFunc(msgs, func(a, b *queue.Message) int { return a.Arrived.Compare(b.Arrived) })
 	for _, m := range msgs {
-		e := &entry{msg: m, inflight: map[int]bool{}, suspect: suspect(m.State)}
+		e := newEntry(m)
+		e.suspect = suspect(m.State)
 		t.msgs[m.ID] = e
 		if !m.Poisoned && m.Crashes >= cfg.Hub.PoisonThreshold {
 			// The process died processing it in isolation this often (or
@@ -350,7 +365,8 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	t.log.DebugContext(pctx, "queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
 	t.recordReceive(m)
-	e := &entry{msg: m, inflight: map[int]bool{}, plain: plain.Plain()}
+	e := newEntry(m)
+	e.plain = plain.Plain()
 	t.depth.update(e) // not shared yet: no lock needed
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -374,6 +390,15 @@ func (t *Transport) Reload(cfg *policy.Config) {
 	now := t.clock()
 	for _, e := range t.entries() {
 		e.mu.Lock()
+		if e.msg == nil && !e.unreachable {
+			e.mu.Unlock()
+			continue // dropped while it waited for nothing routing decides (evict.go)
+		}
+		if err := t.loadLocked(e); err != nil {
+			e.mu.Unlock()
+			t.log.Error("cannot read queued message", "id", e.id, "err", err)
+			continue
+		}
 		resubmit := false
 		for i := range e.msg.Recipients {
 			r := &e.msg.Recipients[i]
@@ -467,5 +492,5 @@ func (t *Transport) WaitIdle(ctx context.Context) error {
 // scheduleLocked makes e due at at. t.mu is held.
 func (t *Transport) scheduleLocked(e *entry, at time.Time) {
 	e.due = at
-	t.sched.add(e.msg.ID, at)
+	t.sched.add(e.id, at)
 }
