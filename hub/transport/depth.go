@@ -66,6 +66,7 @@ type depthTracker struct {
 	poisoned int64
 	suspects int64
 	arrivals []*entry
+	names    map[string]string // queue names, interned (bounded by the next hops ever used)
 	// waiting is closed and replaced whenever the number of messages not
 	// poisoned changes (WaitIdle).
 	waiting chan struct{} // in arrival order; entries that left are dropped lazily
@@ -94,6 +95,9 @@ func (d *depthTracker) update(e *entry) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for i := range next.rcpts {
+		next.rcpts[i].key.queue = d.intern(next.rcpts[i].key.queue)
+	}
 	old := &e.depth
 	if old.gone {
 		return
@@ -106,6 +110,20 @@ func (d *depthTracker) update(e *entry) {
 	d.applyLocked(old, -1)
 	d.applyLocked(&next, 1)
 	*old = next
+}
+
+// intern returns the one copy of queue name q the tracker keeps, so that
+// a million shares naming one next hop hold one string, not a million.
+// d.mu is held.
+func (d *depthTracker) intern(q string) string {
+	if s, ok := d.names[q]; ok {
+		return s
+	}
+	if d.names == nil {
+		d.names = map[string]string{}
+	}
+	d.names[q] = q
+	return q
 }
 
 // forget takes e out of the totals for good: it left the queue.

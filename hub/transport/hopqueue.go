@@ -392,9 +392,7 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 			t.recordIn(it.spanContext, e.msg, e.msg.Recipients[i])
 		}
 	}
-	for _, i := range it.indexes {
-		delete(e.inflight, i)
-	}
+	e.landed(it.indexes)
 	e.mu.Unlock()
 	if how != aborted {
 		t.notify(cfg, e)

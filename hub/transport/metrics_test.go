@@ -86,7 +86,7 @@ func TestDepthTracker(t *testing.T) {
 	// other deferred there; then it is held.
 	a.msg.Expanded = true
 	a.msg.Recipients[0].NextHop = "maildir"
-	a.inflight[0], a.inflightHop = true, map[int]string{0: "maildir"}
+	a.inflight, a.inflightHop = map[int]bool{0: true}, map[int]string{0: "maildir"}
 	a.msg.Recipients[1] = queue.RecipientState{Status: queue.Deferred, NextHop: "maildir"}
 	d.update(a)
 	check("routed", map[depthKey]int64{{submissionQueue, depthQueued}: 1, {"maildir", depthReady}: 1, {"maildir", depthDeferred}: 1}, 2, 0, 0)

@@ -404,9 +404,7 @@ func (t *Transport) pullWaiting(match func(*workItem) bool) []*entry {
 	var touched []*entry
 	for _, it := range pulled {
 		it.e.mu.Lock()
-		for _, i := range it.indexes {
-			delete(it.e.inflight, i)
-		}
+		it.e.landed(it.indexes)
 		t.depth.update(it.e)
 		it.e.mu.Unlock()
 		if !slices.Contains(touched, it.e) {

@@ -270,9 +270,7 @@ func (t *Transport) Hold(ctx context.Context, id string) error {
 	e.due = time.Time{}
 	t.mu.Unlock()
 	for _, it := range pulled {
-		for _, i := range it.indexes {
-			delete(e.inflight, i)
-		}
+		e.landed(it.indexes)
 	}
 	t.depth.update(e)
 	t.log.Warn("message held by operator", "id", id)

@@ -550,6 +550,9 @@ func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) []*work
 			Maildir: o.Maildir,
 			DSN:     r.DSN,
 		})
+		if e.inflight == nil {
+			e.inflight = map[int]bool{}
+		}
 		e.inflight[i] = true
 		if e.inflightHop == nil {
 			e.inflightHop = map[int]string{}

@@ -202,7 +202,19 @@ type entry struct {
 }
 
 func newEntry(m *queue.Message) *entry {
-	return &entry{id: m.ID, arrived: m.Arrived, msg: m, inflight: map[int]bool{}}
+	return &entry{id: m.ID, arrived: m.Arrived, msg: m}
+}
+
+// landed takes the recipients at indexes out of flight; the maps go with
+// the last one (a waiting message keeps none: evict.go). e.mu is held.
+func (e *entry) landed(indexes []int) {
+	for _, i := range indexes {
+		delete(e.inflight, i)
+		delete(e.inflightHop, i)
+	}
+	if len(e.inflight) == 0 {
+		e.inflight, e.inflightHop = nil, nil
+	}
 }
 
 // New returns a Transport for cfg. Nothing is opened until Start.
