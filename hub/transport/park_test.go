@@ -1,8 +1,12 @@
 package transport
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,5 +208,56 @@ func TestRetryQueueProbesParkedHop(t *testing.T) {
 	h.waitGone(ids)
 	if got, want := calls.Load(), int64(1+waiting+1); got != want {
 		t.Errorf("%d attempts, want %d", got, want)
+	}
+}
+
+// BenchmarkParkedMessageMemory reports the heap each message parked on a
+// dead next hop keeps (transport entry, scheduler, depth share, parked
+// list and the store's index): docs/queue.md's RAM per queued message.
+func BenchmarkParkedMessageMemory(b *testing.B) {
+	const n = 20000
+	for range b.N {
+		spool := b.TempDir()
+		ls, err := queue.OpenLog(queue.LogOptions{Dir: spool})
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := startStore(b, config(b, spool, `quick_retry_interval = "1m"
+  max_per_domain_outbound_connections = 1`), &fake{result: ok}, &fake{result: unreachableResult}, newFakeClock().Now, ls)
+		h.tr.log = slog.New(slog.DiscardHandler)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		var wg sync.WaitGroup
+		next := atomic.Int64{}
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := next.Add(1); i <= n; i = next.Add(1) {
+					env := hub.Envelope{From: "sender@example.com", Connector: "in",
+						Recipients: []hub.Recipient{{Address: fmt.Sprintf("u%d@partner.example", i)}}}
+					if _, err := h.tr.Submit(context.Background(), env, strings.NewReader("Subject: x\r\n\r\nbody\r\n")); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if _, parked, _, busy := h.partnerQueue(); parked == n && busy == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("messages not parked")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "B/parked-msg")
+		b.ReportMetric(float64(h.loaded()), "loaded")
 	}
 }

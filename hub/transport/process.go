@@ -209,14 +209,32 @@ func (t *Transport) remove(e *entry) {
 func (t *Transport) markActive(e *entry, cfg *policy.Config, isolated bool) {
 	e.markMu.Lock()
 	defer e.markMu.Unlock()
-	e.marks++
-	if isolated {
-		e.isoMarks++
+	if e.active == nil {
+		e.active = &activeMark{}
 	}
-	e.mark = queue.Mark{NotBefore: t.clock().Add(backoff(cfg.Hub, 1)), Isolated: e.isoMarks > 0}
-	if err := t.store.MarkActive(e.id, e.mark); err != nil {
+	a := e.active
+	a.marks++
+	if isolated {
+		a.isoMarks++
+	}
+	a.mark = queue.Mark{NotBefore: t.clock().Add(backoff(cfg.Hub, 1)), Isolated: a.isoMarks > 0}
+	if err := t.store.MarkActive(e.id, a.mark); err != nil {
 		t.log.Warn("cannot mark message active", "id", e.id, "err", err)
 	}
+}
+
+// activeMark is an entry's mark while it is processed.
+type activeMark struct {
+	// marks counts the passes and deliveries of this message running now;
+	// the store's active mark exists while it is above zero. Work merely
+	// waiting in a next hop's queue is not processing: marking it would
+	// count a crash for every backlogged message at each restart.
+	marks int
+	// isoMarks counts those of them running with the isolation slot; the
+	// mark says Isolated exactly while it is above zero, so that a stale
+	// isolated mark never outlives the slot (isolation.go).
+	isoMarks int
+	mark     queue.Mark // as last written
 }
 
 // clearActive ends one markActive (isolated as it was given); the mark
@@ -225,16 +243,18 @@ func (t *Transport) markActive(e *entry, cfg *policy.Config, isolated bool) {
 func (t *Transport) clearActive(e *entry, isolated bool) {
 	e.markMu.Lock()
 	defer e.markMu.Unlock()
-	e.marks--
+	a := e.active
+	a.marks--
 	if isolated {
-		e.isoMarks--
+		a.isoMarks--
 	}
 	switch {
-	case e.marks == 0:
+	case a.marks == 0:
+		e.active = nil
 		t.store.ClearActive(e.id)
-	case isolated && e.isoMarks == 0:
-		e.mark.Isolated = false
-		if err := t.store.MarkActive(e.id, e.mark); err != nil {
+	case isolated && a.isoMarks == 0:
+		a.mark.Isolated = false
+		if err := t.store.MarkActive(e.id, a.mark); err != nil {
 			t.log.Warn("cannot mark message active", "id", e.id, "err", err)
 		}
 	}

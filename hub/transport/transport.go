@@ -178,16 +178,9 @@ type entry struct {
 	passWaiting bool      // a due pass waits for the isolation slot
 
 	markMu sync.Mutex // serialises MarkActive/ClearActive
-	// marks counts the passes and deliveries of this message running now;
-	// the store's active mark exists while it is above zero. Work merely
-	// waiting in a next hop's queue is not processing: marking it would
-	// count a crash for every backlogged message at each restart.
-	marks int
-	// isoMarks counts those of them running with the isolation slot; the
-	// mark says Isolated exactly while it is above zero, so that a stale
-	// isolated mark never outlives the slot (isolation.go).
-	isoMarks int
-	mark     queue.Mark // as last written
+	// active is the store's active mark while a pass or a delivery of this
+	// message runs; nil otherwise (most messages, most of the time).
+	active *activeMark
 
 	notifyMu sync.Mutex // one notify at a time, so that a DSN is queued once
 

@@ -19,7 +19,7 @@ import (
 )
 
 // config builds a Config the way hubd does; extraHub goes into the hub block.
-func config(t *testing.T, spool, extraHub string) *policy.Config {
+func config(t testing.TB, spool, extraHub string) *policy.Config {
 	t.Helper()
 	if !strings.Contains(extraHub, "retry_interval") {
 		extraHub += "\n  quick_retry_interval = \"20ms\"\n  transient_retry_interval = \"20ms\"\n  retry_interval = \"40ms\""
@@ -50,7 +50,7 @@ send_connector "partner" {
 `, spool)
 }
 
-func loadConfig(t *testing.T, src string) *policy.Config {
+func loadConfig(t testing.TB, src string) *policy.Config {
 	t.Helper()
 	cfg, err := policy.LoadBytes("test.hcl", []byte(src), t.TempDir())
 	if err != nil {
@@ -136,7 +136,7 @@ func (f *fake) addrsDelivered() []string {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	tr      *Transport
 	maildir *fake
 	smtp    *fake
@@ -150,7 +150,7 @@ func start(t *testing.T, cfg *policy.Config, maildir, smtp *fake, clock func() t
 
 // startStore is start with the store given (nil: the default one in the
 // configured spool).
-func startStore(t *testing.T, cfg *policy.Config, maildir, smtp *fake, clock func() time.Time, store queue.Store) *harness {
+func startStore(t testing.TB, cfg *policy.Config, maildir, smtp *fake, clock func() time.Time, store queue.Store) *harness {
 	t.Helper()
 	h := &harness{t: t, maildir: maildir, smtp: smtp, logs: &logbuf.Buffer{}}
 	tr, err := New(cfg, Options{
@@ -202,7 +202,7 @@ func (h *harness) waitIdle() {
 }
 
 // eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	tick := time.NewTicker(2 * time.Millisecond)
