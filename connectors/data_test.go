@@ -364,3 +364,34 @@ receive_connector "big" {
 		t.Errorf("%d messages queued, want 2", n)
 	}
 }
+
+// TestSizeBoundary: RFC 1870 §4, SIZE is the largest message accepted.
+// MAIL SIZE=, BDAT and the EHLO SIZE value agree on max_message_size (1KB
+// here): exactly the limit is accepted, one octet more refused with the
+// reply the rest of hubd gives, and the session stays in step.
+func TestSizeBoundary(t *testing.T) {
+	t.Parallel()
+	h := start(t, internetHCL) // max_message_size = "1KB"
+	c, _ := h.dial("127.0.0.1:0", "")
+	if r := c.expect("EHLO client.test", "250"); !strings.Contains(r, "SIZE 1024") {
+		t.Fatalf("EHLO: %q, want SIZE 1024", r)
+	}
+	const tooBig = "552 5.3.4 Message size exceeds fixed maximum message size"
+	c.expect("MAIL FROM:<s@remote.test> SIZE=1025", tooBig)
+	c.expect("MAIL FROM:<s@remote.test> SIZE=1024", "250 ")
+	c.expect("RCPT TO:<alice@example.com>", "250 ")
+	head := "Subject: bdat\r\n\r\n"
+	body := head + strings.Repeat("z", 1024-len(head)-2) + "\r\n"
+	c.raw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(body), body))
+	if r := c.reply(); !strings.HasPrefix(r, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("BDAT of 1024 octets: %q", r)
+	}
+	c.expect("MAIL FROM:<s@remote.test>", "250 ")
+	c.expect("RCPT TO:<alice@example.com>", "250 ")
+	body += "z"
+	c.raw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(body), body))
+	if r := c.reply(); !strings.HasPrefix(r, tooBig) {
+		t.Fatalf("BDAT of 1025 octets: %q, want %q", r, tooBig)
+	}
+	c.expect("NOOP", "250 ")
+}

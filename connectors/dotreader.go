@@ -93,7 +93,7 @@ func newDotReader(in *bufio.Reader, limit int64, newLine func()) *dotReader {
 func (d *dotReader) Read(p []byte) (int, error) {
 	if d.limited {
 		if d.left <= 0 {
-			return 0, smtp.ErrDataTooLarge
+			return d.pastLimit()
 		}
 		if int64(len(p)) > d.left {
 			p = p[:d.left]
@@ -247,3 +247,21 @@ func (c *sessionConn) handEndMarker() error {
 
 // errDataRead: go-smtp read DATA content past its end marker (it does not).
 var errDataRead = errors.New("connectors: DATA content read after its end")
+
+// pastLimit is Read once the limit's worth of content has been yielded.
+// RFC 1870 §4: SIZE is the largest message accepted, so content of exactly
+// the limit followed by the end marker is io.EOF; one more octet of content
+// is smtp.ErrDataTooLarge (that octet is discarded, as is the rest).
+func (d *dotReader) pastLimit() (int, error) {
+	var one [1]byte
+	d.limited = false
+	n, err := d.Read(one[:])
+	d.limited = true
+	if n == 0 && err == io.EOF {
+		return 0, io.EOF
+	}
+	if n == 0 && err != nil {
+		return 0, err
+	}
+	return 0, smtp.ErrDataTooLarge
+}

@@ -198,7 +198,17 @@ func TestDotReaderMatchesByteReader(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			limit = int64(rng.IntN(len(in) + 2))
 		}
-		want := readDot(in, bufSize, chunks, reads, limit, false)
+		// go-smtp's reader refuses content of exactly its limit; ours
+		// accepts it (RFC 1870), so the reference runs one octet higher
+		// and, when it refuses, has yielded one octet more than ours.
+		refLimit := limit
+		if limit > 0 {
+			refLimit = limit + 1
+		}
+		want := readDot(in, bufSize, chunks, reads, refLimit, false)
+		if want.err != nil && limit > 0 && int64(len(want.content)) > limit {
+			want.content = want.content[:limit]
+		}
 		got := readDot(in, bufSize, chunks, reads, limit, true)
 		if !sameOutcome(got, want) {
 			t.Fatalf("case %d: stream %q (buffer %d, chunks %v, reads %v, limit %d):\ngot  %+v\nwant %+v",
@@ -300,8 +310,9 @@ func TestDATAContentInStep(t *testing.T) {
 		want string
 	}{
 		{1023, queued},
-		{1024, "552 5.3.4 Maximum message size exceeded"},
-		{1025, "552 5.3.4 Maximum message size exceeded"},
+		{1024, queued}, // RFC 1870: SIZE is the largest message accepted
+		{1025, "552 5.3.4 Message size exceeds fixed maximum message size"},
+		{4000, "552 5.3.4 Message size exceeds fixed maximum message size"},
 	} {
 		if r := send(sized(tc.n) + ".\r\nNOOP\r\n"); !strings.HasPrefix(r, tc.want) {
 			t.Errorf("content of %d octets: %q, want %q", tc.n, r, tc.want)

@@ -55,7 +55,8 @@ var goSMTPReplies = map[string]string{
 	"500 5.5.4 Unknown MAIL FROM argument": "555 5.5.4 MAIL parameter not supported",
 	"500 5.5.4 Unknown RCPT TO argument":   "555 5.5.4 RCPT parameter not supported",
 	// Size (RFC 1870 §6.1, RFC 3463 X.3.4).
-	"552 5.3.4 Max message size exceeded": "552 5.3.4 Message size exceeds fixed maximum message size",
+	"552 5.3.4 Max message size exceeded":     "552 5.3.4 Message size exceeds fixed maximum message size",
+	"552 5.3.4 Maximum message size exceeded": "552 5.3.4 Message size exceeds fixed maximum message size",
 	// AUTH (RFC 4954 §4, §6).
 	"501 5.0.0 Negotiation cancelled": "501 5.7.0 Authentication cancelled",
 	"454 4.7.0 Invalid base64 data":   "501 5.5.2 Invalid base64 data",
