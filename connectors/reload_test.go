@@ -267,3 +267,41 @@ func TestShutdownReachesRetiredServers(t *testing.T) {
 		t.Errorf("queued %q", body)
 	}
 }
+
+// TestReloadNeverRefusesAConnection: a client connecting while reloads
+// replace its connector is served by the old generation or the new one,
+// never refused (a connection picked for a connector that a reload
+// retired before the hand-over used to get 421 4.3.2).
+func TestReloadNeverRefusesAConnection(t *testing.T) {
+	h := startQuiet(t, reloadHCL(1))
+	variants := []*policy.Config{h.load(reloadHCL(1)), h.load(reloadHCL(2))}
+	stop := make(chan struct{})
+	reloaded := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				reloaded <- n
+				return
+			default:
+			}
+			h.reload(variants[n%2])
+			n++
+		}
+	}()
+	for i := range 200 {
+		c, g := h.dial("127.0.0.1:0", "")
+		if !strings.HasPrefix(g, "220 ") {
+			t.Errorf("connection %d during reloads: greeting %q", i, g)
+		}
+		if r := c.cmd("QUIT"); !strings.HasPrefix(r, "221 ") {
+			t.Errorf("connection %d: QUIT: %q", i, r)
+		}
+		c.tp.Close()
+	}
+	close(stop)
+	if n := <-reloaded; n < 10 {
+		t.Logf("only %d reloads raced the connections", n)
+	}
+}

@@ -462,32 +462,52 @@ func (s *Service) route(bind string, c net.Conn) {
 		s.log.Debug("PROXY protocol", "bind", bind, "proxy", c.RemoteAddr().String(), "client", client.String())
 		c, peer = pc, client.Addr()
 	}
-	rc := gen.cfg.ConnectorFor(bind, peer)
-	if rc == nil {
-		s.refuse(c, bind, "", "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied", "no connector for the address")
-		return
-	}
-	conn := gen.byName[rc.Name]
-	if conn == nil {
-		s.refuse(c, bind, rc.Name, "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied", "connector not running")
-		return
+	// A reload may replace the connector between its choice and the
+	// hand-over: reserving a session on it (pick) keeps a connector that
+	// is still current from being dropped, and one already replaced sends
+	// the connection round again, to the new generation's. A client is
+	// never refused for connecting during a reload.
+	var rc *policy.ReceiveConnector
+	var conn *connector
+	for round := 0; conn == nil; round++ {
+		gen := s.gen.Load()
+		rc = gen.cfg.ConnectorFor(bind, peer)
+		if rc == nil {
+			s.refuse(c, bind, "", "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied", "no connector for the address")
+			return
+		}
+		conn = gen.byName[rc.Name]
+		if conn == nil {
+			s.refuse(c, bind, rc.Name, "554 5.7.1 "+gen.cfg.Hub.Hostname+" Access denied", "connector not running")
+			return
+		}
+		if !s.pick(conn) {
+			conn = nil
+			if round == maxRouteRounds {
+				s.refuse(c, bind, rc.Name, "421 4.3.2 Service not available, try again later", "reloaded while routing")
+				return
+			}
+		}
 	}
 	s.mu.Lock()
 	stopped := s.stopped[rc.Name]
 	s.mu.Unlock()
 	if stopped {
 		// Never handed to a less specific connector: see runtime.go.
+		s.sessionEnded(conn)
 		s.refuse(c, bind, rc.Name, "421 4.3.2 "+rc.FQDN+" Service not available, closing transmission channel",
 			"receive connector stopped (runtime override)")
 		return
 	}
 	if r, why := s.acquire(conn, peer); r != "" {
+		s.sessionEnded(conn)
 		s.meters.limitRefusal(rc.Name, why)
 		s.refuse(c, bind, rc.Name, r, why)
 		return
 	}
 	sc, err := conn.newSessionConn(c, peer)
 	if err != nil {
+		s.sessionEnded(conn)
 		s.release(rc.Name, peer)
 		s.meters.session(rc.Name, sessionTLSFail)
 		c.Close()
@@ -502,10 +522,9 @@ func (s *Service) route(bind string, c net.Conn) {
 	if !closed {
 		s.conns[sc] = struct{}{}
 	}
-	conn.active++
 	s.mu.Unlock()
 	if closed || !conn.ln.deliver(sc) {
-		// Shutting down, or a reload replaced the connector just now.
+		// Shutting down (a reserved connector's listener closes only then).
 		sc.Conn.Write([]byte("421 4.3.2 Service not available, try again later\r\n"))
 		sc.Close()
 	}
@@ -523,6 +542,24 @@ func (s *Service) refuse(c net.Conn, bind, connector, reply, why string) {
 	c.Close()
 	s.log.Info("connection refused", "bind", bind, "connector", connector,
 		"remote", c.RemoteAddr().String(), "reply", reply, "reason", why)
+}
+
+// maxRouteRounds bounds how often route tries again when reloads keep
+// replacing the connector it picked.
+const maxRouteRounds = 8
+
+// pick reserves a session on c, unless a reload has replaced it (it is
+// retired) or the Service is shutting down: the session counts in
+// c.active from here (sessionEnded ends it), so c's listener stays open
+// for the hand-over.
+func (s *Service) pick(c *connector) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.retired && !s.closed {
+		return false
+	}
+	c.active++
+	return true
 }
 
 // sessionEnded notes the end of one of c's sessions, and drops a retired
