@@ -345,9 +345,9 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 		t.pullWaiting(func(it *workItem) bool { return it.hop.String() == name })
 	}
 	for _, id := range ids {
-		if e := t.lookup(id); e != nil {
-			// A message parked on the queue stays parked: it follows the
-			// probe when that reaches the next hop (park.go).
+		if e := t.lookup(id); e != nil && (resubmit || !t.parkedOnName(e, name)) {
+			// A message parked on the queue is left as it is: it follows
+			// the probe when that reaches the next hop (park.go).
 			t.makeDue(e, resubmit, func(r queue.RecipientState) bool {
 				return name == submissionQueue || r.NextHop == name || resubmit
 			})
@@ -355,6 +355,13 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 	}
 	t.log.Info("queue retried by operator", "queue", name, "resubmit", resubmit, "messages", n)
 	return n, nil
+}
+
+// parkedOnName reports whether e is parked on the queue named name.
+func (t *Transport) parkedOnName(e *entry, name string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return e.parkedOn != nil && e.parkedOn.hop.String() == name
 }
 
 // probeNow ends the named delivery queue's Retry wait: the next item
