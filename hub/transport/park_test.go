@@ -245,16 +245,10 @@ func BenchmarkParkedMessageMemory(b *testing.B) {
 			}()
 		}
 		wg.Wait()
-		deadline := time.Now().Add(time.Minute)
-		for {
-			if _, parked, _, busy := h.partnerQueue(); parked == n && busy == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("messages not parked")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		eventually(b, "every message parked", func() bool {
+			_, parked, _, busy := h.partnerQueue()
+			return parked == n && busy == 0
+		})
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "B/parked-msg")
