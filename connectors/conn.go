@@ -552,7 +552,8 @@ func (c *sessionConn) Close() error {
 		if c.c.ln.deliver(c) {
 			return nil
 		}
-		// A reload or shutdown closed the connector meanwhile.
+		// Shutdown closed the connector meanwhile (a reload cannot: this
+		// session keeps it, see Service.pick).
 		c.mu.Lock()
 		c.reply = replyState{greeted: true}
 		c.mu.Unlock()

@@ -73,15 +73,22 @@ func TestGoroutinesBoundedByConfiguration(t *testing.T) {
 	}
 }
 
-// countingStore counts the durable writes of a store.
+// countingStore counts a store's durable state writes (Update) and its
+// active marks (MarkActive: one per pass and one per delivery).
 type countingStore struct {
 	queue.Store
 	updates atomic.Int64
+	marks   atomic.Int64
 }
 
 func (s *countingStore) Update(ctx context.Context, id hub.QueueID, st queue.State) error {
 	s.updates.Add(1)
 	return s.Store.Update(ctx, id, st)
+}
+
+func (s *countingStore) MarkActive(id hub.QueueID, m queue.Mark) error {
+	s.marks.Add(1)
+	return s.Store.MarkActive(id, m)
 }
 
 // TestRetryCostsNoWritePerWaitingMessage: when a next hop turns out to be

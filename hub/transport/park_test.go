@@ -16,17 +16,6 @@ import (
 	"hubd/hub/queue"
 )
 
-// markCountingStore counts MarkActive: one per pass and one per delivery.
-type markCountingStore struct {
-	queue.Store
-	marks atomic.Int64
-}
-
-func (s *markCountingStore) MarkActive(id hub.QueueID, m queue.Mark) error {
-	s.marks.Add(1)
-	return s.Store.MarkActive(id, m)
-}
-
 // partnerQueue returns the partner next hop's queue: its retry time, the
 // messages parked on it, whether a probe is out, and what waits or runs.
 func (h *harness) partnerQueue() (retryAt time.Time, parked int, probing bool, busy int) {
@@ -72,14 +61,14 @@ func unreachableResult(int, delivery.Recipient) delivery.Result {
 
 // startParking queues waiting+1 messages for a next hop that cannot be
 // reached and returns once all of them are parked on its queue in Retry.
-func startParking(t *testing.T, waiting int, extraHub string, up *atomic.Bool, calls *atomic.Int64) (*harness, *markCountingStore, *fakeClock, *fake, []hub.QueueID) {
+func startParking(t *testing.T, waiting int, extraHub string, up *atomic.Bool, calls *atomic.Int64) (*harness, *countingStore, *fakeClock, *fake, []hub.QueueID) {
 	t.Helper()
 	spool := t.TempDir()
 	ls, err := queue.OpenLog(queue.LogOptions{Dir: spool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &markCountingStore{Store: ls}
+	store := &countingStore{Store: ls}
 	clock := newFakeClock()
 	remote := &fake{result: func(n int, r delivery.Recipient) delivery.Result {
 		calls.Add(1)
