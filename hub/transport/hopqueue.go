@@ -37,6 +37,9 @@ type hopQueue struct {
 	parked  []*entry
 	nParked int
 	probe   *entry
+	// woken: the batch drainLocked woke last, for counting what of it
+	// is not yet routed.
+	woken []*entry
 }
 
 // Queue states, as Exchange's queue viewer shows them.
@@ -248,15 +251,17 @@ func (t *Transport) pumpLocked(q *hopQueue) {
 		t.wg.Add(1)
 		go t.run(q, it)
 	}
+	t.drainLocked(q)
 	t.dropIdleLocked(q)
 }
 
-// dropIdleLocked forgets a queue with nothing to do and nothing to remember.
+// dropIdleLocked forgets a queue with nothing to do and nothing to remember
+// (a queue draining its parked messages remembers them).
 // q may be a queue already dropped (a deferral in Retry completing late):
 // only the queue the map holds is deleted, never a newer one of the same
 // next hop.
 func (t *Transport) dropIdleLocked(q *hopQueue) {
-	if q.active == 0 && len(q.items) == 0 && q.failures == 0 && !q.suspended && t.queues[q.hop] == q {
+	if q.active == 0 && len(q.items) == 0 && q.failures == 0 && q.nParked == 0 && !q.suspended && t.queues[q.hop] == q {
 		delete(t.queues, q.hop)
 	}
 }
@@ -331,7 +336,8 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		} else if q.failures > 0 {
 			t.log.Info("next hop reachable again", "queue", q.hop.String(), "parked", q.nParked)
 			q.failures, q.retryAt, q.lastError = 0, time.Time{}, ""
-			t.wakeAllLocked(q)
+			// Its parked messages follow in batches (pumpLocked below
+			// starts the drain).
 		}
 	}
 	if how == attempted && unreachable {

@@ -24,11 +24,15 @@ import (
 //   - At the queue's retry time one parked message is woken (scheduled
 //     now) as the probe: its pass routes it to the queue, which dials once
 //     (pumpLocked: one connection in Retry). Nothing else runs.
-//   - If the probe reaches the next hop, every message parked on the queue
-//     is woken, its recipients waiting for that queue due at once whatever
-//     their retry time said. If it does not, the queue's retry time moves
-//     up the ladder and the probe is parked again: O(1) work per cycle,
-//     however many wait.
+//   - If the probe reaches the next hop, the messages parked on the queue
+//     are woken, oldest first, their recipients waiting for that queue due
+//     at once whatever their retry time said — in batches (drainLocked): a
+//     batch of drainBatch is woken, and the next one only when less than
+//     half a batch of the woken work is left to deliver, so that a million
+//     parked messages are not all read back into RAM at once to wait for a
+//     connection. If the probe does not get through, the queue's retry
+//     time moves up the ladder and the probe is parked again: O(1) work
+//     per cycle, however many wait.
 //   - If the probe's pass queued nothing for the queue (the message was
 //     held, deleted or poisoned meanwhile, or a Reload routes it elsewhere),
 //     every parked message is woken and routed again: what parked them may
@@ -122,6 +126,64 @@ func (t *Transport) wakeProbeLocked(q *hopQueue) {
 		return
 	}
 	q.parked = nil
+}
+
+// drainBatch is how much work of a next hop that is reachable again is
+// woken at once (drainLocked): enough to keep its connections busy while
+// the next batch's passes run, few enough that the messages read back for
+// it stay a bounded part of RAM.
+func drainBatch(perDomain int) int { return max(256, 8*perDomain) }
+
+// drainLocked wakes the next batch of the messages parked on q, a queue
+// out of Retry, when less than half a batch of the work woken before is
+// left: waiting in q, being delivered, or woken and not yet routed. It
+// is called whenever q's work moves on (pumpLocked) and when a woken
+// message's pass ends (process), so the drain never stalls. t.mu is held.
+func (t *Transport) drainLocked(q *hopQueue) {
+	if q.nParked == 0 || t.closed || t.inRetryLocked(q) || q.failures > 0 {
+		return
+	}
+	batch := drainBatch(t.cfg.Load().Hub.MaxPerDomainOutboundConnections)
+	pending := len(q.items) + q.active
+	if pending > batch/2 {
+		return
+	}
+	// The woken not yet routed: route clears wakeFor; a message that
+	// left, or that a pass found held or poisoned, no longer counts.
+	live := q.woken[:0]
+	for _, e := range q.woken {
+		if e.wakeFor.Load() == q && !e.removing {
+			live = append(live, e)
+		}
+	}
+	clear(q.woken[len(live):])
+	q.woken = live
+	pending += len(live)
+	if pending > batch/2 {
+		return
+	}
+	now := t.clock()
+	for pending < batch && len(q.parked) > 0 {
+		e := q.parked[0]
+		q.parked[0] = nil
+		q.parked = q.parked[1:]
+		if e.parkedOn != q || e.removing {
+			continue
+		}
+		t.unparkLocked(e)
+		e.wakeFor.Store(q)
+		q.woken = append(q.woken, e)
+		pending++
+		if !e.busy { // a running pass reschedules itself, now due
+			t.scheduleLocked(e, now)
+		}
+	}
+	if len(q.parked) == 0 {
+		q.parked = nil
+	}
+	if q.nParked == 0 {
+		q.woken = nil
+	}
 }
 
 // wakeAllLocked wakes every message parked on q: their recipients waiting

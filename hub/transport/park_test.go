@@ -244,3 +244,50 @@ func BenchmarkParkedMessageMemory(b *testing.B) {
 		b.ReportMetric(float64(h.loaded()), "loaded")
 	}
 }
+
+// TestDrainWakesParkedInBatches: when a next hop with many parked messages
+// is reachable again, its parked messages are woken a batch at a time
+// (drainLocked), not all at once: while its connections are busy, at most
+// about a batch of them is read back into RAM; then every one is
+// delivered once.
+func TestDrainWakesParkedInBatches(t *testing.T) {
+	const waiting = 1200
+	batch := drainBatch(1)
+	var up atomic.Bool
+	var calls atomic.Int64
+	h, _, clock, _, ids := startParking(t, waiting, "", &up, &calls)
+	block := make(chan struct{})
+	remote := h.smtp
+	remote.mu.Lock()
+	remote.block = block
+	remote.blockFrom = remote.begun.Load() + 2 // the probe goes through, the deliveries after it wait
+	remote.mu.Unlock()
+	up.Store(true)
+	retryAt, _, _, _ := h.partnerQueue()
+	clock.set(h, retryAt.Add(time.Second))
+	// The probe is delivered, the queue is out of Retry and its first
+	// batch woken; wait until the woken work is routed behind the next
+	// delivery, which block holds.
+	eventually(t, "the first batch routed behind the blocked delivery", func() bool {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		for _, q := range h.tr.queues {
+			if strings.HasPrefix(q.hop.String(), "smtp:partner") {
+				return q.failures == 0 && q.active == 1 && len(h.tr.jobs) == 0 && len(q.items) > 0 && len(q.items)+1 >= min(batch, waiting)
+			}
+		}
+		return false
+	})
+	if n := h.loaded(); n > batch+1 {
+		t.Errorf("%d messages read back into RAM while the next hop's one connection is busy, want at most a batch (%d)", n, batch+1)
+	}
+	if _, parked, _, _ := h.partnerQueue(); parked < waiting+1-batch-1 {
+		t.Errorf("%d messages still parked, want the rest after one batch (%d)", parked, waiting+1-batch)
+	}
+	close(block)
+	h.waitIdle()
+	h.waitGone(ids)
+	if got, want := calls.Load(), int64(1+waiting+1); got < want || got > want+1 {
+		t.Errorf("%d attempts, want %d: the first, then each message once", got, want)
+	}
+}

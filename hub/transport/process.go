@@ -60,10 +60,13 @@ func (t *Transport) process(e *entry, isolated bool) {
 	}
 	t.markActive(e, cfg, isolated)
 	var items []*workItem
+	var woken *hopQueue // the queue whose drain woke e, if this pass routed it (park.go)
 	_, span := t.startCategorize(e.msg)
 	proceed, crashed := t.expand(cfg, e, span)
 	if proceed {
-		items = t.route(cfg, e, span)
+		items, woken = t.route(cfg, e, span)
+	} else {
+		woken = e.wakeFor.Swap(nil) // held or poisoned: its release makes it due
 	}
 	span.SetAttributes(attribute.Int("mta.work_items", len(items)), attribute.Bool("mta.crashed", crashed))
 	span.End()
@@ -77,6 +80,9 @@ func (t *Transport) process(e *entry, isolated bool) {
 		t.enqueueLocked(it)
 	}
 	t.probeEndedLocked(e)
+	if woken != nil {
+		t.drainLocked(woken) // what it woke was routed: perhaps the next batch is due
+	}
 	t.mu.Unlock()
 	// The pass is over; each delivery it queued marks the message itself
 	// when (and only when) it runs.
@@ -474,16 +480,17 @@ type workItem struct {
 // route routes every due recipient of e with the current config. It
 // settles what routing alone decides (a mailbox removed, no route) and
 // persists that, and returns the rest grouped into work items, marked in
-// flight.
-func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) []*workItem {
+// flight, and the queue that woke e (park.go), if one did.
+func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) ([]*workItem, *hopQueue) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.msg
 	now := t.clock()
 	st := cloneState(m.State)
 	wake := "" // recipients waiting for this queue are due now (park.go)
-	if q := e.wakeFor.Swap(nil); q != nil {
-		wake = q.hop.String()
+	woken := e.wakeFor.Swap(nil)
+	if woken != nil {
+		wake = woken.hop.String()
 	}
 	var outcomes []categorizer.Outcome
 	var owners []int  // recipient index of each outcome
@@ -579,5 +586,5 @@ func (t *Transport) route(cfg *policy.Config, e *entry, span trace.Span) []*work
 		}
 		e.inflightHop[i] = o.NextHop.String()
 	}
-	return items
+	return items, woken
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,6 +76,10 @@ type fake struct {
 	calls  []call
 	result func(n int, r delivery.Recipient) delivery.Result // n: calls so far, this one included
 	block  chan struct{}                                     // when set, Deliver waits for it (or ctx)
+	// blockFrom: block applies from this Deliver call on (1: the first);
+	// 0 means from the first too.
+	blockFrom int64
+	begun     atomic.Int64 // Deliver calls begun
 }
 
 func ok(int, delivery.Recipient) delivery.Result {
@@ -82,9 +87,13 @@ func ok(int, delivery.Recipient) delivery.Result {
 }
 
 func (f *fake) Deliver(ctx context.Context, hop delivery.NextHop, msg delivery.Message, rcpts []delivery.Recipient) []delivery.Result {
-	if f.block != nil {
+	nth := f.begun.Add(1)
+	f.mu.Lock()
+	block, from := f.block, f.blockFrom // set before a test's Start, or later under f.mu
+	f.mu.Unlock()
+	if block != nil && nth >= from {
 		select {
-		case <-f.block:
+		case <-block:
 		case <-ctx.Done():
 			res := make([]delivery.Result, len(rcpts))
 			for i := range res {
