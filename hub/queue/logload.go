@@ -86,7 +86,7 @@ func (s *LogStore) Load(ctx context.Context) ([]*Message, error) {
 	s.mu.Unlock()
 	if !s.loaded {
 		for _, name := range s.startBlobs {
-			if _, ok := sc.idx.entries[hub.QueueID(name)]; !ok {
+			if id := hub.QueueID(name); !id.Valid() || !sc.idx.has(id) {
 				s.log.Info("queue: removing a blob no message names", "file", name)
 				os.Remove(filepath.Join(s.blobDir, name))
 			}
@@ -181,7 +181,7 @@ func (sc *logScan) apply(seq uint32, r logRecord) error {
 		if lm.Blob && len(r.body) != 0 || !lm.Blob && int64(len(r.body)) != lm.Size {
 			return fmt.Errorf("%w: MSG record of %s: size %d, %d bytes inline", ErrCorrupt, r.id, lm.Size, len(r.body))
 		}
-		rec.bodyLen, rec.bodyCRC, rec.blob = lm.Size, lm.BodyCRC, lm.Blob
+		rec.blob = lm.Blob
 		sc.msgs[r.id] = &Message{ID: r.id, Envelope: lm.Envelope, Arrived: lm.Arrived, Size: lm.Size, State: lm.State}
 	case recState:
 		var st State
@@ -194,7 +194,7 @@ func (sc *logScan) apply(seq uint32, r logRecord) error {
 	case recSettle:
 		delete(sc.msgs, r.id)
 	}
-	sc.idx.apply(&rec, loc{seg: seq, off: uint32(r.off), len: r.size}, r.bodyOff)
+	sc.idx.apply(&rec, loc{seg: seq, off: uint32(r.off), len: r.size})
 	return nil
 }
 
