@@ -113,6 +113,7 @@ type LogStore struct {
 	openFile                                        func(name string) (*os.File, error)
 	incarnation                                     string
 	lock                                            *os.File
+	inspecting                                      bool // Inspect's reader: change nothing in the spool
 
 	// loadMu excludes Load's scan from the committer's batches: held by
 	// the committer for each batch (and its reclaiming), by Load while it
