@@ -36,6 +36,10 @@ package queue
 // messages once and the caller keeps what it needs; Get and Open read the
 // records back.
 //
+// Next hops. SetHop (HopStore) appends a HOP record of a next hop going
+// into Retry or leaving it, so that a restart knows which hops are still
+// in Retry without trying each (loghop.go).
+//
 // Reads. Open (a body) and Get (a message's MSG record and latest STATE
 // record, at the places the index gives, CRC checked) pread through one
 // descriptor per segment, shared by every reader and reference-counted:

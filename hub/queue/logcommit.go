@@ -47,7 +47,8 @@ type pendingRec struct {
 	kind       byte
 	id         hub.QueueID
 	head, body []byte
-	blob       bool // a MSG record whose body is a blob
+	blob       bool      // a MSG record whose body is a blob
+	hop        *HopState // a HOP record's content
 	// settleFor: a SETTLE copied forward by compaction, cancelling the
 	// MSG record in this segment (0: a Remove's SETTLE).
 	settleFor uint32

@@ -115,14 +115,16 @@ type logIndex struct {
 	// the segment that still holds an older MSG record of it, until that
 	// segment is unlinked (removeSegment).
 	shadows map[idKey]uint32
-	segs    map[uint32]*segInfo
+	// hops: the next hops with a needed HOP record (loghop.go).
+	hops map[string]*hopEntry
+	segs map[uint32]*segInfo
 }
 
 const settleSize = recHeader + recFixed
 
 func newLogIndex() *logIndex {
 	return &logIndex{entries: map[idKey]logEntry{}, blobs: map[idKey]struct{}{},
-		shadows: map[idKey]uint32{}, segs: map[uint32]*segInfo{}}
+		shadows: map[idKey]uint32{}, hops: map[string]*hopEntry{}, segs: map[uint32]*segInfo{}}
 }
 
 func (x *logIndex) seg(n uint32) *segInfo {
@@ -166,6 +168,10 @@ func (x *logIndex) lookup(id hub.QueueID) (e logEntry, blob, ok bool) {
 // whether rec settled a message whose body is a blob (to be unlinked
 // now).
 func (x *logIndex) apply(rec *pendingRec, l loc) bool {
+	if rec.kind == recHop {
+		x.applyHop(rec.hop, l)
+		return false
+	}
 	k := keyOf(rec.id)
 	switch rec.kind {
 	case recMsg:
@@ -250,6 +256,7 @@ func (x *logIndex) removeSegment(n uint32) {
 		x.release(loc{seg: ref.seg, len: settleSize})
 	}
 	delete(x.segs, n)
+	x.removeHopSegment(n)
 	for k, sh := range x.shadows {
 		if sh == n {
 			delete(x.shadows, k)
@@ -307,6 +314,7 @@ func (s *LogStore) compactOne() {
 			}
 		}
 	}
+	settles = append(settles, s.idx.hopCopies(victim)...)
 	s.mu.Unlock()
 
 	req := &logReq{op: opUpdate, err: make(chan error, 1), recs: settles}

@@ -213,6 +213,12 @@ func (sc *logScan) apply(seq uint32, r logRecord) error {
 		if !json.Valid(r.json) {
 			return fmt.Errorf("%w: STATE record of %s: malformed JSON", ErrCorrupt, r.id)
 		}
+	case recHop:
+		h, err := decodeHop(r.json)
+		if err != nil {
+			return err
+		}
+		rec.hop = h
 	}
 	sc.idx.apply(&rec, loc{seg: seq, off: uint32(r.off), len: r.size})
 	return nil
