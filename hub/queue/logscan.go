@@ -127,13 +127,17 @@ func cmpU32(a, b uint32) int {
 // place.
 func decodeLive(id hub.QueueID, e logEntry, mb, sb []byte) (*Message, loc, error) {
 	var lm logMsg
-	if err := decodeAt(mb, recMsg, id, &lm); err != nil {
+	r, err := decodeAt(mb, recMsg, id, &lm)
+	if err == nil && (lm.Blob && len(r.body) != 0 || !lm.Blob && int64(len(r.body)) != lm.Size) {
+		err = fmt.Errorf("%w: MSG record of %s: size %d, %d bytes inline", ErrCorrupt, id, lm.Size, len(r.body))
+	}
+	if err != nil {
 		return nil, e.msg, err
 	}
 	m := &Message{ID: id, Envelope: lm.Envelope, Arrived: lm.Arrived, Size: lm.Size, State: lm.State}
 	if sb != nil {
 		m.State = State{}
-		if err := decodeAt(sb, recState, id, &m.State); err != nil {
+		if _, err := decodeAt(sb, recState, id, &m.State); err != nil {
 			return nil, e.st, err
 		}
 	}
@@ -142,7 +146,7 @@ func decodeLive(id hub.QueueID, e logEntry, mb, sb []byte) (*Message, loc, error
 
 // decodeAt parses the record in b (all of it), checks that it is the
 // record of kind of id, and decodes its JSON into v.
-func decodeAt(b []byte, kind byte, id hub.QueueID, v any) error {
+func decodeAt(b []byte, kind byte, id hub.QueueID, v any) (logRecord, error) {
 	r, err := parseRecord(b, int64(len(b)))
 	if errors.Is(err, errTorn) {
 		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -156,7 +160,7 @@ func decodeAt(b []byte, kind byte, id hub.QueueID, v any) error {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, jerr)
 		}
 	}
-	return err
+	return r, err
 }
 
 // dropDamaged quarantines the record at l of the message k, which Scan
