@@ -35,9 +35,10 @@ func Inspect(ctx context.Context, dir string) (*Snapshot, error) {
 		openFile:   os.Open,
 		// Never a real incarnation (16 hex digits): every mark is reported.
 		incarnation: "inspect",
+		inspecting:  true,
 	}
 	s.activePath = filepath.Join(s.logDir, "active")
-	var sc *logScan
+	var msgs []*Message
 	for attempt := 0; ; attempt++ {
 		seqs, err := s.segments()
 		if err != nil {
@@ -46,7 +47,16 @@ func Inspect(ctx context.Context, dir string) (*Snapshot, error) {
 		if len(seqs) > 0 {
 			s.tailSeq = seqs[len(seqs)-1] // a record being written there is a torn tail: the end
 		}
-		sc, err = s.scanLog(ctx)
+		msgs = nil
+		sc, err := s.scanLog(ctx)
+		if err == nil {
+			s.idx, s.files, s.closed = sc.idx, map[uint32]*segFile{}, false
+			err = s.readLive(ctx, func(m *Message) error {
+				msgs = append(msgs, m)
+				return nil
+			})
+			s.closeFiles()
+		}
 		if err == nil {
 			break
 		}
@@ -60,10 +70,7 @@ func Inspect(ctx context.Context, dir string) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap := &Snapshot{Active: map[hub.QueueID]Mark{}}
-	for _, m := range sc.msgs {
-		snap.Messages = append(snap.Messages, m)
-	}
+	snap := &Snapshot{Messages: msgs, Active: map[hub.QueueID]Mark{}}
 	sort.Slice(snap.Messages, func(i, j int) bool { return snap.Messages[i].ID < snap.Messages[j].ID })
 	for id, mk := range marks {
 		snap.Active[id] = Mark{NotBefore: mk.notBefore, Isolated: mk.isolated}

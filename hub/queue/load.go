@@ -47,6 +47,23 @@ func (s *DiskStore) Load(ctx context.Context) ([]*Message, error) {
 	return sc.msgs, nil
 }
 
+// Scan calls fn with every message in the spool, oldest first; see Store.
+// The disk spool keeps one file per message, and Scan is its Load: it
+// holds every Message until the last is handed out.
+func (s *DiskStore) Scan(ctx context.Context, fn func(*Message) error) error {
+	msgs, err := s.Load(ctx)
+	if err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		msgs[i] = nil // the caller's from here on
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // scanResult is what Load's read-only scan found.
 type scanResult struct {
 	msgs    []*Message

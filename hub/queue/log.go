@@ -29,10 +29,16 @@ package queue
 // (only unacknowledged records can be in it: acknowledgement follows the
 // fdatasync).
 //
-// The index in RAM maps a queue ID to where its MSG record and its latest
-// STATE record are, and the body's offset, length and CRC: about 50 bytes
-// plus the map's overhead per message. Envelopes and states are not kept:
-// Load returns them once and the caller keeps them.
+// The index in RAM maps a queue ID (packed into 14 bytes) to where its
+// MSG record and its latest STATE record are: 24 bytes, no pointers, about
+// 60 bytes per message with the map's free slots (logindex.go).
+// Envelopes, states and body checksums are not kept: Load returns the
+// messages once and the caller keeps what it needs; Get and Open read the
+// records back.
+//
+// Next hops. SetHop (HopStore) appends a HOP record of a next hop going
+// into Retry or leaving it, so that a restart knows which hops are still
+// in Retry without trying each (loghop.go).
 //
 // Reads. Open (a body) and Get (a message's MSG record and latest STATE
 // record, at the places the index gives, CRC checked) pread through one
@@ -111,6 +117,7 @@ type LogStore struct {
 	openFile                                        func(name string) (*os.File, error)
 	incarnation                                     string
 	lock                                            *os.File
+	inspecting                                      bool // Inspect's reader: change nothing in the spool
 
 	// loadMu excludes Load's scan from the committer's batches: held by
 	// the committer for each batch (and its reclaiming), by Load while it
@@ -381,8 +388,7 @@ func (s *LogStore) msgReq(id hub.QueueID, rec *logMsg, inline []byte) (*logReq, 
 	}
 	head := encodeHead(recMsg, id, js, inline)
 	return &logReq{op: opPut, blobSync: rec.Blob, recs: []pendingRec{{
-		kind: recMsg, id: id, head: head, body: inline,
-		bodyLen: rec.Size, bodyCRC: rec.BodyCRC, blob: rec.Blob,
+		kind: recMsg, id: id, head: head, body: inline, blob: rec.Blob,
 	}}}, nil
 }
 
@@ -464,39 +470,7 @@ func (s *LogStore) isLoaded() bool {
 func (s *LogStore) has(id hub.QueueID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.idx.entries[id]
-	return ok
-}
-
-// Open returns message id's body, read with pread from its segment's
-// shared file (logfiles.go) or from its blob; the reader fails at EOF if
-// the body does not match the CRC recorded at Put.
-func (s *LogStore) Open(id hub.QueueID) (io.ReadCloser, error) {
-	if !id.Valid() {
-		return nil, fmt.Errorf("queue: invalid id %q", id)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errClosed
-	}
-	e, ok := s.idx.entries[id]
-	if !ok {
-		return nil, fmt.Errorf("queue: open %s: no such message", id)
-	}
-	if e.blob {
-		f, err := os.Open(s.blobPath(id))
-		if err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
-		return newBodyReader(f, 0, e.bodyLen, e.bodyCRC, f.Close), nil
-	}
-	sf, err := s.acquireSeg(e.msg.seg)
-	if err != nil {
-		return nil, err
-	}
-	start := int64(e.msg.off) + int64(e.bodyOff)
-	return newBodyReader(sf.f, start, e.bodyLen, e.bodyCRC, sf.release), nil
+	return s.idx.has(id)
 }
 
 // MarkActive appends "<id> <mark>\n" (formatMark) to log/active with one

@@ -47,9 +47,8 @@ type pendingRec struct {
 	kind       byte
 	id         hub.QueueID
 	head, body []byte
-	bodyLen    int64
-	bodyCRC    uint32
-	blob       bool
+	blob       bool      // a MSG record whose body is a blob
+	hop        *HopState // a HOP record's content
 	// settleFor: a SETTLE copied forward by compaction, cancelling the
 	// MSG record in this segment (0: a Remove's SETTLE).
 	settleFor uint32
@@ -210,7 +209,7 @@ func (s *LogStore) writeBatch(batch []*logReq) error {
 		for i := range r.recs {
 			rec := &r.recs[i]
 			l := loc{seg: uint32(s.curSeq), off: uint32(off), len: uint32(len(rec.head) + len(rec.body))}
-			if s.idx.apply(rec, l, uint32(len(rec.head))) {
+			if s.idx.apply(rec, l) {
 				blobs = append(blobs, rec.id)
 			}
 			off += int64(l.len)

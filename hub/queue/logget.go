@@ -1,13 +1,16 @@
 package queue
 
-// LogStore.Get: one message read back by its ID (LogStore; log.go).
+// LogStore.Get and LogStore.Open: one message, or its body, read back by
+// its ID (LogStore; log.go).
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"hubd/hub"
@@ -63,7 +66,7 @@ func (s *LogStore) acquireEntry(id hub.QueueID) (msgF, stF *segFile, e logEntry,
 	if s.closed {
 		return nil, nil, e, errClosed
 	}
-	e, ok := s.idx.entries[id]
+	e, _, ok := s.idx.lookup(id)
 	switch {
 	case !ok && !s.indexed:
 		return nil, nil, e, fmt.Errorf("queue: get %s: not put since the spool was opened, and it is not loaded yet", id)
@@ -125,4 +128,99 @@ func readRecordAt(sf *segFile, l loc, kind byte, id hub.QueueID, v any) error {
 		return fmt.Errorf("queue: %s: %w", where(), err)
 	}
 	return nil
+}
+
+// Open returns message id's body, read with pread from its segment's
+// shared file (logfiles.go) or from its blob; the reader fails at EOF if
+// the body does not match its checksum. The index keeps only where the
+// MSG record is, so Open reads the record's head first: for an inline
+// body, the record's framing, up to where the body starts, and the
+// reader checks the record's CRC (which covers the body) at EOF; for a
+// blob, the whole record (it has no inline body), whose JSON gives the
+// body's size and CRC-32C.
+func (s *LogStore) Open(id hub.QueueID) (io.ReadCloser, error) {
+	if !id.Valid() {
+		return nil, fmt.Errorf("queue: invalid id %q", id)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errClosed
+	}
+	e, blob, ok := s.idx.lookup(id)
+	if !ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("queue: open %s: no such message", id)
+	}
+	sf, err := s.acquireSeg(e.msg.seg)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if blob {
+		defer sf.release()
+		var lm logMsg
+		if err := readRecordAt(sf, e.msg, recMsg, id, &lm); err != nil {
+			return nil, err
+		}
+		f, err := os.Open(s.blobPath(id))
+		if err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+		return newBodyReader(f, 0, lm.Size, lm.BodyCRC, f.Close), nil
+	}
+	br, err := openInline(sf, e.msg, id)
+	if err != nil {
+		sf.release()
+		return nil, err
+	}
+	return br, nil
+}
+
+// msgHeadRead is how much of a MSG record Open reads at first: the
+// framing and the JSON of a message with a few dozen recipients.
+const msgHeadRead = 4096
+
+// openInline checks the framing of id's MSG record at l in sf and returns
+// a reader of its inline body that checks the record's CRC at EOF and
+// releases sf when closed.
+func openInline(sf *segFile, l loc, id hub.QueueID) (*bodyReader, error) {
+	where := func() string { return fmt.Sprintf("%s at %d", sf.f.Name(), l.off) }
+	read := func(b []byte, off int64) error {
+		if n, err := sf.f.ReadAt(b, off); n < len(b) {
+			if err == nil || errors.Is(err, io.EOF) {
+				return fmt.Errorf("queue: %s: %w: the segment ends inside the record", where(), ErrCorrupt)
+			}
+			return fmt.Errorf("queue: reading %s: %w", where(), err)
+		}
+		return nil
+	}
+	if l.len < recHeader+recFixed {
+		return nil, fmt.Errorf("queue: %s: %w: the index names a record of %d bytes", where(), ErrCorrupt, l.len)
+	}
+	head := make([]byte, min(l.len, msgHeadRead))
+	if err := read(head, int64(l.off)); err != nil {
+		return nil, err
+	}
+	jl := binary.BigEndian.Uint32(head[1+idLen+recHeader : recHeader+recFixed])
+	switch {
+	case head[0] != recMagic0 || head[1] != recMagic1 || binary.BigEndian.Uint32(head[2:6]) != l.len-recHeader:
+		return nil, fmt.Errorf("queue: %s: %w: bad framing", where(), ErrCorrupt)
+	case head[recHeader] != recMsg || string(head[recHeader+1:recHeader+1+idLen]) != string(id):
+		return nil, fmt.Errorf("queue: %s: %w: not the MSG record of %s", where(), ErrCorrupt, id)
+	case uint64(jl) > uint64(l.len-recHeader-recFixed):
+		return nil, fmt.Errorf("queue: %s: %w: bad record fields", where(), ErrCorrupt)
+	}
+	bodyOff := recHeader + recFixed + jl
+	if bodyOff > uint32(len(head)) {
+		more := make([]byte, bodyOff)
+		copy(more, head)
+		if err := read(more[len(head):], int64(l.off)+int64(len(head))); err != nil {
+			return nil, err
+		}
+		head = more
+	}
+	br := newBodyReader(sf.f, int64(l.off)+int64(bodyOff), int64(l.len-bodyOff), binary.BigEndian.Uint32(head[6:10]), sf.release)
+	br.sum.Write(head[recHeader:bodyOff]) // the CRC covers the record from its type on
+	return br, nil
 }

@@ -47,13 +47,12 @@ func (s *LogStore) importDisk() error {
 	if err != nil {
 		return fmt.Errorf("queue: importing the disk spool: %w", err)
 	}
-	have, err := s.Load(ctx)
-	if err != nil {
-		return fmt.Errorf("queue: importing the disk spool: %w", err)
-	}
-	inLog := make(map[hub.QueueID]bool, len(have))
-	for _, m := range have {
+	inLog := map[hub.QueueID]bool{}
+	if err := s.Scan(ctx, func(m *Message) error {
 		inLog[m.ID] = true
+		return nil
+	}); err != nil {
+		return fmt.Errorf("queue: importing the disk spool: %w", err)
 	}
 	imported := 0
 	req, size := &logReq{op: opPut}, 0

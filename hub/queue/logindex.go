@@ -33,22 +33,68 @@ import (
 // at most 1 GiB plus one batch, so 32 bits suffice.
 type loc struct{ seg, off, len uint32 }
 
-// logEntry is the index entry of one queued message.
+// logEntry is the index entry of one queued message: where its MSG record
+// and its latest STATE record are (st.len == 0: none, the MSG record's
+// state is the latest). 24 bytes, no pointers: with its 14-byte key a
+// map slot is 40 bytes, so the index costs about 60 bytes per message
+// with the map's free slots (BenchmarkLogIndexMemory).
+//
+// Nothing else is kept per message. Open reads what it needs of the MSG
+// record (where the body starts, the record's CRC) from the record itself,
+// and the rare facts that concern few messages are kept in side tables of
+// logIndex: blobs, shadows.
 type logEntry struct {
-	msg, st loc // st.len == 0: no STATE record, the MSG record's state is the latest
-	bodyOff uint32
-	bodyLen int64
-	bodyCRC uint32
-	blob    bool
-	// shadow: a segment that still holds an older MSG record of the
-	// message (0: none).
-	shadow uint32
+	msg, st loc
+}
+
+// idKey is a queue ID packed into 14 bytes: its 21 base32hex characters
+// (hub.NewQueueID), 5 bits each, most significant first. Keys compare
+// like the IDs they encode, and every valid ID has its own key.
+type idKey [14]byte
+
+// keyOf packs id, which must be valid (hub.QueueID.Valid).
+func keyOf(id hub.QueueID) idKey {
+	var k idKey
+	var acc uint32
+	bits, j := 0, 0
+	for i := 0; i < len(id) && i < idLen; i++ {
+		acc = acc<<5 | uint32(b32val(id[i]))
+		bits += 5
+		if bits >= 8 {
+			bits -= 8
+			k[j] = byte(acc >> bits)
+			j++
+		}
+	}
+	if bits > 0 {
+		k[j] = byte(acc << (8 - bits))
+	}
+	return k
+}
+
+// id unpacks k.
+func (k idKey) id() hub.QueueID {
+	const digits = "0123456789abcdefghijklmnopqrstuv"
+	var b [idLen]byte
+	for i := range b {
+		bit := i * 5
+		v := uint16(k[bit/8])<<8 | uint16(k[bit/8+1]) // bit/8+1 <= 13: in range
+		b[i] = digits[v>>(11-bit%8)&31]
+	}
+	return hub.QueueID(b[:])
+}
+
+func b32val(c byte) byte {
+	if c >= 'a' {
+		return c - 'a' + 10
+	}
+	return c - '0'
 }
 
 // settleRef is a needed SETTLE record: in segment seg, cancelling id.
 type settleRef struct {
 	seg uint32
-	id  hub.QueueID
+	id  idKey
 }
 
 type segInfo struct {
@@ -61,14 +107,24 @@ type segInfo struct {
 }
 
 type logIndex struct {
-	entries map[hub.QueueID]logEntry
-	segs    map[uint32]*segInfo
+	entries map[idKey]logEntry
+	// blobs are the queued messages whose body is a file under blob/
+	// (larger than inlineMax: few).
+	blobs map[idKey]struct{}
+	// shadows: for a message whose MSG record compaction copied forward,
+	// the segment that still holds an older MSG record of it, until that
+	// segment is unlinked (removeSegment).
+	shadows map[idKey]uint32
+	// hops: the next hops with a needed HOP record (loghop.go).
+	hops map[string]*hopEntry
+	segs map[uint32]*segInfo
 }
 
 const settleSize = recHeader + recFixed
 
 func newLogIndex() *logIndex {
-	return &logIndex{entries: map[hub.QueueID]logEntry{}, segs: map[uint32]*segInfo{}}
+	return &logIndex{entries: map[idKey]logEntry{}, blobs: map[idKey]struct{}{},
+		shadows: map[idKey]uint32{}, hops: map[string]*hopEntry{}, segs: map[uint32]*segInfo{}}
 }
 
 func (x *logIndex) seg(n uint32) *segInfo {
@@ -93,64 +149,93 @@ func (x *logIndex) release(l loc) {
 	}
 }
 
-// apply takes record rec, durable at l (its body at bodyOff within it),
-// into the index. It reports whether rec settled a message whose body is
-// a blob (to be unlinked now).
-func (x *logIndex) apply(rec *pendingRec, l loc, bodyOff uint32) bool {
+// has reports whether id is queued.
+func (x *logIndex) has(id hub.QueueID) bool {
+	_, ok := x.entries[keyOf(id)]
+	return ok
+}
+
+// lookup returns id's entry and whether its body is a blob.
+func (x *logIndex) lookup(id hub.QueueID) (e logEntry, blob, ok bool) {
+	k := keyOf(id)
+	if e, ok = x.entries[k]; ok {
+		_, blob = x.blobs[k]
+	}
+	return e, blob, ok
+}
+
+// apply takes record rec, durable at l, into the index. It reports
+// whether rec settled a message whose body is a blob (to be unlinked
+// now).
+func (x *logIndex) apply(rec *pendingRec, l loc) bool {
+	if rec.kind == recHop {
+		x.applyHop(rec.hop, l)
+		return false
+	}
+	k := keyOf(rec.id)
 	switch rec.kind {
 	case recMsg:
-		e := logEntry{msg: l, bodyOff: bodyOff, bodyLen: rec.bodyLen, bodyCRC: rec.bodyCRC, blob: rec.blob}
-		if old, ok := x.entries[rec.id]; ok { // a copy made by compaction
+		e := logEntry{msg: l}
+		if old, ok := x.entries[k]; ok { // a copy made by compaction
 			x.release(old.msg)
 			x.release(old.st)
-			e.shadow = old.msg.seg
-			if old.shadow != 0 && x.segs[old.shadow] != nil {
-				e.shadow = old.shadow // the oldest goes last (reclaim runs oldest first)
+			if sh, ok := x.shadows[k]; !ok || x.segs[sh] == nil {
+				// The oldest goes last (reclaim runs oldest first).
+				x.shadows[k] = old.msg.seg
 			}
 		}
-		x.entries[rec.id] = e
+		x.entries[k] = e
+		if rec.blob {
+			x.blobs[k] = struct{}{}
+		} else {
+			delete(x.blobs, k)
+		}
 		x.need(l)
 	case recState:
-		e, ok := x.entries[rec.id]
+		e, ok := x.entries[k]
 		if !ok {
 			return false // the message was removed meanwhile: not needed
 		}
 		x.release(e.st)
 		e.st = l
-		x.entries[rec.id] = e
+		x.entries[k] = e
 		x.need(l)
 	case recSettle:
 		if rec.settleFor != 0 {
-			x.moveSettle(rec, l)
+			x.moveSettle(rec, k, l)
 			return false
 		}
-		e, ok := x.entries[rec.id]
+		e, ok := x.entries[k]
 		if !ok {
 			return false
 		}
 		x.release(e.msg)
 		x.release(e.st)
-		delete(x.entries, rec.id)
-		for _, target := range []uint32{e.msg.seg, e.shadow} {
+		delete(x.entries, k)
+		_, blob := x.blobs[k]
+		delete(x.blobs, k)
+		shadow := x.shadows[k]
+		delete(x.shadows, k)
+		for _, target := range []uint32{e.msg.seg, shadow} {
 			if t := x.segs[target]; t != nil && target != l.seg {
 				x.need(loc{seg: l.seg, len: settleSize})
-				t.settles = append(t.settles, settleRef{l.seg, rec.id})
+				t.settles = append(t.settles, settleRef{l.seg, k})
 			}
 		}
-		return e.blob
+		return blob
 	}
 	return false
 }
 
-// moveSettle records that the SETTLE of rec.id cancelling a MSG record in
+// moveSettle records that the SETTLE of k cancelling a MSG record in
 // segment rec.settleFor was copied forward to l.
-func (x *logIndex) moveSettle(rec *pendingRec, l loc) {
+func (x *logIndex) moveSettle(rec *pendingRec, k idKey, l loc) {
 	t := x.segs[rec.settleFor]
 	if t == nil {
 		return
 	}
 	for i, ref := range t.settles {
-		if ref.id == rec.id {
+		if ref.id == k {
 			x.release(loc{seg: ref.seg, len: settleSize})
 			t.settles[i].seg = l.seg
 			x.need(l)
@@ -160,7 +245,8 @@ func (x *logIndex) moveSettle(rec *pendingRec, l loc) {
 }
 
 // removeSegment forgets segment n, unlinked: the SETTLE records that
-// cancelled its MSG records are needed no more.
+// cancelled its MSG records are needed no more, nor are the shadows it
+// held.
 func (x *logIndex) removeSegment(n uint32) {
 	si := x.segs[n]
 	if si == nil {
@@ -170,6 +256,12 @@ func (x *logIndex) removeSegment(n uint32) {
 		x.release(loc{seg: ref.seg, len: settleSize})
 	}
 	delete(x.segs, n)
+	x.removeHopSegment(n)
+	for k, sh := range x.shadows {
+		if sh == n {
+			delete(x.shadows, k)
+		}
+	}
 }
 
 // compactOne copies the needed records of the sealed segment with the
@@ -204,23 +296,25 @@ func (s *LogStore) compactOne() {
 		moveSt bool // only the STATE record is in the victim
 	}
 	var copies []msgCopy
-	for id, e := range s.idx.entries {
+	for k, e := range s.idx.entries {
 		switch {
 		case e.msg.seg == victim:
-			copies = append(copies, msgCopy{id: id, msg: e.msg, st: e.st})
+			copies = append(copies, msgCopy{id: k.id(), msg: e.msg, st: e.st})
 		case e.st.len > 0 && e.st.seg == victim:
-			copies = append(copies, msgCopy{id: id, st: e.st, moveSt: true})
+			copies = append(copies, msgCopy{id: k.id(), st: e.st, moveSt: true})
 		}
 	}
 	var settles []pendingRec
 	for n, si := range s.idx.segs {
 		for _, ref := range si.settles {
 			if ref.seg == victim {
-				head, _ := encodeRecord(recSettle, ref.id, nil)
-				settles = append(settles, pendingRec{kind: recSettle, id: ref.id, head: head, settleFor: n})
+				id := ref.id.id()
+				head, _ := encodeRecord(recSettle, id, nil)
+				settles = append(settles, pendingRec{kind: recSettle, id: id, head: head, settleFor: n})
 			}
 		}
 	}
+	settles = append(settles, s.idx.hopCopies(victim)...)
 	s.mu.Unlock()
 
 	req := &logReq{op: opUpdate, err: make(chan error, 1), recs: settles}
@@ -262,7 +356,7 @@ func (s *LogStore) compactOne() {
 			return
 		}
 		req.recs = append(req.recs, pendingRec{kind: recMsg, id: c.id, head: encodeHead(recMsg, c.id, js, body),
-			body: body, bodyLen: m.Size, bodyCRC: m.BodyCRC, blob: m.Blob})
+			body: body, blob: m.Blob})
 	}
 	if err := s.commitBatch([]*logReq{req}); err != nil {
 		s.log.Error("queue: compaction failed; the segment stays", "segment", victim, "err", err)

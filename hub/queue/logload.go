@@ -20,12 +20,11 @@ import (
 	"hubd/hub"
 )
 
-// logScan is what Load's read-only scan found.
+// logScan is what the first phase of Scan found.
 type logScan struct {
-	idx  *logIndex
-	msgs map[hub.QueueID]*Message
-	cut  *badRange  // the torn tail of segment tailSeq, to truncate
-	bad  []badRange // damaged byte ranges of other segments, to quarantine
+	idx *logIndex
+	cut *badRange  // the torn tail of segment tailSeq, to truncate
+	bad []badRange // damaged byte ranges of other segments, to quarantine
 }
 
 type badRange struct {
@@ -34,12 +33,31 @@ type badRange struct {
 	why      error
 }
 
-// Load returns every queued message, oldest first; see Store. It works
-// in two steps, like DiskStore's. The scan only reads: every segment in
-// order, every record's CRC checked, MSG records creating messages,
-// STATE records replacing their state, SETTLE records deleting them, and
-// log/active. Any error that is not proven corruption ends Load there,
-// with the spool as it was. Then what the scan decided is done:
+// Load returns every queued message, oldest first; see Store. It is Scan
+// with the messages collected and sorted by ID.
+func (s *LogStore) Load(ctx context.Context) ([]*Message, error) {
+	var out []*Message
+	if err := s.Scan(ctx, func(m *Message) error {
+		out = append(out, m)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Scan calls fn with every queued message, in the order of the log (by
+// the place of its MSG record: segment, then offset; roughly the order
+// of Put, except for the messages compaction copied forward); see Store.
+// It works in three steps, the first like DiskStore's Load.
+//
+// The index scan only reads, and keeps no message: every segment in
+// order, every record's CRC checked, MSG records entering the index,
+// STATE records replacing their place of the latest state, SETTLE
+// records deleting them, and log/active. Any error that is not proven
+// corruption ends Scan there, with the spool as it was. Then what the
+// scan decided is done:
 //
 //   - In segment tailSeq (the last one when the store was opened), the
 //     first record that runs past the end or fails its CRC is a torn
@@ -49,28 +67,33 @@ type badRange struct {
 //     quarantine/<segment>.<offset> with everything up to the next offset
 //     where a record whose CRC checks starts, and the scan goes on there:
 //     only the messages whose records were in that range are affected.
+//   - The index is installed; blobs that no message names (a Put that
+//     failed, a Remove whose unlink a crash prevented) are deleted, and
+//     segments needing nothing are reclaimed.
 //   - The deaths the marks in log/active tell of are recorded (recordDeath,
-//     as DiskStore does) and persisted as STATE records in one group
-//     commit; only then is log/active truncated.
-//   - Blobs that no message names (a Put that failed, a Remove whose
-//     unlink a crash prevented) are deleted, and segments needing nothing
-//     are reclaimed.
-func (s *LogStore) Load(ctx context.Context) ([]*Message, error) {
+//     as DiskStore does, on the message read back with Get) and persisted
+//     as STATE records in one group commit; only then is log/active
+//     truncated.
+//
+// Last, the messages are read back in log order from the places the
+// index gives (logscan.go) and handed to fn one at a time: the heap Scan
+// needs is the index and a list of places, not the messages.
+func (s *LogStore) Scan(ctx context.Context, fn func(*Message) error) error {
 	s.loadMu.Lock()
 	sc, err := s.scanLog(ctx)
 	if err != nil {
 		s.loadMu.Unlock()
-		return nil, err
+		return err
 	}
 	marks, err := s.readMarks()
 	if err != nil {
 		s.loadMu.Unlock()
-		return nil, err
+		return err
 	}
 	if c := sc.cut; c != nil {
 		if err := s.cutTail(c); err != nil {
 			s.loadMu.Unlock()
-			return nil, err
+			return err
 		}
 	}
 	for _, b := range sc.bad {
@@ -86,7 +109,7 @@ func (s *LogStore) Load(ctx context.Context) ([]*Message, error) {
 	s.mu.Unlock()
 	if !s.loaded {
 		for _, name := range s.startBlobs {
-			if _, ok := sc.idx.entries[hub.QueueID(name)]; !ok {
+			if id := hub.QueueID(name); !id.Valid() || !sc.idx.has(id) {
 				s.log.Info("queue: removing a blob no message names", "file", name)
 				os.Remove(filepath.Join(s.blobDir, name))
 			}
@@ -97,15 +120,10 @@ func (s *LogStore) Load(ctx context.Context) ([]*Message, error) {
 	s.reclaim()
 	s.loadMu.Unlock()
 
-	if err := s.recoverLogMarks(sc.msgs, marks); err != nil {
-		return nil, err
+	if err := s.recoverLogMarks(ctx, marks); err != nil {
+		return err
 	}
-	out := make([]*Message, 0, len(sc.msgs))
-	for _, m := range sc.msgs {
-		out = append(out, m)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return s.readLive(ctx, fn)
 }
 
 func (s *LogStore) scanLog(ctx context.Context) (*logScan, error) {
@@ -113,7 +131,7 @@ func (s *LogStore) scanLog(ctx context.Context) (*logScan, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := &logScan{idx: newLogIndex(), msgs: map[hub.QueueID]*Message{}}
+	sc := &logScan{idx: newLogIndex()}
 	buf := make([]byte, 0, scanChunk)
 	for _, seq := range seqs {
 		if err := s.scanSegment(ctx, sc, seq, &buf); err != nil {
@@ -168,33 +186,47 @@ func (s *LogStore) scanSegment(ctx context.Context, sc *logScan, seq uint64, buf
 	}
 }
 
-// apply takes a record whose CRC checked into the scan. Contents that do
-// not make sense despite the CRC are ErrCorrupt too.
+// msgShape is the part of a MSG record's JSON the index scan checks.
+type msgShape struct {
+	Size int64 `json:"size"`
+	Blob bool  `json:"blob,omitempty"`
+}
+
+// apply takes a record whose CRC checked into the index. Contents that do
+// not make sense despite the CRC are ErrCorrupt too: a STATE whose JSON
+// is not well-formed, a MSG without an inline body whose JSON does not
+// say whether its body is a blob. The index needs no more of a MSG
+// record with an inline body (a blob's record has none), so its JSON is
+// decoded once, when readLive hands the message out, and checked there
+// (decodeLive): such damage, which only a bug can write, costs that one
+// message, not the previous state of a message.
 func (sc *logScan) apply(seq uint32, r logRecord) error {
 	rec := pendingRec{kind: r.kind, id: r.id}
 	switch r.kind {
 	case recMsg:
-		var lm logMsg
+		if len(r.body) > 0 {
+			break
+		}
+		var lm msgShape
 		if err := json.Unmarshal(r.json, &lm); err != nil {
 			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
-		if lm.Blob && len(r.body) != 0 || !lm.Blob && int64(len(r.body)) != lm.Size {
-			return fmt.Errorf("%w: MSG record of %s: size %d, %d bytes inline", ErrCorrupt, r.id, lm.Size, len(r.body))
+		if !lm.Blob && lm.Size != 0 {
+			return fmt.Errorf("%w: MSG record of %s: size %d, no body inline", ErrCorrupt, r.id, lm.Size)
 		}
-		rec.bodyLen, rec.bodyCRC, rec.blob = lm.Size, lm.BodyCRC, lm.Blob
-		sc.msgs[r.id] = &Message{ID: r.id, Envelope: lm.Envelope, Arrived: lm.Arrived, Size: lm.Size, State: lm.State}
+		rec.blob = lm.Blob
 	case recState:
-		var st State
-		if err := json.Unmarshal(r.json, &st); err != nil {
-			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		if !json.Valid(r.json) {
+			return fmt.Errorf("%w: STATE record of %s: malformed JSON", ErrCorrupt, r.id)
 		}
-		if m := sc.msgs[r.id]; m != nil {
-			m.State = st
+	case recHop:
+		h, err := decodeHop(r.json)
+		if err != nil {
+			return err
 		}
-	case recSettle:
-		delete(sc.msgs, r.id)
+		rec.hop = h
 	}
-	sc.idx.apply(&rec, loc{seg: seq, off: uint32(r.off), len: r.size}, r.bodyOff)
+	sc.idx.apply(&rec, loc{seg: seq, off: uint32(r.off), len: r.size})
 	return nil
 }
 
@@ -326,10 +358,10 @@ func (s *LogStore) readMarks() (map[hub.QueueID]activeMark, error) {
 	return marks, nil
 }
 
-// recoverLogMarks records the deaths in msgs and persists the new states
-// in one group commit, then truncates log/active (keeping the marks of
-// this process).
-func (s *LogStore) recoverLogMarks(msgs map[hub.QueueID]*Message, marks map[hub.QueueID]activeMark) error {
+// recoverLogMarks records the deaths the marks tell of in the messages
+// (read back with Get) and persists the new states in one group commit,
+// then truncates log/active (keeping the marks of this process).
+func (s *LogStore) recoverLogMarks(ctx context.Context, marks map[hub.QueueID]activeMark) error {
 	if len(marks) == 0 {
 		return nil
 	}
@@ -337,8 +369,17 @@ func (s *LogStore) recoverLogMarks(msgs map[hub.QueueID]*Message, marks map[hub.
 	req := &logReq{op: opUpdate}
 	counted := 0
 	for id, mk := range marks {
-		m := msgs[id]
-		if m == nil || !recordDeath(s.log, m, mk) {
+		m, err := s.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case errors.Is(err, ErrCorrupt):
+			s.log.Error("queue: cannot record a death: the message's record is damaged", "id", id, "err", err)
+			continue
+		case err != nil:
+			return fmt.Errorf("queue: recording the death of the previous process: %w", err)
+		}
+		if !recordDeath(s.log, m, mk) {
 			continue
 		}
 		if mk.isolated {

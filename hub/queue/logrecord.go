@@ -8,11 +8,16 @@ package queue
 //	magic   u16   0x93 0x51
 //	length  u32   big-endian: bytes after the CRC (type .. end of body)
 //	crc     u32   CRC-32C (Castagnoli) of those length bytes
-//	type    u8    'M' MSG, 'S' STATE, 'X' SETTLE
-//	id      [21]  the queue ID (hub.QueueID, fixed width)
+//	type    u8    'M' MSG, 'S' STATE, 'X' SETTLE, 'H' HOP
+//	id      [21]  the queue ID (hub.QueueID, fixed width); HOP: 21 '0's
 //	jsonlen u32   big-endian
-//	json    jsonlen bytes: logMsg (MSG), State (STATE), nothing (SETTLE)
+//	json    jsonlen bytes: logMsg (MSG), State (STATE), nothing (SETTLE),
+//	              HopState (HOP: the next hop's name is in it)
 //	body    the rest: a MSG's body when it is inline (≤ inlineMax bytes)
+//
+// MSG, STATE and SETTLE records concern one message each; a HOP record
+// concerns one next hop (loghop.go): the latest HOP record of a hop is
+// its state, and one whose Until is zero clears it.
 //
 // The CRC covers everything a reader acts on, so a record whose CRC checks
 // was written whole; one that does not was torn (at the tail of the
@@ -41,6 +46,7 @@ const (
 	recMsg    = 'M'
 	recState  = 'S'
 	recSettle = 'X'
+	recHop    = 'H'
 
 	// inlineMax is the largest body kept inside its MSG record; a larger
 	// one is a file under blob/ (one copy, streamed, not held in memory).
@@ -144,6 +150,10 @@ func parseRecord(b []byte, avail int64) (logRecord, error) {
 	case recSettle:
 		if len(r.json) != 0 || len(r.body) != 0 {
 			return r, fmt.Errorf("%w: SETTLE with a payload", ErrCorrupt)
+		}
+	case recHop:
+		if len(r.json) == 0 || len(r.body) != 0 || r.id != hopRecordID {
+			return r, fmt.Errorf("%w: bad HOP record", ErrCorrupt)
 		}
 	default:
 		return r, fmt.Errorf("%w: unknown record type %#x", ErrCorrupt, r.kind)

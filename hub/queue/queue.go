@@ -46,6 +46,14 @@
 //     or delivery starts. LogStore builds its index in Load: before the
 //     first Load, Get knows only the messages put since OpenLog, and fails
 //     for others without ErrNotFound.
+//   - Scan calls fn once with every queued message, in an order the
+//     store documents, and keeps none of them: the caller keeps what it
+//     needs, so a start-up need not hold the whole queue's Messages at
+//     once. Otherwise it is Load: the same messages with the same states,
+//     deaths recorded and persisted, corrupt records quarantined, other
+//     errors failing it before anything changes. An error fn returns ends
+//     the scan, and Scan returns it; the messages not handed out yet are
+//     still queued, untouched. Each Message is the caller's.
 //   - Load returns every queued message, oldest first. A record proven
 //     corrupt (bad framing or checksum) is moved aside (quarantined) and
 //     logged, so that one damaged record cannot keep the hub from starting.
@@ -141,6 +149,7 @@ type Store interface {
 	Open(id hub.QueueID) (io.ReadCloser, error)
 	Get(ctx context.Context, id hub.QueueID) (*Message, error)
 	Load(ctx context.Context) ([]*Message, error)
+	Scan(ctx context.Context, fn func(*Message) error) error
 	MarkActive(id hub.QueueID, mark Mark) error
 	ClearActive(id hub.QueueID)
 	Close() error
