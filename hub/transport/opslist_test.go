@@ -20,7 +20,9 @@ import (
 // fillParked queues n messages, from 64 submitters at once, for a next hop
 // that cannot be reached, and returns once all of them are parked on its
 // queue in Retry with their Message dropped (evict.go): what a dead
-// destination leaves in the queue.
+// destination leaves in the queue. The clock moves a microsecond each
+// time it is read, so that messages arrive one after another as they do
+// on a real clock, and no retry comes due.
 func fillParked(tb testing.TB, n int) (*harness, *countingStore) {
 	tb.Helper()
 	spool := tb.TempDir()
@@ -30,7 +32,7 @@ func fillParked(tb testing.TB, n int) (*harness, *countingStore) {
 	}
 	store := &countingStore{Store: ls}
 	h := startStore(tb, config(tb, spool, `quick_retry_interval = "1m"
-  max_per_domain_outbound_connections = 1`), &fake{result: ok}, &fake{result: unreachableResult}, newFakeClock().Now, store)
+  max_per_domain_outbound_connections = 1`), &fake{result: ok}, &fake{result: unreachableResult}, tickingClock(), store)
 	h.tr.log = slog.New(slog.DiscardHandler)
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
@@ -55,6 +57,12 @@ func fillParked(tb testing.TB, n int) (*harness, *countingStore) {
 	})
 	eventually(tb, "every parked message's Message dropped", func() bool { return h.loaded() == 0 })
 	return h, store
+}
+
+// tickingClock is a clock that moves a microsecond each time it is read.
+func tickingClock() func() time.Time {
+	start, n := newFakeClock().Now(), atomic.Int64{}
+	return func() time.Time { return start.Add(time.Duration(n.Add(1)) * time.Microsecond) }
 }
 
 // partnerName is the name of the partner next hop's queue.
