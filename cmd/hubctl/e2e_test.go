@@ -246,6 +246,36 @@ func TestOperatorSession(t *testing.T) {
 	if q := c.ok("message", "list", "-q"); q != strings.Join(ids, "\n")+"\n" {
 		t.Errorf("-q: %q", q)
 	}
+	// Paging: a truncated listing names the command for the next page,
+	// which lists the rest; a bare id is a position too.
+	out, errs, code := c.run("", "message", "list", "-q", "--limit", "2", "--queue", queue)
+	if code != 0 || out != ids[0]+"\n"+ids[1]+"\n" {
+		t.Fatalf("first page: %d %q %q", code, out, errs)
+	}
+	t.Logf("$ hubctl message list -q --limit 2 --queue %s\n%s%s", queue, out, errs)
+	_, cmdline, found := strings.Cut(strings.TrimSpace(errs), "the next page: hubctl ")
+	if !found || !strings.Contains(errs, "hubctl: listing truncated at 2 messages; ") ||
+		!strings.Contains(cmdline, "--queue '"+queue+"'") || !strings.Contains(cmdline, "--after "+ids[1]+"@") {
+		t.Fatalf("next page hint: %q", errs)
+	}
+	var next []string // the hint's arguments, unquoted as a shell would
+	for _, a := range strings.Fields(cmdline) {
+		next = append(next, strings.Trim(a, "'"))
+	}
+	if out, errs, code := c.run("", next...); code != 0 || out != ids[2]+"\n" || errs != "" {
+		t.Errorf("next page (%v): %d %q %q", next, code, out, errs)
+	}
+	if got := c.messages("--after", ids[0]); len(got) != 2 || got[0].ID != ids[1] {
+		t.Errorf("--after %s: %+v", ids[0], got)
+	}
+	var page ops.MessageList
+	c.json(&page, "message", "list", "--limit", "1")
+	if !page.Truncated || page.Next != ops.PositionOf(page.Messages[0]).String() {
+		t.Errorf("--json page: %+v", page)
+	}
+	if _, errs, code := c.run("", "message", "list", "--after", "x@yesterday"); code == 0 || !strings.Contains(errs, `bad after "x@yesterday"`) {
+		t.Errorf("bad --after: %d %q", code, errs)
+	}
 
 	// message show, export
 	var d ops.MessageDetail
@@ -260,7 +290,7 @@ func TestOperatorSession(t *testing.T) {
 	}
 
 	// hold (ids from stdin), suspend
-	out, errs, code := c.run(ids[0]+"\n", "message", "hold", "-")
+	out, errs, code = c.run(ids[0]+"\n", "message", "hold", "-")
 	t.Logf("$ echo %s | hubctl message hold -\n%s%s", ids[0], out, errs)
 	if code != 0 || out != ids[0]+": held\n" {
 		t.Fatalf("hold: %d %q %q", code, out, errs)

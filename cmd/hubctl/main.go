@@ -90,7 +90,7 @@ func envOr(k, def string) string {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: hubctl [-socket PATH | -url URL -token-file F] [-json] COMMAND ...
   queue list | retry Q [--resubmit] | suspend Q | resume Q
-  message list [--queue Q] [--from A] [--to A] [--older-than D] [--state S]
+  message list [--queue Q] [--from A] [--to A] [--older-than D] [--state S] [--limit N] [--after POS] [-q]
   message show ID | export ID | hold|release|retry ID... | delete ID... [--ndr]     (ID "-": read ids from stdin)
   connector list | stop NAME | start NAME
   routes [--size N] [ADDRESS...]

@@ -16,7 +16,7 @@ import (
 // delete ID... [--ndr] (Exchange's Get-Message, Suspend-Message,
 // Resume-Message, Remove-Message [-WithNDR]; Postfix's postsuper -h/-H/-d
 // and postcat).
-const messageUsage = "message list [--queue Q] [--from A] [--to A] [--older-than D] [--state S] [-q] | show ID | export ID | hold|release|retry ID... | delete ID... [--ndr] (ID \"-\": ids from stdin)"
+const messageUsage = "message list [--queue Q] [--from A] [--to A] [--older-than D] [--state S] [--limit N] [--after POS] [-q] | show ID | export ID | hold|release|retry ID... | delete ID... [--ndr] (ID \"-\": ids from stdin)"
 
 func cmdMessage(e *env, args []string) int {
 	if len(args) == 0 {
@@ -44,6 +44,7 @@ func messageList(e *env, args []string) int {
 	fs.StringVar(&older, "older-than", "", "only messages that arrived at least this long ago (90s, 30m, 4h, 2d)")
 	fs.StringVar(&f.State, "state", "", "only messages in this state: queued, active, deferred, held, poisoned")
 	fs.IntVar(&f.Limit, "limit", 0, "at most this many messages (0: the server's default, 1000)")
+	fs.StringVar(&f.After, "after", "", "the next page: only messages after this position (a queue id, or the ID@ARRIVED a truncated listing names)")
 	quiet := fs.Bool("q", false, "print only the ids, one a line (for: hubctl message hold -)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -70,6 +71,7 @@ func messageList(e *env, args []string) int {
 		for _, m := range l.Messages {
 			fmt.Fprintln(e.stdout, m.ID)
 		}
+		nextPage(e, f, older, *quiet, l)
 		return exitOK
 	}
 	now := time.Now()
@@ -84,10 +86,41 @@ func messageList(e *env, args []string) int {
 			sender(m.From), summarise(rcpts), strings.Join(m.Queues, ","), clip(m.LastError, 50))
 	}
 	tw.Flush()
-	if l.Truncated {
-		fmt.Fprintf(e.stderr, "hubctl: listing truncated at %d messages; narrow it or raise --limit\n", len(l.Messages))
-	}
+	nextPage(e, f, older, *quiet, l)
 	return exitOK
+}
+
+// nextPage tells, on stderr, how to list the next page of a truncated
+// listing: the same command, after its last message.
+func nextPage(e *env, f ops.MessageFilter, older string, quiet bool, l ops.MessageList) {
+	if !l.Truncated {
+		return
+	}
+	args := []string{"hubctl", "message", "list"}
+	for _, fl := range []struct{ name, value string }{{"--queue", f.Queue}, {"--from", f.From}, {"--to", f.To},
+		{"--older-than", older}, {"--state", f.State}} {
+		if fl.value != "" {
+			args = append(args, fl.name, shellQuote(fl.value))
+		}
+	}
+	if f.Limit > 0 {
+		args = append(args, "--limit", strconv.Itoa(f.Limit))
+	}
+	if quiet {
+		args = append(args, "-q")
+	}
+	args = append(args, "--after", shellQuote(l.Next))
+	fmt.Fprintf(e.stderr, "hubctl: listing truncated at %d messages; the next page: %s\n", len(l.Messages), strings.Join(args, " "))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%_+=:,./-", r))
+	}) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // parseAge is a Go duration, or a whole number of days ("2d").

@@ -29,7 +29,9 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -47,8 +49,10 @@ type Queue interface {
 	SuspendQueue(ctx context.Context, name string) error
 	ResumeQueue(ctx context.Context, name string) error
 
-	// Messages lists the messages matching f, oldest first, at most
-	// f.Limit of them (0: DefaultLimit); Truncated says more matched.
+	// Messages lists the messages matching f, oldest first (see Paging),
+	// at most f.Limit of them (0: DefaultLimit), after f.After; Truncated
+	// says more matched, and Next is where the next page starts. Its cost
+	// follows the page, not the queue, when the filter matches often.
 	Messages(ctx context.Context, f MessageFilter) (MessageList, error)
 	// Message returns one message with its envelope, headers and every
 	// recipient's state. ErrNotFound when the id is not queued.
@@ -70,6 +74,23 @@ type Queue interface {
 	// message goes silently. Both are tracked.
 	Delete(ctx context.Context, id string, ndr bool) error
 }
+
+// # Paging
+//
+// A listing is in the order messages arrived, then by queue id, an order
+// in which a message keeps its place for as long as it is queued. A page
+// ends at its limit; the next one starts after the last message listed
+// (MessageList.Next, given back as MessageFilter.After), so that paging
+// through a queue that changes meanwhile never lists a message twice and
+// never leaves out one that stays queued throughout. A message that
+// arrives while a client pages may or may not be listed; one that leaves
+// is not listed after it left.
+//
+// A position is written "ID@ARRIVED": the queue id and the arrival
+// (RFC 3339 with nanoseconds, UTC) of a message, exactly as a listing
+// shows them (MessageSummary.ID and Arrived), so that it names a place in
+// the order even after that message has left. A bare queue id is also a
+// position while that message is queued.
 
 // ErrNotFound: no queue or message by that name.
 var ErrNotFound = errors.New("not found")
@@ -113,12 +134,51 @@ type MessageFilter struct {
 	OlderThan time.Duration `json:"older_than,omitempty"` // arrived at least this long ago
 	State     string        `json:"state,omitempty"`      // one of the states above
 	Limit     int           `json:"limit,omitempty"`
+	After     string        `json:"after,omitempty"` // a position (see Paging): only messages after it
 }
 
 // MessageList is a page of messages.
 type MessageList struct {
 	Messages  []MessageSummary `json:"messages"`
 	Truncated bool             `json:"truncated,omitempty"`
+	// Next, when Truncated, is the position of the last message listed:
+	// the After of the next page.
+	Next string `json:"next,omitempty"`
+}
+
+// Position is a place in the listing order (see Paging). Arrived zero:
+// the place of the message ID while it is queued.
+type Position struct {
+	ID      string
+	Arrived time.Time
+}
+
+// PositionOf is the position of a listed message.
+func PositionOf(m MessageSummary) Position { return Position{ID: m.ID, Arrived: m.Arrived} }
+
+// String is the position as MessageFilter.After takes it.
+func (p Position) String() string {
+	if p.Arrived.IsZero() {
+		return p.ID
+	}
+	return p.ID + "@" + p.Arrived.UTC().Format(time.RFC3339Nano)
+}
+
+// ParsePosition reads "ID@ARRIVED" or a bare "ID".
+func ParsePosition(s string) (Position, error) {
+	id, at, timed := strings.Cut(s, "@")
+	p := Position{ID: id}
+	if id == "" || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return p, fmt.Errorf("bad position %q: want a queue id, or ID@ARRIVED as a listing's next", s)
+	}
+	if timed {
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return p, fmt.Errorf("bad position %q: the arrival is not an RFC 3339 time (ID@2026-12-05T17:15:14.123456789Z)", s)
+		}
+		p.Arrived = t
+	}
+	return p, nil
 }
 
 // MessageSummary is one message in a listing (and one entry of mailq).

@@ -73,12 +73,19 @@ func TestGoroutinesBoundedByConfiguration(t *testing.T) {
 	}
 }
 
-// countingStore counts a store's durable state writes (Update) and its
-// active marks (MarkActive: one per pass and one per delivery).
+// countingStore counts a store's durable state writes (Update), its
+// active marks (MarkActive: one per pass and one per delivery) and its
+// reads of single messages (Get: a message read back, evict.go).
 type countingStore struct {
 	queue.Store
 	updates atomic.Int64
 	marks   atomic.Int64
+	gets    atomic.Int64
+}
+
+func (s *countingStore) Get(ctx context.Context, id hub.QueueID) (*queue.Message, error) {
+	s.gets.Add(1)
+	return s.Store.Get(ctx, id)
 }
 
 func (s *countingStore) Update(ctx context.Context, id hub.QueueID, st queue.State) error {

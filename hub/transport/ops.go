@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -14,11 +13,26 @@ import (
 )
 
 // The operator's view of the queue (hub/ops.Queue): what hubctl, mailq and
-// the admin API show. Listing is an admin operation: it costs O(queue), but
-// it never holds Transport.mu across the walk or across I/O. It takes a
-// snapshot in two short steps (the delivery queues under Transport.mu, then
-// each message under its own lock, in the usual lock order), and computes
-// and reads (headers, the tracking log) from the copies.
+// the admin API show. A queue of a million messages waiting on a dead next
+// hop keeps only their entries in RAM (evict.go), and reading one back
+// from the store costs a Get, so the view is built to read as few as it
+// can, and never holds Transport.mu across a walk or across I/O:
+//
+//   - A listing (Messages, opslist.go) walks the entries in arrival order
+//     from the depth tracker's arrival list, a chunk at a time, and reads a
+//     message only when the walk reaches it and what RAM says of it (its
+//     depth share: queues, held, poisoned; its arrival) lets it match; it
+//     stops at the page's limit. Message reads the one message asked for.
+//   - Queues and RetryQueue count from the depth shares (depth.go), which
+//     say where each message's pending recipients wait without reading it;
+//     Queues reads back only the waiting messages whose deferred recipients'
+//     retry time or reply it must show (opsqueues.go).
+//
+// What the view needs of the transport besides the messages (opsState) is
+// taken in one short step under Transport.mu: O(next hops + deliveries
+// running). Each message is then read under its own lock, in the usual
+// lock order, and computed and read (headers, the tracking log) from the
+// copies.
 
 var _ ops.Queue = (*Transport)(nil)
 
@@ -28,13 +42,15 @@ const (
 	poisonQueue     = "poison"
 )
 
-// opsView is a snapshot of the queue for the operator's view.
-type opsView struct {
+// opsState is what the operator's view reads of the transport besides the
+// messages themselves.
+type opsState struct {
 	now       time.Time
-	hops      []hopView
+	hops      []hopView // by name
 	suspended map[string]bool
-	loc       map[hub.QueueID]map[int]itemLoc // where in-flight recipients are
-	msgs      []msgView                       // oldest first
+	// running are the recipients being delivered now, by message: the
+	// queue each one's delivery runs in.
+	running map[*entry]map[int]string
 }
 
 type hopView struct {
@@ -45,98 +61,110 @@ type hopView struct {
 	lastError         string
 }
 
-// itemLoc is the delivery queue a recipient's work item is in, and
-// whether it is being delivered now.
-type itemLoc struct {
-	queue  string
-	active bool
-}
-
-// msgView is one message as the snapshot saw it. m's ID, Envelope, Arrived
-// and Size never change; st and inflight are copies.
-type msgView struct {
-	m        *queue.Message
-	st       queue.State
-	inflight map[int]bool
-	busy     bool // a pass (categorization, routing) is running
-}
-
-func (t *Transport) snapshot() *opsView {
-	v := &opsView{now: t.clock(), suspended: map[string]bool{}, loc: map[hub.QueueID]map[int]itemLoc{}}
+// opsState takes the delivery queues' state under Transport.mu.
+func (t *Transport) opsState() *opsState {
+	st := &opsState{now: t.clock(), suspended: map[string]bool{}, running: map[*entry]map[int]string{}}
 	t.mu.Lock()
-	busy := map[*entry]bool{}
-	entries := make([]*entry, 0, len(t.msgs))
-	for _, e := range t.msgs {
-		if !e.removing {
-			entries = append(entries, e)
-			busy[e] = e.busy
-		}
-	}
-	note := func(it *workItem, name string, active bool) {
-		m := v.loc[it.e.id]
-		if m == nil {
-			m = map[int]itemLoc{}
-			v.loc[it.e.id] = m
-		}
-		for _, i := range it.indexes {
-			m[i] = itemLoc{queue: name, active: active}
-		}
-	}
 	for _, q := range t.queues {
 		name := q.hop.String()
-		hv := hopView{name: name, kind: string(q.hop.Kind), state: q.state(v.now), suspended: q.suspended,
+		hv := hopView{name: name, kind: string(q.hop.Kind), state: q.state(st.now), suspended: q.suspended,
 			active: q.active, lastError: q.lastError}
 		if hv.state == StateRetry {
 			hv.retryAt = q.retryAt
 		}
-		v.hops = append(v.hops, hv)
-		for _, it := range q.items {
-			note(it, name, false)
-		}
+		st.hops = append(st.hops, hv)
 		for it := range q.running {
-			note(it, name, true)
+			m := st.running[it.e]
+			if m == nil {
+				m = map[int]string{}
+				st.running[it.e] = m
+			}
+			for _, i := range it.indexes {
+				m[i] = name
+			}
 		}
 	}
 	for name := range t.suspended {
-		v.suspended[name] = true
+		st.suspended[name] = true
 	}
 	t.mu.Unlock()
+	slices.SortFunc(st.hops, func(a, b hopView) int { return strings.Compare(a.name, b.name) })
+	return st
+}
 
-	for _, e := range entries {
-		e.mu.Lock()
-		m, err := t.view(e)
-		if err != nil {
-			e.mu.Unlock()
-			continue // removed meanwhile, or unreadable (logged where it is used)
-		}
-		mv := msgView{m: m, st: cloneState(m.State), inflight: make(map[int]bool, len(e.inflight)), busy: busy[e]}
-		for i := range e.inflight {
-			mv.inflight[i] = true
-		}
-		e.mu.Unlock()
-		v.msgs = append(v.msgs, mv)
+// hop is the delivery queue named name, if it exists.
+func (st *opsState) hop(name string) (hopView, bool) {
+	i, ok := slices.BinarySearchFunc(st.hops, name, func(h hopView, n string) int { return strings.Compare(h.name, n) })
+	if !ok {
+		return hopView{}, false
 	}
-	slices.SortFunc(v.msgs, func(a, b msgView) int {
-		return cmp.Or(a.m.Arrived.Compare(b.m.Arrived), strings.Compare(string(a.m.ID), string(b.m.ID)))
-	})
-	slices.SortFunc(v.hops, func(a, b hopView) int { return strings.Compare(a.name, b.name) })
-	return v
+	return st.hops[i], true
+}
+
+// msgView is one message as the operator's view saw it. m's ID, Envelope,
+// Arrived and Size never change; st and the maps are copies.
+type msgView struct {
+	m  *queue.Message
+	st queue.State
+	// inflight are the recipients handed to a delivery queue and not back
+	// yet, with that queue's name; active are those being delivered now.
+	inflight map[int]string
+	active   map[int]bool
+	busy     bool // a pass (categorization, routing) is running
+}
+
+// msgView reads e as it is now (from the store if its Message was
+// dropped: view), or reports false when it left the queue or cannot be
+// read (logged where it is used).
+func (t *Transport) msgView(e *entry, st *opsState) (msgView, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m, err := t.view(e)
+	if err != nil {
+		return msgView{}, false
+	}
+	t.mu.Lock()
+	busy, removing := e.busy, e.removing
+	t.mu.Unlock()
+	if removing {
+		return msgView{}, false
+	}
+	mv := msgView{m: m, st: cloneState(m.State), busy: busy}
+	if len(e.inflight) > 0 {
+		mv.inflight = make(map[int]string, len(e.inflight))
+		for i := range e.inflight {
+			mv.inflight[i] = e.inflightHop[i]
+		}
+	}
+	for i, q := range st.running[e] {
+		if _, in := mv.inflight[i]; in {
+			if mv.active == nil {
+				mv.active = map[int]bool{}
+			}
+			mv.inflight[i], mv.active[i] = q, true
+		}
+	}
+	return mv, true
 }
 
 // where is the queue pending recipient i of mv waits in ("" when it is
-// settled), and whether it is being delivered now.
-func (v *opsView) where(mv msgView, i int) (string, bool) {
+// settled), and whether it is being delivered now. It places a recipient
+// where the depth tracker counts it (depth.go, placeOf).
+func (mv msgView) where(i int) (string, bool) {
 	r := mv.st.Recipients[i]
-	if l, ok := v.loc[mv.m.ID][i]; ok {
-		return l.queue, l.active
+	if q := mv.inflight[i]; q != "" {
+		return q, mv.active[i]
 	}
 	switch {
 	case r.Status.Settled():
 		return "", false
 	case mv.st.Poisoned:
 		return poisonQueue, false
-	case !mv.st.Expanded || r.NextHop == "":
-		// Waiting for the categorizer, or for its first routing.
+	case r.NextHop == "" || (!mv.st.Expanded && r.Status != queue.Deferred):
+		// Waiting for the categorizer, or for its first routing. (A
+		// deferred recipient was routed: its message was expanded, though
+		// the store may not say so when the expansion changed nothing and
+		// was not persisted, evict.go.)
 		return submissionQueue, mv.busy
 	default:
 		// Deferred, waiting for its retry (or just handed to a queue).
@@ -144,8 +172,14 @@ func (v *opsView) where(mv msgView, i int) (string, bool) {
 	}
 }
 
+// waiting reports whether recipient i is not in flight.
+func (mv msgView) waiting(i int) bool {
+	_, in := mv.inflight[i]
+	return !in
+}
+
 // state is the message's state in the operator's view.
-func (v *opsView) state(mv msgView) string {
+func (mv msgView) state() string {
 	switch {
 	case mv.st.Poisoned:
 		return ops.StatePoisoned
@@ -156,7 +190,7 @@ func (v *opsView) state(mv msgView) string {
 	}
 	deferred := false
 	for i, r := range mv.st.Recipients {
-		if _, active := v.where(mv, i); active {
+		if _, active := mv.where(i); active {
 			return ops.StateActive
 		}
 		deferred = deferred || r.Status == queue.Deferred
@@ -168,22 +202,22 @@ func (v *opsView) state(mv msgView) string {
 }
 
 // summary is mv as a listing shows it.
-func (v *opsView) summary(mv msgView) ops.MessageSummary {
+func (mv msgView) summary() ops.MessageSummary {
 	m := mv.m
-	s := ops.MessageSummary{ID: string(m.ID), State: v.state(mv), Arrived: m.Arrived.UTC(), Size: m.Size,
+	s := ops.MessageSummary{ID: string(m.ID), State: mv.state(), Arrived: m.Arrived.UTC(), Size: m.Size,
 		From: m.Envelope.From, MessageID: m.Envelope.MessageID, Recipients: []ops.RecipientSummary{}}
 	var latest time.Time
 	for i, r := range mv.st.Recipients {
 		if r.Status.Settled() {
 			continue
 		}
-		q, _ := v.where(mv, i)
+		q, _ := mv.where(i)
 		if q != "" && !slices.Contains(s.Queues, q) {
 			s.Queues = append(s.Queues, q)
 		}
 		s.Recipients = append(s.Recipients, ops.RecipientSummary{Address: r.Address, Status: string(r.Status),
 			Queue: q, LastReply: replyString(r.LastReply)})
-		if r.Status == queue.Deferred && !mv.inflight[i] && !mv.st.Held && !mv.st.Poisoned {
+		if r.Status == queue.Deferred && mv.waiting(i) && !mv.st.Held && !mv.st.Poisoned {
 			if s.NextRetry.IsZero() || r.NextAttempt.Before(s.NextRetry) {
 				s.NextRetry = r.NextAttempt.UTC()
 			}
@@ -210,89 +244,6 @@ func (t *Transport) Suspended() []string {
 	return names
 }
 
-// Queues lists the delivery queues (with work, in Retry or suspended, and
-// the next hops deferred recipients wait for), then "submission",
-// "unreachable" and "poison". A held message is counted in the queue it
-// waits in, as Exchange shows a suspended message in its queue.
-func (t *Transport) Queues(ctx context.Context) ([]ops.QueueInfo, error) {
-	v := t.snapshot()
-	byName := map[string]*ops.QueueInfo{}
-	var names []string
-	add := func(name, kind, state string) *ops.QueueInfo {
-		qi := &ops.QueueInfo{Name: name, Kind: kind, State: state}
-		byName[name] = qi
-		names = append(names, name)
-		return qi
-	}
-	for _, h := range v.hops {
-		qi := add(h.name, h.kind, h.state)
-		qi.Active, qi.NextRetry, qi.LastError = h.active, h.retryAt.UTC(), h.lastError
-		if h.retryAt.IsZero() {
-			qi.NextRetry = time.Time{}
-		}
-		if h.suspended {
-			qi.Override = "suspended (runtime override)"
-		}
-	}
-	for name := range v.suspended {
-		if byName[name] == nil {
-			add(name, hopKind(name), StateSuspended).Override = "suspended (runtime override)"
-		}
-	}
-	special := []string{submissionQueue, unreachableQueue, poisonQueue}
-	for _, name := range special {
-		state := StateReady
-		if name == poisonQueue {
-			state = StateSuspended // never delivered from: only released by an operator
-		}
-		add(name, name, state)
-	}
-	counted := map[string]map[hub.QueueID]bool{}
-	for _, mv := range v.msgs {
-		for i, r := range mv.st.Recipients {
-			name, active := v.where(mv, i)
-			if name == "" {
-				continue
-			}
-			qi := byName[name]
-			if qi == nil {
-				qi = add(name, hopKind(name), StateReady)
-			}
-			if counted[name] == nil {
-				counted[name] = map[hub.QueueID]bool{}
-			}
-			if !counted[name][mv.m.ID] {
-				counted[name][mv.m.ID] = true
-				qi.Messages++
-				if qi.Oldest.IsZero() || mv.m.Arrived.Before(qi.Oldest) {
-					qi.Oldest = mv.m.Arrived.UTC()
-				}
-			}
-			qi.Recipients++
-			if name == submissionQueue && active {
-				qi.Active++
-				qi.State = StateActive
-			}
-			if r.Status == queue.Deferred && !mv.inflight[i] && !mv.st.Held && name != poisonQueue {
-				if qi.State != StateRetry && (qi.NextRetry.IsZero() || r.NextAttempt.Before(qi.NextRetry)) {
-					qi.NextRetry = r.NextAttempt.UTC()
-				}
-				if qi.LastError == "" {
-					qi.LastError = replyString(r.LastReply)
-				}
-			}
-		}
-	}
-	// Delivery queues by name, then the three of the hub's own.
-	hops := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(special, n) })
-	slices.Sort(hops)
-	out := make([]ops.QueueInfo, 0, len(names))
-	for _, n := range append(hops, special...) {
-		out = append(out, *byName[n])
-	}
-	return out, nil
-}
-
 // hopKind is the kind of a next hop named by NextHop.String.
 func hopKind(name string) string {
 	kind, _, _ := strings.Cut(name, ":")
@@ -315,27 +266,36 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 	if name == poisonQueue {
 		return 0, fmt.Errorf("%w: the poison queue is never retried; release its messages one by one (hubctl message release)", ops.ErrConflict)
 	}
-	v := t.snapshot()
-	known := name == submissionQueue || name == unreachableQueue || v.suspended[name]
-	for _, h := range v.hops {
-		known = known || h.name == name
-	}
-	var ids []hub.QueueID
+	// Which messages have work in the queue, from the depth shares: no
+	// message is read to find them (a million may be parked on it).
+	st := t.opsState()
+	_, isHop := st.hop(name)
+	known := name == submissionQueue || name == unreachableQueue || st.suspended[name] || isHop
+	var targets []*entry
 	n := 0 // messages with work in the queue not being delivered now: made due, or probing and following the probe
-	for _, mv := range v.msgs {
-		hit, waiting := false, false
-		for i := range mv.st.Recipients {
-			q, active := v.where(mv, i)
-			hit = hit || q == name
-			waiting = waiting || (q == name && !active)
+	err := t.walk(ctx, firstPos, walkChunk, func(a arrival) bool {
+		here := a.recipientsIn(name)
+		if here == 0 {
+			return true
 		}
-		known = known || hit
-		if hit && !mv.st.Held && !mv.st.Poisoned {
-			ids = append(ids, mv.m.ID)
-			if waiting {
-				n++
+		known = true
+		if a.held || a.poisoned {
+			return true
+		}
+		targets = append(targets, a.e)
+		running := 0
+		for _, q := range st.running[a.e] {
+			if q == name {
+				running++
 			}
 		}
+		if here > running {
+			n++
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
 	}
 	if !known {
 		return 0, fmt.Errorf("%w: no queue named %q", ops.ErrNotFound, name)
@@ -344,8 +304,8 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 	if resubmit {
 		t.pullWaiting(func(it *workItem) bool { return it.hop.String() == name })
 	}
-	for _, id := range ids {
-		if e := t.lookup(id); e != nil && (resubmit || !t.parkedOnName(e, name)) {
+	for _, e := range targets {
+		if t.lookup(e.id) == e && (resubmit || !t.parkedOnName(e, name)) {
 			// A message parked on the queue is left as it is: it follows
 			// the probe when that reaches the next hop (park.go).
 			t.makeDue(e, resubmit, func(r queue.RecipientState) bool {
@@ -463,24 +423,4 @@ func (t *Transport) lookup(id hub.QueueID) *entry {
 		return e
 	}
 	return nil
-}
-
-// pendingHopNames are the next hops deferred recipients wait for.
-func (t *Transport) pendingHopNames() map[string]bool {
-	names := map[string]bool{}
-	for _, e := range t.entries() {
-		e.mu.Lock()
-		m, err := t.view(e)
-		if err != nil {
-			e.mu.Unlock()
-			continue
-		}
-		for _, r := range m.Recipients {
-			if r.Status == queue.Deferred && r.NextHop != "" && r.NextHop != unreachableQueue {
-				names[r.NextHop] = true
-			}
-		}
-		e.mu.Unlock()
-	}
-	return names
 }

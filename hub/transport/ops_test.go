@@ -252,9 +252,14 @@ func TestRetryQueueProbesNow(t *testing.T) {
 	h := start(t, config(t, spool, `quick_retry_interval = "1h"`), &fake{result: ok}, sm, clock.Now)
 	h.submit("x\r\n", "a@partner.example")
 	const name = "smtp:partner[[192.0.2.5]:25]"
+	// Parked: the failed attempt is settled. (Queues counts the message in
+	// the queue from the moment its delivery starts, as the depth does; a
+	// RetryQueue before it parks finds nothing to probe with, and the
+	// message parks after it: a race of its own, park.go's.)
 	eventually(t, "queue in retry", func() bool {
 		qs, _ := h.tr.Queues(context.Background())
-		return slices.ContainsFunc(qs, func(q ops.QueueInfo) bool {
+		_, parked, _, _ := h.partnerQueue()
+		return parked == 1 && slices.ContainsFunc(qs, func(q ops.QueueInfo) bool {
 			return q.Name == name && q.State == StateRetry && q.Messages == 1 && strings.Contains(q.LastError, "refused")
 		})
 	})

@@ -44,87 +44,21 @@ var deletedReply = queue.Reply{Code: 550, Enhanced: "5.3.0", Text: "Message dele
 // that is running now to end.
 const deleteWait = time.Minute
 
-// Messages lists the messages matching f, oldest first.
-func (t *Transport) Messages(ctx context.Context, f ops.MessageFilter) (ops.MessageList, error) {
-	v := t.snapshot()
-	limit := f.Limit
-	if limit <= 0 {
-		limit = ops.DefaultLimit
-	}
-	out := ops.MessageList{Messages: []ops.MessageSummary{}}
-	for _, mv := range v.msgs {
-		if err := ctx.Err(); err != nil {
-			return ops.MessageList{}, err
-		}
-		s := v.summary(mv)
-		if !v.matches(mv, s, f) {
-			continue
-		}
-		if len(out.Messages) == limit {
-			out.Truncated = true
-			break
-		}
-		out.Messages = append(out.Messages, s)
-	}
-	return out, nil
-}
-
-// matches reports whether message mv, summarised as s, passes f.
-func (v *opsView) matches(mv msgView, s ops.MessageSummary, f ops.MessageFilter) bool {
-	env := mv.m.Envelope
-	from := f.From
-	if from == "<>" {
-		from = ""
-	}
-	switch {
-	case f.From != "" && !strings.EqualFold(env.From, from),
-		f.State != "" && s.State != f.State,
-		f.OlderThan > 0 && v.now.Sub(mv.m.Arrived) < f.OlderThan,
-		f.Queue != "" && !containsFold(s.Queues, f.Queue):
-		return false
-	}
-	if f.To == "" {
-		return true
-	}
-	for _, r := range env.Recipients {
-		if strings.EqualFold(r.Address, f.To) {
-			return true
-		}
-	}
-	for _, r := range mv.st.Recipients {
-		if strings.EqualFold(r.Address, f.To) || strings.EqualFold(r.ResolvedFrom, f.To) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // Message returns everything about one message: its envelope, its header
 // section as stored, every recipient with its state, and every attempt
 // with its reply from the tracking log (the store keeps only the last
 // reply of each recipient).
 func (t *Transport) Message(ctx context.Context, id string) (ops.MessageDetail, error) {
-	v := t.snapshot()
-	var mv *msgView
-	for i := range v.msgs {
-		if string(v.msgs[i].m.ID) == id {
-			mv = &v.msgs[i]
-		}
+	e := t.lookup(hub.QueueID(id))
+	if e == nil {
+		return ops.MessageDetail{}, fmt.Errorf("%w: no message %q in the queue", ops.ErrNotFound, id)
 	}
-	if mv == nil {
+	mv, ok := t.msgView(e, t.opsState())
+	if !ok {
 		return ops.MessageDetail{}, fmt.Errorf("%w: no message %q in the queue", ops.ErrNotFound, id)
 	}
 	m := mv.m
-	d := ops.MessageDetail{MessageSummary: v.summary(*mv), Envelope: opsEnvelope(m.Envelope), Crashes: mv.st.Crashes,
+	d := ops.MessageDetail{MessageSummary: mv.summary(), Envelope: opsEnvelope(m.Envelope), Crashes: mv.st.Crashes,
 		TraceID: traceID(m.Envelope.TraceParent), Headers: []ops.Header{}}
 	hdrs, err := t.readHeaders(m.ID)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -139,13 +73,13 @@ func (t *Transport) Message(ctx context.Context, id string) (ops.MessageDetail, 
 		t.log.Warn("cannot read the tracking log for message show", "id", id, "err", err)
 	}
 	for i, r := range mv.st.Recipients {
-		q, _ := v.where(*mv, i)
+		q, _ := mv.where(i)
 		rd := ops.RecipientDetail{Address: r.Address, ResolvedFrom: r.ResolvedFrom, Status: string(r.Status), Queue: q,
 			Attempts: attempts[strings.ToLower(r.Address)]}
 		if rd.Attempts == nil {
 			rd.Attempts = []ops.Attempt{}
 		}
-		if r.Status == queue.Deferred && !mv.inflight[i] {
+		if r.Status == queue.Deferred && mv.waiting(i) {
 			rd.NextAttempt = r.NextAttempt.UTC()
 		}
 		d.Recipients = append(d.Recipients, rd)

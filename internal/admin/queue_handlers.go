@@ -104,7 +104,7 @@ func (s *Server) queueAction(w http.ResponseWriter, r *http.Request) {
 // ParseMessageFilter reads a listing's query (the inverse of
 // MessageFilterQuery), with a precise error for a bad value.
 func ParseMessageFilter(q url.Values) (ops.MessageFilter, error) {
-	f := ops.MessageFilter{Queue: q.Get("queue"), From: q.Get("from"), To: q.Get("to"), State: q.Get("state")}
+	f := ops.MessageFilter{Queue: q.Get("queue"), From: q.Get("from"), To: q.Get("to"), State: q.Get("state"), After: q.Get("after")}
 	if f.State != "" && !messageStates[f.State] {
 		return f, fmt.Errorf("bad state %q: want queued, active, deferred, held or poisoned", f.State)
 	}
@@ -122,13 +122,18 @@ func ParseMessageFilter(q url.Values) (ops.MessageFilter, error) {
 		}
 		f.Limit = n
 	}
+	if f.After != "" {
+		if _, err := ops.ParsePosition(f.After); err != nil {
+			return f, fmt.Errorf("bad after %q: want a queue id, or the next of the previous page (ID@ARRIVED)", f.After)
+		}
+	}
 	return f, nil
 }
 
 // MessageFilterQuery is f as a listing's query.
 func MessageFilterQuery(f ops.MessageFilter) url.Values {
 	q := url.Values{}
-	for k, v := range map[string]string{"queue": f.Queue, "from": f.From, "to": f.To, "state": f.State} {
+	for k, v := range map[string]string{"queue": f.Queue, "from": f.From, "to": f.To, "state": f.State, "after": f.After} {
 		if v != "" {
 			q.Set(k, v)
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 )
 
 // mailq (also sendmail -bp, hubd mailq) lists the queue through the admin
-// API (GET /v1/messages) in the layout of Postfix's mailq, so that scripts
+// API (GET /v1/messages, a page at a time) in the layout of Postfix's mailq, so that scripts
 // written for Postfix keep working (showq(8), postqueue -p):
 //
 //	-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
@@ -52,22 +51,46 @@ func runMailq(args []string, std IO) error {
 	return mailq(o, std)
 }
 
+// mailqPage is how many messages mailq asks hubd for at a time: it lists
+// the whole queue a page after another (GET /v1/messages?after=), never
+// holding more than a page, however long the queue.
+var mailqPage = ops.DefaultLimit
+
+// mailqPageTimeout bounds each page's request, not the whole listing.
+const mailqPageTimeout = 30 * time.Second
+
 func mailq(o *options, std IO) error {
 	cfg, err := policy.LoadDropIn(configPath(o.config, std))
 	if err != nil {
 		return fail(ExConfig, "cannot read the configuration: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var list ops.MessageList
-	err = admin.NewClient(cfg.AdminSocket, "").Do(ctx, http.MethodGet, "/v1/messages", nil, nil, &list)
-	if err != nil {
-		return fail(ExUnavailable, "cannot list the queue through hubd's admin API at %s: %v (is hubd running?)", cfg.AdminSocket, err)
+	client := admin.NewClient(cfg.AdminSocket, "")
+	qw := &queueWriter{w: std.Stdout, loc: time.Local}
+	f := ops.MessageFilter{Limit: mailqPage}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), mailqPageTimeout)
+		list, err := client.Messages(ctx, f)
+		cancel()
+		if err != nil {
+			return fail(ExUnavailable, "cannot list the queue through hubd's admin API at %s: %v (is hubd running?)", cfg.AdminSocket, err)
+		}
+		if o.json {
+			if err := WriteQueueJSON(std.Stdout, list); err != nil {
+				return err
+			}
+		} else {
+			for _, m := range list.Messages {
+				qw.add(m)
+			}
+		}
+		if !list.Truncated || list.Next == "" {
+			break
+		}
+		f.After = list.Next
 	}
-	if o.json {
-		return WriteQueueJSON(std.Stdout, list)
+	if !o.json {
+		qw.end()
 	}
-	WriteQueue(std.Stdout, list, time.Local)
 	return nil
 }
 
@@ -76,48 +99,69 @@ const emptyAddr = "MAILER-DAEMON"
 
 // WriteQueue prints list in Postfix's mailq layout, times in loc.
 func WriteQueue(w io.Writer, list ops.MessageList, loc *time.Location) {
-	if len(list.Messages) == 0 {
-		fmt.Fprintln(w, "Mail queue is empty")
+	qw := &queueWriter{w: w, loc: loc}
+	for _, m := range list.Messages {
+		qw.add(m)
+	}
+	qw.end()
+}
+
+// queueWriter prints messages in Postfix's mailq layout as they come, a
+// page at a time, then the trailer.
+type queueWriter struct {
+	w     io.Writer
+	loc   *time.Location
+	n     int
+	total int64
+}
+
+// Postfix's short-id layout (postqueue's showq_compat): the id with its
+// mark in 11 columns, the size in 7, asctime's first 20 characters.
+const queueRow = "%-11s %7s %-20s %s\n"
+
+func (q *queueWriter) add(m ops.MessageSummary) {
+	w := q.w
+	if q.n == 0 {
+		fmt.Fprintf(w, queueRow, "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
+	} else {
+		fmt.Fprintln(w)
+	}
+	q.n++
+	q.total += m.Size
+	from := m.From
+	if from == "" {
+		from = emptyAddr
+	}
+	// asctime without the year: "Thu Dec  4 21:20:33".
+	fmt.Fprintf(w, "%-11s %7d %-20.20s %s\n", m.ID+stateMark(m.State), m.Size,
+		m.Arrived.In(q.loc).Format("Mon Jan _2 15:04:05"), printable(from))
+	// A reason line when it changes from the previous recipient's,
+	// "(reason unavailable)" after one with a reason, as Postfix.
+	reason := ""
+	for _, r := range m.Recipients {
+		if r.LastReply != reason {
+			reason = r.LastReply
+			show := reason
+			if show == "" {
+				show = "reason unavailable"
+			}
+			fmt.Fprintf(w, "%*s(%s)\n", max(0, 76-len(show)), "", printable(show))
+		}
+		fmt.Fprintf(w, queueRow, "", "", "", printable(r.Address))
+	}
+}
+
+// end prints the trailer, or that the queue is empty.
+func (q *queueWriter) end() {
+	if q.n == 0 {
+		fmt.Fprintln(q.w, "Mail queue is empty")
 		return
 	}
-	// Postfix's short-id layout (postqueue's showq_compat): the id with its
-	// mark in 11 columns, the size in 7, asctime's first 20 characters.
-	const row = "%-11s %7s %-20s %s\n"
-	fmt.Fprintf(w, row, "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-	var total int64
-	for i, m := range list.Messages {
-		if i > 0 {
-			fmt.Fprintln(w)
-		}
-		total += m.Size
-		from := m.From
-		if from == "" {
-			from = emptyAddr
-		}
-		// asctime without the year: "Thu Dec  4 21:20:33".
-		fmt.Fprintf(w, "%-11s %7d %-20.20s %s\n", m.ID+stateMark(m.State), m.Size,
-			m.Arrived.In(loc).Format("Mon Jan _2 15:04:05"), printable(from))
-		// A reason line when it changes from the previous recipient's,
-		// "(reason unavailable)" after one with a reason, as Postfix.
-		reason := ""
-		for _, r := range m.Recipients {
-			if r.LastReply != reason {
-				reason = r.LastReply
-				show := reason
-				if show == "" {
-					show = "reason unavailable"
-				}
-				fmt.Fprintf(w, "%*s(%s)\n", max(0, 76-len(show)), "", printable(show))
-			}
-			fmt.Fprintf(w, row, "", "", "", printable(r.Address))
-		}
-	}
-	n := len(list.Messages)
 	s := "s"
-	if n == 1 {
+	if q.n == 1 {
 		s = ""
 	}
-	fmt.Fprintf(w, "\n-- %d Kbytes in %d Request%s.\n", total/1024, n, s)
+	fmt.Fprintf(q.w, "\n-- %d Kbytes in %d Request%s.\n", q.total/1024, q.n, s)
 }
 
 // stateMark is the character after the queue id.

@@ -3,10 +3,12 @@ package sendmail
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -133,5 +135,73 @@ func TestMailqThroughAdminAPI(t *testing.T) {
 	if code := Main("mailq", []string{"-C", cfg}, std); code != 69 || !strings.Contains(errb.String(), "mailq: cannot list the queue through hubd's admin API at ") ||
 		!strings.Contains(errb.String(), "(is hubd running?)") {
 		t.Errorf("unreachable: exit %d, %q", code, errb.String())
+	}
+}
+
+// TestMailqPages: mailq lists the whole queue a page at a time, each page
+// asked for after the previous one's next, never the whole queue at once,
+// and prints one header and one trailer.
+func TestMailqPages(t *testing.T) {
+	defer func(n int) { mailqPage = n }(mailqPage)
+	mailqPage = 2
+	var all []ops.MessageSummary
+	for i := range 5 {
+		all = append(all, ops.MessageSummary{ID: fmt.Sprintf("33n2jhj9lcoqqj5e19m6%d", i), State: ops.StateDeferred,
+			Arrived: time.Date(2026, 12, 4, 21, 20, i, 0, time.UTC), Size: 1024, From: "a@example.test",
+			Recipients: []ops.RecipientSummary{{Address: "b@example.net", Status: "deferred"}}})
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "admin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var afters []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/messages", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if q.Get("limit") != "2" {
+			t.Errorf("page asked with limit %q", q.Get("limit"))
+		}
+		afters = append(afters, q.Get("after"))
+		start := 0
+		for i, m := range all {
+			if ops.PositionOf(m).String() == q.Get("after") {
+				start = i + 1
+			}
+		}
+		page := ops.MessageList{Messages: all[start:min(start+2, len(all))]}
+		if start+2 < len(all) {
+			page.Truncated, page.Next = true, ops.PositionOf(all[start+1]).String()
+		}
+		json.NewEncoder(w).Encode(page)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	cfg := filepath.Join(dir, "hubd.hcl")
+	os.WriteFile(cfg, []byte("hub {\n spool_dir = \"spool\"\n hostname = \"mx.example.test\"\n}\nadmin {\n socket = \"admin.sock\"\n}\n"), 0o644)
+	var out, errb bytes.Buffer
+	std := IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+	if code := Main("mailq", []string{"-C", cfg}, std); code != 0 {
+		t.Fatalf("mailq: %d %s", code, errb.String())
+	}
+	want := []string{"", ops.PositionOf(all[1]).String(), ops.PositionOf(all[3]).String()}
+	if !slices.Equal(afters, want) {
+		t.Errorf("pages asked after %q, want %q", afters, want)
+	}
+	text := out.String()
+	if strings.Count(text, "-Queue ID-") != 1 || !strings.HasSuffix(text, "\n-- 5 Kbytes in 5 Requests.\n") {
+		t.Errorf("mailq:\n%s", text)
+	}
+	for _, m := range all {
+		if strings.Count(text, m.ID) != 1 {
+			t.Errorf("%s listed %d times", m.ID, strings.Count(text, m.ID))
+		}
+	}
+	out.Reset()
+	afters = nil
+	if code := Main("mailq", []string{"--json", "-C", cfg}, std); code != 0 || strings.Count(out.String(), "\n") != 5 || len(afters) != 3 {
+		t.Errorf("mailq --json: %d, %d pages\n%s", code, len(afters), out.String())
 	}
 }
