@@ -165,3 +165,23 @@ func (s *gatedStore) MarkActive(id hub.QueueID, m queue.Mark) error {
 	<-s.gate
 	return s.Store.MarkActive(id, m)
 }
+
+// TestArrivalListForgetsDeliveredMail: the depth tracker's arrival list
+// (the oldest message's age, the listing order) drops the messages that
+// left, also when nothing scrapes the metrics: memory is bounded by what
+// is queued, not by what ever passed through.
+func TestArrivalListForgetsDeliveredMail(t *testing.T) {
+	spool := t.TempDir()
+	h := start(t, config(t, spool, ""), &fake{result: ok}, &fake{result: ok}, nil)
+	const n = 600
+	for i := range n {
+		h.submit("x\r\n", fmt.Sprintf("u%d@partner.example", i))
+	}
+	h.waitIdle()
+	h.tr.depth.mu.Lock()
+	kept := len(h.tr.depth.arrivals)
+	h.tr.depth.mu.Unlock()
+	if kept > n/2+64 {
+		t.Errorf("the arrival list keeps %d entries after %d messages were delivered, want at most %d", kept, n, n/2+64)
+	}
+}

@@ -66,6 +66,7 @@ type depthTracker struct {
 	poisoned int64
 	suspects int64
 	arrivals []*entry
+	gone     int               // entries in arrivals that left the queue (compacted by forget)
 	names    map[string]string // queue names, interned (bounded by the next hops ever used)
 	// waiting is closed and replaced whenever the number of messages not
 	// poisoned changes (WaitIdle).
@@ -134,8 +135,23 @@ func (d *depthTracker) forget(e *entry) {
 	if e.depth.counted && !e.depth.gone {
 		d.messages--
 		d.applyLocked(&e.depth, -1)
+		d.gone++
 	}
 	e.depth = depthShare{gone: true}
+	if d.gone > len(d.arrivals)/2+64 {
+		// Most of the list left: drop them, amortised O(1) per message
+		// (a scrape's oldest trims only the front, and without metrics
+		// nothing else would: the list would keep every message ever
+		// queued).
+		live := d.arrivals[:0]
+		for _, a := range d.arrivals {
+			if !a.depth.gone {
+				live = append(live, a)
+			}
+		}
+		clear(d.arrivals[len(live):])
+		d.arrivals, d.gone = live, 0
+	}
 }
 
 func (d *depthTracker) applyLocked(s *depthShare, sign int64) {
@@ -201,6 +217,7 @@ func (d *depthTracker) oldest() (time.Time, bool) {
 	}
 	if n > 0 {
 		d.arrivals = slices.Delete(d.arrivals, 0, n)
+		d.gone = max(0, d.gone-n)
 	}
 	for _, e := range d.arrivals {
 		if !e.depth.gone && !e.depth.poisoned {

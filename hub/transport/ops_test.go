@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -280,6 +281,43 @@ func TestRetryQueueProbesNow(t *testing.T) {
 	if _, err := h.tr.RetryQueue(context.Background(), "poison", false); !errors.Is(err, ops.ErrConflict) {
 		t.Errorf("poison queue: %v", err)
 	}
+}
+
+// TestRetryQueueBeforeParking: an operator's retry that comes after the
+// queue went into Retry but before the failed message was parked on it
+// still gets the message probed at once: it parks on a queue whose retry
+// time has come, and goes as the probe (the clock never moves, so nothing
+// else would wake it).
+func TestRetryQueueBeforeParking(t *testing.T) {
+	spool := t.TempDir()
+	clock := newFakeClock()
+	var down atomic.Bool
+	down.Store(true)
+	sm := &fake{result: func(n int, r delivery.Recipient) delivery.Result {
+		if down.Load() {
+			return delivery.Result{Status: delivery.Deferred, Code: 451, Enhanced: "4.4.1", Text: "connection refused", Connection: true}
+		}
+		return ok(n, r)
+	}}
+	h := start(t, config(t, spool, `quick_retry_interval = "1h"`), &fake{result: ok}, sm, clock.Now)
+	h.submit("x\r\n", "a@partner.example")
+	const name = "smtp:partner[[192.0.2.5]:25]"
+	eventually(t, "queue in retry", func() bool {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		for _, q := range h.tr.queues {
+			if q.hop.String() == name && q.failures > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	down.Store(false)
+	if _, err := h.tr.RetryQueue(context.Background(), name, false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the message probed and delivered", func() bool { return len(sm.seen()) == 2 })
+	h.waitIdle()
 }
 
 // TestOpenMessageAndFilters: export returns the body as queued; the

@@ -174,6 +174,12 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		default:
 			e.due = time.Time{} // its heap item, if any, is now stale
 		}
+		if !t.closed && !now.Before(parkQ.retryAt) && parkQ.probe == nil && parkQ.active == 0 && len(parkQ.items) == 0 {
+			// Its retry time already came (an operator's retry moved it
+			// to now before anything was parked): the scheduler's wake
+			// for it has passed, so a probe goes now.
+			t.wakeProbeLocked(parkQ)
+		}
 	default:
 		t.unparkLocked(e)
 		if ok && !t.closed && (e.due.IsZero() || due.Before(e.due)) {
