@@ -67,6 +67,7 @@ type depthTracker struct {
 	suspects int64
 	arrivals []*entry
 	gone     int               // entries in arrivals that left the queue (compacted by forget)
+	unsorted bool              // bulk: entries are appended, sorted when it ends
 	names    map[string]string // queue names, interned (bounded by the next hops ever used)
 	// waiting is closed and replaced whenever the number of messages not
 	// poisoned changes (WaitIdle).
@@ -196,9 +197,26 @@ func (d *depthTracker) idle() (int64, <-chan struct{}) {
 	return d.unsettledLocked(), d.waiting
 }
 
+// bulk(true) starts a load in no particular order (Start: Store.Scan
+// hands messages out in log order): entries are appended to the arrival
+// list, which bulk(false) sorts once, instead of each being inserted in
+// place.
+func (d *depthTracker) bulk(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.unsorted = on
+	if !on {
+		slices.SortStableFunc(d.arrivals, func(a, b *entry) int { return a.arrived.Compare(b.arrived) })
+	}
+}
+
 // insertLocked puts e in the arrival list: at the end, or a few places
 // before it when concurrent Submits finished out of order.
 func (d *depthTracker) insertLocked(e *entry) {
+	if d.unsorted {
+		d.arrivals = append(d.arrivals, e)
+		return
+	}
 	i := len(d.arrivals)
 	for i > 0 && d.arrivals[i-1].arrived.After(e.arrived) {
 		i--

@@ -63,7 +63,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -279,18 +278,15 @@ func (t *Transport) Start(ctx context.Context) error {
 		}
 		t.store = s
 	}
-	msgs, err := t.store.Load(ctx)
-	if err != nil {
-		t.store.Close()
-		return err
-	}
+	// One message at a time (Store.Scan), each dropped again at once
+	// unless it is due soon (evict.go): start-up holds the entries, not
+	// every queued message's envelope and state.
 	now := t.clock()
 	cfg := t.cfg.Load()
-	poisoned, suspects := 0, 0
-	// In arrival order, so that the depth tracker's arrival list is built
-	// in O(n) (depth.go).
-	slices.SortFunc(msgs, func(a, b *queue.Message) int { return a.Arrived.Compare(b.Arrived) })
-	for _, m := range msgs {
+	n, poisoned, suspects := 0, 0, 0
+	t.depth.bulk(true)
+	err := t.store.Scan(ctx, func(m *queue.Message) error {
+		n++
 		e := newEntry(m)
 		e.suspect = suspect(m.State)
 		t.msgs[m.ID] = e
@@ -309,9 +305,7 @@ func (t *Transport) Start(ctx context.Context) error {
 		}
 		if m.Poisoned {
 			poisoned++
-			continue
-		}
-		if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter, cfg.Hub.MessageExpiration, ""); ok {
+		} else if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter, cfg.Hub.MessageExpiration, ""); ok {
 			t.scheduleLocked(e, due)
 		} else if finished(m.State) {
 			// Its final state reached the disk but its Remove did not (a
@@ -319,9 +313,20 @@ func (t *Transport) Start(ctx context.Context) error {
 			// Nothing else would ever schedule it.
 			t.scheduleLocked(e, now)
 		}
+		if e.due.IsZero() || e.due.Sub(now) > evictAfter {
+			e.mu.Lock()
+			t.evictLocked(e)
+			e.mu.Unlock()
+		}
+		return nil
+	})
+	t.depth.bulk(false) // the arrival list, sorted once
+	if err != nil {
+		t.store.Close()
+		return err
 	}
-	if len(msgs) > 0 {
-		t.log.Info("queue recovered", "messages", len(msgs), "poisoned", poisoned, "suspects", suspects)
+	if n > 0 {
+		t.log.Info("queue recovered", "messages", n, "poisoned", poisoned, "suspects", suspects)
 	}
 	t.started = true
 	t.startWorkersLocked()
