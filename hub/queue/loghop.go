@@ -43,8 +43,9 @@ type HopStore interface {
 	// hop is no longer in Retry, and the store forgets it.
 	SetHop(ctx context.Context, h HopState) error
 	// Hops returns the latest HopState of every hop in Retry, sorted by
-	// Hop: what the last Load or Scan read, plus the SetHop calls that
-	// returned nil since. Before the first Load or Scan, only the latter.
+	// Hop: what the last Load or Scan read (Scan: from the first call of
+	// its fn on), plus the SetHop calls that returned nil since. Before
+	// the first Load or Scan, only the latter.
 	Hops() []HopState
 }
 

@@ -185,3 +185,18 @@ func TestArrivalListForgetsDeliveredMail(t *testing.T) {
 		t.Errorf("the arrival list keeps %d entries after %d messages were delivered, want at most %d", kept, n, n/2+64)
 	}
 }
+
+// SetHop and Hops pass through to the store when it keeps next-hop state.
+func (s *countingStore) SetHop(ctx context.Context, h queue.HopState) error {
+	if hs, ok := s.Store.(queue.HopStore); ok {
+		return hs.SetHop(ctx, h)
+	}
+	return nil
+}
+
+func (s *countingStore) Hops() []queue.HopState {
+	if hs, ok := s.Store.(queue.HopStore); ok {
+		return hs.Hops()
+	}
+	return nil
+}

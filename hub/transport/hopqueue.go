@@ -26,6 +26,7 @@ type hopQueue struct {
 	active    int         // deliveries running
 	failures  int         // consecutive attempts that reached no host
 	retryAt   time.Time   // in Retry: no new connection before this
+	since     time.Time   // in Retry since (the first of failures)
 	lastError string
 	suspended bool // runtime override by an operator (not persisted)
 	starved   bool // in Transport.starved: work waits for a global delivery slot
@@ -325,8 +326,13 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		delete(q.running, it)
 		t.giveSlotLocked() // pumpLocked took it for run
 	}
+	hopChanged := false // q went into Retry, stays there, or left it: the store keeps that (hopstate.go)
 	if how == attempted {
 		if unreachable {
+			hopChanged = true
+			if q.failures == 0 {
+				q.since = now
+			}
 			q.failures++
 			q.retryAt = now.Add(backoff(cfg.Hub, q.failures))
 			q.lastError = resultsText(results)
@@ -334,8 +340,9 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 				"retry_at", q.retryAt, "err", q.lastError, "parked", q.nParked)
 			t.scheduleWakeLocked(q) // its probe (park.go)
 		} else if q.failures > 0 {
+			hopChanged = true
 			t.log.Info("next hop reachable again", "queue", q.hop.String(), "parked", q.nParked)
-			q.failures, q.retryAt, q.lastError = 0, time.Time{}, ""
+			q.failures, q.retryAt, q.since, q.lastError = 0, time.Time{}, time.Time{}, ""
 			// Its parked messages follow in batches (pumpLocked below
 			// starts the drain).
 		}
@@ -356,6 +363,9 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 	}
 	t.pumpLocked(q)
 	t.mu.Unlock()
+	if hopChanged {
+		t.saveHop(q)
+	}
 
 	clean := false
 	e.mu.Lock()

@@ -128,6 +128,7 @@ type Transport struct {
 	// override, never persisted: SuspendQueue).
 	suspended map[string]bool
 	iso       isolation // the slot for the one suspect in flight (isolation.go)
+	hops      hopSaver  // next hops' Retry state in the store (hopstate.go)
 	started   bool
 	closed    bool
 	wg        sync.WaitGroup // work running or queued for the workers: passes, deliveries, deferrals
@@ -284,6 +285,7 @@ func (t *Transport) Start(ctx context.Context) error {
 	now := t.clock()
 	cfg := t.cfg.Load()
 	n, poisoned, suspects := 0, 0, 0
+	var retry retryAtLoad
 	t.depth.bulk(true)
 	err := t.store.Scan(ctx, func(m *queue.Message) error {
 		n++
@@ -299,12 +301,17 @@ func (t *Transport) Start(ctx context.Context) error {
 			t.recordPoison(m, m.Crashes, fmt.Sprintf(
 				"crashed %d times (%d process deaths while it was the one suspect in flight)", m.Crashes, m.Deaths))
 		}
-		t.depth.update(e)
 		if e.suspect && !m.Poisoned {
 			suspects++
 		}
 		if m.Poisoned {
 			poisoned++
+		} else if t.parkAtLoadLocked(e, &retry) {
+			// Parked on its next hop, still in Retry (hopstate.go): due
+			// only at its deadlines.
+			if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter, cfg.Hub.MessageExpiration, e.parkedOn.hop.String()); ok {
+				t.scheduleLocked(e, due)
+			}
 		} else if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter, cfg.Hub.MessageExpiration, ""); ok {
 			t.scheduleLocked(e, due)
 		} else if finished(m.State) {
@@ -313,6 +320,7 @@ func (t *Transport) Start(ctx context.Context) error {
 			// Nothing else would ever schedule it.
 			t.scheduleLocked(e, now)
 		}
+		t.depth.update(e) // parking may have routed it (hopstate.go)
 		if e.due.IsZero() || e.due.Sub(now) > evictAfter {
 			e.mu.Lock()
 			t.evictLocked(e)

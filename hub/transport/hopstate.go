@@ -1,0 +1,161 @@
+package transport
+
+import (
+	"context"
+	"sync"
+
+	"hubd/hub/categorizer"
+	"hubd/hub/delivery"
+	"hubd/hub/queue"
+)
+
+// Next hops in Retry across a restart (queue.HopStore).
+//
+// A queue going into Retry, each failed probe, and its recovery are
+// written to the store as the next hop's state (one HOP record each:
+// O(1) per retry cycle, not per waiting message). At Start, a message
+// whose every pending recipient is deferred for a next hop the store
+// says is in Retry is parked on that hop's queue at once, as it was
+// before the restart: no pass, no connection, no log line per message,
+// and one probe at the recorded retry time. Without this, a restart with
+// a million messages waiting on a dead destination ran a million passes
+// to learn again, in one retry cycle, what the store knew.
+//
+// The queue is keyed by its delivery.NextHop, which a name does not
+// give back: the first message that parks on a hop routes one of its
+// recipients with the current configuration, and the hop's queue is
+// created only if that route still names the recorded next hop (a
+// Reload since may send the mail elsewhere: then nothing is parked and
+// the passes route it). A store that keeps no next-hop state (not a
+// HopStore) costs the old cycle.
+
+// hopSaver serialises the writes of next-hop state, so that the latest
+// state of a queue is the one the store keeps last.
+type hopSaver struct {
+	mu sync.Mutex
+}
+
+// saveHop writes q's Retry state (or its end) to the store. t.mu is not
+// held: the write waits for a group commit.
+func (t *Transport) saveHop(q *hopQueue) {
+	hs, ok := t.store.(queue.HopStore)
+	if !ok {
+		return
+	}
+	t.hops.mu.Lock()
+	defer t.hops.mu.Unlock()
+	t.mu.Lock()
+	h := queue.HopState{Hop: q.hop.String()}
+	if q.failures > 0 && t.queues[q.hop] == q {
+		h.Until, h.Since, h.Attempts, h.Reason = q.retryAt, q.since, q.failures, q.lastError
+	}
+	t.mu.Unlock()
+	if err := hs.SetHop(context.Background(), h); err != nil {
+		t.log.Warn("cannot record the next hop's retry state", "queue", h.Hop, "err", err)
+	}
+}
+
+// retryAtLoad is what Start knows of the next hops in Retry.
+type retryAtLoad struct {
+	states map[string]queue.HopState // by name; nil until read
+	queues map[string]*hopQueue      // created from them, by name
+}
+
+// parkAtLoadLocked parks e, just loaded, on the queue of the next hop in
+// Retry that all its pending recipients wait for, and reports whether it
+// did. e.msg is loaded; t.mu is held.
+//
+// Work a queue in Retry turned away was deferred in memory only (a
+// queue going into Retry writes nothing per waiting message), so most
+// such messages are loaded as they were queued: recipients never tried,
+// perhaps not even expanded. They are routed here, in memory, with the
+// current configuration (no store write, no log line); a message whose
+// expansion would change anything (an alias, a list, a failure) is left
+// to its pass. What parks them is set in memory as the deferral was
+// before the restart, and dropped with the Message (evict.go).
+func (t *Transport) parkAtLoadLocked(e *entry, r *retryAtLoad) bool {
+	hs, ok := t.store.(queue.HopStore)
+	if !ok {
+		return false
+	}
+	if r.states == nil { // read at the first message: the store has scanned the log by then
+		r.states, r.queues = map[string]queue.HopState{}, map[string]*hopQueue{}
+		for _, h := range hs.Hops() {
+			r.states[h.Hop] = h
+		}
+	}
+	m := e.msg
+	if len(r.states) == 0 || m.Held || m.Poisoned {
+		return false
+	}
+	cfg := t.cfg.Load()
+	name := ""               // the next hop every pending recipient waits for
+	var key delivery.NextHop // its queue's key, once a recipient was routed to it
+	routed := false
+	var pending []int
+	for i, rs := range m.Recipients {
+		if rs.Status.Settled() {
+			if !rs.Notified {
+				return false // a DSN is owed: a pass queues it
+			}
+			continue
+		}
+		hop := rs.NextHop
+		switch {
+		case rs.Status == queue.Deferred && hop != "" && hop != unreachableQueue:
+		case rs.Status == queue.Queued:
+			out, err := categorizeSafely(cfg, categorizer.Message{Size: m.Size}, []categorizer.Input{{Address: rs.Address, DSN: rs.DSN}})
+			if err != nil || len(out) != 1 || out[0].Disposition != categorizer.Deliver || out[0].Address != rs.Address ||
+				len(out[0].Lists) > 0 || out[0].Sender != "" {
+				return false // its expansion or routing changes something: the pass does it
+			}
+			hop, key, routed = out[0].NextHop.String(), out[0].NextHop, true
+		default:
+			return false
+		}
+		if name != "" && hop != name {
+			return false
+		}
+		name = hop
+		pending = append(pending, i)
+	}
+	st, inRetry := r.states[name]
+	if len(pending) == 0 || !inRetry {
+		return false
+	}
+	q := r.queues[name]
+	if q == nil {
+		if !routed {
+			rs := m.Recipients[pending[0]]
+			out, err := categorizeSafely(cfg, categorizer.Message{Size: m.Size}, []categorizer.Input{{Address: rs.Address, DSN: rs.DSN}})
+			if err != nil || len(out) != 1 || out[0].Disposition != categorizer.Deliver || out[0].NextHop.String() != name {
+				return false // routed elsewhere now: the passes decide
+			}
+			key = out[0].NextHop
+		}
+		if q = t.queues[key]; q == nil {
+			q = &hopQueue{hop: key, suspended: t.suspended[name]}
+			t.queues[key] = q
+		}
+		q.failures, q.retryAt, q.since, q.lastError = max(1, st.Attempts), st.Until, st.Since, st.Reason
+		r.queues[name] = q
+		t.scheduleWakeLocked(q)
+		t.log.Info("next hop still in retry after the restart; its messages are parked", "queue", name,
+			"retry_at", st.Until, "failures", q.failures, "err", st.Reason)
+	}
+	if !m.Expanded {
+		// The envelope's own recipients, each routed as it is (checked
+		// above): what expand would record, and does again on the pass.
+		m.Expanded = true
+	}
+	for _, i := range pending {
+		rs := &m.Recipients[i]
+		if rs.Status == queue.Queued {
+			rs.Status, rs.NextHop = queue.Deferred, name
+			rs.LastReply = queue.Reply{Code: 451, Enhanced: "4.4.1", Text: retryText(q)}
+			rs.NextAttempt = q.retryAt
+		}
+	}
+	t.parkLocked(e, q)
+	return true
+}
