@@ -49,6 +49,7 @@ type options struct {
 	dir              string // parent of the temporary directory
 	keep             bool
 	cold             bool // drop the page cache before hubd starts
+	restart          bool // restart hubd after the retry cycles, the next hop still dead
 	maxRSSGB         float64
 	timeout          time.Duration
 }
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&o.hubctl, "hubctl", "", "hubctl binary (default: go build ./cmd/hubctl)")
 	flag.StringVar(&o.dir, "dir", "", "where to make the temporary directory (default $TMPDIR)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (spool, config, log excerpt)")
+	flag.BoolVar(&o.restart, "restart", false, "after the retry cycles, restart hubd (SIGTERM, start) and measure the start with the next hop still in Retry")
 	flag.BoolVar(&o.cold, "cold", false, "drop the page cache before starting hubd (root), so recovery reads the spool from disk")
 	flag.Float64Var(&o.maxRSSGB, "max-rss", 15, "stop hubd when its RSS exceeds this many GB")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
@@ -111,6 +113,9 @@ type report struct {
 	retryCmd          time.Duration
 	drain             time.Duration // hubctl queue retry to the last message at the sink
 	emptied           time.Duration // hubctl queue retry to hubd counting no message
+	restartRecovery   time.Duration // -restart: process start to "queue recovered"
+	atRestart         sample        // -restart: 5 s after "queue recovered"
+	restartLines      map[string]int
 	afterDrain        sample
 	sink              sinkCounts
 	missing           int
@@ -261,6 +266,30 @@ func measure(o options, progress io.Writer) (r *report, err error) {
 	}
 	_, out, _ := r.hubctl(h, "queue", "list")
 	fmt.Fprintf(progress, "$ hubctl queue list\n%s", out)
+
+	if o.restart {
+		// The next hop is still dead: the new process should park the
+		// queue at once from the spool's HOP record, without a pass.
+		fmt.Fprintln(progress, "restarting hubd on the same spool...")
+		h.stop()
+		if h, err = startHubd(r.o.hubd, r.work, deadPort, o.retry); err != nil {
+			return r, err
+		}
+		r.pid = h.pid()
+		go r.watchdog(ctx, h)
+		if err := h.waitFor(o.timeout, `"queue recovered"`, func() bool { return !h.recovered.IsZero() }); err != nil {
+			return r, r.why(err)
+		}
+		h.mu.Lock()
+		r.restartRecovery = h.recovered.Sub(h.started)
+		h.mu.Unlock()
+		time.Sleep(5 * time.Second) // what it does right after: a pass per message would show here
+		r.atRestart = takeSample(r.pid, h.metricsURL, true)
+		r.restartLines, _, _ = h.logCounts()
+		fmt.Fprintf(progress, "restarted: recovered in %.2f s; RSS %.0f MB; log lines %v\n", r.restartRecovery.Seconds(),
+			r.atRestart.rssKB/1024, r.restartLines)
+		ac = admin.NewClient(h.socket, "")
+	}
 
 	// The next hop comes back.
 	sk, err := startSink(fmt.Sprintf("127.0.0.1:%d", deadPort), o.n)

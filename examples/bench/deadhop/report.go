@@ -34,12 +34,18 @@ func (r *report) print(w io.Writer) {
 		row("first pass (categorize, route, defer)", "%.1f s after recovery; %.0f MB written, %.0f write calls, fsyncs %s, CPU %.1f s",
 			r.firstPass.Seconds(), s.writeBytes/1e6, s.syscw, fsyncText(s.fsyncs), s.cpu)
 	}
+	if r.restartRecovery > 0 {
+		s := r.atRestart
+		row("restart, next hop still dead (-restart)", "recovered in %.2f s; 5 s later: CPU %.1f s, %.0f write calls, %d \"deferred\" log lines",
+			r.restartRecovery.Seconds(), s.cpu, s.syscw, r.restartLines["deferred"])
+	}
 	fmt.Fprintln(w, "memory and goroutines (heap: in use; live: marked by the last GC)")
 	fmt.Fprintf(w, "  %-22s %9s %9s %9s %9s %11s %8s %14s\n", "when", "RSS MB", "PSS MB", "heap MB", "live MB", "goroutines", "threads", "RSS KB/message")
 	for _, p := range []struct {
 		name string
 		s    sample
-	}{{"after recovery", r.atRecovery}, {"after the first pass", r.afterFirst}, {"steady (in Retry)", r.steady}, {"after the drain", r.afterDrain}} {
+	}{{"after recovery", r.atRecovery}, {"after the first pass", r.afterFirst}, {"steady (in Retry)", r.steady},
+		{"5 s after a restart", r.atRestart}, {"after the drain", r.afterDrain}} {
 		s := p.s
 		if s.at.IsZero() {
 			continue
