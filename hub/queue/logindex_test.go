@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,18 +40,8 @@ func TestIDKey(t *testing.T) {
 		}
 		prev := ids[i-1]
 		pk := keyOf(prev)
-		if c, want := bytes.Compare(pk[:], k[:]), cmpString(string(prev), string(id)); c != want {
+		if c, want := bytes.Compare(pk[:], k[:]), strings.Compare(string(prev), string(id)); c != want {
 			t.Fatalf("%q vs %q: keys compare %d, IDs %d", prev, id, c, want)
 		}
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -18,6 +18,7 @@ package queue
 // record, usually in a later segment, with one pread each.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -73,9 +74,9 @@ func (s *LogStore) readLive(ctx context.Context, fn func(*Message) error) error 
 	}
 	slices.SortFunc(places, func(a, b livePlace) int {
 		if a.e.msg.seg != b.e.msg.seg {
-			return cmpU32(a.e.msg.seg, b.e.msg.seg)
+			return cmp.Compare(a.e.msg.seg, b.e.msg.seg)
 		}
-		return cmpU32(a.e.msg.off, b.e.msg.off)
+		return cmp.Compare(a.e.msg.off, b.e.msg.off)
 	})
 	var win window
 	var stBuf []byte
@@ -109,16 +110,6 @@ func (s *LogStore) readLive(ctx context.Context, fn func(*Message) error) error 
 		}
 	}
 	return nil
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // decodeLive checks the MSG record mb and the STATE record sb (nil: none)
