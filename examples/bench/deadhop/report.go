@@ -36,7 +36,7 @@ func (r *report) print(w io.Writer) {
 	}
 	if r.restartRecovery > 0 {
 		s := r.atRestart
-		row("restart, next hop still dead (-restart)", "recovered in %.2f s; 5 s later: CPU %.1f s, %.0f write calls, %d \"deferred\" log lines",
+		row("restart, next hop still dead (-restart)", "recovered in %.2f s; 5 s later: CPU %.1f s since its start, %.0f write calls, %d \"deferred\" log lines",
 			r.restartRecovery.Seconds(), s.cpu, s.syscw, r.restartLines["deferred"])
 	}
 	fmt.Fprintln(w, "memory and goroutines (heap: in use; live: marked by the last GC)")
