@@ -60,35 +60,7 @@ func BenchmarkLogLoad(b *testing.B) {
 		b.Skip("writes 100,000 messages")
 	}
 	const n = 100000
-	dir := b.TempDir()
-	s, err := OpenLog(LogOptions{Dir: dir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	body := bytes.Repeat([]byte("0123456789abcde\n"), 256)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 64 {
-		wg.Go(func() {
-			for i := next.Add(1); i <= n; i = next.Add(1) {
-				m := newMessage("a@example.com")
-				if err := s.Put(context.Background(), m, bytes.NewReader(body)); err != nil {
-					b.Error(err)
-					return
-				}
-				if i%10 == 0 {
-					st := m.State
-					st.Recipients[0].Status = Deferred
-					if err := s.Update(context.Background(), m.ID, st); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	s.Close()
+	dir := writeLogSpool(b, n, bytes.Repeat([]byte("0123456789abcde\n"), 256))
 	b.ResetTimer()
 	loads := 0
 	for done := 0; done < b.N; done += n {

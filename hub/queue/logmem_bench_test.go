@@ -10,17 +10,21 @@ import (
 	"time"
 )
 
-// logMemSpool writes a log spool of n messages of 5 KB (one recipient;
-// every tenth with a newer STATE record) under a fresh directory and
-// closes it.
+// logMemSpool writes a log spool of n messages of 5 KB (writeLogSpool).
 func logMemSpool(b *testing.B, n int) string {
+	return writeLogSpool(b, n, bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef\r\n"), 64))
+}
+
+// writeLogSpool writes a log spool of n messages with body (one
+// recipient; every tenth with a newer STATE record) under a fresh
+// directory, from 64 writers, and closes it.
+func writeLogSpool(b *testing.B, n int, body []byte) string {
 	b.Helper()
 	dir := b.TempDir()
 	s, err := OpenLog(LogOptions{Dir: dir})
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef\r\n"), 64)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range 64 {

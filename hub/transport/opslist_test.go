@@ -34,12 +34,20 @@ func fillParked(tb testing.TB, n int) (*harness, *countingStore) {
 	h := startStore(tb, config(tb, spool, `quick_retry_interval = "1m"
   max_per_domain_outbound_connections = 1`), &fake{result: ok}, &fake{result: unreachableResult}, tickingClock(), store)
 	h.tr.log = slog.New(slog.DiscardHandler)
+	parkMany(tb, h, n)
+	eventually(tb, "every parked message's Message dropped", func() bool { return h.loaded() == 0 })
+	return h, store
+}
+
+// parkMany submits n messages from 64 submitters at once for the
+// partner next hop, which cannot be reached, and waits until all of them
+// are parked on its queue.
+func parkMany(tb testing.TB, h *harness, n int) {
+	tb.Helper()
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
 	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
 				env := hub.Envelope{From: "sender@example.com", Connector: "in",
 					Recipients: []hub.Recipient{{Address: fmt.Sprintf("u%d@partner.example", i)}}}
@@ -48,15 +56,13 @@ func fillParked(tb testing.TB, n int) (*harness, *countingStore) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	eventually(tb, "every message parked", func() bool {
 		_, parked, _, busy := h.partnerQueue()
 		return parked == n && busy == 0
 	})
-	eventually(tb, "every parked message's Message dropped", func() bool { return h.loaded() == 0 })
-	return h, store
 }
 
 // tickingClock is a clock that moves a microsecond each time it is read.

@@ -1,12 +1,10 @@
 package transport
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -217,27 +215,7 @@ func BenchmarkParkedMessageMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		var wg sync.WaitGroup
-		next := atomic.Int64{}
-		for range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := next.Add(1); i <= n; i = next.Add(1) {
-					env := hub.Envelope{From: "sender@example.com", Connector: "in",
-						Recipients: []hub.Recipient{{Address: fmt.Sprintf("u%d@partner.example", i)}}}
-					if _, err := h.tr.Submit(context.Background(), env, strings.NewReader("Subject: x\r\n\r\nbody\r\n")); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		eventually(b, "every message parked", func() bool {
-			_, parked, _, busy := h.partnerQueue()
-			return parked == n && busy == 0
-		})
+		parkMany(b, h, n)
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "B/parked-msg")
