@@ -55,6 +55,37 @@ func (t *Transport) saveHop(q *hopQueue) {
 	}
 }
 
+// forgetIdleHopsLocked clears, after Start's load, the Retry state of
+// every next hop no loaded message waits for (its mail left the queue
+// before the restart, or a Reload routes it elsewhere): a queue in Retry
+// exists while it holds or remembers work, and after a restart new mail
+// for such a hop dials it at once, as it would for a queue dropped while
+// idle. t.mu is held (Start: nothing else runs yet).
+func (t *Transport) forgetIdleHopsLocked(ctx context.Context, r *retryAtLoad) {
+	hs, ok := t.store.(queue.HopStore)
+	if !ok {
+		return
+	}
+	names := make([]string, 0, len(r.states))
+	if r.states == nil { // an empty queue: Scan called nothing
+		for _, h := range hs.Hops() {
+			names = append(names, h.Hop)
+		}
+	}
+	for name := range r.states {
+		if r.queues[name] == nil {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		if err := hs.SetHop(ctx, queue.HopState{Hop: name}); err != nil {
+			t.log.Warn("cannot clear the next hop's retry state", "queue", name, "err", err)
+			continue
+		}
+		t.log.Info("next hop was in retry before the restart; nothing waits for it now, its retry state is cleared", "queue", name)
+	}
+}
+
 // retryAtLoad is what Start knows of the next hops in Retry.
 type retryAtLoad struct {
 	states map[string]queue.HopState // by name; nil until read

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"hubd/hub"
 	"hubd/hub/delivery"
 	"hubd/hub/queue"
 )
@@ -67,5 +68,42 @@ func TestRestartKeepsNextHopInRetry(t *testing.T) {
 	h2.waitGone(ids)
 	if got, want := calls.Load(), int64(2+waiting+1); got != want {
 		t.Errorf("%d attempts in all, want %d: the first, one probe after the restart, then each message once", got, want)
+	}
+	if hops := store.Hops(); len(hops) != 0 {
+		t.Errorf("the next hop answered, yet the store keeps it in Retry: %+v", hops)
+	}
+}
+
+// TestRestartForgetsIdleHops: a next hop recorded in Retry that nothing
+// waits for at start-up (its mail left before the restart) has its retry
+// state cleared, so new mail dials it at once; recovery clears it too.
+func TestRestartForgetsIdleHops(t *testing.T) {
+	spool := t.TempDir()
+	ls, err := queue.OpenLog(queue.LogOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := queue.HopState{Hop: "smtp:partner[[192.0.2.5]:25]", Until: time.Now().Add(time.Hour), Since: time.Now(),
+		Attempts: 3, Reason: "connection refused"}
+	if err := ls.SetHop(t.Context(), gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ls, err = queue.OpenLog(queue.LogOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := &fake{result: ok}
+	h := startStore(t, config(t, spool, `quick_retry_interval = "1h"`), &fake{result: ok}, remote, nil, ls)
+	if hops := ls.Hops(); len(hops) != 0 {
+		t.Errorf("after a start with nothing waiting, the store still has next hops in Retry: %+v", hops)
+	}
+	id := h.submit("x\r\n", "a@partner.example")
+	h.waitIdle()
+	h.waitGone([]hub.QueueID{id})
+	if n := len(remote.seen()); n != 1 {
+		t.Errorf("%d attempts for new mail to the cleared next hop, want 1 at once", n)
 	}
 }

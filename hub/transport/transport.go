@@ -336,6 +336,7 @@ func (t *Transport) Start(ctx context.Context) error {
 	if n > 0 {
 		t.log.Info("queue recovered", "messages", n, "poisoned", poisoned, "suspects", suspects)
 	}
+	t.forgetIdleHopsLocked(ctx, &retry)
 	t.started = true
 	t.startWorkersLocked()
 	go t.sched.run()
