@@ -2,11 +2,11 @@ package transport
 
 import (
 	"context"
-	"sync"
 
 	"hubd/hub/categorizer"
 	"hubd/hub/delivery"
 	"hubd/hub/queue"
+	"hubd/policy"
 )
 
 // Next hops in Retry across a restart (queue.HopStore).
@@ -29,12 +29,6 @@ import (
 // the passes route it). A store that keeps no next-hop state (not a
 // HopStore) costs the old cycle.
 
-// hopSaver serialises the writes of next-hop state, so that the latest
-// state of a queue is the one the store keeps last.
-type hopSaver struct {
-	mu sync.Mutex
-}
-
 // saveHop writes q's Retry state (or its end) to the store. t.mu is not
 // held: the write waits for a group commit.
 func (t *Transport) saveHop(q *hopQueue) {
@@ -42,8 +36,8 @@ func (t *Transport) saveHop(q *hopQueue) {
 	if !ok {
 		return
 	}
-	t.hops.mu.Lock()
-	defer t.hops.mu.Unlock()
+	t.hopMu.Lock() // the latest state of q is the one the store keeps last
+	defer t.hopMu.Unlock()
 	t.mu.Lock()
 	h := queue.HopState{Hop: q.hop.String()}
 	if q.failures > 0 && t.queues[q.hop] == q {
@@ -84,6 +78,18 @@ func (t *Transport) forgetIdleHopsLocked(ctx context.Context, r *retryAtLoad) {
 		}
 		t.log.Info("next hop was in retry before the restart; nothing waits for it now, its retry state is cleared", "queue", name)
 	}
+}
+
+// routeAsIs routes recipient rs of m with cfg, in memory, and returns its
+// next hop if the categorizer delivers it to that address unchanged: no
+// alias, list or owner in between.
+func routeAsIs(cfg *policy.Config, m *queue.Message, rs queue.RecipientState) (delivery.NextHop, bool) {
+	out, err := categorizeSafely(cfg, categorizer.Message{Size: m.Size}, []categorizer.Input{{Address: rs.Address, DSN: rs.DSN}})
+	if err != nil || len(out) != 1 || out[0].Disposition != categorizer.Deliver || out[0].Address != rs.Address ||
+		len(out[0].Lists) > 0 || out[0].Sender != "" {
+		return delivery.NextHop{}, false
+	}
+	return out[0].NextHop, true
 }
 
 // retryAtLoad is what Start knows of the next hops in Retry.
@@ -135,12 +141,10 @@ func (t *Transport) parkAtLoadLocked(e *entry, r *retryAtLoad) bool {
 		switch {
 		case rs.Status == queue.Deferred && hop != "" && hop != unreachableQueue:
 		case rs.Status == queue.Queued:
-			out, err := categorizeSafely(cfg, categorizer.Message{Size: m.Size}, []categorizer.Input{{Address: rs.Address, DSN: rs.DSN}})
-			if err != nil || len(out) != 1 || out[0].Disposition != categorizer.Deliver || out[0].Address != rs.Address ||
-				len(out[0].Lists) > 0 || out[0].Sender != "" {
+			if key, ok = routeAsIs(cfg, m, rs); !ok {
 				return false // its expansion or routing changes something: the pass does it
 			}
-			hop, key, routed = out[0].NextHop.String(), out[0].NextHop, true
+			hop, routed = key.String(), true
 		default:
 			return false
 		}
@@ -157,12 +161,9 @@ func (t *Transport) parkAtLoadLocked(e *entry, r *retryAtLoad) bool {
 	q := r.queues[name]
 	if q == nil {
 		if !routed {
-			rs := m.Recipients[pending[0]]
-			out, err := categorizeSafely(cfg, categorizer.Message{Size: m.Size}, []categorizer.Input{{Address: rs.Address, DSN: rs.DSN}})
-			if err != nil || len(out) != 1 || out[0].Disposition != categorizer.Deliver || out[0].NextHop.String() != name {
+			if key, ok = routeAsIs(cfg, m, m.Recipients[pending[0]]); !ok || key.String() != name {
 				return false // routed elsewhere now: the passes decide
 			}
-			key = out[0].NextHop
 		}
 		if q = t.queues[key]; q == nil {
 			q = &hopQueue{hop: key, suspended: t.suspended[name]}

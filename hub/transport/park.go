@@ -109,23 +109,40 @@ func (t *Transport) wakeHop(q *hopQueue, at time.Time) {
 // wakeProbeLocked wakes the oldest message parked on q as its probe.
 // t.mu is held.
 func (t *Transport) wakeProbeLocked(q *hopQueue) {
+	if e := t.popParkedLocked(q); e != nil {
+		q.probe = e
+		e.probeOf = q
+		t.wakeLocked(e, q, t.clock())
+	}
+}
+
+// popParkedLocked takes the oldest message still parked on q off its list
+// (nil: none left). t.mu is held.
+func (t *Transport) popParkedLocked(q *hopQueue) *entry {
 	for len(q.parked) > 0 {
 		e := q.parked[0]
 		q.parked[0] = nil
 		q.parked = q.parked[1:]
-		if e.parkedOn != q || e.removing {
-			continue
+		if e.parkedOn != q {
+			continue // left the list before: woken, or parked elsewhere
 		}
 		t.unparkLocked(e)
-		q.probe = e
-		e.probeOf = q
-		e.wakeFor.Store(q)
-		if !e.busy { // a running pass reschedules itself, now due
-			t.scheduleLocked(e, t.clock())
+		if !e.removing {
+			return e
 		}
-		return
 	}
 	q.parked = nil
+	return nil
+}
+
+// wakeLocked makes e, just taken off q's parked list, due now with its
+// recipients waiting for q (route). A running pass reschedules e itself
+// when it ends, then due. t.mu is held.
+func (t *Transport) wakeLocked(e *entry, q *hopQueue, now time.Time) {
+	e.wakeFor.Store(q)
+	if !e.busy {
+		t.scheduleLocked(e, now)
+	}
 }
 
 // drainBatch is how much work of a next hop that is reachable again is
@@ -163,23 +180,13 @@ func (t *Transport) drainLocked(q *hopQueue) {
 		return
 	}
 	now := t.clock()
-	for pending < batch && len(q.parked) > 0 {
-		e := q.parked[0]
-		q.parked[0] = nil
-		q.parked = q.parked[1:]
-		if e.parkedOn != q || e.removing {
-			continue
+	for ; pending < batch; pending++ {
+		e := t.popParkedLocked(q)
+		if e == nil {
+			break
 		}
-		t.unparkLocked(e)
-		e.wakeFor.Store(q)
+		t.wakeLocked(e, q, now)
 		q.woken = append(q.woken, e)
-		pending++
-		if !e.busy { // a running pass reschedules itself, now due
-			t.scheduleLocked(e, now)
-		}
-	}
-	if len(q.parked) == 0 {
-		q.parked = nil
 	}
 	if q.nParked == 0 {
 		q.woken = nil
@@ -190,18 +197,9 @@ func (t *Transport) drainLocked(q *hopQueue) {
 // for it are due now. t.mu is held.
 func (t *Transport) wakeAllLocked(q *hopQueue) {
 	now := t.clock()
-	for _, e := range q.parked {
-		if e.parkedOn != q {
-			continue
-		}
-		t.unparkLocked(e)
-		e.wakeFor.Store(q)
-		if !e.busy && !e.removing {
-			t.scheduleLocked(e, now)
-		}
+	for e := t.popParkedLocked(q); e != nil; e = t.popParkedLocked(q) {
+		t.wakeLocked(e, q, now)
 	}
-	q.parked = nil
-	q.nParked = 0
 }
 
 // probeEndedLocked is called when a pass over e ends, after its work items

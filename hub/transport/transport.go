@@ -127,8 +127,8 @@ type Transport struct {
 	// suspended names the delivery queues an operator suspended (a runtime
 	// override, never persisted: SuspendQueue).
 	suspended map[string]bool
-	iso       isolation // the slot for the one suspect in flight (isolation.go)
-	hops      hopSaver  // next hops' Retry state in the store (hopstate.go)
+	iso       isolation  // the slot for the one suspect in flight (isolation.go)
+	hopMu     sync.Mutex // serialises writes of next hops' Retry state (hopstate.go)
 	started   bool
 	closed    bool
 	wg        sync.WaitGroup // work running or queued for the workers: passes, deliveries, deferrals
