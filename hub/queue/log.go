@@ -149,6 +149,7 @@ type LogStore struct {
 	curSeq    uint64   // its number; the next segment is curSeq+1
 	curOff    int64    // where the next batch goes
 	dirtyTail bool     // a failed batch could not be truncated away yet
+	unsynced  bool     // the last batch was written without an fdatasync (noSync)
 	batchBuf  []byte
 
 	reqs    chan *logReq
@@ -298,6 +299,9 @@ func (s *LogStore) Close() error {
 	<-s.done
 	s.closeFiles()
 	s.loadMu.Lock()
+	if err := s.syncUnsynced(); err != nil {
+		s.log.Error("queue: cannot make the last records durable at close", "err", err)
+	}
 	if s.cur != nil {
 		s.cur.Close()
 		s.cur = nil

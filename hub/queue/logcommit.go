@@ -14,6 +14,12 @@ package queue
 // so a Put, Update or Remove returns nil only for records on stable
 // storage.
 //
+// A batch whose requests all say noSync (HOP records only) is written
+// with its pwrite and answered without an fdatasync; the segment is
+// marked unsynced, and the next fdatasync of it (any later batch), the
+// rotation that seals it, or Close makes it durable. Records that follow
+// it in the segment are never durable without it.
+//
 // A failure of the write or the fdatasync fails every request of the
 // batch, and the segment is truncated back to where the batch began: a
 // later Load sees none of it (after a failed fdatasync the kernel may
@@ -37,8 +43,12 @@ type logReq struct {
 	op       commitOp
 	recs     []pendingRec
 	blobSync bool // a blob was renamed into blob/ for it: fsync blob/ first
-	err      chan error
-	batch    int // how many requests shared the batch; set before err is answered
+	// noSync: the records need no fdatasync of their own (HOP records;
+	// loghop.go). A batch of such requests only is written, not synced:
+	// the next batch's fdatasync, a rotation or Close makes it durable.
+	noSync bool
+	err    chan error
+	batch  int // how many requests shared the batch; set before err is answered
 }
 
 // pendingRec is one encoded record (head, then body) and what the index
@@ -147,10 +157,11 @@ func (s *LogStore) commitBatch(batch []*logReq) error {
 }
 
 func (s *LogStore) writeBatch(batch []*logReq) error {
-	total, blobSync := 0, false
+	total, blobSync, sync := 0, false, false
 	for _, r := range batch {
 		total += reqBytes(r)
 		blobSync = blobSync || r.blobSync
+		sync = sync || !r.noSync
 	}
 	if s.dirtyTail {
 		if err := s.cur.Truncate(s.curOff); err != nil {
@@ -188,7 +199,7 @@ func (s *LogStore) writeBatch(batch []*logReq) error {
 	if err == nil && n < len(buf) {
 		err = io.ErrShortWrite
 	}
-	if err == nil {
+	if err == nil && sync {
 		s.fsyncs.Add(1)
 		err = s.meters.syncSegment(s.datasync, s.cur)
 	}
@@ -218,6 +229,7 @@ func (s *LogStore) writeBatch(batch []*logReq) error {
 	s.curOff = off
 	s.idx.seg(uint32(s.curSeq)).size = off
 	s.mu.Unlock()
+	s.unsynced = !sync
 	for _, id := range blobs {
 		os.Remove(s.blobPath(id)) // its SETTLE is durable
 	}
@@ -227,6 +239,9 @@ func (s *LogStore) writeBatch(batch []*logReq) error {
 // rotate seals the current segment and creates the next one, durable
 // (directory fsync of log/) before any record is written to it.
 func (s *LogStore) rotate() error {
+	if err := s.syncUnsynced(); err != nil {
+		return err
+	}
 	seq := s.curSeq + 1
 	path := s.segPath(seq)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -246,6 +261,22 @@ func (s *LogStore) rotate() error {
 	s.mu.Lock()
 	s.idx.seg(uint32(seq))
 	s.mu.Unlock()
+	return nil
+}
+
+// syncUnsynced makes the current segment durable if its last batch was
+// written without an fdatasync (noSync): before it is sealed (a torn
+// record in a sealed segment would look like damage to a later Load) and
+// at Close. loadMu held.
+func (s *LogStore) syncUnsynced() error {
+	if !s.unsynced || s.cur == nil {
+		return nil
+	}
+	s.fsyncs.Add(1)
+	if err := s.meters.syncSegment(s.datasync, s.cur); err != nil {
+		return err
+	}
+	s.unsynced = false
 	return nil
 }
 

@@ -8,9 +8,16 @@ package queue
 // of trying it once per waiting message.
 //
 // Each SetHop appends a HOP record (logrecord.go) through the group
-// commit, like an Update; the latest record of a hop wins (the log is
-// read in order, and compaction copies only the latest forward). A record
-// with a zero Until clears the hop.
+// commit, like an Update, but costs no fdatasync of its own (noSync,
+// logcommit.go): the next batch's fdatasync makes it durable, and in a
+// retry cycle that is the failed probe's own Update a moment later, so a
+// cycle costs one fdatasync, not two. A record lost to a machine crash
+// costs little: a lost Retry gives the start-up of a store without
+// next-hop state (one pass per waiting message), a lost clear one early
+// probe (the recorded retry time has passed when a probe succeeds). The
+// latest record of a hop wins (the log is read in order, and compaction
+// copies only the latest forward). A record with a zero Until clears the
+// hop.
 //
 // Which HOP records are needed (logindex.go):
 //
@@ -37,7 +44,8 @@ import (
 // HopStore is implemented by stores that keep next-hop state durably
 // (LogStore). The transport discovers it by type assertion.
 type HopStore interface {
-	// SetHop records durably (group-committed like Update) that next hop
+	// SetHop records (written like an Update, but made durable only by
+	// the store's next fdatasync; see above) that next hop
 	// h.Hop is in Retry until h.Until, at retry-ladder rung h.Attempts,
 	// since h.Since, for h.Reason (the last error). A zero h.Until: the
 	// hop is no longer in Retry, and the store forgets it.
@@ -81,7 +89,8 @@ func (s *LogStore) SetHop(ctx context.Context, h HopState) error {
 	if err != nil {
 		return err
 	}
-	return storageError(s.submit(&logReq{op: opUpdate, recs: []pendingRec{{kind: recHop, id: hopRecordID, head: head, hop: &h}}}))
+	return storageError(s.submit(&logReq{op: opUpdate, noSync: true,
+		recs: []pendingRec{{kind: recHop, id: hopRecordID, head: head, hop: &h}}}))
 }
 
 // Hops returns the hops in Retry; see HopStore.

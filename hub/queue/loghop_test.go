@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,4 +176,55 @@ func TestLogHopCompactedAndReclaimed(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d hops in the index after a reopen, want none", n)
 	}
+}
+
+// TestLogHopCostsNoFdatasync: a HOP record is written without an
+// fdatasync of its own; the next Update's fdatasync covers it, and a
+// segment sealed or closed with it unsynced is synced first.
+func TestLogHopCostsNoFdatasync(t *testing.T) {
+	dir := t.TempDir()
+	var syncs atomic.Int64
+	opts := LogOptions{Dir: dir, SegmentSize: 4096, datasync: func(f *os.File) error {
+		syncs.Add(1)
+		return fdatasync(f)
+	}}
+	s := openLogTest(t, opts)
+	mustLoad(t, s)
+	m := putBody(t, s, "x")
+	before := syncs.Load()
+	setHop(t, s, hopAt("smtp:mx.a.example", 1))
+	setHop(t, s, hopAt("smtp:mx.a.example", 2))
+	if n := syncs.Load() - before; n != 0 {
+		t.Errorf("two SetHop calls cost %d fdatasyncs, want 0", n)
+	}
+	if err := s.Update(context.Background(), m.ID, m.State); err != nil {
+		t.Fatal(err)
+	}
+	if n := syncs.Load() - before; n != 1 {
+		t.Errorf("an Update after them cost %d fdatasyncs, want 1 (covering the HOP records)", n)
+	}
+
+	// The segment is sealed with a HOP record as its last batch: it is
+	// synced before the next segment is created.
+	setHop(t, s, hopAt("smtp:mx.b.example", 1))
+	seg := s.curSeq
+	before = syncs.Load()
+	putBody(t, s, strings.Repeat("fills the segment ", 300))
+	if s.curSeq == seg {
+		t.Fatal("the Put did not start a new segment")
+	}
+	if n := syncs.Load() - before; n != 2 {
+		t.Errorf("a rotation after an unsynced HOP record cost %d fdatasyncs, want 2 (the sealed segment, then the Put)", n)
+	}
+
+	// Close syncs an unsynced HOP record.
+	setHop(t, s, hopAt("smtp:mx.b.example", 2))
+	before = syncs.Load()
+	s.Close()
+	if n := syncs.Load() - before; n != 1 {
+		t.Errorf("Close after an unsynced HOP record cost %d fdatasyncs, want 1", n)
+	}
+	s = openLogTest(t, LogOptions{Dir: dir, SegmentSize: 4096})
+	mustLoad(t, s)
+	checkHops(t, "after the reopen", s, hopAt("smtp:mx.a.example", 2), hopAt("smtp:mx.b.example", 2))
 }
