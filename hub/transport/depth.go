@@ -24,6 +24,7 @@ package transport
 // age ignores: they wait for an operator, not for delivery).
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -33,27 +34,57 @@ import (
 
 // Recipient states of hubd.queue.recipients.
 const (
-	depthQueued   = "queued"   // waiting for the categorizer, routing or its first attempt
-	depthReady    = "ready"    // handed to its delivery queue: waiting for a connection or being delivered
-	depthDeferred = "deferred" // a temporary failure; waiting for its retry
-	depthHeld     = "held"     // its message is held by an operator
-	depthPoisoned = "poisoned" // its message is in the poison queue
+	depthQueued   depthState = iota // waiting for the categorizer, routing or its first attempt
+	depthReady                      // handed to its delivery queue: waiting for a connection or being delivered
+	depthDeferred                   // a temporary failure; waiting for its retry
+	depthHeld                       // its message is held by an operator
+	depthPoisoned                   // its message is in the poison queue
 )
 
-type depthKey struct{ queue, state string }
+// depthState is a recipient's state in the depth counts: one byte in
+// each message's share, its name only in the metrics.
+type depthState uint8
 
-// depthShare is one entry's part of the totals.
+var depthStateNames = [...]string{depthQueued: "queued", depthReady: "ready", depthDeferred: "deferred",
+	depthHeld: "held", depthPoisoned: "poisoned"}
+
+func (s depthState) String() string { return depthStateNames[s] }
+
+type depthKey struct {
+	queue string // interned (depthTracker.intern)
+	state depthState
+}
+
+// depthShare is one entry's part of the totals. Most messages have all
+// their pending recipients in one queue and state: one count, kept inline
+// (first); a message spread over several keeps the others in more. It is
+// part of every queued message's entry, so it is kept small (issue 11:
+// RAM per waiting message).
 type depthShare struct {
 	counted        bool // added to the totals (and to the arrival list)
 	gone           bool // left the queue: never counted again
 	held, poisoned bool
-	suspect        bool // not poisoned, and processed in isolation (isolation.go)
-	rcpts          []depthCount
+	suspect        bool       // not poisoned, and processed in isolation (isolation.go)
+	first          depthCount // n == 0: no pending recipient
+	more           []depthCount
 }
 
+// depthCount is n recipients of one key (its fields laid out flat: 24
+// bytes, not 32).
 type depthCount struct {
-	key depthKey
-	n   int64
+	queue string
+	n     int32
+	state depthState
+}
+
+func (c depthCount) key() depthKey { return depthKey{c.queue, c.state} }
+
+// counts appends the share's counts to dst.
+func (s *depthShare) counts(dst []depthCount) []depthCount {
+	if s.first.n == 0 {
+		return dst
+	}
+	return append(append(dst, s.first), s.more...)
 }
 
 // depthTracker holds the totals. Its mutex is a leaf: taken with e.mu
@@ -97,8 +128,9 @@ func (d *depthTracker) update(e *entry) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for i := range next.rcpts {
-		next.rcpts[i].key.queue = d.intern(next.rcpts[i].key.queue)
+	next.first.queue = d.intern(next.first.queue)
+	for i := range next.more {
+		next.more[i].queue = d.intern(next.more[i].queue)
 	}
 	old := &e.depth
 	if old.gone {
@@ -168,12 +200,20 @@ func (d *depthTracker) applyLocked(s *depthShare, sign int64) {
 	if s.suspect {
 		d.suspects += sign
 	}
-	for _, c := range s.rcpts {
-		if n := d.rcpts[c.key] + sign*c.n; n != 0 {
-			d.rcpts[c.key] = n
-		} else {
-			delete(d.rcpts, c.key)
-		}
+	if s.first.n == 0 {
+		return
+	}
+	d.applyCountLocked(s.first, sign)
+	for _, c := range s.more {
+		d.applyCountLocked(c, sign)
+	}
+}
+
+func (d *depthTracker) applyCountLocked(c depthCount, sign int64) {
+	if n := d.rcpts[c.key()] + sign*int64(c.n); n != 0 {
+		d.rcpts[c.key()] = n
+	} else {
+		delete(d.rcpts, c.key())
 	}
 }
 
@@ -206,7 +246,7 @@ func (d *depthTracker) bulk(on bool) {
 	defer d.mu.Unlock()
 	d.unsorted = on
 	if !on {
-		slices.SortStableFunc(d.arrivals, func(a, b *entry) int { return a.arrived.Compare(b.arrived) })
+		slices.SortStableFunc(d.arrivals, func(a, b *entry) int { return cmp.Compare(a.arrived, b.arrived) })
 	}
 }
 
@@ -218,7 +258,7 @@ func (d *depthTracker) insertLocked(e *entry) {
 		return
 	}
 	i := len(d.arrivals)
-	for i > 0 && d.arrivals[i-1].arrived.After(e.arrived) {
+	for i > 0 && d.arrivals[i-1].arrived > e.arrived {
 		i--
 	}
 	d.arrivals = slices.Insert(d.arrivals, i, e)
@@ -239,7 +279,7 @@ func (d *depthTracker) oldest() (time.Time, bool) {
 	}
 	for _, e := range d.arrivals {
 		if !e.depth.gone && !e.depth.poisoned {
-			return e.arrived, true
+			return time.Unix(0, e.arrived), true
 		}
 	}
 	return time.Time{}, false
@@ -263,13 +303,21 @@ func (d *depthTracker) snapshot() depthSnapshot {
 }
 
 func (s *depthShare) add(k depthKey) {
-	for i := range s.rcpts {
-		if s.rcpts[i].key == k {
-			s.rcpts[i].n++
+	switch {
+	case s.first.n == 0:
+		s.first = depthCount{queue: k.queue, state: k.state, n: 1}
+		return
+	case s.first.key() == k:
+		s.first.n++
+		return
+	}
+	for i := range s.more {
+		if s.more[i].key() == k {
+			s.more[i].n++
 			return
 		}
 	}
-	s.rcpts = append(s.rcpts, depthCount{key: k, n: 1})
+	s.more = append(s.more, depthCount{queue: k.queue, state: k.state, n: 1})
 }
 
 // placeOf is the queue and state of pending recipient r of m (see the

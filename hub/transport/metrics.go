@@ -96,7 +96,7 @@ func newHubMetrics(mp metric.MeterProvider, depth *depthTracker, clock func() ti
 	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := depth.snapshot()
 		for k, n := range s.rcpts {
-			o.ObserveInt64(recipients, n, hm.attrs.Get("depth", depthKeys, k.queue, k.state))
+			o.ObserveInt64(recipients, n, hm.attrs.Get("depth", depthKeys, k.queue, k.state.String()))
 		}
 		o.ObserveInt64(messages, s.messages)
 		o.ObserveInt64(held, s.held)

@@ -105,7 +105,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 		e.mu.Lock()
 		if err != nil {
 			t.log.Error("cannot queue DSN; will try again", "id", m.ID, "action", a, "err", err)
-			e.notifyRetry = now.Add(backoff(cfg.Hub, 1))
+			e.notifyRetry = now.Add(backoff(cfg.Hub, 1)).UnixNano()
 			e.mu.Unlock()
 			continue
 		}
@@ -117,7 +117,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 			}
 		}
 		e.dirty = true // persisted with the next Update, or before m is dropped (evict.go)
-		e.notifyRetry = time.Time{}
+		e.notifyRetry = 0
 		queued = true
 		t.meters.dsnQueued(a, m, groups[k])
 		e.mu.Unlock()

@@ -54,7 +54,7 @@ var firstPos = pagePos{arrived: math.MinInt64}
 // the byte 0xff.
 func afterRun(ns int64) pagePos { return pagePos{arrived: ns, id: "\xff"} }
 
-func posOf(e *entry) pagePos { return pagePos{arrived: e.arrived.UnixNano(), id: e.id} }
+func posOf(e *entry) pagePos { return pagePos{arrived: e.arrived, id: e.id} }
 
 func (p pagePos) compare(q pagePos) int {
 	return cmp.Or(cmp.Compare(p.arrived, q.arrived), strings.Compare(string(p.id), string(q.id)))
@@ -75,7 +75,7 @@ type arrival struct {
 func (a arrival) recipientsIn(name string) int {
 	n := 0
 	for _, c := range a.rcpts {
-		if c.key.queue == name {
+		if c.queue == name {
 			n += int(c.n)
 		}
 	}
@@ -95,11 +95,11 @@ func (t *Transport) arrivalsAfter(pos pagePos, n int) ([]arrival, pagePos) {
 	var counts []depthCount
 	d.mu.Lock()
 	list := d.arrivals
-	i := sort.Search(len(list), func(i int) bool { return list[i].arrived.UnixNano() >= pos.arrived })
+	i := sort.Search(len(list), func(i int) bool { return list[i].arrived >= pos.arrived })
 	seen, reached := 0, pos
 	for ; i < len(list); i++ {
 		e := list[i]
-		ns := e.arrived.UnixNano()
+		ns := e.arrived
 		// Stop between two arrival times, never inside a run of one (a
 		// run is sorted by id below), once enough is taken or looked at.
 		if (len(out) >= n || seen >= 16*n) && ns != reached.arrived {
@@ -112,7 +112,7 @@ func (t *Transport) arrivalsAfter(pos pagePos, n int) ([]arrival, pagePos) {
 			continue
 		}
 		start := len(counts)
-		counts = append(counts, e.depth.rcpts...)
+		counts = e.depth.counts(counts)
 		out = append(out, arrival{e: e, pos: p, held: e.depth.held, poisoned: e.depth.poisoned,
 			rcpts: counts[start:len(counts):len(counts)]})
 	}

@@ -65,7 +65,7 @@ func (t *Transport) Queues(ctx context.Context) ([]ops.QueueInfo, error) {
 		var in []string // the queues counted for this message
 		read := false
 		for _, c := range a.rcpts {
-			name := c.key.queue
+			name := c.queue
 			qi := byName[name]
 			if qi == nil {
 				qi = add(name, hopKind(name), StateReady)
@@ -73,8 +73,8 @@ func (t *Transport) Queues(ctx context.Context) ([]ops.QueueInfo, error) {
 			if !slices.Contains(in, name) {
 				in = append(in, name)
 				qi.Messages++
-				if qi.Oldest.IsZero() || a.e.arrived.Before(qi.Oldest) {
-					qi.Oldest = a.e.arrived.UTC()
+				if at := time.Unix(0, a.e.arrived).UTC(); qi.Oldest.IsZero() || at.Before(qi.Oldest) {
+					qi.Oldest = at
 				}
 			}
 			qi.Recipients += int(c.n)
@@ -82,7 +82,7 @@ func (t *Transport) Queues(ctx context.Context) ([]ops.QueueInfo, error) {
 				qi.Active += int(c.n)
 				qi.State = StateActive
 			}
-			read = read || (c.key.state == depthDeferred && needsRecipients(qi))
+			read = read || (c.state == depthDeferred && needsRecipients(qi))
 		}
 		if read {
 			deferred = append(deferred, a.e)
@@ -138,7 +138,7 @@ func (t *Transport) pendingHopNames() map[string]bool {
 	var poisoned []*entry
 	t.walk(context.Background(), firstPos, 4*walkChunk, func(a arrival) bool {
 		for _, c := range a.rcpts {
-			if q := c.key.queue; q != submissionQueue && q != unreachableQueue && q != poisonQueue {
+			if q := c.queue; q != submissionQueue && q != unreachableQueue && q != poisonQueue {
 				names[q] = true
 			}
 		}

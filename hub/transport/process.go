@@ -324,13 +324,13 @@ func nextDue(e *entry, now time.Time, delayAfter, expiration time.Duration, park
 				// Not before a failed DSN's retry time, or a Submit that
 				// keeps failing would spin.
 				at := m.Arrived.Add(delayAfter)
-				if e.notifyRetry.After(at) {
-					at = e.notifyRetry
+				if retry := e.notifyRetryAt(); retry.After(at) {
+					at = retry
 				}
 				consider(at)
 			}
 		case !r.Notified:
-			consider(e.notifyRetry)
+			consider(e.notifyRetryAt())
 		}
 	}
 	if ok && due.Before(now) {

@@ -144,10 +144,14 @@ type Transport struct {
 	cancelRun context.CancelFunc
 }
 
-// entry is one queued message.
+// entry is one queued message. Every queued message has one, waiting or
+// not, so its fields are ordered to leave no padding (the flags of both
+// locks share one word; each byte is its own memory location) and times
+// that are rarely set are kept as Unix nanoseconds (issue 11: RAM per
+// waiting message).
 type entry struct {
 	id      hub.QueueID
-	arrived time.Time
+	arrived int64 // m.Arrived, Unix nanoseconds: the listing and age order
 	// mu guards msg, msg.State, inflight, notifyRetry, dirty and
 	// unreachable, and is held across the store Update that persists them,
 	// so that Updates of one message are ordered.
@@ -155,27 +159,32 @@ type entry struct {
 	// msg is nil while the message waits with its Message dropped
 	// (evict.go); loadLocked reads it back.
 	msg *queue.Message
+
+	// Guarded by mu.
 	// dirty: msg.State holds a change the store must have before msg may
 	// be dropped (evict.go).
 	dirty bool
 	// unreachable: msg, when it was dropped, had recipients waiting in the
 	// unreachable queue (Reload routes them again).
 	unreachable bool
-	inflight    map[int]bool // recipient indexes handed to a delivery queue and not back yet
-	// inflightHop names the delivery queue of each index in inflight
-	// (depth.go).
-	inflightHop map[int]string
-	notifyRetry time.Time // a DSN could not be queued: try again at this time
 	// plain: the body is 7-bit with short lines (delivery.Message.Plain),
 	// as seen by Submit; false after a restart (not known).
 	plain bool
 
 	// Guarded by Transport.mu.
-	busy        bool      // process is running
-	removing    bool      // settled; being removed
-	due         time.Time // when the scheduler should next run it
-	suspect     bool      // processed in isolation (isolation.go)
-	passWaiting bool      // a due pass waits for the isolation slot
+	busy        bool // process is running
+	removing    bool // settled; being removed
+	suspect     bool // processed in isolation (isolation.go)
+	passWaiting bool // a due pass waits for the isolation slot
+
+	inflight map[int]bool // recipient indexes handed to a delivery queue and not back yet
+	// inflightHop names the delivery queue of each index in inflight
+	// (depth.go).
+	inflightHop map[int]string
+	// notifyRetry: a DSN could not be queued: try again at this time (Unix
+	// nanoseconds; 0: none). Guarded by mu.
+	notifyRetry int64
+	due         time.Time // when the scheduler should next run it; guarded by Transport.mu
 
 	markMu sync.Mutex // serialises MarkActive/ClearActive
 	// active is the store's active mark while a pass or a delivery of this
@@ -194,8 +203,16 @@ type entry struct {
 	depth depthShare // its part of the queue depth metrics; guarded by depthTracker.mu
 }
 
+// notifyRetryAt is notifyRetry as a time (zero: none). e.mu is held.
+func (e *entry) notifyRetryAt() time.Time {
+	if e.notifyRetry == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, e.notifyRetry)
+}
+
 func newEntry(m *queue.Message) *entry {
-	return &entry{id: m.ID, arrived: m.Arrived, msg: m}
+	return &entry{id: m.ID, arrived: m.Arrived.UnixNano(), msg: m}
 }
 
 // landed takes the recipients at indexes out of flight; the maps go with
