@@ -71,6 +71,10 @@ type Work interface {
 	// and applies when the lease ends (Defer takes the earlier of the two
 	// non-zero times; Done forgets it).
 	Schedule(id hub.QueueID, at time.Time)
+	// Due is when id is next due: its due time, or while it is leased the
+	// time Scheduled since its Claim; zero when it is not due or not
+	// known.
+	Due(id hub.QueueID) time.Time
 	// Forget drops id (it left the queue), leased or not; its lease, if
 	// any, is lost.
 	Forget(id hub.QueueID)

@@ -137,6 +137,7 @@ func (t *Transport) passFailed(e *entry, isolated bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e.busy = false
+	t.endPassLeaseLocked(e)
 	if isolated {
 		t.releaseLocked()
 	}
@@ -144,6 +145,7 @@ func (t *Transport) passFailed(e *entry, isolated bool, err error) {
 		e.removing = true
 		t.unparkLocked(e)
 		delete(t.msgs, e.id)
+		t.work.Forget(e.id)
 		return
 	}
 	if !t.closed {

@@ -1,8 +1,6 @@
 package transport
 
 import (
-	"time"
-
 	"hubd/hub/queue"
 )
 
@@ -147,6 +145,5 @@ func (t *Transport) waitPassLocked(e *entry) {
 func (t *Transport) startPassLocked(e *entry, isolated bool) {
 	e.busy = true
 	e.passWaiting = false
-	e.due = time.Time{}
 	t.queueJobLocked(job{e: e, isolated: isolated})
 }

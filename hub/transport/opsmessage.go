@@ -201,7 +201,7 @@ func (t *Transport) Hold(ctx context.Context, id string) error {
 	// the usual order), and forget its schedule.
 	t.mu.Lock()
 	pulled := t.takeWaitingLocked(func(it *workItem) bool { return it.e == e })
-	e.due = time.Time{}
+	t.scheduleLocked(e, time.Time{})
 	t.mu.Unlock()
 	for _, it := range pulled {
 		e.landed(it.indexes)

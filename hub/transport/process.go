@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
-	"hubd/hub"
 	"hubd/hub/categorizer"
 	"hubd/hub/delivery"
 	"hubd/hub/queue"
@@ -22,17 +21,30 @@ import (
 // unreachableQueue is the NextHop recorded for recipients with no route.
 const unreachableQueue = "unreachable"
 
-// dispatch is called by the scheduler when message id is due at at.
-func (t *Transport) dispatch(id hub.QueueID, at time.Time) {
+// dispatch is called by the scheduler with the lease of a due message:
+// its pass starts (or waits for the isolation slot, isolation.go).
+func (t *Transport) dispatch(l queue.Lease) {
 	t.mu.Lock()
-	e := t.msgs[id]
-	if e == nil || e.busy || e.removing || t.closed || !e.due.Equal(at) {
-		// Gone, already running (it reschedules itself when done), or a
-		// stale heap item superseded by a later schedule.
-		t.mu.Unlock()
+	defer t.mu.Unlock()
+	e := t.msgs[l.ID]
+	switch {
+	case e == nil || e.removing:
+		// Left the queue (remove forgets it in the engine too; a message
+		// removed meanwhile may still have been claimed).
+		t.work.Forget(l.ID)
+		return
+	case t.closed:
+		return // the next Start schedules it again
+	case e.busy || e.passWaiting:
+		// Its lease lapsed while its pass ran or waited for the isolation
+		// slot: that pass holds the new lease, and ends it.
+		if e.busy {
+			t.log.Warn("a pass over a message outlasted its lease; it still runs", "id", e.id, "lease", passLease)
+		}
+		e.rev = l.Rev
 		return
 	}
-	e.due = time.Time{}
+	e.rev = l.Rev
 	switch {
 	case !e.suspect:
 		t.startPassLocked(e, false)
@@ -41,7 +53,15 @@ func (t *Transport) dispatch(id hub.QueueID, at time.Time) {
 	default:
 		t.waitPassLocked(e) // another suspect is in flight
 	}
-	t.mu.Unlock()
+}
+
+// endPassLeaseLocked ends the lease of e's pass (or of its wait for the
+// isolation slot): what was scheduled while it ran applies now. t.mu is
+// held.
+func (t *Transport) endPassLeaseLocked(e *entry) {
+	if err := t.work.Defer(leaseOf(e), time.Time{}); err != nil && !e.removing {
+		t.log.Warn("cannot end the lease of a pass", "id", e.id, "err", err)
+	}
 }
 
 // process runs one pass over a due message: categorize it if not yet done,
@@ -76,6 +96,7 @@ func (t *Transport) process(e *entry, isolated bool) {
 	t.notify(cfg, e)
 	t.mu.Lock()
 	e.busy = false
+	t.endPassLeaseLocked(e)
 	for _, it := range items {
 		t.enqueueLocked(it)
 	}
@@ -172,7 +193,7 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		case parkOK:
 			t.scheduleLocked(e, parkDue)
 		default:
-			e.due = time.Time{} // its heap item, if any, is now stale
+			t.scheduleLocked(e, time.Time{})
 		}
 		if !t.closed && !now.Before(parkQ.retryAt) && parkQ.probe == nil && parkQ.active == 0 && len(parkQ.items) == 0 {
 			// Its retry time already came (an operator's retry moved it
@@ -182,10 +203,11 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		}
 	default:
 		t.unparkLocked(e)
-		if ok && !t.closed && (e.due.IsZero() || due.Before(e.due)) {
-			t.scheduleLocked(e, due)
+		cur := t.work.Due(e.id)
+		if ok && !t.closed {
+			cur = t.scheduleEarlierLocked(e, due)
 		}
-		evict = evict && (!ok || e.due.IsZero() || e.due.Sub(now) > evictAfter)
+		evict = evict && (cur.IsZero() || cur.Sub(now) > evictAfter)
 	}
 	t.mu.Unlock()
 	if evict {
@@ -208,6 +230,7 @@ func (t *Transport) remove(e *entry) {
 	t.depth.forget(e)
 	t.mu.Lock()
 	delete(t.msgs, e.id)
+	t.work.Forget(e.id)
 	t.mu.Unlock()
 }
 

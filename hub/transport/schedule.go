@@ -5,49 +5,74 @@ import (
 	"sync"
 	"time"
 
-	"hubd/hub"
+	"hubd/hub/queue"
 )
 
-// scheduler is the single goroutine that knows when each message is next
-// due, and when each next hop in Retry is to be probed (park.go). A message
-// rescheduled before its old time comes leaves a stale item in the heap;
-// dispatch recognises it (the time no longer matches) and ignores it, which
-// is cheaper than finding and fixing the old item. So does wakeHop.
+// The scheduler: the one goroutine that takes due work from the queue
+// engine's work-lease seam (queue.Work) and starts its passes, and that
+// knows when each next hop in Retry is to be probed (park.go).
+//
+// Which message is due when is the engine's (Schedule; LocalWork keeps it
+// in a heap with one item per message, JetStream would keep it in its
+// consumers): the scheduler Claims what is due, a lease per message, and
+// hands each to dispatch. The lease is the pass's: it ends when the pass
+// does (endPassLeaseLocked), and a lease that lapses while its pass still
+// runs (passLease) is taken over by that pass (dispatch), so in one
+// process a message is never worked on twice. What the seam adds is that
+// a second owner, another hub sharing the queue, could not settle a
+// message whose lease it lost: Defer and Done carry the lease's revision.
+//
+// Next hops in Retry are few (bounded by the next hops in use), and their
+// retry times are the transport's own: they stay in a small heap here. A
+// hop rescheduled before its old time leaves a stale item, which wakeHop
+// recognises (the time no longer matches) and ignores.
 type scheduler struct {
 	clock    func() time.Time
-	dispatch func(id hub.QueueID, at time.Time)
+	work     queue.Work
+	dispatch func(l queue.Lease)
 	wakeHop  func(q *hopQueue, at time.Time)
 
-	mu    sync.Mutex
-	items dueHeap
-	wake  chan struct{} // buffered 1: something earlier may have arrived
-	quit  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	mu   sync.Mutex
+	hops hopHeap
+	wake chan struct{} // buffered 1: something earlier may have arrived
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
 }
 
-type dueItem struct {
+// claimBatch bounds how many due messages one Claim leases: the passes
+// queue for the workers (workers.go) in that order either way, and a
+// smaller batch lets hop probes and new due times in between.
+const claimBatch = 256
+
+// passLease is how long a pass's lease lasts. A pass is CPU work and one
+// store write or two; one that outlives this is stuck, and its lease
+// lapsing says so in the log (dispatch).
+const passLease = 5 * time.Minute
+
+type hopItem struct {
 	at time.Time
-	id hub.QueueID
-	q  *hopQueue // set: the retry time of a queue, not a message
+	q  *hopQueue
 }
 
-type dueHeap []dueItem
+type hopHeap []hopItem
 
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueItem)) }
-func (h *dueHeap) Pop() any {
+func (h hopHeap) Len() int           { return len(h) }
+func (h hopHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h hopHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *hopHeap) Push(x any)        { *h = append(*h, x.(hopItem)) }
+func (h *hopHeap) Pop() any {
 	old := *h
 	it := old[len(old)-1]
+	old[len(old)-1] = hopItem{}
 	*h = old[:len(old)-1]
 	return it
 }
 
-func newScheduler(clock func() time.Time, dispatch func(hub.QueueID, time.Time), wakeHop func(*hopQueue, time.Time)) *scheduler {
+func newScheduler(clock func() time.Time, work queue.Work, dispatch func(queue.Lease), wakeHop func(*hopQueue, time.Time)) *scheduler {
 	return &scheduler{
 		clock:    clock,
+		work:     work,
 		dispatch: dispatch,
 		wakeHop:  wakeHop,
 		wake:     make(chan struct{}, 1),
@@ -56,20 +81,12 @@ func newScheduler(clock func() time.Time, dispatch func(hub.QueueID, time.Time),
 	}
 }
 
-// add makes id due at at.
-func (s *scheduler) add(id hub.QueueID, at time.Time) { s.push(dueItem{at: at, id: id}) }
-
 // addHop makes q's probe due at at.
-func (s *scheduler) addHop(q *hopQueue, at time.Time) { s.push(dueItem{at: at, q: q}) }
-
-func (s *scheduler) push(it dueItem) {
+func (s *scheduler) addHop(q *hopQueue, at time.Time) {
 	s.mu.Lock()
-	heap.Push(&s.items, it)
+	heap.Push(&s.hops, hopItem{at: at, q: q})
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.poke()
 }
 
 // poke makes run look at the clock again now (tests that step an
@@ -81,7 +98,7 @@ func (s *scheduler) poke() {
 	}
 }
 
-// run dispatches due items until stop. Dispatch must not block.
+// run dispatches due work until stop. Dispatch must not block.
 func (s *scheduler) run() {
 	defer close(s.done)
 	timer := time.NewTimer(time.Hour)
@@ -93,6 +110,7 @@ func (s *scheduler) run() {
 		case <-s.quit:
 			return
 		case <-s.wake:
+		case <-s.work.Ready():
 		case <-timer.C:
 		}
 	}
@@ -103,27 +121,39 @@ func (s *scheduler) run() {
 // injected one) is noticed.
 const maxWait = time.Second
 
-// dispatchDue dispatches every item whose time has come and returns how
-// long to wait for the next one.
+// dispatchDue starts everything due and returns how long to wait for the
+// next.
 func (s *scheduler) dispatchDue() time.Duration {
 	for {
+		now := s.clock()
 		s.mu.Lock()
-		if len(s.items) == 0 {
-			s.mu.Unlock()
+		var hop *hopItem
+		if len(s.hops) > 0 && !s.hops[0].at.After(now) {
+			it := heap.Pop(&s.hops).(hopItem)
+			hop = &it
+		}
+		s.mu.Unlock()
+		if hop != nil {
+			s.wakeHop(hop.q, hop.at)
+			continue
+		}
+		leases := s.work.Claim(now, claimBatch, passLease)
+		for _, l := range leases {
+			s.dispatch(l)
+		}
+		if len(leases) == claimBatch {
+			continue
+		}
+		next := s.work.Next()
+		s.mu.Lock()
+		if len(s.hops) > 0 && (next.IsZero() || s.hops[0].at.Before(next)) {
+			next = s.hops[0].at
+		}
+		s.mu.Unlock()
+		if next.IsZero() {
 			return maxWait
 		}
-		next := s.items[0]
-		if wait := next.at.Sub(s.clock()); wait > 0 {
-			s.mu.Unlock()
-			return min(wait, maxWait)
-		}
-		heap.Pop(&s.items)
-		s.mu.Unlock()
-		if next.q != nil {
-			s.wakeHop(next.q, next.at)
-		} else {
-			s.dispatch(next.id, next.at)
-		}
+		return min(max(next.Sub(s.clock()), 0), maxWait)
 	}
 }
 
@@ -132,3 +162,6 @@ func (s *scheduler) stop() {
 	s.once.Do(func() { close(s.quit) })
 	<-s.done
 }
+
+// leaseOf is e's current pass lease, as the engine knows it. t.mu is held.
+func leaseOf(e *entry) queue.Lease { return queue.Lease{ID: e.id, Rev: e.rev} }

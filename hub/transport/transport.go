@@ -89,6 +89,9 @@ type Options struct {
 	// Store overrides the durable store; nil opens a queue.LogStore in
 	// Hub.SpoolDir at Start (the replicated backend plugs in here).
 	Store queue.Store
+	// Work overrides the work-lease seam (which message is due when, and
+	// leased to whom: schedule.go); nil: a queue.LocalWork.
+	Work queue.Work
 	// Tracking receives the message tracking log's events; nil: none.
 	Tracking *tracking.Log
 	// Pressure is the back pressure monitor (hub/backpressure): at High,
@@ -115,6 +118,7 @@ type Transport struct {
 	tracer trace.Tracer
 	clock  func() time.Time
 	store  queue.Store
+	work   queue.Work // due times and pass leases (schedule.go)
 	sched  *scheduler
 	meters *hubMetrics   // nil: no metrics (metrics.go)
 	depth  *depthTracker // queue depth for the metrics; nil when they are off (depth.go)
@@ -184,7 +188,9 @@ type entry struct {
 	// notifyRetry: a DSN could not be queued: try again at this time (Unix
 	// nanoseconds; 0: none). Guarded by mu.
 	notifyRetry int64
-	due         time.Time // when the scheduler should next run it; guarded by Transport.mu
+	// rev is the revision of the pass's lease (schedule.go) while a pass
+	// is due to run or runs. Guarded by Transport.mu.
+	rev uint64
 
 	markMu sync.Mutex // serialises MarkActive/ClearActive
 	// active is the store's active mark while a pass or a delivery of this
@@ -271,7 +277,11 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 	}
 	t.global = make(chan struct{}, workers)
 	t.runCtx, t.cancelRun = context.WithCancel(context.Background())
-	t.sched = newScheduler(t.clock, t.dispatch, t.wakeHop)
+	t.work = opts.Work
+	if t.work == nil {
+		t.work = queue.NewLocalWork()
+	}
+	t.sched = newScheduler(t.clock, t.work, t.dispatch, t.wakeHop)
 	return t, nil
 }
 
@@ -338,7 +348,7 @@ func (t *Transport) Start(ctx context.Context) error {
 			t.scheduleLocked(e, now)
 		}
 		t.depth.update(e) // parking may have routed it (hopstate.go)
-		if e.due.IsZero() || e.due.Sub(now) > evictAfter {
+		if due := t.work.Due(e.id); due.IsZero() || due.Sub(now) > evictAfter {
 			e.mu.Lock()
 			t.evictLocked(e)
 			e.mu.Unlock()
@@ -525,8 +535,19 @@ func (t *Transport) WaitIdle(ctx context.Context) error {
 	}
 }
 
-// scheduleLocked makes e due at at. t.mu is held.
+// scheduleLocked makes e due at at (zero: not due; it waits for an
+// event), replacing its due time. t.mu is held, so that the engine's due
+// times of one message change in the order the transport decided them.
 func (t *Transport) scheduleLocked(e *entry, at time.Time) {
-	e.due = at
-	t.sched.add(e.id, at)
+	t.work.Schedule(e.id, at)
+}
+
+// scheduleEarlierLocked makes e due at at unless it is due earlier
+// already, and returns when it is due now. t.mu is held.
+func (t *Transport) scheduleEarlierLocked(e *entry, at time.Time) time.Time {
+	if cur := t.work.Due(e.id); !cur.IsZero() && !at.Before(cur) {
+		return cur
+	}
+	t.work.Schedule(e.id, at)
+	return at
 }

@@ -161,13 +161,17 @@ func start(t *testing.T, cfg *policy.Config, maildir, smtp *fake, clock func() t
 // configured spool).
 func startStore(t testing.TB, cfg *policy.Config, maildir, smtp *fake, clock func() time.Time, store queue.Store) *harness {
 	t.Helper()
+	return startWith(t, cfg, maildir, smtp, Options{Clock: clock, Store: store})
+}
+
+// startWith is start with opts (its Logger and Deliverers are the
+// harness's).
+func startWith(t testing.TB, cfg *policy.Config, maildir, smtp *fake, opts Options) *harness {
+	t.Helper()
 	h := &harness{t: t, maildir: maildir, smtp: smtp, logs: &logbuf.Buffer{}}
-	tr, err := New(cfg, Options{
-		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Deliverers: map[delivery.Kind]delivery.Deliverer{delivery.KindMaildir: maildir, delivery.KindSMTP: smtp},
-		Clock:      clock,
-		Store:      store,
-	})
+	opts.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts.Deliverers = map[delivery.Kind]delivery.Deliverer{delivery.KindMaildir: maildir, delivery.KindSMTP: smtp}
+	tr, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
