@@ -485,8 +485,11 @@ func TestWorkTableAgainstMap(t *testing.T) {
 		if len(tb.order) != inHeap {
 			t.Fatalf("heap holds %d, want %d", len(tb.order), inHeap)
 		}
-		for p := 1; p < len(tb.order); p++ {
-			if tb.items[tb.order[(p-1)/2]].at() > tb.items[tb.order[p]].at() {
+		for p := range tb.order {
+			if tb.orderAt[p] != tb.items[tb.order[p]].at() {
+				t.Fatalf("the heap's time at %d is not its item's", p)
+			}
+			if p > 0 && tb.orderAt[(p-1)/2] > tb.orderAt[p] {
 				t.Fatalf("heap order broken at %d", p)
 			}
 		}
