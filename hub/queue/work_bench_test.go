@@ -24,7 +24,7 @@ func scheduledWork(b *testing.B) (*LocalWork, []hub.QueueID) {
 	ids := workBenchIDs()
 	w := NewLocalWork()
 	for _, id := range ids {
-		w.Schedule(id, at(time.Duration(rand.Int64N(int64(time.Millisecond)))))
+		w.Schedule(id, afterT0(time.Duration(rand.Int64N(int64(time.Millisecond)))))
 	}
 	return w, ids
 }
@@ -39,7 +39,7 @@ func BenchmarkWorkClaim(b *testing.B) {
 	for _, claimers := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("claimers=%d", claimers), func(b *testing.B) {
 			w, _ := scheduledWork(b)
-			now := at(time.Second)
+			now := afterT0(time.Second)
 			var claimed atomic.Int64
 			b.ResetTimer()
 			for range b.N {
@@ -58,7 +58,7 @@ func BenchmarkWorkClaim(b *testing.B) {
 									b.Error(err)
 									return
 								}
-								w.Schedule(l.ID, at(time.Duration(rand.Int64N(int64(time.Millisecond)))))
+								w.Schedule(l.ID, afterT0(time.Duration(rand.Int64N(int64(time.Millisecond)))))
 							}
 							claimed.Add(int64(len(ls)))
 						}
@@ -98,7 +98,7 @@ func BenchmarkWorkSchedule(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		for j := range schedulesPerOp {
-			w.Schedule(ids[(i*schedulesPerOp+j)%len(ids)], at(time.Duration(rand.Int64N(int64(time.Hour)))))
+			w.Schedule(ids[(i*schedulesPerOp+j)%len(ids)], afterT0(time.Duration(rand.Int64N(int64(time.Hour)))))
 		}
 	}
 	b.StopTimer()

@@ -14,7 +14,7 @@ import (
 // workT0 is the fake clock's origin: the tests pass now explicitly.
 var workT0 = time.Unix(1_700_000_000, 0)
 
-func at(d time.Duration) time.Time { return workT0.Add(d) }
+func afterT0(d time.Duration) time.Time { return workT0.Add(d) }
 
 func newIDs(n int) []hub.QueueID {
 	ids := make([]hub.QueueID, n)
@@ -72,18 +72,18 @@ func TestWorkClaimDueEarliestFirst(t *testing.T) {
 	w := NewLocalWork()
 	id := newIDs(6)
 	// Scheduled out of order; id[4] waits for an event, id[5] is later.
-	w.Schedule(id[2], at(3*time.Second))
-	w.Schedule(id[0], at(1*time.Second))
-	w.Schedule(id[3], at(3500*time.Millisecond))
-	w.Schedule(id[1], at(2*time.Second))
+	w.Schedule(id[2], afterT0(3*time.Second))
+	w.Schedule(id[0], afterT0(1*time.Second))
+	w.Schedule(id[3], afterT0(3500*time.Millisecond))
+	w.Schedule(id[1], afterT0(2*time.Second))
 	w.Schedule(id[4], time.Time{})
-	w.Schedule(id[5], at(time.Hour))
+	w.Schedule(id[5], afterT0(time.Hour))
 
-	checkClaimed(t, "before anything is due", w.Claim(at(0), 10, time.Minute))
-	checkClaimed(t, "max 2", w.Claim(at(3*time.Second), 2, time.Minute), id[0], id[1])
-	checkClaimed(t, "the rest due", w.Claim(at(3*time.Second), 10, time.Minute), id[2])
-	checkClaimed(t, "leased ones are not claimed again", w.Claim(at(4*time.Second), 10, time.Minute), id[3])
-	checkClaimed(t, "max 0", w.Claim(at(2*time.Hour), 0, time.Minute))
+	checkClaimed(t, "before anything is due", w.Claim(afterT0(0), 10, time.Minute))
+	checkClaimed(t, "max 2", w.Claim(afterT0(3*time.Second), 2, time.Minute), id[0], id[1])
+	checkClaimed(t, "the rest due", w.Claim(afterT0(3*time.Second), 10, time.Minute), id[2])
+	checkClaimed(t, "leased ones are not claimed again", w.Claim(afterT0(4*time.Second), 10, time.Minute), id[3])
+	checkClaimed(t, "max 0", w.Claim(afterT0(2*time.Hour), 0, time.Minute))
 	if w.Len() != 6 {
 		t.Errorf("Len() = %d, want 6", w.Len())
 	}
@@ -95,43 +95,43 @@ func TestWorkNext(t *testing.T) {
 	id := newIDs(2)
 	w.Schedule(id[0], time.Time{})
 	checkNext(t, "only waiting for an event", w, time.Time{})
-	w.Schedule(id[1], at(time.Hour))
-	checkNext(t, "only future due", w, at(time.Hour))
-	w.Schedule(id[0], at(time.Minute))
-	checkNext(t, "two due", w, at(time.Minute))
-	l := mustClaimOne(t, w, at(time.Minute), 3*time.Hour)
-	checkNext(t, "one leased: the other's due time", w, at(time.Hour))
-	if !l.Until.Equal(at(3*time.Hour + time.Minute)) {
-		t.Errorf("Until = %v, want %v", l.Until, at(3*time.Hour+time.Minute))
+	w.Schedule(id[1], afterT0(time.Hour))
+	checkNext(t, "only future due", w, afterT0(time.Hour))
+	w.Schedule(id[0], afterT0(time.Minute))
+	checkNext(t, "two due", w, afterT0(time.Minute))
+	l := mustClaimOne(t, w, afterT0(time.Minute), 3*time.Hour)
+	checkNext(t, "one leased: the other's due time", w, afterT0(time.Hour))
+	if !l.Until.Equal(afterT0(3*time.Hour + time.Minute)) {
+		t.Errorf("Until = %v, want %v", l.Until, afterT0(3*time.Hour+time.Minute))
 	}
-	l2 := mustClaimOne(t, w, at(time.Hour), 10*time.Minute)
+	l2 := mustClaimOne(t, w, afterT0(time.Hour), 10*time.Minute)
 	if l2.ID != id[1] {
 		t.Fatalf("claimed %s, want %s", l2.ID, id[1])
 	}
-	checkNext(t, "both leased: the earlier lease end", w, at(time.Hour+10*time.Minute))
+	checkNext(t, "both leased: the earlier lease end", w, afterT0(time.Hour+10*time.Minute))
 	if err := w.Defer(l, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	checkNext(t, "one leased, one waiting", w, l2.Until)
-	l3, err := w.Extend(l2, at(time.Hour), 2*time.Hour)
+	l3, err := w.Extend(l2, afterT0(time.Hour), 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkNext(t, "extended", w, at(3*time.Hour))
-	if l3.Rev != l2.Rev || !l3.Until.Equal(at(3*time.Hour)) {
-		t.Errorf("Extend = %+v, want Rev %d, Until %v", l3, l2.Rev, at(3*time.Hour))
+	checkNext(t, "extended", w, afterT0(3*time.Hour))
+	if l3.Rev != l2.Rev || !l3.Until.Equal(afterT0(3*time.Hour)) {
+		t.Errorf("Extend = %+v, want Rev %d, Until %v", l3, l2.Rev, afterT0(3*time.Hour))
 	}
 }
 
 func TestWorkRevisions(t *testing.T) {
 	w := NewLocalWork()
 	id := newIDs(1)[0]
-	w.Schedule(id, at(0))
-	l1 := mustClaimOne(t, w, at(0), time.Minute)
-	if err := w.Defer(l1, at(time.Second)); err != nil {
+	w.Schedule(id, afterT0(0))
+	l1 := mustClaimOne(t, w, afterT0(0), time.Minute)
+	if err := w.Defer(l1, afterT0(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	l2 := mustClaimOne(t, w, at(time.Second), time.Minute)
+	l2 := mustClaimOne(t, w, afterT0(time.Second), time.Minute)
 	if l2.Rev <= l1.Rev {
 		t.Fatalf("Rev %d after %d: not bumped by Claim", l2.Rev, l1.Rev)
 	}
@@ -139,29 +139,29 @@ func TestWorkRevisions(t *testing.T) {
 	// The old lease ends nothing, and changes nothing.
 	stale := l1
 	stale.Until = l2.Until
-	isLost(t, "Defer with an old Rev", w.Defer(stale, at(time.Hour)))
+	isLost(t, "Defer with an old Rev", w.Defer(stale, afterT0(time.Hour)))
 	isLost(t, "Done with an old Rev", w.Done(stale))
-	if _, err := w.Extend(stale, at(time.Second), time.Hour); !errors.Is(err, ErrLeaseLost) {
+	if _, err := w.Extend(stale, afterT0(time.Second), time.Hour); !errors.Is(err, ErrLeaseLost) {
 		t.Errorf("Extend with an old Rev: err = %v, want ErrLeaseLost", err)
 	}
 	checkNext(t, "after stale calls", w, l2.Until)
 	if w.Len() != 1 {
 		t.Errorf("Len() = %d after stale calls, want 1", w.Len())
 	}
-	if l, err := w.Extend(l2, at(time.Second), 2*time.Minute); err != nil || !l.Until.Equal(at(time.Second+2*time.Minute)) {
+	if l, err := w.Extend(l2, afterT0(time.Second), 2*time.Minute); err != nil || !l.Until.Equal(afterT0(time.Second+2*time.Minute)) {
 		t.Fatalf("Extend of the current lease = %+v, %v", l, err)
 	}
 
 	w.Forget(id)
-	isLost(t, "Defer after Forget", w.Defer(l2, at(time.Hour)))
+	isLost(t, "Defer after Forget", w.Defer(l2, afterT0(time.Hour)))
 	isLost(t, "Done after Forget", w.Done(l2))
-	if _, err := w.Extend(l2, at(time.Second), time.Hour); !errors.Is(err, ErrLeaseLost) {
+	if _, err := w.Extend(l2, afterT0(time.Second), time.Hour); !errors.Is(err, ErrLeaseLost) {
 		t.Errorf("Extend after Forget: err = %v, want ErrLeaseLost", err)
 	}
 
 	// Forgotten and scheduled again: the old revisions stay dead.
-	w.Schedule(id, at(0))
-	l3 := mustClaimOne(t, w, at(time.Minute), time.Minute)
+	w.Schedule(id, afterT0(0))
+	l3 := mustClaimOne(t, w, afterT0(time.Minute), time.Minute)
 	if l3.Rev == l1.Rev || l3.Rev == l2.Rev || l3.Lapsed != 0 {
 		t.Errorf("lease after Forget and Schedule = %+v; earlier revisions %d, %d", l3, l1.Rev, l2.Rev)
 	}
@@ -176,28 +176,28 @@ func TestWorkRevisions(t *testing.T) {
 func TestWorkLapsedLease(t *testing.T) {
 	w := NewLocalWork()
 	id := newIDs(1)[0]
-	w.Schedule(id, at(0))
-	old := mustClaimOne(t, w, at(0), 10*time.Second)
-	checkClaimed(t, "before Until", w.Claim(at(10*time.Second-1), 10, time.Minute))
+	w.Schedule(id, afterT0(0))
+	old := mustClaimOne(t, w, afterT0(0), 10*time.Second)
+	checkClaimed(t, "before Until", w.Claim(afterT0(10*time.Second-1), 10, time.Minute))
 	checkNext(t, "leased", w, old.Until)
 
 	l := mustClaimOne(t, w, old.Until, 10*time.Second)
-	if l.Lapsed != 1 || l.Rev == old.Rev || !l.Until.Equal(at(20*time.Second)) {
-		t.Fatalf("lease after a lapse = %+v, want Lapsed 1, a new Rev (old %d), Until %v", l, old.Rev, at(20*time.Second))
+	if l.Lapsed != 1 || l.Rev == old.Rev || !l.Until.Equal(afterT0(20*time.Second)) {
+		t.Fatalf("lease after a lapse = %+v, want Lapsed 1, a new Rev (old %d), Until %v", l, old.Rev, afterT0(20*time.Second))
 	}
-	isLost(t, "the old holder's Defer", w.Defer(old, at(time.Hour)))
+	isLost(t, "the old holder's Defer", w.Defer(old, afterT0(time.Hour)))
 	isLost(t, "the old holder's Done", w.Done(old))
 	checkNext(t, "the new lease is intact", w, l.Until)
 
-	l = mustClaimOne(t, w, at(time.Minute), 10*time.Second)
+	l = mustClaimOne(t, w, afterT0(time.Minute), 10*time.Second)
 	if l.Lapsed != 2 {
 		t.Errorf("Lapsed = %d after a second lapse, want 2", l.Lapsed)
 	}
 	// Leases ended by Defer do not count.
-	if err := w.Defer(l, at(2*time.Minute)); err != nil {
+	if err := w.Defer(l, afterT0(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if l = mustClaimOne(t, w, at(2*time.Minute), time.Second); l.Lapsed != 2 {
+	if l = mustClaimOne(t, w, afterT0(2*time.Minute), time.Second); l.Lapsed != 2 {
 		t.Errorf("Lapsed = %d after a Defer, want 2", l.Lapsed)
 	}
 }
@@ -207,12 +207,12 @@ func TestWorkLapsedLease(t *testing.T) {
 func TestWorkLateHolderBeforeTakeover(t *testing.T) {
 	w := NewLocalWork()
 	id := newIDs(1)[0]
-	w.Schedule(id, at(0))
-	l := mustClaimOne(t, w, at(0), time.Second)
-	if err := w.Defer(l, at(time.Hour)); err != nil {
+	w.Schedule(id, afterT0(0))
+	l := mustClaimOne(t, w, afterT0(0), time.Second)
+	if err := w.Defer(l, afterT0(time.Hour)); err != nil {
 		t.Fatalf("Defer after Until, before any Claim: %v", err)
 	}
-	l = mustClaimOne(t, w, at(time.Hour), time.Second)
+	l = mustClaimOne(t, w, afterT0(time.Hour), time.Second)
 	if l.Lapsed != 0 {
 		t.Errorf("Lapsed = %d, want 0: the late lease ended by Defer", l.Lapsed)
 	}
@@ -229,7 +229,7 @@ func TestWorkTwoOwnersNeverBothSettle(t *testing.T) {
 		w := NewLocalWork()
 		ids := newIDs(messages)
 		for _, id := range ids {
-			w.Schedule(id, at(0))
+			w.Schedule(id, afterT0(0))
 		}
 		var clock atomic.Int64 // ns since workT0
 		var mu sync.Mutex
@@ -238,7 +238,7 @@ func TestWorkTwoOwnersNeverBothSettle(t *testing.T) {
 		for range claimers {
 			wg.Go(func() {
 				for w.Len() > 0 {
-					ls := w.Claim(at(time.Duration(clock.Add(1))), 4, 3)
+					ls := w.Claim(afterT0(time.Duration(clock.Add(1))), 4, 3)
 					for _, l := range ls {
 						if l.Lapsed > 0 {
 							lapsed.Add(1)
@@ -278,34 +278,34 @@ func TestWorkScheduleWhileLeased(t *testing.T) {
 	id := newIDs(1)[0]
 	claim := func() Lease {
 		t.Helper()
-		w.Schedule(id, at(0))
-		return mustClaimOne(t, w, at(0), time.Minute)
+		w.Schedule(id, afterT0(0))
+		return mustClaimOne(t, w, afterT0(0), time.Minute)
 	}
 
 	l := claim()
-	w.Schedule(id, at(time.Hour))
+	w.Schedule(id, afterT0(time.Hour))
 	checkNext(t, "scheduled while leased", w, l.Until)
-	if err := w.Defer(l, at(2*time.Hour)); err != nil {
+	if err := w.Defer(l, afterT0(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	checkNext(t, "Defer later than the Scheduled time", w, at(time.Hour))
+	checkNext(t, "Defer later than the Scheduled time", w, afterT0(time.Hour))
 
 	l = claim()
-	w.Schedule(id, at(3*time.Hour))
-	if err := w.Defer(l, at(2*time.Hour)); err != nil {
+	w.Schedule(id, afterT0(3*time.Hour))
+	if err := w.Defer(l, afterT0(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	checkNext(t, "Defer earlier than the Scheduled time", w, at(2*time.Hour))
+	checkNext(t, "Defer earlier than the Scheduled time", w, afterT0(2*time.Hour))
 
 	l = claim()
-	w.Schedule(id, at(time.Hour))
+	w.Schedule(id, afterT0(time.Hour))
 	if err := w.Defer(l, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	checkNext(t, "Defer to no time after a Schedule", w, at(time.Hour))
+	checkNext(t, "Defer to no time after a Schedule", w, afterT0(time.Hour))
 
 	l = claim()
-	w.Schedule(id, at(time.Hour))
+	w.Schedule(id, afterT0(time.Hour))
 	w.Schedule(id, time.Time{}) // replaced: nothing kept
 	if err := w.Defer(l, time.Time{}); err != nil {
 		t.Fatal(err)
@@ -316,7 +316,7 @@ func TestWorkScheduleWhileLeased(t *testing.T) {
 	}
 
 	l = claim()
-	w.Schedule(id, at(time.Hour))
+	w.Schedule(id, afterT0(time.Hour))
 	if err := w.Done(l); err != nil {
 		t.Fatal(err)
 	}
@@ -331,9 +331,9 @@ func TestWorkScheduleWhileLeased(t *testing.T) {
 func TestWorkScheduleDuringLapsedLease(t *testing.T) {
 	w := NewLocalWork()
 	id := newIDs(1)[0]
-	w.Schedule(id, at(0))
-	old := mustClaimOne(t, w, at(0), time.Minute)
-	w.Schedule(id, at(time.Hour))
+	w.Schedule(id, afterT0(0))
+	old := mustClaimOne(t, w, afterT0(0), time.Minute)
+	w.Schedule(id, afterT0(time.Hour))
 	l := mustClaimOne(t, w, old.Until, time.Minute)
 	if err := w.Defer(l, time.Time{}); err != nil {
 		t.Fatal(err)
@@ -344,16 +344,16 @@ func TestWorkScheduleDuringLapsedLease(t *testing.T) {
 func TestWorkScheduleZeroUnleased(t *testing.T) {
 	w := NewLocalWork()
 	id := newIDs(2)
-	w.Schedule(id[0], at(time.Minute))
-	w.Schedule(id[1], at(time.Hour))
+	w.Schedule(id[0], afterT0(time.Minute))
+	w.Schedule(id[1], afterT0(time.Hour))
 	w.Schedule(id[0], time.Time{})
-	checkNext(t, "the first one waits for an event", w, at(time.Hour))
-	checkClaimed(t, "not due", w.Claim(at(2*time.Hour), 10, time.Second), id[1])
-	w.Schedule(id[0], at(time.Minute))
-	checkNext(t, "scheduled again", w, at(time.Minute))
-	checkClaimed(t, "due again", w.Claim(at(2*time.Hour), 10, time.Second), id[0])
-	w.Schedule(id[0], at(time.Minute)) // while leased: Next is unchanged
-	checkNext(t, "leases", w, at(2*time.Hour+time.Second))
+	checkNext(t, "the first one waits for an event", w, afterT0(time.Hour))
+	checkClaimed(t, "not due", w.Claim(afterT0(2*time.Hour), 10, time.Second), id[1])
+	w.Schedule(id[0], afterT0(time.Minute))
+	checkNext(t, "scheduled again", w, afterT0(time.Minute))
+	checkClaimed(t, "due again", w.Claim(afterT0(2*time.Hour), 10, time.Second), id[0])
+	w.Schedule(id[0], afterT0(time.Minute)) // while leased: Next is unchanged
+	checkNext(t, "leases", w, afterT0(2*time.Hour+time.Second))
 }
 
 func TestWorkReady(t *testing.T) {
@@ -367,11 +367,11 @@ func TestWorkReady(t *testing.T) {
 		}
 	}
 	id := newIDs(3)
-	w.Schedule(id[0], at(time.Hour))
+	w.Schedule(id[0], afterT0(time.Hour))
 	if !signalled() {
 		t.Error("first Schedule: no signal")
 	}
-	w.Schedule(id[1], at(2*time.Hour))
+	w.Schedule(id[1], afterT0(2*time.Hour))
 	if signalled() {
 		t.Error("Schedule later than Next: signalled")
 	}
@@ -379,27 +379,27 @@ func TestWorkReady(t *testing.T) {
 	if signalled() {
 		t.Error("Schedule to no time: signalled")
 	}
-	w.Schedule(id[1], at(time.Minute))
+	w.Schedule(id[1], afterT0(time.Minute))
 	if !signalled() {
 		t.Error("Schedule earlier than Next: no signal")
 	}
-	w.Schedule(id[1], at(time.Minute))
-	w.Schedule(id[2], at(time.Second))
+	w.Schedule(id[1], afterT0(time.Minute))
+	w.Schedule(id[2], afterT0(time.Second))
 	if !signalled() || signalled() {
 		t.Error("two signals: want one buffered")
 	}
 
-	l := mustClaimOne(t, w, at(time.Second), time.Hour)
+	l := mustClaimOne(t, w, afterT0(time.Second), time.Hour)
 	if signalled() {
 		t.Error("Claim: signalled")
 	}
-	if _, err := w.Extend(l, at(time.Second), time.Second); err != nil {
+	if _, err := w.Extend(l, afterT0(time.Second), time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if !signalled() {
 		t.Error("Extend to an earlier end than Next: no signal")
 	}
-	if err := w.Defer(l, at(time.Millisecond)); err != nil {
+	if err := w.Defer(l, afterT0(time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	if !signalled() {
@@ -410,16 +410,16 @@ func TestWorkReady(t *testing.T) {
 func TestWorkLen(t *testing.T) {
 	w := NewLocalWork()
 	id := newIDs(3)
-	w.Schedule(id[0], at(0))
+	w.Schedule(id[0], afterT0(0))
 	w.Schedule(id[1], time.Time{})
-	w.Schedule(id[2], at(time.Hour))
-	w.Schedule(id[2], at(time.Minute)) // rescheduled, not added
-	w.Schedule("not-a-queue-id", at(0))
+	w.Schedule(id[2], afterT0(time.Hour))
+	w.Schedule(id[2], afterT0(time.Minute)) // rescheduled, not added
+	w.Schedule("not-a-queue-id", afterT0(0))
 	w.Forget("not-a-queue-id")
 	if w.Len() != 3 {
 		t.Fatalf("Len() = %d, want 3", w.Len())
 	}
-	l := mustClaimOne(t, w, at(0), time.Second)
+	l := mustClaimOne(t, w, afterT0(0), time.Second)
 	if w.Len() != 3 {
 		t.Errorf("Len() = %d with one leased, want 3", w.Len())
 	}
