@@ -13,7 +13,7 @@
 // mutex, nothing persisted (the store's active marks record deaths across
 // restarts). Its memory is the point, since every queued message has an
 // item: 48 bytes in a slab, a slot in a hash index and one in a binary heap
-// (workheap.go), ~65 B/message at 1,000,000 (BenchmarkWorkScheduleMemory).
+// (workheap.go), 72 B/message at 1,000,000 (BenchmarkWorkScheduleMemory).
 // The heap orders each message by lease end while it is leased, else by due
 // time, and is fixed in place on every change (container/heap Fix/Remove),
 // so rescheduling leaves no stale items behind, unlike the transport's own
@@ -173,6 +173,22 @@ func (w *LocalWork) Schedule(id hub.QueueID, at time.Time) {
 	}
 	w.t.reorder(slot)
 	w.signalIfFirst(slot)
+}
+
+// Due is when id is next due: its due time, or while it is leased the
+// time Scheduled since its Claim (applied when the lease ends); zero when
+// it is not due or not known.
+func (w *LocalWork) Due(id hub.QueueID) time.Time {
+	if !id.Valid() {
+		return time.Time{}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	slot := w.t.lookup(keyOf(id))
+	if slot < 0 {
+		return time.Time{}
+	}
+	return timeOf(w.t.items[slot].due)
 }
 
 func (w *LocalWork) Forget(id hub.QueueID) {
