@@ -498,3 +498,35 @@ func TestWorkTableAgainstMap(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkDue: Due is the time a message is next due, also the one
+// Scheduled while it is leased; zero when not due, claimed, or unknown.
+func TestWorkDue(t *testing.T) {
+	w := NewLocalWork()
+	id := newIDs(1)[0]
+	check := func(what string, want time.Time) {
+		t.Helper()
+		if got := w.Due(id); !got.Equal(want) {
+			t.Errorf("%s: Due = %v, want %v", what, got, want)
+		}
+	}
+	check("unknown", time.Time{})
+	w.Schedule(id, afterT0(time.Minute))
+	check("scheduled", afterT0(time.Minute))
+	w.Schedule(id, time.Time{})
+	check("not due", time.Time{})
+	w.Schedule(id, afterT0(0))
+	l := mustClaimOne(t, w, afterT0(0), time.Minute)
+	check("claimed (the Claim consumes the due time)", time.Time{})
+	w.Schedule(id, afterT0(time.Hour))
+	check("scheduled while leased", afterT0(time.Hour))
+	if err := w.Defer(l, afterT0(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	check("deferred: the earlier time", afterT0(time.Hour))
+	w.Forget(id)
+	check("forgotten", time.Time{})
+	if got := w.Due("not-an-id"); !got.IsZero() {
+		t.Errorf("Due of an invalid id = %v", got)
+	}
+}
