@@ -5,8 +5,10 @@
 //
 // What it promises:
 //   - Submit returns only once the message is durable (the Store's Put).
-//   - One scheduler goroutine with a heap decides when each message is next
-//     due; nothing sleeps per message. Goroutines are bounded by
+//   - When each message is next due is kept by the queue engine's
+//     work-lease seam (queue.Work; schedule.go): one scheduler goroutine
+//     Claims what is due and runs each pass under its lease; nothing
+//     sleeps per message. Goroutines are bounded by
 //     configuration, not by the queue (workers.go): a fixed pool of workers
 //     runs the passes, and a delivery starts only with one of
 //     Hub.MaxOutboundConnections slots.
