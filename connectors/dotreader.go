@@ -39,7 +39,7 @@ package connectors
 // connection in the middle gets io.ErrUnexpectedEOF, as from go-smtp.
 //
 // The filter's buffer is small (4 KiB: every connection has one), so
-// while it is empty the dotReader reads the network itself, into a 64 KiB
+// while it is empty the dotReader reads the network itself, into a 32 KiB
 // block taken from a pool for the transaction: a 100 KB message is then a
 // few read(2) calls instead of 25. What it read past the end marker (the
 // client's next commands, if it pipelined them) is handed back to the
@@ -102,7 +102,7 @@ type dotReader struct {
 }
 
 // dataBlock is the size of a dotReader's own reads of the network.
-const dataBlock = 64 << 10
+const dataBlock = 32 << 10
 
 // blockPool holds dataBlock buffers between transactions.
 var blockPool = sync.Pool{New: func() any { return new([dataBlock]byte) }}
