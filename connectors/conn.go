@@ -77,6 +77,7 @@ type sessionConn struct {
 	state *connState
 
 	in       *bufio.Reader // the client's bytes, read by the filter
+	src      clientStream  // what in reads (dotreader.go)
 	pending  []byte        // what the filter passed and go-smtp has not read yet
 	chunkBuf []byte        // BDAT chunk bytes on their way
 	filter   filterState   // used only from go-smtp's connection goroutine
@@ -133,7 +134,8 @@ var errConnClosed = net.ErrClosed
 
 // init prepares the filter's reader once c.Conn is set.
 func (c *sessionConn) init() {
-	c.in = bufio.NewReaderSize(deadlineReader{c}, 4096)
+	c.src = clientStream{r: deadlineReader{c}}
+	c.in = bufio.NewReaderSize(&c.src, 4096)
 }
 
 // Read gives go-smtp the next bytes the filter lets through.
@@ -289,7 +291,7 @@ func (c *sessionConn) write(b []byte, own bool) (int, error) {
 // the network. Only go-smtp's connection goroutine reads, and it is the
 // one that writes replies.
 func (c *sessionConn) inputDrained() bool {
-	return len(c.pending) == 0 && (c.in == nil || c.in.Buffered() == 0)
+	return len(c.pending) == 0 && (c.in == nil || c.in.Buffered() == 0) && len(c.src.held) == 0
 }
 
 // flush writes the buffered replies to the socket.
@@ -384,7 +386,7 @@ func (c *sessionConn) rewrite(b []byte, own bool) []byte {
 	switch code {
 	case 354:
 		c.reply.next = modeData
-		c.body = newDotReader(c.in, c.c.server.MaxMessageBytes, func() { c.startRequest(0) })
+		c.body = newDotReader(c.in, &c.src, c.c.server.MaxMessageBytes, func() { c.startRequest(0) })
 	case 334:
 		c.reply.next = modeSASL
 	default:
@@ -504,7 +506,8 @@ func (c *sessionConn) startTLS() bool {
 	c.flush()
 	// §5: bytes pipelined after STARTTLS were sent in clear text; they
 	// must not be read as if they had come over TLS.
-	c.in.Reset(deadlineReader{c})
+	c.src.held = nil
+	c.in.Reset(&c.src)
 	tc := tls.Server(c.Conn, c.c.tls)
 	dl := time.Now().Add(c.inactivity)
 	if c.inactivity <= 0 {

@@ -232,9 +232,10 @@ func withProtocol(ehlo, utf8, tls, auth bool) string {
 }
 
 // readHead reads the first chunk of r: at least one byte, or an error
-// other than EOF.
+// other than EOF. The chunk may be small: the first Read of a
+// message.Reader examines the whole header section whatever its size.
 func readHead(r io.Reader) ([]byte, error) {
-	buf := make([]byte, 4096)
+	buf := make([]byte, 512)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 || err == io.EOF {

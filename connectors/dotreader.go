@@ -38,6 +38,14 @@ package connectors
 // exceeded") the session passes on as it did. A client that ends the
 // connection in the middle gets io.ErrUnexpectedEOF, as from go-smtp.
 //
+// The filter's buffer is small (4 KiB: every connection has one), so
+// while it is empty the dotReader reads the network itself, into a 32 KiB
+// block taken from a pool for the transaction: a 100 KB message is then a
+// few read(2) calls instead of 25. What it read past the end marker (the
+// client's next commands, if it pipelined them) is handed back to the
+// filter's stream (clientStream.unread) before the filter reads again, and
+// the block goes back to the pool.
+//
 // Deadlines (deadline.go) are kept per line: before it waits for the
 // network, the dotReader starts a new request deadline if a line ended (an
 // LF was consumed) since it last waited, so a line must still arrive whole
@@ -49,6 +57,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 
 	"github.com/emersion/go-smtp"
 )
@@ -66,10 +75,21 @@ const (
 )
 
 // dotReader yields the content of one DATA command, dot-stuffing removed,
-// from in; see above. It is used from the connection's goroutine only.
+// from in and, once in has nothing buffered, from src (the stream in
+// reads) in blocks; see above. It is used from the connection's goroutine
+// only.
 type dotReader struct {
 	in    *bufio.Reader
+	src   *clientStream
 	state dotState
+
+	// block[next:end] is what was read from src and not consumed yet;
+	// block is nil until the first read of src. pooled: it goes back to
+	// blockPool at the end.
+	block     []byte
+	next, end int
+	pooled    bool
+	srcErr    error // src's error that came with octets, returned next
 
 	limited bool  // go-smtp's MaxMessageBytes applies
 	left    int64 // octets still to yield before smtp.ErrDataTooLarge
@@ -81,10 +101,16 @@ type dotReader struct {
 	newLine   func()
 }
 
-// newDotReader returns the reader of the content that follows a 354 on in;
-// limit > 0 is go-smtp's MaxMessageBytes.
-func newDotReader(in *bufio.Reader, limit int64, newLine func()) *dotReader {
-	return &dotReader{in: in, limited: limit > 0, left: limit, lineEnded: true, newLine: newLine}
+// dataBlock is the size of a dotReader's own reads of the network.
+const dataBlock = 32 << 10
+
+// blockPool holds dataBlock buffers between transactions.
+var blockPool = sync.Pool{New: func() any { return new([dataBlock]byte) }}
+
+// newDotReader returns the reader of the content that follows a 354 on in,
+// which reads src; limit > 0 is go-smtp's MaxMessageBytes.
+func newDotReader(in *bufio.Reader, src *clientStream, limit int64, newLine func()) *dotReader {
+	return &dotReader{in: in, src: src, limited: limit > 0, left: limit, lineEnded: true, newLine: newLine}
 }
 
 // Read yields content until p is full, the end marker has been read
@@ -102,7 +128,7 @@ func (d *dotReader) Read(p []byte) (int, error) {
 	n := 0
 	var err error
 	for n < len(p) && d.state != dotEOF {
-		buf, e := d.buffered()
+		buf, own, e := d.buffered()
 		if e != nil {
 			err = e
 			break
@@ -111,34 +137,103 @@ func (d *dotReader) Read(p []byte) (int, error) {
 		if !d.lineEnded && bytes.IndexByte(buf[:used], '\n') >= 0 {
 			d.lineEnded = true
 		}
-		d.in.Discard(used)
+		if own {
+			d.next += used
+		} else {
+			d.in.Discard(used)
+		}
 		n += out
 	}
 	if d.limited {
 		d.left -= int64(n)
 	}
 	if err == nil && d.state == dotEOF {
+		d.finish()
 		err = io.EOF
 	}
 	return n, err
 }
 
-// buffered returns the octets in the filter's buffer, reading the network
-// once if there are none.
-func (d *dotReader) buffered() ([]byte, error) {
-	if d.in.Buffered() == 0 {
-		if d.lineEnded && d.newLine != nil {
-			d.newLine()
+// buffered returns the octets not consumed yet: the filter's buffer, or
+// else the block, reading the network into the block once if both are
+// empty. own says the octets are the block's.
+func (d *dotReader) buffered() (buf []byte, own bool, err error) {
+	if k := d.in.Buffered(); k > 0 {
+		buf, err = d.in.Peek(k)
+		return buf, false, err
+	}
+	if d.next < d.end {
+		return d.block[d.next:d.end], true, nil
+	}
+	if d.srcErr != nil {
+		return nil, false, d.srcErr
+	}
+	if d.lineEnded && d.newLine != nil {
+		d.newLine()
+	}
+	d.lineEnded = false
+	if d.block == nil {
+		d.block, d.pooled = blockPool.Get().(*[dataBlock]byte)[:], true
+	}
+	for range 100 { // as bufio.Reader: a reader that keeps returning nothing is broken
+		n, err := d.src.Read(d.block)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
-		d.lineEnded = false
-		if _, err := d.in.Peek(1); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
+		if n > 0 {
+			d.next, d.end, d.srcErr = 0, n, err
+			return d.block[:n], true, nil
+		}
+		if err != nil {
+			d.srcErr = err
+			return nil, false, err
 		}
 	}
-	return d.in.Peek(d.in.Buffered())
+	d.srcErr = io.ErrNoProgress
+	return nil, false, d.srcErr
+}
+
+// finish hands what the block holds past the end marker back to the
+// filter's stream, ahead of anything else, and returns the block to the
+// pool.
+func (d *dotReader) finish() {
+	if d.block == nil {
+		return
+	}
+	d.src.unread(d.block[d.next:d.end])
+	if d.pooled {
+		blockPool.Put((*[dataBlock]byte)(d.block))
+	}
+	d.block, d.next, d.end, d.pooled = nil, 0, 0, false
+}
+
+// clientStream is what the filter's reader reads: first the octets a
+// dotReader read past the end marker of DATA content (held), then r, the
+// client stream with our deadlines.
+type clientStream struct {
+	r    io.Reader
+	held []byte
+}
+
+func (s *clientStream) Read(p []byte) (int, error) {
+	if len(s.held) > 0 {
+		n := copy(p, s.held)
+		s.held = s.held[n:]
+		if len(s.held) == 0 {
+			s.held = nil
+		}
+		return n, nil
+	}
+	return s.r.Read(p)
+}
+
+// unread puts b (copied) in front of the octets still to be read.
+func (s *clientStream) unread(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	held := make([]byte, 0, len(b)+len(s.held))
+	s.held = append(append(held, b...), s.held...)
 }
 
 // unstuff runs the state machine over in, writing the content to out, and

@@ -115,14 +115,20 @@ type dotOutcome struct {
 	rest    string
 }
 
-// readDot reads in through a reader made by mk over a bufio.Reader of
-// bufSize fed in chunks of the given sizes, with reads of readSizes.
-func readDot(in []byte, bufSize int, chunks, readSizes []int, limit int64, fast bool) dotOutcome {
-	br := bufio.NewReaderSize(&chunkedReader{src: in, sizes: chunks}, bufSize)
+// readDot reads in through a reader (fast: the dotReader, with its own
+// reads in blocks of block octets, 0 for its pooled block; else the
+// byte-wise reference) over a bufio.Reader of bufSize fed in chunks of the
+// given sizes, with reads of readSizes.
+func readDot(in []byte, bufSize, block int, chunks, readSizes []int, limit int64, fast bool) dotOutcome {
+	src := &clientStream{r: &chunkedReader{src: in, sizes: chunks}}
+	br := bufio.NewReaderSize(src, bufSize)
 	var r io.Reader
 	var drain func() error
 	if fast {
-		d := newDotReader(br, limit, nil)
+		d := newDotReader(br, src, limit, nil)
+		if block > 0 {
+			d.block = make([]byte, block)
+		}
 		r, drain = d, d.drain
 	} else {
 		d := &byteDotReader{r: br, limited: limit > 0, left: limit}
@@ -205,14 +211,15 @@ func TestDotReaderMatchesByteReader(t *testing.T) {
 		if limit > 0 {
 			refLimit = limit + 1
 		}
-		want := readDot(in, bufSize, chunks, reads, refLimit, false)
+		block := []int{0, 1 + rng.IntN(5), 1 + rng.IntN(300), 1 + rng.IntN(6000)}[rng.IntN(4)]
+		want := readDot(in, bufSize, 0, chunks, reads, refLimit, false)
 		if want.err != nil && limit > 0 && int64(len(want.content)) > limit {
 			want.content = want.content[:limit]
 		}
-		got := readDot(in, bufSize, chunks, reads, limit, true)
+		got := readDot(in, bufSize, block, chunks, reads, limit, true)
 		if !sameOutcome(got, want) {
-			t.Fatalf("case %d: stream %q (buffer %d, chunks %v, reads %v, limit %d):\ngot  %+v\nwant %+v",
-				i, in, bufSize, chunks, reads, limit, got, want)
+			t.Fatalf("case %d: stream %q (buffer %d, block %d, chunks %v, reads %v, limit %d):\ngot  %+v\nwant %+v",
+				i, in, bufSize, block, chunks, reads, limit, got, want)
 		}
 	}
 }
@@ -225,13 +232,15 @@ func TestDotReaderEndAtEveryOffset(t *testing.T) {
 	for split := 1; split < len(in); split++ {
 		for _, reads := range [][]int{{split, 4096}, {1}, {4096}} {
 			for _, limit := range []int64{0, 16, 27, 28, 29} {
-				want := readDot(in, 16, []int{split, len(in)}, reads, limit, false)
-				got := readDot(in, 16, []int{split, len(in)}, reads, limit, true)
-				if !sameOutcome(got, want) {
-					t.Fatalf("split %d, reads %v, limit %d:\ngot  %+v\nwant %+v", split, reads, limit, got, want)
+				want := readDot(in, 16, 0, []int{split, len(in)}, reads, limit, false)
+				for _, block := range []int{0, 1, 3, 16} {
+					got := readDot(in, 16, block, []int{split, len(in)}, reads, limit, true)
+					if !sameOutcome(got, want) {
+						t.Fatalf("split %d, reads %v, limit %d, block %d:\ngot  %+v\nwant %+v", split, reads, limit, block, got, want)
+					}
 				}
-				if limit == 0 && (got.content != "Subject: x\r\n\r\n.dot\r\nline\r\n" || got.rest != "MAIL FROM:<a@b>\r\n") {
-					t.Fatalf("split %d: %+v", split, got)
+				if limit == 0 && (want.content != "Subject: x\r\n\r\n.dot\r\nline\r\n" || want.rest != "MAIL FROM:<a@b>\r\n") {
+					t.Fatalf("split %d: %+v", split, want)
 				}
 			}
 		}
@@ -243,9 +252,10 @@ func TestDotReaderEndAtEveryOffset(t *testing.T) {
 func TestDotReaderNewLine(t *testing.T) {
 	t.Parallel()
 	in := []byte("ab\r\ncd" + "ef" + "gh\r\n" + ".\r\n")
-	br := bufio.NewReaderSize(&chunkedReader{src: in, sizes: []int{6, 2, 4, 3}}, 16)
+	src := &clientStream{r: &chunkedReader{src: in, sizes: []int{6, 2, 4, 3}}}
+	br := bufio.NewReaderSize(src, 16)
 	calls := 0
-	d := newDotReader(br, 0, func() { calls++ })
+	d := newDotReader(br, src, 0, func() { calls++ })
 	got, err := io.ReadAll(d)
 	if err != nil || string(got) != "ab\r\ncdefgh\r\n" {
 		t.Fatalf("got %q, %v", got, err)
@@ -267,8 +277,8 @@ func FuzzDotReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8, read uint16, limit uint16) {
 		chunks := []int{int(chunk%64) + 1, 4096}
 		reads := []int{int(read%8192) + 1}
-		want := readDot(in, 16, chunks, reads, int64(limit), false)
-		got := readDot(in, 16, chunks, reads, int64(limit), true)
+		want := readDot(in, 16, 0, chunks, reads, int64(limit), false)
+		got := readDot(in, 16, int(chunk%32), chunks, reads, int64(limit), true)
 		if !sameOutcome(got, want) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 )
 
 // The header firewall.
@@ -77,8 +78,13 @@ type OrgHeaderFilter struct {
 // StripOrgHeaders returns a filter that removes the hub-internal header
 // fields from the message read from r.
 func StripOrgHeaders(r io.Reader) *OrgHeaderFilter {
-	return &OrgHeaderFilter{br: bufio.NewReaderSize(r, lineBuf), inHeader: true}
+	br := linePool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &OrgHeaderFilter{br: br, inHeader: true}
 }
+
+// linePool holds the lineBuf readers of filters that have ended.
+var linePool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, lineBuf) }}
 
 // Stripped returns the number of header fields removed so far.
 func (f *OrgHeaderFilter) Stripped() int { return f.stripped }
@@ -91,17 +97,35 @@ func (f *OrgHeaderFilter) Read(p []byte) (int, error) {
 	for len(f.out) == 0 {
 		switch {
 		case f.err != nil:
+			f.release()
 			return 0, f.err
 		case !f.inHeader:
 			// The body: straight through (bufio reads large requests
 			// directly into p once its buffer is empty).
-			return f.br.Read(p)
+			n, err := f.br.Read(p)
+			if err != nil {
+				f.err = err
+				if n == 0 {
+					f.release()
+				}
+			}
+			return n, err
 		}
 		f.step()
 	}
 	n := copy(p, f.out)
 	f.out = f.out[n:]
 	return n, nil
+}
+
+// release gives the reader back to linePool once the source has ended
+// (f.err is set and nothing is left to yield): br is never read again.
+func (f *OrgHeaderFilter) release() {
+	if f.br != nil {
+		f.br.Reset(nil)
+		linePool.Put(f.br)
+		f.br = nil
+	}
 }
 
 // step reads one line (or one buffer of a long line) of the header section

@@ -77,6 +77,7 @@ import (
 	"bytes"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	"hubd/policy"
@@ -149,7 +150,22 @@ func NewReader(r io.Reader, opts Options) *Reader {
 	if capH <= 0 {
 		capH = headerCap
 	}
-	return &Reader{src: r, opts: opts, buf: make([]byte, 0, chunkSize), headerLimit: capH}
+	return &Reader{src: r, opts: opts, buf: chunkPool.Get().(*[chunkSize]byte)[:0], headerLimit: capH}
+}
+
+// chunkPool holds the chunkSize buffers of Readers that have ended: every
+// message received would otherwise leave one to the collector.
+var chunkPool = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+
+// end makes err the Reader's sticky error, after which Read never looks at
+// buf again, and gives buf back to chunkPool when it is one of its own size
+// (a buffer grown for a large header section is left to the collector).
+func (r *Reader) end(err error) {
+	r.err = err
+	if cap(r.buf) == chunkSize {
+		chunkPool.Put((*[chunkSize]byte)(r.buf[:chunkSize]))
+	}
+	r.buf, r.rpos, r.ok, r.w = nil, 0, 0, 0
 }
 
 // MessageID returns the Message-ID field value found in the header (unfolded
@@ -171,7 +187,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	if !r.headerDone {
 		if err := r.readHeader(); err != nil {
-			r.err = err
+			r.end(err)
 			return 0, err
 		}
 	}
@@ -187,11 +203,11 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if r.pending != nil {
-			r.err = r.pending
+			r.end(r.pending)
 			return 0, r.err
 		}
 		if r.srcEOF {
-			r.err = io.EOF
+			r.end(io.EOF)
 			return 0, r.err
 		}
 		r.compact()

@@ -534,3 +534,38 @@ func TestLargeHeaderStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestPooledBuffersAfterEnd: a Reader and an OrgHeaderFilter give their
+// buffers back to a pool once they have ended; reading them again still
+// returns their sticky result, and the next message read through buffers
+// from the pool yields its own octets only.
+func TestPooledBuffersAfterEnd(t *testing.T) {
+	msgs := []string{
+		"X-Hubd-Secret: a\r\nSubject: one\r\n\r\n" + strings.Repeat("first body line\r\n", 3000),
+		"Subject: two\r\n\r\nshort\r\n",
+		"Subject: three\r\n\r\nbare\nLF\r\n",
+	}
+	for round := 0; round < 3; round++ {
+		for i, m := range msgs {
+			f := StripOrgHeaders(NewReader(strings.NewReader(m), Options{}))
+			got, err := io.ReadAll(f)
+			want := strings.TrimPrefix(m, "X-Hubd-Secret: a\r\n")
+			if i == 2 {
+				if err == nil {
+					t.Fatalf("round %d, message %d: bare LF accepted", round, i)
+				}
+				want = "Subject: three\r\n\r\nbare"
+			} else if err != nil {
+				t.Fatalf("round %d, message %d: %v", round, i, err)
+			}
+			if string(got) != want {
+				t.Fatalf("round %d, message %d: got %q…, want %q…", round, i, got[:min(len(got), 60)], want[:min(len(want), 60)])
+			}
+			for range 2 {
+				if n, again := f.Read(make([]byte, 10)); n != 0 || (err == nil && again != io.EOF) || (err != nil && again == nil) {
+					t.Fatalf("round %d, message %d: read after the end: %d, %v", round, i, n, again)
+				}
+			}
+		}
+	}
+}

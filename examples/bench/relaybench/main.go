@@ -6,6 +6,7 @@
 //	go run ./examples/bench/relaybench -count 1000 -rounds 1 # a quick look
 //	go run ./examples/bench/relaybench -conn-per-msg         # connect, EHLO, 1 message, QUIT
 //	go run ./examples/bench/relaybench -only hubd            # hubd alone (no Postfix needed)
+//	go run ./examples/bench/relaybench -hubd /tmp/new -against /tmp/old # two hubd builds
 //
 // # Set-up
 //
@@ -15,12 +16,14 @@
 // repository (go build ./cmd/hubd) and started with a temporary config: one
 // receive connector on a free loopback port that lets 127.0.0.1 relay
 // anonymously, one send connector to the sink with tls = "none", log level
-// info. B is a private Postfix instance started by postfix-relay.sh (flag
+// info (-hubd names a binary to run instead of building one). B is a private Postfix instance started by postfix-relay.sh (flag
 // -postfix-script; default ../shared/bench/postfix-relay.sh from the
 // repository root) with LISTEN_PORT, SINK_PORT and PFDIR set to free ports and
 // a temporary directory; it needs root and Debian's postfix package. Without
 // them relaybench says so and measures hubd alone. Both MTAs log every message
-// and both make a message durable before their 250.
+// and both make a message durable before their 250. With -against, B is
+// another hubd binary started the same way as A ("base" in the table), so
+// that two builds can be compared with the same interleaving.
 //
 // # Runs
 //
@@ -93,6 +96,8 @@ type options struct {
 	only          string
 	postfixScript string
 	e2eTimeout    time.Duration
+	hubd          string // prebuilt hubd binary for A ("": build one)
+	against       string // hubd binary for B instead of Postfix
 }
 
 func main() {
@@ -104,6 +109,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds of A B B A (hubd, postfix, postfix, hubd)")
 	flag.StringVar(&o.only, "only", "", "run only this MTA: hubd or postfix")
 	flag.StringVar(&o.postfixScript, "postfix-script", "", "postfix-relay.sh (default ../shared/bench/postfix-relay.sh from the repository root)")
+	flag.StringVar(&o.hubd, "hubd", "", "run this hubd binary as A instead of building ./cmd/hubd")
+	flag.StringVar(&o.against, "against", "", "run this hubd binary as B (named base) instead of Postfix")
 	flag.DurationVar(&o.e2eTimeout, "e2e-timeout", 5*time.Minute, "how long to wait for the sink to have every accepted message")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -139,13 +146,17 @@ func run(o options) error {
 
 	var mtas []mta
 	if o.only != "postfix" {
-		bin, err := benchkit.Build(work, "hubd")
-		if err != nil {
-			return err
+		bin := o.hubd
+		if bin == "" {
+			if bin, err = benchkit.Build(work, "hubd"); err != nil {
+				return err
+			}
 		}
-		mtas = append(mtas, &hubdRelay{binary: bin, sessions: o.sessions})
+		mtas = append(mtas, &hubdRelay{label: "hubd", binary: bin, sessions: o.sessions})
 	}
-	if o.only != "hubd" {
+	if o.against != "" && o.only == "" {
+		mtas = append(mtas, &hubdRelay{label: "base", binary: o.against, sessions: o.sessions})
+	} else if o.only != "hubd" {
 		script := o.postfixScript
 		if script == "" {
 			script = filepath.Join(repo, "..", "shared", "bench", "postfix-relay.sh")
@@ -186,7 +197,11 @@ func run(o options) error {
 			results = append(results, r)
 		}
 	}
-	printSummary(results)
+	names := make([]string, len(mtas))
+	for i, m := range mtas {
+		names[i] = m.name()
+	}
+	printSummary(results, names)
 	return nil
 }
 
@@ -298,33 +313,28 @@ var metrics = []metric{
 }
 
 // printSummary prints, per metric, each MTA's median and the median of the
-// paired ratios hubd/Postfix.
-func printSummary(results []runResult) {
+// paired ratios A/B (hubd/Postfix, or hubd/base with -against); names are
+// the MTAs in the order A, B.
+func printSummary(results []runResult, names []string) {
 	byMTA := map[string][]runResult{}
 	for _, r := range results {
 		byMTA[r.mta] = append(byMTA[r.mta], r)
 	}
-	hubd, postfix := byMTA["hubd"], byMTA["postfix"]
 	fmt.Println()
-	if len(hubd) > 0 && len(postfix) > 0 {
-		fmt.Printf("%-20s %12s %12s %16s  %s\n", "metric (median)", "hubd", "postfix", "hubd/postfix", "")
-	} else {
-		fmt.Printf("%-20s %12s\n", "metric (median)", results[0].mta)
-	}
-	for _, m := range metrics {
-		h, p := values(hubd, m.get), values(postfix, m.get)
-		switch {
-		case len(h) > 0 && len(p) > 0:
-			fmt.Printf("%-20s %12.3f %12.3f %16.2f  (%s)\n", m.name, median(h), median(p), median(pairRatios(h, p)), m.better)
-		case len(h) > 0:
-			fmt.Printf("%-20s %12.3f\n", m.name, median(h))
-		default:
-			fmt.Printf("%-20s %12.3f\n", m.name, median(p))
+	if len(names) == 1 {
+		fmt.Printf("%-20s %12s\n", "metric (median)", names[0])
+		for _, m := range metrics {
+			fmt.Printf("%-20s %12.3f\n", m.name, median(values(byMTA[names[0]], m.get)))
 		}
+		return
 	}
-	if len(hubd) > 0 && len(postfix) > 0 {
-		fmt.Println("ratios: median over the pairs of neighbouring runs (A B B A); latency in ms, PSS in MB")
+	a, b := byMTA[names[0]], byMTA[names[1]]
+	fmt.Printf("%-20s %12s %12s %16s  %s\n", "metric (median)", names[0], names[1], names[0]+"/"+names[1], "")
+	for _, m := range metrics {
+		h, p := values(a, m.get), values(b, m.get)
+		fmt.Printf("%-20s %12.3f %12.3f %16.2f  (%s)\n", m.name, median(h), median(p), median(pairRatios(h, p)), m.better)
 	}
+	fmt.Println("ratios: median over the pairs of neighbouring runs (A B B A); latency in ms, PSS in MB")
 }
 
 func values(rs []runResult, get func(runResult) float64) []float64 {

@@ -25,8 +25,10 @@ type mta interface {
 	stop() error
 }
 
-// hubdRelay is A: the hubd binary built from this repository.
+// hubdRelay is A: the hubd binary built from this repository (or given by
+// -hubd); with -against, B too.
 type hubdRelay struct {
+	label    string // "hubd" or "base"
 	binary   string
 	sessions int
 	cmd      *exec.Cmd
@@ -34,7 +36,7 @@ type hubdRelay struct {
 	logPath  string
 }
 
-func (h *hubdRelay) name() string { return "hubd" }
+func (h *hubdRelay) name() string { return h.label }
 
 func (h *hubdRelay) start(dir string, sinkPort int) (string, int, error) {
 	port, err := benchkit.FreePort()
