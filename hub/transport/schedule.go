@@ -165,3 +165,46 @@ func (s *scheduler) stop() {
 
 // leaseOf is e's current pass lease, as the engine knows it. t.mu is held.
 func leaseOf(e *entry) queue.Lease { return queue.Lease{ID: e.id, Rev: e.rev} }
+
+// dispatch is called by the scheduler with the lease of a due message:
+// its pass starts (or waits for the isolation slot, isolation.go).
+func (t *Transport) dispatch(l queue.Lease) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.msgs[l.ID]
+	switch {
+	case e == nil || e.removing:
+		// Left the queue (remove forgets it in the engine too; a message
+		// removed meanwhile may still have been claimed).
+		t.work.Forget(l.ID)
+		return
+	case t.closed:
+		return // the next Start schedules it again
+	case e.busy || e.passWaiting:
+		// Its lease lapsed while its pass ran or waited for the isolation
+		// slot: that pass holds the new lease, and ends it.
+		if e.busy {
+			t.log.Warn("a pass over a message outlasted its lease; it still runs", "id", e.id, "lease", passLease)
+		}
+		e.rev = l.Rev
+		return
+	}
+	e.rev = l.Rev
+	switch {
+	case !e.suspect:
+		t.startPassLocked(e, false)
+	case t.admitLocked(e):
+		t.startPassLocked(e, true)
+	default:
+		t.waitPassLocked(e) // another suspect is in flight
+	}
+}
+
+// endPassLeaseLocked ends the lease of e's pass (or of its wait for the
+// isolation slot): what was scheduled while it ran applies now. t.mu is
+// held.
+func (t *Transport) endPassLeaseLocked(e *entry) {
+	if err := t.work.Defer(leaseOf(e), time.Time{}); err != nil && !e.removing {
+		t.log.Warn("cannot end the lease of a pass", "id", e.id, "err", err)
+	}
+}
