@@ -161,8 +161,9 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 	default:
 		t.unparkLocked(e)
 		cur := t.work.Due(e.id)
-		if ok && !t.closed {
-			cur = t.scheduleEarlierLocked(e, due)
+		if ok && !t.closed && (cur.IsZero() || due.Before(cur)) {
+			t.scheduleLocked(e, due) // a due time already earlier stays
+			cur = due
 		}
 		evict = evict && (cur.IsZero() || cur.Sub(now) > evictAfter)
 	}

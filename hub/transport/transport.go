@@ -543,13 +543,3 @@ func (t *Transport) WaitIdle(ctx context.Context) error {
 func (t *Transport) scheduleLocked(e *entry, at time.Time) {
 	t.work.Schedule(e.id, at)
 }
-
-// scheduleEarlierLocked makes e due at at unless it is due earlier
-// already, and returns when it is due now. t.mu is held.
-func (t *Transport) scheduleEarlierLocked(e *entry, at time.Time) time.Time {
-	if cur := t.work.Due(e.id); !cur.IsZero() && !at.Before(cur) {
-		return cur
-	}
-	t.work.Schedule(e.id, at)
-	return at
-}

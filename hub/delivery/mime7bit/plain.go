@@ -2,7 +2,6 @@ package mime7bit
 
 import (
 	"bytes"
-	"encoding/binary"
 	"io"
 )
 
@@ -37,7 +36,7 @@ func (p *PlainReader) Read(b []byte) (int, error) {
 func (p *PlainReader) Plain() bool { return p.eof && !p.dirty }
 
 func (p *PlainReader) scan(b []byte) {
-	if has8bit(b) {
+	if !isASCII(b) {
 		p.dirty = true
 		return
 	}
@@ -59,29 +58,4 @@ func (p *PlainReader) scan(b []byte) {
 		return
 	}
 	p.line = line
-}
-
-// has8bit reports whether an octet of b is above 0x7F, eight at a time.
-func has8bit(b []byte) bool {
-	const high = 0x8080808080808080
-	for len(b) >= 32 {
-		w := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
-			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
-		if w&high != 0 {
-			return true
-		}
-		b = b[32:]
-	}
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b)&high != 0 {
-			return true
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c >= 0x80 {
-			return true
-		}
-	}
-	return false
 }

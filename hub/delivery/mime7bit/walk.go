@@ -3,6 +3,7 @@ package mime7bit
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"io"
 	"mime"
 	"strings"
@@ -413,7 +414,24 @@ func (st *stats) note(p piece, col *int) {
 	}
 }
 
+// isASCII reports whether no octet of b is above 0x7F, eight at a time
+// (PlainReader runs it over every message queued).
 func isASCII(b []byte) bool {
+	const high = 0x8080808080808080
+	for len(b) >= 32 {
+		w := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
+			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
+		if w&high != 0 {
+			return false
+		}
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&high != 0 {
+			return false
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return false
