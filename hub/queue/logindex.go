@@ -47,14 +47,27 @@ type logEntry struct {
 	msg, st loc
 }
 
-// idKey is a queue ID packed into 14 bytes: its 21 base32hex characters
+// Key is a queue ID packed into 14 bytes: its 21 base32hex characters
 // (hub.NewQueueID), 5 bits each, most significant first. Keys compare
-// like the IDs they encode, and every valid ID has its own key.
-type idKey [14]byte
+// like the IDs they encode, and every valid ID has its own key. The spool's
+// index and LocalWork keep keys, not strings; so does the transport for a
+// message it keeps no entry for (a waiting message, Work.SetNote).
+type Key [14]byte
+
+// KeyOf packs id; false when id is not hub.QueueID.Valid.
+func KeyOf(id hub.QueueID) (Key, bool) {
+	if !id.Valid() {
+		return Key{}, false
+	}
+	return keyOf(id), true
+}
+
+// ID unpacks k (a new string each call).
+func (k Key) ID() hub.QueueID { return k.id() }
 
 // keyOf packs id, which must be valid (hub.QueueID.Valid).
-func keyOf(id hub.QueueID) idKey {
-	var k idKey
+func keyOf(id hub.QueueID) Key {
+	var k Key
 	var acc uint32
 	bits, j := 0, 0
 	for i := 0; i < len(id) && i < idLen; i++ {
@@ -73,7 +86,7 @@ func keyOf(id hub.QueueID) idKey {
 }
 
 // id unpacks k.
-func (k idKey) id() hub.QueueID {
+func (k Key) id() hub.QueueID {
 	const digits = "0123456789abcdefghijklmnopqrstuv"
 	var b [idLen]byte
 	for i := range b {
@@ -94,7 +107,7 @@ func b32val(c byte) byte {
 // settleRef is a needed SETTLE record: in segment seg, cancelling id.
 type settleRef struct {
 	seg uint32
-	id  idKey
+	id  Key
 }
 
 type segInfo struct {
@@ -107,14 +120,14 @@ type segInfo struct {
 }
 
 type logIndex struct {
-	entries map[idKey]logEntry
+	entries map[Key]logEntry
 	// blobs are the queued messages whose body is a file under blob/
 	// (larger than inlineMax: few).
-	blobs map[idKey]struct{}
+	blobs map[Key]struct{}
 	// shadows: for a message whose MSG record compaction copied forward,
 	// the segment that still holds an older MSG record of it, until that
 	// segment is unlinked (removeSegment).
-	shadows map[idKey]uint32
+	shadows map[Key]uint32
 	// hops: the next hops with a needed HOP record (loghop.go).
 	hops map[string]*hopEntry
 	segs map[uint32]*segInfo
@@ -123,8 +136,8 @@ type logIndex struct {
 const settleSize = recHeader + recFixed
 
 func newLogIndex() *logIndex {
-	return &logIndex{entries: map[idKey]logEntry{}, blobs: map[idKey]struct{}{},
-		shadows: map[idKey]uint32{}, hops: map[string]*hopEntry{}, segs: map[uint32]*segInfo{}}
+	return &logIndex{entries: map[Key]logEntry{}, blobs: map[Key]struct{}{},
+		shadows: map[Key]uint32{}, hops: map[string]*hopEntry{}, segs: map[uint32]*segInfo{}}
 }
 
 func (x *logIndex) seg(n uint32) *segInfo {
@@ -229,7 +242,7 @@ func (x *logIndex) apply(rec *pendingRec, l loc) bool {
 
 // moveSettle records that the SETTLE of k cancelling a MSG record in
 // segment rec.settleFor was copied forward to l.
-func (x *logIndex) moveSettle(rec *pendingRec, k idKey, l loc) {
+func (x *logIndex) moveSettle(rec *pendingRec, k Key, l loc) {
 	t := x.segs[rec.settleFor]
 	if t == nil {
 		return

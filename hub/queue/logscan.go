@@ -31,7 +31,7 @@ import (
 
 // livePlace is where one queued message's records are.
 type livePlace struct {
-	key idKey
+	key Key
 	e   logEntry
 }
 
@@ -157,7 +157,7 @@ func decodeAt(b []byte, kind byte, id hub.QueueID, v any) (logRecord, error) {
 // dropDamaged quarantines the record at l of the message k, which Scan
 // found damaged when it read it back, and forgets the message: it is
 // not handed out, and Get and Open fail for it from now on.
-func (s *LogStore) dropDamaged(k idKey, l loc, why error) {
+func (s *LogStore) dropDamaged(k Key, l loc, why error) {
 	if s.inspecting {
 		return // skipped, not quarantined
 	}

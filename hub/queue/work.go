@@ -27,7 +27,8 @@
 // Ack, after the state write; Lapsed ≈ NumDelivered-1; Rev ≈ the stream
 // sequence or KV revision that a state write is made conditional on;
 // Schedule of a leased message ≈ a "due" field in the message's KV entry;
-// Forget ≈ a purge by subject, or an Ack.
+// SetNote ≈ another field of that entry, written with the Defer that
+// releases the message; Forget ≈ a purge by subject, or an Ack.
 
 package queue
 
@@ -98,6 +99,14 @@ type Work interface {
 	// Done ends l and forgets the message (settled: it left the queue).
 	// ErrLeaseLost as above.
 	Done(l Lease) error
+	// SetNote keeps note with id until the next SetNote or until id is
+	// forgotten: a word of the holder's about a message it keeps nothing
+	// else for while it waits (the transport's next hop and depth count of
+	// a waiting message: transport/dormant.go). Ignored when id is not
+	// known.
+	SetNote(id hub.QueueID, note uint64)
+	// Note is id's note (0 until one is set) and whether id is known.
+	Note(id hub.QueueID) (note uint64, known bool)
 	// Len is the number of messages known (leased or not).
 	Len() int
 	// Ready is signalled (buffered 1, never closed) whenever Next may
@@ -278,6 +287,29 @@ func (w *LocalWork) Done(l Lease) error {
 	}
 	w.t.remove(slot)
 	return nil
+}
+
+func (w *LocalWork) SetNote(id hub.QueueID, note uint64) {
+	if !id.Valid() {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if slot := w.t.lookup(keyOf(id)); slot >= 0 {
+		w.t.items[slot].note = note
+	}
+}
+
+func (w *LocalWork) Note(id hub.QueueID) (uint64, bool) {
+	if !id.Valid() {
+		return 0, false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if slot := w.t.lookup(keyOf(id)); slot >= 0 {
+		return w.t.items[slot].note, true
+	}
+	return 0, false
 }
 
 func (w *LocalWork) Len() int {

@@ -438,8 +438,8 @@ func TestWorkLen(t *testing.T) {
 // enough to wrap probe runs and delete from their middles.
 func TestWorkTableAgainstMap(t *testing.T) {
 	tb := newWorkTable()
-	model := map[idKey]int64{}
-	var keys []idKey
+	model := map[Key]int64{}
+	var keys []Key
 	for i := range 20000 {
 		switch op := rand.IntN(10); {
 		case op < 5 || len(keys) == 0:
@@ -528,5 +528,55 @@ func TestWorkDue(t *testing.T) {
 	check("forgotten", time.Time{})
 	if got := w.Due("not-an-id"); !got.IsZero() {
 		t.Errorf("Due of an invalid id = %v", got)
+	}
+}
+
+// TestWorkNote: a note stays with its message through leases and
+// reschedules, and goes with it.
+func TestWorkNote(t *testing.T) {
+	w := NewLocalWork()
+	ids := newIDs(2)
+	id := ids[0]
+	check := func(what string, want uint64, wantKnown bool) {
+		t.Helper()
+		if got, known := w.Note(id); got != want || known != wantKnown {
+			t.Errorf("%s: Note = %#x, %v; want %#x, %v", what, got, known, want, wantKnown)
+		}
+	}
+	w.SetNote(id, 7)
+	check("unknown (SetNote ignored)", 0, false)
+	w.Schedule(id, time.Time{})
+	check("known, not due", 0, true)
+	w.SetNote(id, 1<<63|42)
+	w.Schedule(ids[1], afterT0(0))
+	w.SetNote(ids[1], 9)
+	check("set", 1<<63|42, true)
+	w.Schedule(id, afterT0(0))
+	l := mustClaimOne(t, w, afterT0(time.Second), time.Minute)
+	if l.ID != id && l.ID != ids[1] {
+		t.Fatalf("claimed %s", l.ID)
+	}
+	check("claimed or not", 1<<63|42, true)
+	w.Forget(ids[1])
+	check("after the other one is forgotten", 1<<63|42, true)
+	w.Forget(id)
+	check("forgotten", 0, false)
+	w.Schedule(id, time.Time{})
+	check("scheduled anew", 0, true)
+	if _, known := w.Note("not-an-id"); known {
+		t.Error("an invalid id is known")
+	}
+}
+
+// TestKeyOf: an ID and its key round-trip; an invalid ID has none.
+func TestKeyOf(t *testing.T) {
+	for _, id := range newIDs(100) {
+		k, ok := KeyOf(id)
+		if !ok || k.ID() != id {
+			t.Fatalf("KeyOf(%s) = %v, %v; ID() = %s", id, k, ok, k.ID())
+		}
+	}
+	if _, ok := KeyOf("../etc/passwd"); ok {
+		t.Error("KeyOf accepts an invalid id")
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"hash/maphash"
 )
 
-// workItem is LocalWork's record of one message: 48 bytes, the key inline.
+// workItem is LocalWork's record of one message: 56 bytes, the key inline.
 //
 // Times are Unix nanoseconds, 0 meaning none (see nanos). The heap orders
 // items by their effective time (at): the lease end while leased, else the
@@ -19,12 +19,14 @@ type workItem struct {
 	until int64
 	// rev is the revision handed out by the latest Claim of the message.
 	rev uint64
-	key idKey
+	key Key
 	// pos is the item's position in the heap, -1 when not in it. In a free
 	// slot it is the next free slot, -1 ending the list.
 	pos int32
 	// lapsed counts the message's leases that lapsed (Lease.Lapsed).
 	lapsed uint32
+	// note is the holder's word kept with the message (Work.SetNote).
+	note uint64
 }
 
 // at is the item's effective time: the key the heap orders by.
@@ -43,8 +45,8 @@ func (it *workItem) at() int64 {
 // growth), an index bucket (5 to 11 B) and a heap slot with its time
 // (12 B): 72 B measured at 1,000,000 (BenchmarkWorkScheduleMemory).
 //
-// Why not a Go map: at 1,000,000 messages a map[idKey]uint32 measured 44.5
-// B/entry (its tables were half full at that size) and map[idKey]*workItem
+// Why not a Go map: at 1,000,000 messages a map[Key]uint32 measured 44.5
+// B/entry (its tables were half full at that size) and map[Key]*workItem
 // 104 B/entry with the item, against a budget of 80 B/message for all of
 // it. The index here is a power-of-two []uint32 between three eighths and
 // three quarters full, with linear probing and backward-shift deletion (no
@@ -71,18 +73,18 @@ func newWorkTable() *workTable {
 	return &workTable{free: -1, seed: maphash.MakeSeed()}
 }
 
-func (t *workTable) bucket(k idKey) int {
+func (t *workTable) bucket(k Key) int {
 	return int(maphash.Comparable(t.seed, k) & uint64(len(t.index)-1))
 }
 
 // lookup returns k's slot, or -1.
-func (t *workTable) lookup(k idKey) int32 {
+func (t *workTable) lookup(k Key) int32 {
 	_, slot := t.find(k)
 	return slot
 }
 
 // find returns k's bucket and slot, or -1, -1.
-func (t *workTable) find(k idKey) (int, int32) {
+func (t *workTable) find(k Key) (int, int32) {
 	if len(t.index) == 0 {
 		return -1, -1
 	}
@@ -100,7 +102,7 @@ func (t *workTable) find(k idKey) (int, int32) {
 
 // add makes a fresh item for k, which must not be present, and returns
 // its slot. The item is neither due nor leased.
-func (t *workTable) add(k idKey) int32 {
+func (t *workTable) add(k Key) int32 {
 	if (t.count+1)*4 > len(t.index)*3 {
 		t.grow()
 	}
