@@ -96,7 +96,12 @@ receive_connector "in" {
 		case <-p.done:
 			deaths++
 			logs += p.out.String()
-			p = startBinary(t, bin, cfgPath, addr)
+			// Restarted as a supervisor would, without waiting for it to
+			// listen: the crashing message is due again one
+			// quick_retry_interval after recovery, and on a loaded machine
+			// that may come before the listeners are up (a death this
+			// loop counts like any other).
+			p = startBinary(t, bin, cfgPath)
 		case <-time.After(50 * time.Millisecond): // poll the log
 		}
 		if time.Now().After(deadline) {
