@@ -18,10 +18,14 @@ package transport
 // The totals therefore add up to Stats.PendingRecipients, and per queue to
 // what Queues reports as Recipients.
 //
-// The oldest message is found from a list of entries in arrival order:
-// entries that left are dropped from its front when it is read, so a read
-// costs O(1) amortised, plus the poisoned messages at its front (which the
-// age ignores: they wait for an operator, not for delivery).
+// The oldest message is found from a list of every queued message in
+// arrival order (arrivals: its arrival time and queue ID key, 24 bytes,
+// no pointer, so that a message asleep without an entry, dormant.go, is
+// listed too): messages that left are dropped from its front when it is
+// read, so a read costs O(1) amortised, plus the poisoned messages at its
+// front (which the age ignores: they wait for an operator, not for
+// delivery). Which messages left, and which are poisoned, the tracker
+// keeps as sets of keys (left: until the list is next compacted).
 
 import (
 	"cmp"
@@ -29,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"hubd/hub"
 	"hubd/hub/queue"
 )
 
@@ -96,17 +101,36 @@ type depthTracker struct {
 	held     int64
 	poisoned int64
 	suspects int64
-	arrivals []*entry
-	gone     int               // entries in arrivals that left the queue (compacted by forget)
-	unsorted bool              // bulk: entries are appended, sorted when it ends
-	names    map[string]string // queue names, interned (bounded by the next hops ever used)
+	arrivals []arrivalRec
+	left     map[queue.Key]struct{} // in arrivals, left the queue (compacted by forget)
+	poisonK  map[queue.Key]struct{} // poisoned (few: they wait for an operator)
+	unsorted bool                   // bulk: records are appended, sorted when it ends
+	// Queue names, interned and numbered (bounded by the next hops ever
+	// used): names[q] is the one copy, nameList[nameNum[q]-1] it again.
+	names    map[string]string
+	nameNum  map[string]uint32
+	nameList []string
 	// waiting is closed and replaced whenever the number of messages not
 	// poisoned changes (WaitIdle).
 	waiting chan struct{} // in arrival order; entries that left are dropped lazily
 }
 
+// arrivalRec is one queued message in the arrival list.
+type arrivalRec struct {
+	at  int64 // its arrival, Unix nanoseconds
+	key queue.Key
+}
+
 func newDepthTracker() *depthTracker {
-	return &depthTracker{rcpts: map[depthKey]int64{}, waiting: make(chan struct{})}
+	return &depthTracker{rcpts: map[depthKey]int64{}, waiting: make(chan struct{}), left: map[queue.Key]struct{}{},
+		poisonK: map[queue.Key]struct{}{}}
+}
+
+// keyOf is id's key; every queued message's ID is valid (the store and
+// the connectors make them with hub.NewQueueID).
+func keyOf(id hub.QueueID) queue.Key {
+	k, _ := queue.KeyOf(id)
+	return k
 }
 
 // update counts e as it is now. e.mu is held (or e is not shared yet).
@@ -134,12 +158,19 @@ func (d *depthTracker) update(e *entry) {
 	}
 	old := &e.depth
 	if old.gone {
-		return
+		return // left the queue, or fell asleep (dormant.go)
 	}
 	defer d.signalLocked(d.unsettledLocked())
 	if !old.counted {
 		d.messages++
-		d.insertLocked(e)
+		d.insertLocked(arrivalRec{at: m.Arrived.UnixNano(), key: keyOf(e.id)})
+	}
+	if next.poisoned != (old.counted && old.poisoned) {
+		if next.poisoned {
+			d.poisonK[keyOf(e.id)] = struct{}{}
+		} else {
+			delete(d.poisonK, keyOf(e.id))
+		}
 	}
 	d.applyLocked(old, -1)
 	d.applyLocked(&next, 1)
@@ -154,9 +185,11 @@ func (d *depthTracker) intern(q string) string {
 		return s
 	}
 	if d.names == nil {
-		d.names = map[string]string{}
+		d.names, d.nameNum = map[string]string{}, map[string]uint32{}
 	}
 	d.names[q] = q
+	d.nameList = append(d.nameList, q)
+	d.nameNum[q] = uint32(len(d.nameList))
 	return q
 }
 
@@ -168,22 +201,24 @@ func (d *depthTracker) forget(e *entry) {
 	if e.depth.counted && !e.depth.gone {
 		d.messages--
 		d.applyLocked(&e.depth, -1)
-		d.gone++
+		k := keyOf(e.id)
+		d.left[k] = struct{}{}
+		delete(d.poisonK, k)
 	}
 	e.depth = depthShare{gone: true}
-	if d.gone > len(d.arrivals)/2+64 {
+	if len(d.left) > len(d.arrivals)/2+64 {
 		// Most of the list left: drop them, amortised O(1) per message
 		// (a scrape's oldest trims only the front, and without metrics
 		// nothing else would: the list would keep every message ever
 		// queued).
 		live := d.arrivals[:0]
 		for _, a := range d.arrivals {
-			if !a.depth.gone {
+			if _, left := d.left[a.key]; !left {
 				live = append(live, a)
 			}
 		}
-		clear(d.arrivals[len(live):])
-		d.arrivals, d.gone = live, 0
+		d.arrivals = live
+		clear(d.left)
 	}
 }
 
@@ -246,22 +281,22 @@ func (d *depthTracker) bulk(on bool) {
 	defer d.mu.Unlock()
 	d.unsorted = on
 	if !on {
-		slices.SortStableFunc(d.arrivals, func(a, b *entry) int { return cmp.Compare(a.arrived, b.arrived) })
+		slices.SortStableFunc(d.arrivals, func(a, b arrivalRec) int { return cmp.Compare(a.at, b.at) })
 	}
 }
 
-// insertLocked puts e in the arrival list: at the end, or a few places
+// insertLocked puts a in the arrival list: at the end, or a few places
 // before it when concurrent Submits finished out of order.
-func (d *depthTracker) insertLocked(e *entry) {
+func (d *depthTracker) insertLocked(a arrivalRec) {
 	if d.unsorted {
-		d.arrivals = append(d.arrivals, e)
+		d.arrivals = append(d.arrivals, a)
 		return
 	}
 	i := len(d.arrivals)
-	for i > 0 && d.arrivals[i-1].arrived > e.arrived {
+	for i > 0 && d.arrivals[i-1].at > a.at {
 		i--
 	}
-	d.arrivals = slices.Insert(d.arrivals, i, e)
+	d.arrivals = slices.Insert(d.arrivals, i, a)
 }
 
 // oldest is the arrival time of the oldest message not poisoned; false
@@ -270,16 +305,18 @@ func (d *depthTracker) oldest() (time.Time, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n := 0
-	for n < len(d.arrivals) && d.arrivals[n].depth.gone {
-		n++
+	for ; n < len(d.arrivals); n++ {
+		k := d.arrivals[n].key
+		if _, left := d.left[k]; !left {
+			break
+		}
+		delete(d.left, k)
 	}
-	if n > 0 {
-		d.arrivals = slices.Delete(d.arrivals, 0, n)
-		d.gone = max(0, d.gone-n)
-	}
-	for _, e := range d.arrivals {
-		if !e.depth.gone && !e.depth.poisoned {
-			return time.Unix(0, e.arrived), true
+	d.arrivals = d.arrivals[n:] // the array's front is reclaimed when it next grows
+	for _, a := range d.arrivals {
+		_, left := d.left[a.key]
+		if _, poisoned := d.poisonK[a.key]; !left && !poisoned {
+			return time.Unix(0, a.at), true
 		}
 	}
 	return time.Time{}, false

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"hubd/hub"
 	"hubd/hub/ops"
 	"hubd/hub/queue"
 )
@@ -15,12 +16,14 @@ import (
 // A queued message's envelope and recipient state (queue.Message) are in
 // RAM only while it has work in flight or is soon due. A message that
 // merely waits — parked on a next hop in Retry (park.go), or not due for
-// longer than evictAfter — keeps only its entry: its queue ID, arrival,
-// due time, flags and its share of the depth counts (depth.go), and its
-// place in the scheduler's heap and in its queue's parked list. Its
-// Message is read back from the store (queue.Store.Get) when a pass over
-// it starts, when an operator acts on it, or for a Reload when it waits
-// in the unreachable queue; listings read it without keeping it (view).
+// longer than evictAfter — keeps only its entry: its queue ID, due time,
+// flags and its share of the depth counts (depth.go), and its place in
+// the seam's schedule, the arrival list and its queue's parked list; and
+// most such messages then fall asleep without the entry too (dormant.go).
+// Its Message is read back from the store (queue.Store.Get) when a pass
+// over it starts, when an operator acts on it, or for a Reload when it
+// waits in the unreachable queue; listings read it without keeping it
+// (view, asleepView).
 //
 // What the store has is what a restart would load, so dropping the
 // Message loses only what a restart would lose, and that is chosen:
@@ -74,16 +77,18 @@ func (t *Transport) view(e *entry) (*queue.Message, error) {
 		return nil, err
 	}
 	t.mu.Lock()
-	q := e.parkedOn
-	var name, text string
-	var retryAt time.Time
-	if q != nil {
-		name, text, retryAt = q.hop.String(), retryText(q), q.retryAt
-	}
+	t.showParkedLocked(m, e.parkedOn)
 	t.mu.Unlock()
+	return m, nil
+}
+
+// showParkedLocked shows m, read back from the store, as it is while
+// parked on q (nil: not parked): see view. t.mu is held.
+func (t *Transport) showParkedLocked(m *queue.Message, q *hopQueue) {
 	if q == nil {
-		return m, nil
+		return
 	}
+	name, text, retryAt := q.hop.String(), retryText(q), q.retryAt
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		// A parked message is dropped only when nothing else of it is due
@@ -97,7 +102,48 @@ func (t *Transport) view(e *entry) (*queue.Message, error) {
 			r.NextAttempt = retryAt
 		}
 	}
-	return m, nil
+}
+
+// asleepView is the operator's view of a message asleep (dormant.go),
+// parked on q (nil: not parked), read without waking it; false when it
+// left the queue or cannot be read.
+func (t *Transport) asleepView(id hub.QueueID, q *hopQueue) (msgView, bool) {
+	m, err := t.store.Get(context.Background(), id)
+	if err != nil {
+		return msgView{}, false
+	}
+	t.mu.Lock()
+	t.showParkedLocked(m, q)
+	t.mu.Unlock()
+	return msgView{m: m, st: cloneState(m.State)}, true
+}
+
+// arrivalView is msgView of the message a walk found, asleep or not.
+func (t *Transport) arrivalView(a arrival, st *opsState) (msgView, bool) {
+	if a.e == nil {
+		return t.asleepView(a.pos.id, a.parked)
+	}
+	return t.msgView(a.e, st)
+}
+
+// viewOf is msgView of the queued message id, without waking it; false
+// when there is none.
+func (t *Transport) viewOf(id hub.QueueID, st *opsState) (msgView, bool) {
+	t.mu.Lock()
+	e := t.msgs[id]
+	var asleep bool
+	var parked *hopQueue
+	if e == nil {
+		asleep, parked = t.asleepLocked(id)
+	}
+	t.mu.Unlock()
+	switch {
+	case e != nil:
+		return t.msgView(e, st)
+	case asleep:
+		return t.asleepView(id, parked)
+	}
+	return msgView{}, false
 }
 
 // evictLocked drops e's Message if nothing uses it. e.mu is held, t.mu is
@@ -153,10 +199,20 @@ func (t *Transport) passFailed(e *entry, isolated bool, err error) {
 	}
 }
 
+// errAsleep: the entry fell asleep and is detached (dormant.go); look the
+// message up again.
+var errAsleep = errors.New("transport: entry detached: the message fell asleep")
+
 // lockLoaded locks e.mu with e's Message in RAM, for an operator's
-// action; on error e.mu is not held.
+// action; on error e.mu is not held. errAsleep: see lockedEntry.
 func (t *Transport) lockLoaded(e *entry) error {
 	e.mu.Lock()
+	if e.asleep {
+		// It fell asleep since it was found (dormant.go): the caller
+		// looks it up again.
+		e.mu.Unlock()
+		return errAsleep
+	}
 	if err := t.loadLocked(e); err != nil {
 		e.mu.Unlock()
 		if errors.Is(err, queue.ErrNotFound) {

@@ -35,7 +35,7 @@ type hopQueue struct {
 	running map[*workItem]bool
 	// Parking (park.go): the messages waiting for this queue's Retry to
 	// end, nParked of them live; probe is the one woken to probe it.
-	parked  []*entry
+	parked  []queue.Key // by key, so that an asleep message is listed (dormant.go)
 	nParked int
 	probe   *entry
 	// woken: the batch drainLocked woke last, for counting what of it
@@ -407,6 +407,14 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		for _, i := range it.indexes {
 			t.recordIn(it.spanContext, e.msg, e.msg.Recipients[i])
 		}
+	}
+	if unreachable {
+		// Hinted before e.mu is let go: a reschedule of e that runs first
+		// (its pass ending) parks it as the one below would, instead of
+		// letting it fall asleep unparked (dormant.go).
+		t.mu.Lock()
+		e.parkHint = q
+		t.mu.Unlock()
 	}
 	e.landed(it.indexes)
 	e.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"hubd/hub"
 	"hubd/hub/delivery"
 	"hubd/hub/dsn"
 	"hubd/hub/queue"
@@ -59,7 +60,7 @@ func TestDepthTracker(t *testing.T) {
 	d := newDepthTracker()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	msg := func(arrived time.Time, rs ...queue.RecipientState) *entry {
-		return newEntry(&queue.Message{Arrived: arrived, State: queue.State{Recipients: rs}})
+		return newEntry(&queue.Message{ID: hub.NewQueueID(arrived), Arrived: arrived, State: queue.State{Recipients: rs}})
 	}
 	a := msg(t0.Add(2*time.Second), queue.RecipientState{Status: queue.Queued}, queue.RecipientState{Status: queue.Queued})
 	b := msg(t0.Add(time.Second), queue.RecipientState{Status: queue.Queued})

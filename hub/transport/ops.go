@@ -271,7 +271,7 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 	st := t.opsState()
 	_, isHop := st.hop(name)
 	known := name == submissionQueue || name == unreachableQueue || st.suspended[name] || isHop
-	var targets []*entry
+	var targets []arrival
 	n := 0 // messages with work in the queue not being delivered now: made due, or probing and following the probe
 	err := t.walk(ctx, firstPos, walkChunk, func(a arrival) bool {
 		here := a.recipientsIn(name)
@@ -282,7 +282,13 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 		if a.held || a.poisoned {
 			return true
 		}
-		targets = append(targets, a.e)
+		if a.e == nil && a.parked != nil && a.parked.hop.String() == name && !resubmit {
+			// Asleep, parked on the queue: it follows the probe (below)
+			// without being woken now (dormant.go).
+			n++
+			return true
+		}
+		targets = append(targets, a)
 		running := 0
 		for _, q := range st.running[a.e] {
 			if q == name {
@@ -304,8 +310,9 @@ func (t *Transport) RetryQueue(ctx context.Context, name string, resubmit bool) 
 	if resubmit {
 		t.pullWaiting(func(it *workItem) bool { return it.hop.String() == name })
 	}
-	for _, e := range targets {
-		if t.lookup(e.id) == e && (resubmit || !t.parkedOnName(e, name)) {
+	for _, a := range targets {
+		e := t.lookup(a.pos.id) // wakes it if it fell asleep (dormant.go)
+		if e != nil && (resubmit || !t.parkedOnName(e, name)) {
 			// A message parked on the queue is left as it is: it follows
 			// the probe when that reaches the next hop (park.go).
 			t.makeDue(e, resubmit, func(r queue.RecipientState) bool {
@@ -394,6 +401,19 @@ func (t *Transport) makeDue(e *entry, unpark bool, match func(queue.RecipientSta
 	}
 	now := t.clock()
 	e.mu.Lock()
+	for e.asleep {
+		// Fell asleep since it was found (dormant.go).
+		e.mu.Unlock()
+		if e = t.lookup(e.id); e == nil {
+			return false
+		}
+		if unpark {
+			t.mu.Lock()
+			t.unparkLocked(e)
+			t.mu.Unlock()
+		}
+		e.mu.Lock()
+	}
 	if err := t.loadLocked(e); err != nil {
 		e.mu.Unlock()
 		return false
@@ -415,12 +435,16 @@ func (t *Transport) makeDue(e *entry, unpark bool, match func(queue.RecipientSta
 	return n > 0
 }
 
-// lookup returns the queued message id, or nil.
+// lookup returns the queued message id, or nil; an asleep one is woken
+// (dormant.go).
 func (t *Transport) lookup(id hub.QueueID) *entry {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e := t.msgs[id]; e != nil && !e.removing {
+	if e := t.msgs[id]; e != nil {
+		if e.removing {
+			return nil
+		}
 		return e
 	}
-	return nil
+	return t.wakeAsleepLocked(id)
 }

@@ -16,24 +16,26 @@ import (
 // Listing: Messages, a page at a time (ops "Paging").
 //
 // The order of a listing is arrival, then queue id. The depth tracker
-// keeps every queued entry in a list in arrival order (depth.go,
-// arrivals), so a page is found without sorting the queue: a binary
-// search finds where the page starts, and the walk takes the entries
-// after it a chunk at a time under the tracker's lock (a leaf, held only
-// to copy pointers and depth shares), then reads each message (view: a
-// store Get when it waits with its Message dropped) only when the walk
-// reaches it and what RAM says of it lets it match the filter. The walk
+// keeps every queued message in a list in arrival order (depth.go,
+// arrivals: time and key), so a page is found without sorting the queue:
+// a binary search finds where the page starts, and the walk takes the
+// records after it a chunk at a time under the tracker's lock (a leaf,
+// held only to copy them), finds each one's depth share in its entry or,
+// asleep, in its note (dormant.go) under t.mu, then reads each message
+// (view: a store Get when it waits with its Message dropped or asleep)
+// only when the walk reaches it and what RAM says of it lets it match the
+// filter. The walk
 // stops at the page's limit plus one, which says whether it is truncated.
 // A page costs O(log queue + page) when the filter matches often; a
 // filter on the queue, the held or poisoned state or the age skips what
 // cannot match without reading it; one on the sender or a recipient reads
 // every message it passes.
 //
-// The arrival list orders entries by arrival only; entries that share an
-// arrival time (concurrent submissions, or a test's clock) are taken
+// The arrival list orders messages by arrival only; messages that share
+// an arrival time (concurrent submissions, or a test's clock) are taken
 // together and sorted by id within a chunk, so that a chunk never splits
-// them. Entries that left stay in the list until its front is compacted
-// (depth.go, oldest); the walk skips them.
+// them. Messages that left stay in the list until it is compacted
+// (depth.go, forget and oldest); the walk skips them.
 //
 // Times are compared on the wall clock (UnixNano): a position read back
 // from a client has no monotonic reading. A wall clock stepped back
@@ -54,17 +56,17 @@ var firstPos = pagePos{arrived: math.MinInt64}
 // the byte 0xff.
 func afterRun(ns int64) pagePos { return pagePos{arrived: ns, id: "\xff"} }
 
-func posOf(e *entry) pagePos { return pagePos{arrived: e.arrived, id: e.id} }
-
 func (p pagePos) compare(q pagePos) int {
 	return cmp.Or(cmp.Compare(p.arrived, q.arrived), strings.Compare(string(p.id), string(q.id)))
 }
 
-// arrival is one queued entry as a walk sees it: its place, and a copy of
-// its depth share (where its pending recipients wait), read without
-// reading the message.
+// arrival is one queued message as a walk sees it: its place, and a copy
+// of its depth share (where its pending recipients wait), read without
+// reading the message. e is its entry; nil when it is asleep (dormant.go),
+// and parked is then the queue it is parked on, if any.
 type arrival struct {
 	e              *entry
+	parked         *hopQueue
 	pos            pagePos
 	held, poisoned bool
 	rcpts          []depthCount
@@ -86,40 +88,68 @@ func (a arrival) recipientsIn(name string) int {
 // lock at a time.
 const walkChunk = 256
 
-// arrivalsAfter returns about n live entries that come after pos in the
+// arrivalsAfter returns about n live messages that come after pos in the
 // listing order, in that order, and the position up to which it looked:
-// every live entry between pos and there is returned. It reads no message.
+// every live message between pos and there is returned. It reads no
+// message: the arrival list under the tracker's lock, then each one's
+// entry or, asleep, its note under t.mu.
 func (t *Transport) arrivalsAfter(pos pagePos, n int) ([]arrival, pagePos) {
 	d := t.depth
-	var out []arrival
-	var counts []depthCount
+	var recs []arrivalRec
 	d.mu.Lock()
 	list := d.arrivals
-	i := sort.Search(len(list), func(i int) bool { return list[i].arrived >= pos.arrived })
+	i := sort.Search(len(list), func(i int) bool { return list[i].at >= pos.arrived })
 	seen, reached := 0, pos
 	for ; i < len(list); i++ {
-		e := list[i]
-		ns := e.arrived
+		r := list[i]
 		// Stop between two arrival times, never inside a run of one (a
 		// run is sorted by id below), once enough is taken or looked at.
-		if (len(out) >= n || seen >= 16*n) && ns != reached.arrived {
+		if (len(recs) >= n || seen >= 16*n) && r.at != reached.arrived {
 			break
 		}
 		seen++
-		reached = afterRun(ns)
-		p := pagePos{arrived: ns, id: e.id}
-		if e.depth.gone || p.compare(pos) <= 0 {
-			continue
+		reached = afterRun(r.at)
+		if _, left := d.left[r.key]; !left {
+			recs = append(recs, r)
 		}
-		start := len(counts)
-		counts = e.depth.counts(counts)
-		out = append(out, arrival{e: e, pos: p, held: e.depth.held, poisoned: e.depth.poisoned,
-			rcpts: counts[start:len(counts):len(counts)]})
 	}
 	d.mu.Unlock()
 	if i == len(list) {
 		reached = afterRun(math.MaxInt64)
 	}
+	out := make([]arrival, 0, len(recs))
+	var counts []depthCount
+	t.mu.Lock()
+	for _, r := range recs {
+		a := arrival{pos: pagePos{arrived: r.at, id: r.key.ID()}}
+		if a.pos.compare(pos) <= 0 {
+			continue
+		}
+		var share depthShare
+		if e := t.msgs[a.pos.id]; e != nil {
+			d.mu.Lock()
+			share = e.depth
+			share.more = slices.Clone(share.more)
+			d.mu.Unlock()
+			if !share.counted || share.gone {
+				continue // not queued yet (Submit), or left
+			}
+			a.e = e
+		} else if asleep, q := t.asleepLocked(a.pos.id); asleep {
+			note, _ := t.work.Note(a.pos.id)
+			d.mu.Lock()
+			share = d.shareOf(note)
+			d.mu.Unlock()
+			a.parked = q
+		} else {
+			continue // left the queue
+		}
+		start := len(counts)
+		counts = share.counts(counts)
+		a.held, a.poisoned, a.rcpts = share.held, share.poisoned, counts[start:len(counts):len(counts)]
+		out = append(out, a)
+	}
+	t.mu.Unlock()
 	slices.SortFunc(out, func(a, b arrival) int { return a.pos.compare(b.pos) })
 	return out, reached
 }
@@ -172,7 +202,7 @@ func (t *Transport) Messages(ctx context.Context, f ops.MessageFilter) (ops.Mess
 		if !a.mayMatch(f) {
 			return true
 		}
-		mv, ok := t.msgView(a.e, st)
+		mv, ok := t.arrivalView(a, st)
 		if !ok {
 			return true
 		}
@@ -205,12 +235,12 @@ func (t *Transport) positionOf(after string) (pagePos, error) {
 	if !p.Arrived.IsZero() {
 		return pagePos{arrived: p.Arrived.UnixNano(), id: hub.QueueID(p.ID)}, nil
 	}
-	e := t.lookup(hub.QueueID(p.ID))
-	if e == nil {
+	mv, ok := t.viewOf(hub.QueueID(p.ID), t.opsState())
+	if !ok {
 		return pagePos{}, fmt.Errorf("%w: no message %q in the queue to list after; give the position a listing returned as next (ID@ARRIVED)",
 			ops.ErrNotFound, p.ID)
 	}
-	return posOf(e), nil
+	return pagePos{arrived: mv.m.Arrived.UnixNano(), id: mv.m.ID}, nil
 }
 
 // mayMatch reports whether the message may pass f, from what RAM says of

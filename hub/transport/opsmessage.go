@@ -49,11 +49,7 @@ const deleteWait = time.Minute
 // with its reply from the tracking log (the store keeps only the last
 // reply of each recipient).
 func (t *Transport) Message(ctx context.Context, id string) (ops.MessageDetail, error) {
-	e := t.lookup(hub.QueueID(id))
-	if e == nil {
-		return ops.MessageDetail{}, fmt.Errorf("%w: no message %q in the queue", ops.ErrNotFound, id)
-	}
-	mv, ok := t.msgView(e, t.opsState())
+	mv, ok := t.viewOf(hub.QueueID(id), t.opsState())
 	if !ok {
 		return ops.MessageDetail{}, fmt.Errorf("%w: no message %q in the queue", ops.ErrNotFound, id)
 	}
@@ -160,7 +156,7 @@ func (t *Transport) attempts(m *queue.Message) (map[string][]ops.Attempt, error)
 
 // OpenMessage returns the message as queued.
 func (t *Transport) OpenMessage(ctx context.Context, id string) (io.ReadCloser, error) {
-	if t.lookup(hub.QueueID(id)) == nil {
+	if !t.Queued(hub.QueueID(id)) {
 		return nil, fmt.Errorf("%w: no message %q in the queue", ops.ErrNotFound, id)
 	}
 	rc, err := t.store.Open(hub.QueueID(id))
@@ -168,6 +164,20 @@ func (t *Transport) OpenMessage(ctx context.Context, id string) (io.ReadCloser, 
 		return nil, fmt.Errorf("%w: message %q left the queue", ops.ErrNotFound, id)
 	}
 	return rc, err
+}
+
+// lockedEntry is the queued message id with its e.mu held and its
+// Message in RAM (lockLoaded), or ops.ErrNotFound.
+func (t *Transport) lockedEntry(id string) (*entry, error) {
+	for {
+		e, err := t.entryOf(id)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.lockLoaded(e); !errors.Is(err, errAsleep) {
+			return e, err
+		}
+	}
 }
 
 // entryOf is the queued message id, or ops.ErrNotFound.
@@ -180,11 +190,8 @@ func (t *Transport) entryOf(id string) (*entry, error) {
 
 // Hold parks a message until Release; see the comment at the top.
 func (t *Transport) Hold(ctx context.Context, id string) error {
-	e, err := t.entryOf(id)
+	e, err := t.lockedEntry(id)
 	if err != nil {
-		return err
-	}
-	if err := t.lockLoaded(e); err != nil {
 		return err
 	}
 	defer e.mu.Unlock()
@@ -214,11 +221,8 @@ func (t *Transport) Hold(ctx context.Context, id string) error {
 // Release ends a hold, or moves a poisoned message back into the queue
 // with its crash counts cleared. Its pending recipients are due now.
 func (t *Transport) Release(ctx context.Context, id string) error {
-	e, err := t.entryOf(id)
+	e, err := t.lockedEntry(id)
 	if err != nil {
-		return err
-	}
-	if err := t.lockLoaded(e); err != nil {
 		return err
 	}
 	st := cloneState(e.msg.State)
@@ -262,11 +266,8 @@ func (t *Transport) Release(ctx context.Context, id string) error {
 // Retry makes a message's deferred recipients due now (Postfix's postqueue
 // -i), and lets the next hops they wait for, if in Retry, be probed now.
 func (t *Transport) Retry(ctx context.Context, id string) error {
-	e, err := t.entryOf(id)
+	e, err := t.lockedEntry(id)
 	if err != nil {
-		return err
-	}
-	if err := t.lockLoaded(e); err != nil {
 		return err
 	}
 	held, poisoned := e.msg.Held, e.msg.Poisoned
@@ -293,12 +294,13 @@ func (t *Transport) Retry(ctx context.Context, id string) error {
 // Delete removes a message; with ndr its sender hears of every recipient
 // still pending. See the comment at the top for the order of steps.
 func (t *Transport) Delete(ctx context.Context, id string, ndr bool) error {
-	e, err := t.entryOf(id)
-	if err != nil {
+	// Held first, durably: nothing new starts; then wait for what runs.
+	// (A held message never falls asleep: dormant.go.)
+	if err := t.Hold(ctx, id); err != nil {
 		return err
 	}
-	// Held first, durably: nothing new starts; then wait for what runs.
-	if err := t.Hold(ctx, id); err != nil {
+	e, err := t.entryOf(id)
+	if err != nil {
 		return err
 	}
 	if err := t.waitNotInFlight(ctx, e); err != nil {

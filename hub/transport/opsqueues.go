@@ -60,7 +60,7 @@ func (t *Transport) Queues(ctx context.Context) ([]ops.QueueInfo, error) {
 	needsRecipients := func(qi *ops.QueueInfo) bool {
 		return qi.Name != poisonQueue && (qi.State != StateRetry || qi.LastError == "")
 	}
-	var deferred []*entry // messages to read for that, oldest first
+	var deferred []arrival // messages to read for that, oldest first
 	err := t.walk(ctx, firstPos, 4*walkChunk, func(a arrival) bool {
 		var in []string // the queues counted for this message
 		read := false
@@ -73,27 +73,27 @@ func (t *Transport) Queues(ctx context.Context) ([]ops.QueueInfo, error) {
 			if !slices.Contains(in, name) {
 				in = append(in, name)
 				qi.Messages++
-				if at := time.Unix(0, a.e.arrived).UTC(); qi.Oldest.IsZero() || at.Before(qi.Oldest) {
+				if at := time.Unix(0, a.pos.arrived).UTC(); qi.Oldest.IsZero() || at.Before(qi.Oldest) {
 					qi.Oldest = at
 				}
 			}
 			qi.Recipients += int(c.n)
-			if name == submissionQueue && t.passRunning(a.e) {
+			if name == submissionQueue && a.e != nil && t.passRunning(a.e) {
 				qi.Active += int(c.n)
 				qi.State = StateActive
 			}
 			read = read || (c.state == depthDeferred && needsRecipients(qi))
 		}
 		if read {
-			deferred = append(deferred, a.e)
+			deferred = append(deferred, a)
 		}
 		return true
 	})
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range deferred {
-		mv, ok := t.msgView(e, st)
+	for _, a := range deferred {
+		mv, ok := t.arrivalView(a, st)
 		if !ok {
 			continue
 		}
@@ -142,7 +142,7 @@ func (t *Transport) pendingHopNames() map[string]bool {
 				names[q] = true
 			}
 		}
-		if a.poisoned {
+		if a.poisoned && a.e != nil { // a poisoned message never sleeps (dormant.go)
 			poisoned = append(poisoned, a.e)
 		}
 		return true

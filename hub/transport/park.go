@@ -3,6 +3,7 @@ package transport
 import (
 	"time"
 
+	"hubd/hub"
 	"hubd/hub/queue"
 )
 
@@ -45,10 +46,12 @@ import (
 // that its next hop is down. A recipient's state while parked is the one
 // its last deferral left (Deferred, NextHop naming the queue).
 //
-// Parked entries are guarded by Transport.mu: entry.parkedOn names the
-// queue, hopQueue.parked lists them in order of parking. An entry that
-// leaves (woken, removed) has parkedOn cleared and stays in the list until
-// the list is next compacted or emptied; nParked counts the live ones. A
+// Parked messages are guarded by Transport.mu: entry.parkedOn names the
+// queue (or, asleep, the message's note: dormant.go), hopQueue.parked
+// lists their keys in order of parking. A message that leaves (woken,
+// removed) has parkedOn cleared and stays in the list until the list is
+// next compacted or emptied; nParked counts the live ones, asleep or not;
+// popping an asleep one wakes it. A
 // woken entry's wakeFor names the queue whose deferred recipients are due
 // at once (nextDue, route): its retry time may have moved up since they
 // were deferred (an operator's retry), and the probe found it reachable.
@@ -63,15 +66,24 @@ func (t *Transport) parkLocked(e *entry, q *hopQueue) {
 	q.nParked++
 	if len(q.parked) > 2*q.nParked+64 {
 		live := q.parked[:0]
-		for _, p := range q.parked {
-			if p.parkedOn == q {
-				live = append(live, p)
+		for _, k := range q.parked {
+			if t.parkedHereLocked(k.ID(), q) {
+				live = append(live, k)
 			}
 		}
-		clear(q.parked[len(live):])
 		q.parked = live
 	}
-	q.parked = append(q.parked, e)
+	q.parked = append(q.parked, keyOf(e.id))
+}
+
+// parkedHereLocked reports whether the message id is parked on q, with an
+// entry or asleep (dormant.go). t.mu is held.
+func (t *Transport) parkedHereLocked(id hub.QueueID, q *hopQueue) bool {
+	if e := t.msgs[id]; e != nil {
+		return e.parkedOn == q
+	}
+	asleep, on := t.asleepLocked(id)
+	return asleep && on == q
 }
 
 // unparkLocked takes e off its queue's parked list, if it is on one.
@@ -120,11 +132,14 @@ func (t *Transport) wakeProbeLocked(q *hopQueue) {
 // (nil: none left). t.mu is held.
 func (t *Transport) popParkedLocked(q *hopQueue) *entry {
 	for len(q.parked) > 0 {
-		e := q.parked[0]
-		q.parked[0] = nil
+		id := q.parked[0].ID()
 		q.parked = q.parked[1:]
-		if e.parkedOn != q {
+		if !t.parkedHereLocked(id, q) {
 			continue // left the list before: woken, or parked elsewhere
+		}
+		e := t.msgs[id]
+		if e == nil {
+			e = t.wakeAsleepLocked(id) // dormant.go
 		}
 		t.unparkLocked(e)
 		if !e.removing {

@@ -10,5 +10,8 @@ func (t *Transport) Queued(id hub.QueueID) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	_, ok := t.msgs[id]
+	if !ok {
+		ok, _ = t.asleepLocked(id)
+	}
 	return ok
 }

@@ -101,6 +101,12 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 	now := t.clock()
 	h := t.cfg.Load().Hub
 	e.mu.Lock()
+	if e.asleep {
+		// Fell asleep meanwhile (dormant.go): nothing of it is in flight,
+		// and the seam has its due time.
+		e.mu.Unlock()
+		return
+	}
 	if err := t.loadLocked(e); err != nil {
 		e.mu.Unlock()
 		t.log.Error("cannot read queued message", "id", e.id, "err", err)
@@ -170,6 +176,9 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 	t.mu.Unlock()
 	if evict {
 		t.evictLocked(e)
+		t.mu.Lock()
+		t.sleepLocked(e) // dormant.go
+		t.mu.Unlock()
 	}
 	e.mu.Unlock()
 }

@@ -44,19 +44,11 @@ func (c *fakeClock) set(h *harness, t time.Time) {
 // recipient returns a copy of recipient i of message id, or false when the
 // message has left the queue.
 func (h *harness) recipient(id hub.QueueID, i int) (queue.RecipientState, bool) {
-	h.tr.mu.Lock()
-	e := h.tr.msgs[id]
-	h.tr.mu.Unlock()
-	if e == nil {
+	mv, ok := h.tr.viewOf(id, h.tr.opsState()) // with an entry or asleep (dormant.go)
+	if !ok || i >= len(mv.st.Recipients) {
 		return queue.RecipientState{}, false
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	m, err := h.tr.view(e)
-	if err != nil || i >= len(m.Recipients) {
-		return queue.RecipientState{}, false
-	}
-	return m.Recipients[i], true
+	return mv.st.Recipients[i], true
 }
 
 func (h *harness) submitEnv(env hub.Envelope, body string) hub.QueueID {

@@ -172,6 +172,9 @@ func (t *Transport) dispatch(l queue.Lease) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.msgs[l.ID]
+	if e == nil {
+		e = t.wakeAsleepLocked(l.ID) // dormant.go
+	}
 	switch {
 	case e == nil || e.removing:
 		// Left the queue (remove forgets it in the engine too; a message

@@ -127,9 +127,12 @@ type Transport struct {
 
 	global chan struct{} // overall delivery slots (Hub.MaxOutboundConnections, read at New)
 
-	mu     sync.Mutex
-	msgs   map[hub.QueueID]*entry
-	queues map[delivery.NextHop]*hopQueue
+	mu sync.Mutex
+	// msgs: the messages with an entry; the others sleep (dormant.go).
+	msgs    map[hub.QueueID]*entry
+	hopNum  map[delivery.NextHop]int // next hops numbered for notes (dormant.go)
+	hopList []delivery.NextHop       // hopList[n-1] is number n
+	queues  map[delivery.NextHop]*hopQueue
 	// suspended names the delivery queues an operator suspended (a runtime
 	// override, never persisted: SuspendQueue).
 	suspended map[string]bool
@@ -156,8 +159,7 @@ type Transport struct {
 // that are rarely set are kept as Unix nanoseconds (issue 11: RAM per
 // waiting message).
 type entry struct {
-	id      hub.QueueID
-	arrived int64 // m.Arrived, Unix nanoseconds: the listing and age order
+	id hub.QueueID
 	// mu guards msg, msg.State, inflight, notifyRetry, dirty and
 	// unreachable, and is held across the store Update that persists them,
 	// so that Updates of one message are ordered.
@@ -176,6 +178,9 @@ type entry struct {
 	// plain: the body is 7-bit with short lines (delivery.Message.Plain),
 	// as seen by Submit; false after a restart (not known).
 	plain bool
+	// asleep: the message fell asleep and this entry is detached
+	// (dormant.go). Set with t.mu held too.
+	asleep bool
 
 	// Guarded by Transport.mu.
 	busy        bool // process is running
@@ -220,7 +225,7 @@ func (e *entry) notifyRetryAt() time.Time {
 }
 
 func newEntry(m *queue.Message) *entry {
-	return &entry{id: m.ID, arrived: m.Arrived.UnixNano(), msg: m}
+	return &entry{id: m.ID, msg: m}
 }
 
 // landed takes the recipients at indexes out of flight; the maps go with
@@ -248,6 +253,7 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 		log:       opts.Logger,
 		clock:     opts.Clock,
 		msgs:      map[hub.QueueID]*entry{},
+		hopNum:    map[delivery.NextHop]int{},
 		queues:    map[delivery.NextHop]*hopQueue{},
 		suspended: map[string]bool{},
 		track:     opts.Tracking,
@@ -353,6 +359,7 @@ func (t *Transport) Start(ctx context.Context) error {
 		if due := t.work.Due(e.id); due.IsZero() || due.Sub(now) > evictAfter {
 			e.mu.Lock()
 			t.evictLocked(e)
+			t.sleepLocked(e) // dormant.go
 			e.mu.Unlock()
 		}
 		return nil
