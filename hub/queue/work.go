@@ -12,8 +12,8 @@
 // LocalWork is the engine for one process: everything in memory under one
 // mutex, nothing persisted (the store's active marks record deaths across
 // restarts). Its memory is the point, since every queued message has an
-// item: 48 bytes in a slab, a slot in a hash index and one in a binary heap
-// (workheap.go), 72 B/message at 1,000,000 (BenchmarkWorkScheduleMemory).
+// item: 56 bytes in a slab, a slot in a hash index and one in a binary heap
+// (workheap.go), 84 B/message at 1,000,000 (BenchmarkWorkScheduleMemory).
 // The heap orders each message by lease end while it is leased, else by due
 // time, and is fixed in place on every change (container/heap Fix/Remove),
 // so rescheduling leaves no stale items behind, unlike the transport's own

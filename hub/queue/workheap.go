@@ -41,14 +41,15 @@ func (it *workItem) at() int64 {
 // open-addressing hash index, and orders the ones with an effective time in
 // a binary heap of slab slots. The caller holds LocalWork's mutex.
 //
-// Per message: the item (48 B, plus up to a quarter for the slab's append
+// Per message: the item (56 B, plus up to a quarter for the slab's append
 // growth), an index bucket (5 to 11 B) and a heap slot with its time
-// (12 B): 72 B measured at 1,000,000 (BenchmarkWorkScheduleMemory).
+// (12 B): 84 B measured at 1,000,000 (BenchmarkWorkScheduleMemory; 72 B
+// before the item kept a note).
 //
 // Why not a Go map: at 1,000,000 messages a map[Key]uint32 measured 44.5
 // B/entry (its tables were half full at that size) and map[Key]*workItem
 // 104 B/entry with the item, against a budget of 80 B/message for all of
-// it. The index here is a power-of-two []uint32 between three eighths and
+// it (the note, added since, costs 8 B more). The index here is a power-of-two []uint32 between three eighths and
 // three quarters full, with linear probing and backward-shift deletion (no
 // tombstones). Freed slots are reused from a free list threaded through
 // pos. Neither the slab nor the index shrinks: they keep the high-water

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +16,8 @@ import (
 )
 
 // TestGoroutinesBoundedByConfiguration: a backlog of due messages whose
-// deliveries cannot finish costs no goroutine per message. Passes run on
+// deliveries cannot finish costs no goroutine per message, and only a
+// bounded part of it is claimed at once. Passes run on
 // passWorkers workers; deliveries start only with one of
 // max_outbound_connections slots, across all next hops (issue 11: with
 // 20,000 due messages the transport used to peak at 6,306 goroutines).
@@ -33,6 +35,11 @@ func TestGoroutinesBoundedByConfiguration(t *testing.T) {
 	before := runtime.NumGoroutine()
 	h := startStore(t, config(t, spool, `max_outbound_connections = 3
   max_per_domain_outbound_connections = 2`), local, remote, nil, marks)
+	// Opened before the transport is closed should the test fail first.
+	var gateOnce, blockOnce sync.Once
+	openGate := func() { gateOnce.Do(func() { close(marks.gate) }) }
+	unblock := func() { blockOnce.Do(func() { close(block) }) }
+	t.Cleanup(func() { openGate(); unblock() })
 	for i := range backlog {
 		rcpt := "alice@example.com"
 		if i%2 == 1 {
@@ -46,7 +53,24 @@ func TestGoroutinesBoundedByConfiguration(t *testing.T) {
 	if peak := runtime.NumGoroutine() - before; peak > 1+passWorkers+20 {
 		t.Errorf("%d goroutines with %d messages due, want at most %d", peak, backlog, 1+passWorkers+20)
 	}
-	close(marks.gate)
+	// Nor are all of them claimed: the passes running and maxQueuedPasses
+	// waiting for a worker; the rest waits in the engine (schedule.go).
+	claimed := func() (n int) {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		for _, e := range h.tr.msgs {
+			if e.busy {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "passes claimed up to the bound", func() bool { return claimed() == passWorkers+maxQueuedPasses })
+	h.tr.sched.poke()
+	if n := claimed(); n != passWorkers+maxQueuedPasses {
+		t.Errorf("%d messages claimed for passes with the workers stuck, want %d", n, passWorkers+maxQueuedPasses)
+	}
+	openGate()
 	// Wait until every pass has run and the backlog sits in the delivery
 	// queues: what would have been a goroutine per message has had every
 	// chance to appear.
@@ -66,7 +90,7 @@ func TestGoroutinesBoundedByConfiguration(t *testing.T) {
 	if limit := 1 + passWorkers + 3 + 20; peak > limit {
 		t.Errorf("%d goroutines with %d messages backlogged, want at most %d", peak, backlog, limit)
 	}
-	close(block)
+	unblock()
 	h.waitIdle()
 	if n := len(local.seen()) + len(remote.seen()); n != backlog {
 		t.Errorf("%d deliveries, want %d", n, backlog)

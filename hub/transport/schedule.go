@@ -31,6 +31,10 @@ type scheduler struct {
 	work     queue.Work
 	dispatch func(l queue.Lease)
 	wakeHop  func(q *hopQueue, at time.Time)
+	// room is how many more passes may be dispatched now (passRoom): due
+	// messages beyond it stay with the engine, asleep (dormant.go), until
+	// the workers catch up and poke.
+	room func() int
 
 	mu   sync.Mutex
 	hops hopHeap
@@ -44,6 +48,15 @@ type scheduler struct {
 // queue for the workers (workers.go) in that order either way, and a
 // smaller batch lets hop probes and new due times in between.
 const claimBatch = 256
+
+// maxQueuedPasses bounds the passes dispatched and waiting for a worker
+// (passRoom). Everything a pass produces (work items, deferrals in Retry)
+// is queued behind the passes waiting, so without a bound a start-up with
+// a million messages due would claim them all at once and read every one
+// of them back into RAM before the first deferral let one go again; with
+// it, what is in RAM while a backlog of due messages is worked off is
+// bounded by configuration, and the rest waits in the engine, asleep.
+const maxQueuedPasses = 2 * claimBatch
 
 // passLease is how long a pass's lease lasts. A pass is CPU work and one
 // store write or two; one that outlives this is stuck, and its lease
@@ -69,12 +82,14 @@ func (h *hopHeap) Pop() any {
 	return it
 }
 
-func newScheduler(clock func() time.Time, work queue.Work, dispatch func(queue.Lease), wakeHop func(*hopQueue, time.Time)) *scheduler {
+func newScheduler(clock func() time.Time, work queue.Work, dispatch func(queue.Lease), wakeHop func(*hopQueue, time.Time),
+	room func() int) *scheduler {
 	return &scheduler{
 		clock:    clock,
 		work:     work,
 		dispatch: dispatch,
 		wakeHop:  wakeHop,
+		room:     room,
 		wake:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -137,11 +152,15 @@ func (s *scheduler) dispatchDue() time.Duration {
 			s.wakeHop(hop.q, hop.at)
 			continue
 		}
-		leases := s.work.Claim(now, claimBatch, passLease)
+		room := min(claimBatch, s.room())
+		if room == 0 {
+			return maxWait // the workers poke when they have caught up
+		}
+		leases := s.work.Claim(now, room, passLease)
 		for _, l := range leases {
 			s.dispatch(l)
 		}
-		if len(leases) == claimBatch {
+		if len(leases) == room {
 			continue
 		}
 		next := s.work.Next()
@@ -161,6 +180,14 @@ func (s *scheduler) dispatchDue() time.Duration {
 func (s *scheduler) stop() {
 	s.once.Do(func() { close(s.quit) })
 	<-s.done
+}
+
+// passRoom is how many more passes the scheduler may dispatch now
+// (maxQueuedPasses).
+func (t *Transport) passRoom() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return max(0, maxQueuedPasses-t.passesQueued)
 }
 
 // leaseOf is e's current pass lease, as the engine knows it. t.mu is held.

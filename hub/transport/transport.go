@@ -143,6 +143,9 @@ type Transport struct {
 	wg        sync.WaitGroup // work running or queued for the workers: passes, deliveries, deferrals
 
 	jobs      []job          // passes and deferrals waiting for a worker, oldest first (workers.go)
+	// passesQueued counts the passes in jobs (bounded by maxQueuedPasses:
+	// schedule.go).
+	passesQueued int
 	jobsReady *sync.Cond     // on mu: a job was queued, or Close
 	workers   sync.WaitGroup // the passWorkers workers
 	starved   []*hopQueue    // queues with work waiting for a global delivery slot
@@ -289,7 +292,7 @@ func New(cfg *policy.Config, opts Options) (*Transport, error) {
 	if t.work == nil {
 		t.work = queue.NewLocalWork()
 	}
-	t.sched = newScheduler(t.clock, t.work, t.dispatch, t.wakeHop)
+	t.sched = newScheduler(t.clock, t.work, t.dispatch, t.wakeHop, t.passRoom)
 	return t, nil
 }
 

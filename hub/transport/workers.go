@@ -48,6 +48,9 @@ func (t *Transport) queueJobLocked(j job) {
 	}
 	t.wg.Add(1)
 	t.jobs = append(t.jobs, j)
+	if j.it == nil {
+		t.passesQueued++
+	}
 	t.jobsReady.Signal()
 }
 
@@ -68,7 +71,7 @@ func (t *Transport) worker() {
 				}
 				t.wg.Done()
 			}
-			t.jobs = nil
+			t.jobs, t.passesQueued = nil, 0
 			t.mu.Unlock()
 			return
 		}
@@ -77,6 +80,11 @@ func (t *Transport) worker() {
 		t.jobs = t.jobs[1:]
 		if len(t.jobs) == 0 {
 			t.jobs = nil // let the backing array go once the backlog is done
+		}
+		if j.it == nil {
+			if t.passesQueued--; t.passesQueued == maxQueuedPasses/2 {
+				t.sched.poke() // room for a claim again (schedule.go)
+			}
 		}
 		t.mu.Unlock()
 		if j.it == nil {
