@@ -142,13 +142,13 @@ type Transport struct {
 	closed    bool
 	wg        sync.WaitGroup // work running or queued for the workers: passes, deliveries, deferrals
 
-	jobs      []job          // passes and deferrals waiting for a worker, oldest first (workers.go)
+	jobs []job // passes and deferrals waiting for a worker, oldest first (workers.go)
 	// passesQueued counts the passes in jobs (bounded by maxQueuedPasses:
 	// schedule.go).
 	passesQueued int
-	jobsReady *sync.Cond     // on mu: a job was queued, or Close
-	workers   sync.WaitGroup // the passWorkers workers
-	starved   []*hopQueue    // queues with work waiting for a global delivery slot
+	jobsReady    *sync.Cond     // on mu: a job was queued, or Close
+	workers      sync.WaitGroup // the passWorkers workers
+	starved      []*hopQueue    // queues with work waiting for a global delivery slot
 
 	// runCtx is the context of every delivery; Close cancels it when its own
 	// deadline passes, so deliverers give up and report Deferred.
