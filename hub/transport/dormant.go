@@ -14,7 +14,10 @@ import "hubd/hub"
 // (queue.Work.SetNote, 64 bits):
 //
 //	bit 63      asleep
-//	bits 47–62  the next hop whose queue it is parked on (park.go), by
+//	bit 62      woken for that next hop: no longer parked, due now, and
+//	            its recipients waiting for the next hop are due at once
+//	            (entry.wakeFor) when it gets its entry back
+//	bits 47–61  the next hop whose queue it is parked on (park.go), by
 //	            number (Transport.hopList; 0: not parked)
 //	bits 27–46  the queue its pending recipients are counted in (depth.go),
 //	            by the tracker's number for the name (0: none pending)
@@ -38,7 +41,11 @@ import "hubd/hub"
 // It wakes (wakeAsleepLocked: a new entry, Message still dropped, read back by
 // loadLocked when needed) when anything needs its entry: the scheduler
 // claims it (dispatch), its parked list pops it (a probe or a drain), or
-// an operator acts on it (lookup). Listings and the queue summary read an
+// an operator acts on it (lookup). When every message parked on a queue
+// is woken at once (its probe went elsewhere: wakeAllLocked), an asleep
+// one only has its note say so and is made due: it gets its entry when
+// the scheduler claims it, at the pace of the pass workers. Listings and
+// the queue summary read an
 // asleep message without waking it (arrival, asleepView). Both moves hold
 // t.mu (and sleep e.mu too), so whoever finds a message in msgs or asleep
 // under t.mu finds one or the other.
@@ -52,8 +59,9 @@ import "hubd/hub"
 // The note's fields.
 const (
 	noteAsleep     = uint64(1) << 63
+	noteWoken      = uint64(1) << 62
 	noteHopShift   = 47
-	noteHopMax     = 1<<16 - 1
+	noteHopMax     = 1<<15 - 1
 	noteNameShift  = 27
 	noteNameMax    = 1<<20 - 1
 	noteStateShift = 24
@@ -82,11 +90,32 @@ func (t *Transport) hopNumLocked(q *hopQueue) (int, bool) {
 // parked on (nil: none). A queue with parked messages is never dropped
 // (dropIdleLocked), so it is its next hop's live queue. t.mu is held.
 func (t *Transport) parkedQueueLocked(note uint64) *hopQueue {
+	if note&noteWoken != 0 {
+		return nil
+	}
+	return t.notedQueueLocked(note)
+}
+
+// notedQueueLocked is the live queue of the next hop note names (nil:
+// none). t.mu is held.
+func (t *Transport) notedQueueLocked(note uint64) *hopQueue {
 	n := noteHop(note)
 	if n == 0 || n > len(t.hopList) {
 		return nil
 	}
 	return t.queues[t.hopList[n-1]]
+}
+
+// wakeParkedAsleepLocked wakes the asleep message id, parked on q, without
+// giving it its entry back (wakeAllLocked: a million of them would all
+// come back to RAM at once): it is no longer parked, it is due now, and
+// its note says it was woken for q, which its entry gets when the
+// scheduler claims it (wakeAsleepLocked). t.mu is held.
+func (t *Transport) wakeParkedAsleepLocked(id hub.QueueID, q *hopQueue) {
+	note, _ := t.work.Note(id)
+	t.work.SetNote(id, note|noteWoken)
+	q.nParked--
+	t.work.Schedule(id, t.clock())
 }
 
 // sleepLocked puts e to sleep if it is as plain as the comment at the top
@@ -137,6 +166,11 @@ func (t *Transport) wakeAsleepLocked(id hub.QueueID) *entry {
 		return nil
 	}
 	e := &entry{id: id, parkedOn: t.parkedQueueLocked(note)}
+	if note&noteWoken != 0 {
+		if q := t.notedQueueLocked(note); q != nil {
+			e.wakeFor.Store(q)
+		}
+	}
 	t.depth.wake(e, note)
 	t.work.SetNote(id, 0)
 	t.msgs[id] = e

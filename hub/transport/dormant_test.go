@@ -234,3 +234,35 @@ func TestSleepRacesOperators(t *testing.T) {
 		t.Errorf("errors logged:\n%s", h.logs.String())
 	}
 }
+
+// TestProbeRoutedElsewhereWakesAsleep: when the probe of a next hop in
+// Retry is routed elsewhere (a reload moved the domain to another smart
+// host), every message asleep on its queue is woken without getting its
+// entry back at once, and each follows the new route once.
+func TestProbeRoutedElsewhereWakesAsleep(t *testing.T) {
+	const waiting = 40
+	var up atomic.Bool
+	var calls atomic.Int64
+	h, _, _, _, ids := startParking(t, waiting, "", &up, &calls)
+	eventually(t, "every parked message asleep", func() bool { return h.withEntry() == 0 })
+	var deliveredTo sync.Map
+	countDelivered(h.smtp, &deliveredTo, func(k int, r delivery.Recipient) delivery.Result { return ok(k, r) })
+	src := strings.Replace(configSource(h.tr.cfg.Load().Hub.SpoolDir), "#HUB", `quick_retry_interval = "1m"
+  transient_retry_interval = "5m"
+  retry_interval = "15m"
+  max_per_domain_outbound_connections = 1`, 1)
+	h.tr.Reload(loadConfig(t, strings.Replace(src, "[192.0.2.5]:25", "[192.0.2.6]:25", 1)))
+	if _, err := h.tr.RetryQueue(t.Context(), partnerName, false); err != nil {
+		t.Fatal(err)
+	}
+	h.waitGone(ids)
+	h.waitIdle()
+	if !strings.Contains(h.logs.String(), "probe was not routed to it") {
+		t.Error("the probe was routed to the old next hop")
+	}
+	for i := range waiting + 1 {
+		if addr := fmt.Sprintf("u%d@partner.example", i); count(&deliveredTo, addr) != 1 {
+			t.Errorf("%s delivered %d times, want 1", addr, count(&deliveredTo, addr))
+		}
+	}
+}

@@ -212,9 +212,23 @@ func (t *Transport) drainLocked(q *hopQueue) {
 // for it are due now. t.mu is held.
 func (t *Transport) wakeAllLocked(q *hopQueue) {
 	now := t.clock()
-	for e := t.popParkedLocked(q); e != nil; e = t.popParkedLocked(q) {
-		t.wakeLocked(e, q, now)
+	for len(q.parked) > 0 {
+		id := q.parked[0].ID()
+		q.parked = q.parked[1:]
+		if asleep, on := t.asleepLocked(id); asleep {
+			if on == q {
+				t.wakeParkedAsleepLocked(id, q) // stays asleep: dormant.go
+			}
+			continue
+		}
+		if e := t.msgs[id]; e != nil && e.parkedOn == q {
+			t.unparkLocked(e)
+			if !e.removing {
+				t.wakeLocked(e, q, now)
+			}
+		}
 	}
+	q.parked = nil
 }
 
 // probeEndedLocked is called when a pass over e ends, after its work items
