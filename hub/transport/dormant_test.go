@@ -46,16 +46,24 @@ func count(to *sync.Map, addr string) int64 {
 	return 0
 }
 
+// startAsleep is startParking (its remote up when up is set) and waits
+// until every parked message is asleep.
+func startAsleep(t *testing.T, waiting int, extraHub string) (*harness, *fakeClock, []hub.QueueID, *atomic.Bool) {
+	t.Helper()
+	var up atomic.Bool
+	var calls atomic.Int64
+	h, _, clock, _, ids := startParking(t, waiting, extraHub, &up, &calls)
+	eventually(t, "every parked message asleep", func() bool { return h.withEntry() == 0 })
+	return h, clock, ids, &up
+}
+
 // TestWaitingMessagesSleep: messages parked on a dead next hop keep no
 // entry; the operator's views see them without waking them, the actions
 // on one wake only that one, and when the next hop is back every one is
 // delivered once.
 func TestWaitingMessagesSleep(t *testing.T) {
 	const waiting = 40
-	var up atomic.Bool
-	var calls atomic.Int64
-	h, _, _, _, ids := startParking(t, waiting, "", &up, &calls)
-	eventually(t, "every parked message asleep", func() bool { return h.withEntry() == 0 })
+	h, _, ids, up := startAsleep(t, waiting, "")
 	for _, id := range ids {
 		h.tr.mu.Lock()
 		asleep, q := h.tr.asleepLocked(id)
@@ -160,14 +168,11 @@ func TestWaitingMessagesSleep(t *testing.T) {
 // exactly once.
 func TestSleepRacesOperators(t *testing.T) {
 	const n = 60
-	var up atomic.Bool
-	var calls atomic.Int64
 	// The clock moves 20 minutes at a time below: the messages must not
 	// expire meanwhile (that is not what is tested).
-	h, _, clock, _, ids := startParking(t, n-1, "message_expiration = \"3650d\"\n", &up, &calls)
+	h, clock, ids, _ := startAsleep(t, n-1, "message_expiration = \"3650d\"\n")
 	var deliveredTo sync.Map
 	countDelivered(h.smtp, &deliveredTo, func(k int, r delivery.Recipient) delivery.Result {
-		calls.Add(1)
 		switch {
 		case k%2 == 0:
 			return ok(k, r)
@@ -176,7 +181,6 @@ func TestSleepRacesOperators(t *testing.T) {
 		}
 		return unreachableResult(k, r)
 	})
-	up.Store(true)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -241,10 +245,7 @@ func TestSleepRacesOperators(t *testing.T) {
 // entry back at once, and each follows the new route once.
 func TestProbeRoutedElsewhereWakesAsleep(t *testing.T) {
 	const waiting = 40
-	var up atomic.Bool
-	var calls atomic.Int64
-	h, _, _, _, ids := startParking(t, waiting, "", &up, &calls)
-	eventually(t, "every parked message asleep", func() bool { return h.withEntry() == 0 })
+	h, _, ids, _ := startAsleep(t, waiting, "")
 	var deliveredTo sync.Map
 	countDelivered(h.smtp, &deliveredTo, func(k int, r delivery.Recipient) delivery.Result { return ok(k, r) })
 	src := strings.Replace(configSource(h.tr.cfg.Load().Hub.SpoolDir), "#HUB", `quick_retry_interval = "1m"
