@@ -86,10 +86,11 @@ type LogOptions struct {
 	// segment. Default 256 MiB; tests set it small.
 	SegmentSize int64
 
-	// Test hooks (nil: the real ones): writeAt replaces the segment's
-	// pwrite, datasync its fdatasync, syncDir durable.SyncDir, openFile
+	// Test hooks (nil: the real ones): writev replaces the segment's
+	// pwritev (the buffers written one after another at off), datasync its
+	// fdatasync, syncDir durable.SyncDir, openFile
 	// os.Open for Load's reads.
-	writeAt  func(f *os.File, b []byte, off int64) (int, error)
+	writev   func(f *os.File, bufs [][]byte, off int64) (int, error)
 	datasync func(f *os.File) error
 	syncDir  func(dir string) error
 	openFile func(name string) (*os.File, error)
@@ -111,7 +112,7 @@ type LogStore struct {
 	crashDelay                                      time.Duration
 	segSize                                         int64
 	meters                                          *storeMetrics
-	writeAt                                         func(f *os.File, b []byte, off int64) (int, error)
+	writev                                          func(f *os.File, bufs [][]byte, off int64) (int, error)
 	datasync                                        func(f *os.File) error
 	syncDir                                         func(dir string) error
 	openFile                                        func(name string) (*os.File, error)
@@ -150,7 +151,7 @@ type LogStore struct {
 	curOff    int64    // where the next batch goes
 	dirtyTail bool     // a failed batch could not be truncated away yet
 	unsynced  bool     // the last batch was written without an fdatasync (noSync)
-	batchBuf  []byte
+	iov       [][]byte // the batch's records, head and body, for one pwritev
 
 	reqs    chan *logReq
 	stop    chan struct{}
@@ -180,7 +181,7 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 		clock:         opts.Clock,
 		crashDelay:    opts.CrashDelay,
 		segSize:       opts.SegmentSize,
-		writeAt:       opts.writeAt,
+		writev:        opts.writev,
 		datasync:      opts.datasync,
 		syncDir:       opts.syncDir,
 		openFile:      opts.openFile,
@@ -205,8 +206,8 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 	if s.segSize <= 0 || s.segSize > 1<<30 {
 		s.segSize = defaultSegmentSize
 	}
-	if s.writeAt == nil {
-		s.writeAt = (*os.File).WriteAt
+	if s.writev == nil {
+		s.writev = pwritev
 	}
 	if s.datasync == nil {
 		s.datasync = fdatasync

@@ -1,9 +1,11 @@
 package queue
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -71,4 +73,30 @@ func TestLogReaderOutlivesItsSegment(t *testing.T) {
 		t.Fatalf("after Close: %d bytes, %v", len(all), err)
 	}
 	b.Close()
+}
+
+// TestPwritev: more buffers than one pwritev(2) takes, empty ones among
+// them, land one after another at the offset given.
+func TestPwritev(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var bufs [][]byte
+	var want []byte
+	for i := range 3*iovMax + 7 {
+		b := bytes.Repeat([]byte{byte('a' + i%26)}, i%13)
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	const off = 4096
+	n, err := pwritev(f, bufs, off)
+	if err != nil || n != len(want) {
+		t.Fatalf("pwritev: %d, %v; want %d, nil", n, err, len(want))
+	}
+	got := make([]byte, len(want))
+	if _, err := f.ReadAt(got, off); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back %v: the file does not hold the buffers in order", err)
+	}
 }
