@@ -16,12 +16,13 @@ package queue
 // Durability. One committer goroutine (logcommit.go) owns the segment
 // being written. Put, Update and Remove encode their records and hand them
 // to it; it takes every record queued while the previous fdatasync ran,
-// writes them with one pwrite(2), covers them with one fdatasync (plus a
-// directory fsync when it created the segment, and one of blob/ when a
-// blob of the batch was renamed into it) and only then answers. A failed
-// write or fdatasync (ENOSPC, EIO) fails every waiter of the batch and
-// truncates the segment back to where the batch began, so that a later
-// Load cannot see half of it; the next batch is written there again.
+// writes them with one pwritev(2) from the buffers they were encoded in,
+// covers them with one fdatasync (plus a directory fsync when it created
+// the segment, and one of blob/ when a blob of the batch was renamed into
+// it) and only then answers. A failed write or fdatasync (ENOSPC, EIO)
+// fails every waiter of the batch and truncates the segment back to where
+// the batch began, so that a later Load cannot see half of it; the next
+// batch is written there again.
 //
 // Each process appends to a segment of its own: OpenLog never writes into
 // the segment a previous process left, so a torn tail can only be in the
@@ -86,6 +87,11 @@ type LogOptions struct {
 	// segment. Default 256 MiB; tests set it small.
 	SegmentSize int64
 
+	// putWait: how long a batch without a Put waits for one, putsRecent:
+	// how recent the last Put must be for it to wait (logcommit.go); 0: a
+	// millisecond and 10 ms. Tests set them long to make the wait certain.
+	putWait, putsRecent time.Duration
+
 	// Test hooks (nil: the real ones): writev replaces the segment's
 	// pwritev (the buffers written one after another at off), datasync its
 	// fdatasync, syncDir durable.SyncDir, openFile
@@ -113,6 +119,7 @@ type LogStore struct {
 	segSize                                         int64
 	meters                                          *storeMetrics
 	writev                                          func(f *os.File, bufs [][]byte, off int64) (int, error)
+	putWait, putsRecent                             time.Duration
 	datasync                                        func(f *os.File) error
 	syncDir                                         func(dir string) error
 	openFile                                        func(name string) (*os.File, error)
@@ -182,6 +189,8 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 		crashDelay:    opts.CrashDelay,
 		segSize:       opts.SegmentSize,
 		writev:        opts.writev,
+		putWait:       opts.putWait,
+		putsRecent:    opts.putsRecent,
 		datasync:      opts.datasync,
 		syncDir:       opts.syncDir,
 		openFile:      opts.openFile,
@@ -208,6 +217,12 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 	}
 	if s.writev == nil {
 		s.writev = pwritev
+	}
+	if s.putWait <= 0 {
+		s.putWait = defaultPutWait
+	}
+	if s.putsRecent <= 0 {
+		s.putsRecent = defaultPutsRecent
 	}
 	if s.datasync == nil {
 		s.datasync = fdatasync
