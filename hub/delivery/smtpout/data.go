@@ -56,28 +56,19 @@ func (c *conn) writeData(body io.Reader, blockTimeout time.Duration) error {
 // readers hand out less than asked (the header firewall a header line at a
 // time), and each block is one write to the socket.
 func fillBlock(r io.Reader, buf []byte) ([]byte, error) {
-	n := 0
+	n, empty := 0, 0
 	for n < len(buf) {
 		m, err := r.Read(buf[n:])
 		n += m
 		if err != nil {
 			return buf[:n], err
 		}
-		if m == 0 {
-			// A reader that returns nothing without an error: try again,
-			// as io.ReadFull does, but not forever.
-			for range 100 {
-				if m, err = r.Read(buf[n:]); m > 0 || err != nil {
-					break
-				}
-			}
-			n += m
-			if err != nil {
-				return buf[:n], err
-			}
-			if m == 0 {
-				return buf[:n], io.ErrNoProgress
-			}
+		if m > 0 {
+			empty = 0
+		} else if empty++; empty == 100 {
+			// A reader that returns nothing without an error, over and
+			// over: give up, as bufio does.
+			return buf[:n], io.ErrNoProgress
 		}
 	}
 	return buf, nil
