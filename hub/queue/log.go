@@ -16,12 +16,13 @@ package queue
 // Durability. One committer goroutine (logcommit.go) owns the segment
 // being written. Put, Update and Remove encode their records and hand them
 // to it; it takes every record queued while the previous fdatasync ran,
-// writes them with one pwrite(2), covers them with one fdatasync (plus a
-// directory fsync when it created the segment, and one of blob/ when a
-// blob of the batch was renamed into it) and only then answers. A failed
-// write or fdatasync (ENOSPC, EIO) fails every waiter of the batch and
-// truncates the segment back to where the batch began, so that a later
-// Load cannot see half of it; the next batch is written there again.
+// writes them with one pwritev(2) from the buffers they were encoded in,
+// covers them with one fdatasync (plus a directory fsync when it created
+// the segment, and one of blob/ when a blob of the batch was renamed into
+// it) and only then answers. A failed write or fdatasync (ENOSPC, EIO)
+// fails every waiter of the batch and truncates the segment back to where
+// the batch began, so that a later Load cannot see half of it; the next
+// batch is written there again.
 //
 // Each process appends to a segment of its own: OpenLog never writes into
 // the segment a previous process left, so a torn tail can only be in the
@@ -86,10 +87,16 @@ type LogOptions struct {
 	// segment. Default 256 MiB; tests set it small.
 	SegmentSize int64
 
-	// Test hooks (nil: the real ones): writeAt replaces the segment's
-	// pwrite, datasync its fdatasync, syncDir durable.SyncDir, openFile
+	// putWait: how long a batch without a Put waits for one, putsRecent:
+	// how recent the last Put must be for it to wait (logcommit.go); 0: a
+	// millisecond and 10 ms. Tests set them long to make the wait certain.
+	putWait, putsRecent time.Duration
+
+	// Test hooks (nil: the real ones): writev replaces the segment's
+	// pwritev (the buffers written one after another at off), datasync its
+	// fdatasync, syncDir durable.SyncDir, openFile
 	// os.Open for Load's reads.
-	writeAt  func(f *os.File, b []byte, off int64) (int, error)
+	writev   func(f *os.File, bufs [][]byte, off int64) (int, error)
 	datasync func(f *os.File) error
 	syncDir  func(dir string) error
 	openFile func(name string) (*os.File, error)
@@ -111,7 +118,8 @@ type LogStore struct {
 	crashDelay                                      time.Duration
 	segSize                                         int64
 	meters                                          *storeMetrics
-	writeAt                                         func(f *os.File, b []byte, off int64) (int, error)
+	writev                                          func(f *os.File, bufs [][]byte, off int64) (int, error)
+	putWait, putsRecent                             time.Duration
 	datasync                                        func(f *os.File) error
 	syncDir                                         func(dir string) error
 	openFile                                        func(name string) (*os.File, error)
@@ -150,7 +158,7 @@ type LogStore struct {
 	curOff    int64    // where the next batch goes
 	dirtyTail bool     // a failed batch could not be truncated away yet
 	unsynced  bool     // the last batch was written without an fdatasync (noSync)
-	batchBuf  []byte
+	iov       [][]byte // the batch's records, head and body, for one pwritev
 
 	reqs    chan *logReq
 	stop    chan struct{}
@@ -180,7 +188,9 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 		clock:         opts.Clock,
 		crashDelay:    opts.CrashDelay,
 		segSize:       opts.SegmentSize,
-		writeAt:       opts.writeAt,
+		writev:        opts.writev,
+		putWait:       opts.putWait,
+		putsRecent:    opts.putsRecent,
 		datasync:      opts.datasync,
 		syncDir:       opts.syncDir,
 		openFile:      opts.openFile,
@@ -205,8 +215,14 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 	if s.segSize <= 0 || s.segSize > 1<<30 {
 		s.segSize = defaultSegmentSize
 	}
-	if s.writeAt == nil {
-		s.writeAt = (*os.File).WriteAt
+	if s.writev == nil {
+		s.writev = pwritev
+	}
+	if s.putWait <= 0 {
+		s.putWait = defaultPutWait
+	}
+	if s.putsRecent <= 0 {
+		s.putsRecent = defaultPutsRecent
 	}
 	if s.datasync == nil {
 		s.datasync = fdatasync

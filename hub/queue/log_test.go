@@ -224,7 +224,8 @@ func TestLogCorruptRecordQuarantined(t *testing.T) {
 func TestLogDiskFull(t *testing.T) {
 	dir := t.TempDir()
 	var full atomic.Bool
-	opts := LogOptions{Dir: dir, writeAt: func(f *os.File, b []byte, off int64) (int, error) {
+	opts := LogOptions{Dir: dir, writev: func(f *os.File, bufs [][]byte, off int64) (int, error) {
+		b := bytes.Join(bufs, nil)
 		if full.Load() {
 			n, _ := f.WriteAt(b[:len(b)/2], off)
 			return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}

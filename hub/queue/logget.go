@@ -178,7 +178,8 @@ func (s *LogStore) Open(id hub.QueueID) (io.ReadCloser, error) {
 }
 
 // msgHeadRead is how much of a MSG record Open reads at first: the
-// framing and the JSON of a message with a few dozen recipients.
+// framing and the JSON of a message with a few dozen recipients, and the
+// first octets of its body.
 const msgHeadRead = 4096
 
 // openInline checks the framing of id's MSG record at l in sf and returns
@@ -220,7 +221,11 @@ func openInline(sf *segFile, l loc, id hub.QueueID) (*bodyReader, error) {
 		}
 		head = more
 	}
-	br := newBodyReader(sf.f, int64(l.off)+int64(bodyOff), int64(l.len-bodyOff), binary.BigEndian.Uint32(head[6:10]), sf.release)
+	// What the first read got of the body is handed out first, not read
+	// again.
+	read0 := uint32(len(head))
+	br := newBodyReader(sf.f, int64(l.off)+int64(read0), int64(l.len-read0), binary.BigEndian.Uint32(head[6:10]), sf.release)
 	br.sum.Write(head[recHeader:bodyOff]) // the CRC covers the record from its type on
+	br.prefix = head[bodyOff:]
 	return br, nil
 }

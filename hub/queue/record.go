@@ -97,6 +97,7 @@ func readTrailer(r io.ReaderAt, size int64, v any) (int64, error) {
 // closing it calls release once, and it reads nothing after that.
 type bodyReader struct {
 	name    string // the file, for errors
+	prefix  []byte // the body's first octets, read already (openInline)
 	r       *io.SectionReader
 	sum     hash.Hash32
 	want    uint32
@@ -111,6 +112,12 @@ func newBodyReader(f *os.File, off, n int64, want uint32, release func() error) 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, os.ErrClosed
+	}
+	if len(b.prefix) > 0 {
+		n := copy(p, b.prefix)
+		b.sum.Write(p[:n])
+		b.prefix = b.prefix[n:]
+		return n, nil
 	}
 	n, err := b.r.Read(p)
 	b.sum.Write(p[:n])

@@ -1,17 +1,14 @@
 package smtpout
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/textproto"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -262,87 +259,9 @@ func (c *conn) quit(timeout time.Duration) {
 	_ = c.close()
 }
 
-// writeData sends the message after a 354: lines end in CRLF (a bare LF
-// becomes CRLF), a line starting with '.' gets another '.' (RFC 5321
-// §4.5.2), and the data ends with "<CRLF>.<CRLF>" (§4.1.1.4). Every write to
-// the socket gets a fresh blockTimeout deadline (the "data block" timeout of
-// §4.5.3.2.5).
-func (c *conn) writeData(body io.Reader, blockTimeout time.Duration) error {
-	bufs := dataBufs.Get().(*dataBuffers)
-	defer dataBufs.Put(bufs)
-	br, w := bufs.r, bufs.w
-	br.Reset(body)
-	w.Reset(&deadlineWriter{nc: c.nc, timeout: blockTimeout})
-	defer br.Reset(nil) // hold no reference to the body or the connection in the pool
-	defer w.Reset(nil)
-	// A line at a time, not a byte at a time: the body is copied in the
-	// largest pieces the rules allow (a line longer than the buffer comes
-	// in parts, and only its first part can start a line).
-	lineStart, lastCR := true, false
-	for {
-		line, err := br.ReadSlice('\n')
-		if n := len(line); n > 0 {
-			if lineStart && line[0] == '.' {
-				w.WriteByte('.')
-			}
-			if line[n-1] == '\n' {
-				text := line[:n-1]
-				crlf := len(text) > 0 && text[len(text)-1] == '\r' || len(text) == 0 && lastCR
-				w.Write(text)
-				if !crlf {
-					w.WriteByte('\r') // a bare LF becomes CRLF
-				}
-				if werr := w.WriteByte('\n'); werr != nil {
-					return werr
-				}
-				lineStart, lastCR = true, false
-			} else {
-				if _, werr := w.Write(line); werr != nil {
-					return werr
-				}
-				lineStart, lastCR = false, line[n-1] == '\r'
-			}
-		}
-		switch {
-		case err == nil, err == bufio.ErrBufferFull:
-		case err == io.EOF:
-			if !lineStart {
-				w.WriteString("\r\n")
-			}
-			w.WriteString(".\r\n")
-			return w.Flush()
-		default:
-			return &readError{err}
-		}
-	}
-}
-
-// dataBuffers are writeData's buffers, pooled: two 32 KiB buffers per
-// message were a tenth of the relay's CPU in allocation and clearing.
-type dataBuffers struct {
-	r *bufio.Reader
-	w *bufio.Writer
-}
-
-var dataBufs = sync.Pool{New: func() any {
-	return &dataBuffers{r: bufio.NewReaderSize(nil, 32<<10), w: bufio.NewWriterSize(nil, 32<<10)}
-}}
-
 // readError is a failure to read our own queued message, as opposed to a
 // network error: the attempt is abandoned without the final dot.
 type readError struct{ err error }
 
 func (e *readError) Error() string { return "reading queued message: " + e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
-
-type deadlineWriter struct {
-	nc      net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if err := d.nc.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
-		return 0, err
-	}
-	return d.nc.Write(p)
-}

@@ -2,11 +2,13 @@ package smtpout
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -35,6 +37,11 @@ func referenceData(body []byte) []byte {
 
 func sendData(t *testing.T, body []byte) []byte {
 	t.Helper()
+	return sendDataFrom(t, bytes.NewReader(body))
+}
+
+func sendDataFrom(t *testing.T, body io.Reader) []byte {
+	t.Helper()
 	client, server := net.Pipe()
 	got := make(chan []byte, 1)
 	go func() {
@@ -42,7 +49,7 @@ func sendData(t *testing.T, body []byte) []byte {
 		got <- b
 	}()
 	c := &conn{raw: client, nc: client}
-	if err := c.writeData(bytes.NewReader(body), 10*time.Second); err != nil {
+	if err := c.writeData(body, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	client.Close()
@@ -50,8 +57,8 @@ func sendData(t *testing.T, body []byte) []byte {
 }
 
 // TestWriteDataMatchesReference: dots at line starts, bare LFs, CRs,
-// lines longer than the 32 KiB buffer (a dot or an LF right at its edge),
-// and bodies without a final line end, against the byte-wise rule.
+// lines longer than a block (a dot or an LF right at its edge), and bodies
+// without a final line end, against the byte-wise rule.
 func TestWriteDataMatchesReference(t *testing.T) {
 	cases := []string{
 		"", "x", ".", "\n", "\r\n", ".\r\n", "..\n", "a\n.b\n", "a\r\r\n.\r", "\r", "a\rb\n.",
@@ -59,6 +66,14 @@ func TestWriteDataMatchesReference(t *testing.T) {
 		strings.Repeat("x", 32<<10) + ".\n",
 		strings.Repeat("x", 32<<10-1) + "\r\n.",
 		strings.Repeat("y", 100<<10) + "\n." + strings.Repeat("z", 70<<10),
+		strings.Repeat("x", dataBlock-1) + "\n.dot\n",
+		strings.Repeat("x", dataBlock) + ".\n",
+		strings.Repeat("x", dataBlock-1) + "\r\n.",
+		strings.Repeat("x", dataBlock-1) + "\r\n",
+		strings.Repeat("x", dataBlock-2) + "\r\n",
+		strings.Repeat("x", 2*dataBlock-1) + "\r\n",
+		strings.Repeat(".\n", dataBlock),
+		strings.Repeat("ab\r\n", dataBlock/4) + ".",
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []byte(".\r\nab")
@@ -78,3 +93,74 @@ func TestWriteDataMatchesReference(t *testing.T) {
 }
 
 func first(s string) string { return s[:min(len(s), 60)] }
+
+// chunkReader hands out its content in pieces of random sizes (1 to max
+// octets), so that the reads writeData sees, and the blocks it writes,
+// start and end anywhere.
+type chunkReader struct {
+	b   []byte
+	rng *rand.Rand
+	max int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(r.b), 1+r.rng.IntN(r.max))
+	copy(p, r.b[:n])
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// TestWriteDataInPieces: the same rule when the body arrives in pieces of
+// any size (the header firewall yields a header line at a time), so a
+// CRLF, a dot or a bare LF can fall on either side of a read and of a
+// block.
+func TestWriteDataInPieces(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte(".\r\nab")
+	for i := range 200 {
+		size := rng.IntN(3 * dataBlock)
+		if i%4 == 0 {
+			size = rng.IntN(300)
+		}
+		b := make([]byte, size)
+		for j := range b {
+			if rng.IntN(10) == 0 {
+				b[j] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[j] = 'x'
+			}
+		}
+		want := referenceData(b)
+		got := sendDataFrom(t, &chunkReader{b: b, rng: rng, max: 1 + rng.IntN(2*dataBlock)})
+		if !bytes.Equal(got, want) {
+			t.Fatalf("case %d (%d bytes): got %d octets, want %d", i, len(b), len(got), len(want))
+		}
+	}
+}
+
+// TestWriteDataReadError: a spool read that fails mid-message ends
+// writeData with a readError, and the end-of-data marker is never sent,
+// so the server discards what it got (transaction.data drops the
+// connection).
+func TestWriteDataReadError(t *testing.T) {
+	client, server := net.Pipe()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(server)
+		got <- b
+	}()
+	c := &conn{raw: client, nc: client}
+	body := io.MultiReader(strings.NewReader(strings.Repeat("line\r\n", 20000)), iotest.ErrReader(io.ErrUnexpectedEOF))
+	err := c.writeData(body, 10*time.Second)
+	var re *readError
+	if !errors.As(err, &re) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("writeData: %v, want a readError wrapping the read's error", err)
+	}
+	client.Close()
+	if b := <-got; bytes.HasSuffix(b, []byte("\r\n.\r\n")) {
+		t.Fatalf("the end-of-data marker went out after a read error (%d octets sent)", len(b))
+	}
+}
