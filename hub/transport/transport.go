@@ -318,8 +318,11 @@ func (t *Transport) Start(ctx context.Context) error {
 		t.store = s
 	}
 	// One message at a time (Store.Scan), each dropped again at once
-	// unless it is due soon (evict.go): start-up holds the entries, not
-	// every queued message's envelope and state.
+	// (evict.go) and asleep if it can be (dormant.go), due or not: the
+	// scheduler claims due messages only as fast as the pass workers take
+	// them (schedule.go), and each pass reads its message back, so a
+	// start-up holds neither every queued message's envelope and state
+	// nor, mostly, an entry per message.
 	now := t.clock()
 	cfg := t.cfg.Load()
 	n, poisoned, suspects := 0, 0, 0
@@ -359,12 +362,10 @@ func (t *Transport) Start(ctx context.Context) error {
 			t.scheduleLocked(e, now)
 		}
 		t.depth.update(e) // parking may have routed it (hopstate.go)
-		if due := t.work.Due(e.id); due.IsZero() || due.Sub(now) > evictAfter {
-			e.mu.Lock()
-			t.evictLocked(e)
-			t.sleepLocked(e) // dormant.go
-			e.mu.Unlock()
-		}
+		e.mu.Lock()
+		t.evictLocked(e)
+		t.sleepLocked(e)
+		e.mu.Unlock()
 		return nil
 	})
 	t.depth.bulk(false) // the arrival list, sorted once
