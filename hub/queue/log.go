@@ -120,6 +120,7 @@ type LogStore struct {
 	meters                                          *storeMetrics
 	writev                                          func(f *os.File, bufs [][]byte, off int64) (int, error)
 	putWait, putsRecent                             time.Duration
+	awaitingPut                                     atomic.Bool // the committer waits for a Put (awaitPut; tests)
 	datasync                                        func(f *os.File) error
 	syncDir                                         func(dir string) error
 	openFile                                        func(name string) (*os.File, error)

@@ -178,6 +178,8 @@ const (
 // batch's size.
 func (s *LogStore) awaitPut(batch *[]*logReq, size int, wait *time.Timer) int {
 	wait.Reset(s.putWait)
+	s.awaitingPut.Store(true)
+	defer s.awaitingPut.Store(false)
 	defer func() {
 		if !wait.Stop() {
 			select {

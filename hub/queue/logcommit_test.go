@@ -2,6 +2,7 @@ package queue
 
 import (
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,10 +53,11 @@ func TestLogRemoveSharesAPutsFdatasync(t *testing.T) {
 // TestLogRemoveWithoutPutsDoesNotWait: with no Put lately (a queue
 // draining), a Remove is made durable at once, whatever putWait says.
 func TestLogRemoveWithoutPutsDoesNotWait(t *testing.T) {
-	s := openLogTest(t, LogOptions{Dir: t.TempDir(), putWait: time.Hour, putsRecent: 20 * time.Millisecond})
+	// Puts count as recent for a nanosecond: by the Remove, the Put is
+	// long past.
+	s := openLogTest(t, LogOptions{Dir: t.TempDir(), putWait: time.Hour, putsRecent: time.Nanosecond})
 	mustLoad(t, s)
 	m := putBody(t, s, "x\r\n")
-	time.Sleep(50 * time.Millisecond)
 	removed := make(chan error, 1)
 	go func() { removed <- s.Remove(m.ID) }()
 	select {
@@ -78,7 +80,14 @@ func TestLogCloseEndsTheWaitForAPut(t *testing.T) {
 	m := putBody(t, s, "x\r\n")
 	removed := make(chan error, 1)
 	go func() { removed <- s.Remove(m.ID) }()
-	time.Sleep(50 * time.Millisecond)
+	// Closed once the committer holds the Remove and waits for a Put.
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.awaitingPut.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the committer never waited for a Put")
+		}
+		runtime.Gosched()
+	}
 	s.Close()
 	select {
 	case err := <-removed:
