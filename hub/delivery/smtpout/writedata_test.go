@@ -42,18 +42,24 @@ func sendData(t *testing.T, body []byte) []byte {
 
 func sendDataFrom(t *testing.T, body io.Reader) []byte {
 	t.Helper()
+	c, got := pipeConn()
+	if err := c.writeData(body, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.nc.Close()
+	return <-got
+}
+
+// pipeConn is a conn over an in-memory pipe; got has every octet written
+// to it once it is closed.
+func pipeConn() (*conn, <-chan []byte) {
 	client, server := net.Pipe()
 	got := make(chan []byte, 1)
 	go func() {
 		b, _ := io.ReadAll(server)
 		got <- b
 	}()
-	c := &conn{raw: client, nc: client}
-	if err := c.writeData(body, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	client.Close()
-	return <-got
+	return &conn{raw: client, nc: client}, got
 }
 
 // TestWriteDataMatchesReference: dots at line starts, bare LFs, CRs,
@@ -146,20 +152,14 @@ func TestWriteDataInPieces(t *testing.T) {
 // so the server discards what it got (transaction.data drops the
 // connection).
 func TestWriteDataReadError(t *testing.T) {
-	client, server := net.Pipe()
-	got := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(server)
-		got <- b
-	}()
-	c := &conn{raw: client, nc: client}
+	c, got := pipeConn()
 	body := io.MultiReader(strings.NewReader(strings.Repeat("line\r\n", 20000)), iotest.ErrReader(io.ErrUnexpectedEOF))
 	err := c.writeData(body, 10*time.Second)
 	var re *readError
 	if !errors.As(err, &re) || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("writeData: %v, want a readError wrapping the read's error", err)
 	}
-	client.Close()
+	c.nc.Close()
 	if b := <-got; bytes.HasSuffix(b, []byte("\r\n.\r\n")) {
 		t.Fatalf("the end-of-data marker went out after a read error (%d octets sent)", len(b))
 	}
