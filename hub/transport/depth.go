@@ -106,8 +106,7 @@ type depthTracker struct {
 	poisonK  map[queue.Key]struct{} // poisoned (few: they wait for an operator)
 	unsorted bool                   // bulk: records are appended, sorted when it ends
 	// Queue names, interned and numbered (bounded by the next hops ever
-	// used): names[q] is the one copy, nameList[nameNum[q]-1] it again.
-	names    map[string]string
+	// used): nameList[nameNum[q]-1] is the one copy of q.
 	nameNum  map[string]uint32
 	nameList []string
 	// waiting is closed and replaced whenever the number of messages not
@@ -181,13 +180,12 @@ func (d *depthTracker) update(e *entry) {
 // a million shares naming one next hop hold one string, not a million.
 // d.mu is held.
 func (d *depthTracker) intern(q string) string {
-	if s, ok := d.names[q]; ok {
-		return s
+	if n, ok := d.nameNum[q]; ok {
+		return d.nameList[n-1]
 	}
-	if d.names == nil {
-		d.names, d.nameNum = map[string]string{}, map[string]uint32{}
+	if d.nameNum == nil {
+		d.nameNum = map[string]uint32{}
 	}
-	d.names[q] = q
 	d.nameList = append(d.nameList, q)
 	d.nameNum[q] = uint32(len(d.nameList))
 	return q

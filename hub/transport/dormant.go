@@ -106,13 +106,13 @@ func (t *Transport) notedQueueLocked(note uint64) *hopQueue {
 	return t.queues[t.hopList[n-1]]
 }
 
-// wakeParkedAsleepLocked wakes the asleep message id, parked on q, without
+// wakeParkedAsleepLocked wakes the asleep message id, parked on q (its
+// note is note), without
 // giving it its entry back (wakeAllLocked: a million of them would all
 // come back to RAM at once): it is no longer parked, it is due now, and
 // its note says it was woken for q, which its entry gets when the
 // scheduler claims it (wakeAsleepLocked). t.mu is held.
-func (t *Transport) wakeParkedAsleepLocked(id hub.QueueID, q *hopQueue) {
-	note, _ := t.work.Note(id)
+func (t *Transport) wakeParkedAsleepLocked(id hub.QueueID, q *hopQueue, note uint64) {
 	t.work.SetNote(id, note|noteWoken)
 	q.nParked--
 	t.work.Schedule(id, t.clock())
@@ -161,8 +161,8 @@ func (t *Transport) sleepLocked(e *entry) {
 // nil when id is not asleep. Its Message stays dropped (loadLocked). t.mu
 // is held.
 func (t *Transport) wakeAsleepLocked(id hub.QueueID) *entry {
-	note, known := t.work.Note(id)
-	if !known || note&noteAsleep == 0 {
+	note, asleep := t.asleepLocked(id)
+	if !asleep {
 		return nil
 	}
 	e := &entry{id: id, parkedOn: t.parkedQueueLocked(note)}
@@ -177,14 +177,11 @@ func (t *Transport) wakeAsleepLocked(id hub.QueueID) *entry {
 	return e
 }
 
-// asleepLocked reports whether id is asleep, and the queue it is parked
-// on. t.mu is held.
-func (t *Transport) asleepLocked(id hub.QueueID) (bool, *hopQueue) {
+// asleepLocked reports whether id is asleep, with its note (the queue it
+// is parked on: parkedQueueLocked). t.mu is held.
+func (t *Transport) asleepLocked(id hub.QueueID) (note uint64, asleep bool) {
 	note, known := t.work.Note(id)
-	if !known || note&noteAsleep == 0 {
-		return false, nil
-	}
-	return true, t.parkedQueueLocked(note)
+	return note, known && note&noteAsleep != 0
 }
 
 // sleep moves e's depth share into a note's low 47 bits; false when it

@@ -66,7 +66,8 @@ func TestWaitingMessagesSleep(t *testing.T) {
 	h, _, ids, up := startAsleep(t, waiting, "")
 	for _, id := range ids {
 		h.tr.mu.Lock()
-		asleep, q := h.tr.asleepLocked(id)
+		note, asleep := h.tr.asleepLocked(id)
+		q := h.tr.parkedQueueLocked(note)
 		h.tr.mu.Unlock()
 		if !asleep || q == nil || q.hop.String() != partnerName {
 			t.Fatalf("%s: asleep %v on %v, want asleep on %s", id, asleep, q, partnerName)

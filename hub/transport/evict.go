@@ -72,12 +72,18 @@ func (t *Transport) view(e *entry) (*queue.Message, error) {
 	if e.msg != nil {
 		return e.msg, nil
 	}
-	m, err := t.store.Get(context.Background(), e.id)
+	return t.readBack(e.id, func() *hopQueue { return e.parkedOn })
+}
+
+// readBack reads message id from the store as view shows it, parked on
+// the queue parkedOn returns under t.mu (nil: not parked).
+func (t *Transport) readBack(id hub.QueueID, parkedOn func() *hopQueue) (*queue.Message, error) {
+	m, err := t.store.Get(context.Background(), id)
 	if err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
-	t.showParkedLocked(m, e.parkedOn)
+	t.showParkedLocked(m, parkedOn())
 	t.mu.Unlock()
 	return m, nil
 }
@@ -108,13 +114,10 @@ func (t *Transport) showParkedLocked(m *queue.Message, q *hopQueue) {
 // parked on q (nil: not parked), read without waking it; false when it
 // left the queue or cannot be read.
 func (t *Transport) asleepView(id hub.QueueID, q *hopQueue) (msgView, bool) {
-	m, err := t.store.Get(context.Background(), id)
+	m, err := t.readBack(id, func() *hopQueue { return q })
 	if err != nil {
 		return msgView{}, false
 	}
-	t.mu.Lock()
-	t.showParkedLocked(m, q)
-	t.mu.Unlock()
 	return msgView{m: m, st: cloneState(m.State)}, true
 }
 
@@ -134,7 +137,10 @@ func (t *Transport) viewOf(id hub.QueueID, st *opsState) (msgView, bool) {
 	var asleep bool
 	var parked *hopQueue
 	if e == nil {
-		asleep, parked = t.asleepLocked(id)
+		var note uint64
+		if note, asleep = t.asleepLocked(id); asleep {
+			parked = t.parkedQueueLocked(note)
+		}
 	}
 	t.mu.Unlock()
 	switch {

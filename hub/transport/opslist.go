@@ -135,12 +135,11 @@ func (t *Transport) arrivalsAfter(pos pagePos, n int) ([]arrival, pagePos) {
 				continue // not queued yet (Submit), or left
 			}
 			a.e = e
-		} else if asleep, q := t.asleepLocked(a.pos.id); asleep {
-			note, _ := t.work.Note(a.pos.id)
+		} else if note, asleep := t.asleepLocked(a.pos.id); asleep {
 			d.mu.Lock()
 			share = d.shareOf(note)
 			d.mu.Unlock()
-			a.parked = q
+			a.parked = t.parkedQueueLocked(note)
 		} else {
 			continue // left the queue
 		}

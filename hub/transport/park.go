@@ -82,8 +82,8 @@ func (t *Transport) parkedHereLocked(id hub.QueueID, q *hopQueue) bool {
 	if e := t.msgs[id]; e != nil {
 		return e.parkedOn == q
 	}
-	asleep, on := t.asleepLocked(id)
-	return asleep && on == q
+	note, asleep := t.asleepLocked(id)
+	return asleep && t.parkedQueueLocked(note) == q
 }
 
 // unparkLocked takes e off its queue's parked list, if it is on one.
@@ -215,9 +215,9 @@ func (t *Transport) wakeAllLocked(q *hopQueue) {
 	for len(q.parked) > 0 {
 		id := q.parked[0].ID()
 		q.parked = q.parked[1:]
-		if asleep, on := t.asleepLocked(id); asleep {
-			if on == q {
-				t.wakeParkedAsleepLocked(id, q) // stays asleep: dormant.go
+		if note, asleep := t.asleepLocked(id); asleep {
+			if t.parkedQueueLocked(note) == q {
+				t.wakeParkedAsleepLocked(id, q, note) // stays asleep: dormant.go
 			}
 			continue
 		}

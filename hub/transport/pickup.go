@@ -11,7 +11,7 @@ func (t *Transport) Queued(id hub.QueueID) bool {
 	defer t.mu.Unlock()
 	_, ok := t.msgs[id]
 	if !ok {
-		ok, _ = t.asleepLocked(id)
+		_, ok = t.asleepLocked(id)
 	}
 	return ok
 }
