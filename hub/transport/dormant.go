@@ -154,6 +154,9 @@ func (t *Transport) sleepLocked(e *entry) {
 	}
 	t.work.SetNote(e.id, noteAsleep|hop<<noteHopShift|share)
 	e.asleep = true
+	// Detached: the note has its place on the parked list now, so that a
+	// holder of the old pointer cannot take it off twice (makeDue).
+	e.parkedOn = nil
 	delete(t.msgs, e.id)
 }
 

@@ -268,3 +268,37 @@ func TestProbeRoutedElsewhereWakesAsleep(t *testing.T) {
 		}
 	}
 }
+
+// TestDetachedEntryUnparksOnce: an operator's action that found a
+// message's entry before it fell asleep takes the message off its parked
+// list once, not once for the detached entry and again for the woken one
+// (the count went to -1 in TestSleepRacesOperators, and the queue's drain
+// then stalled).
+func TestDetachedEntryUnparksOnce(t *testing.T) {
+	const waiting = 10
+	h, _, ids, _ := startAsleep(t, waiting, "")
+	parkedOn := func() int {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		n := 0
+		for _, q := range h.tr.queues {
+			n += q.nParked
+		}
+		return n
+	}
+	before := parkedOn()
+	old := h.tr.lookup(ids[3]) // wakes it: an entry, still parked
+	old.mu.Lock()
+	h.tr.mu.Lock()
+	h.tr.sleepLocked(old) // and asleep again: old is detached
+	asleep := old.asleep
+	h.tr.mu.Unlock()
+	old.mu.Unlock()
+	if !asleep {
+		t.Fatal("the woken message did not fall asleep again")
+	}
+	h.tr.makeDue(old, true, func(queue.RecipientState) bool { return true })
+	if got := parkedOn(); got != before-1 {
+		t.Errorf("%d messages parked after one was taken off, want %d", got, before-1)
+	}
+}
