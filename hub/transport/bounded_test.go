@@ -72,18 +72,26 @@ func TestGoroutinesBoundedByConfiguration(t *testing.T) {
 	}
 	openGate()
 	// Wait until every pass has run and the backlog sits in the delivery
-	// queues: what would have been a goroutine per message has had every
-	// chance to appear.
-	active := 0
+	// queues, up to their backlog, and parked on them beyond it
+	// (backlog.go): what would have been a goroutine per message has had
+	// every chance to appear.
 	eventually(t, "backlog routed", func() bool {
-		waiting := 0
-		active = 0
-		for _, q := range h.tr.DeliveryQueues() {
-			waiting += q.Items + q.Active
-			active += q.Active
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		waiting, active := 0, 0
+		for _, q := range h.tr.queues {
+			waiting += len(q.items) + q.active + q.nParked
+			active += q.active
 		}
 		return waiting == backlog && active == 3
 	})
+	h.tr.mu.Lock()
+	for _, q := range h.tr.queues {
+		if len(q.items) > backlogCap(2) || q.nParked == 0 {
+			t.Errorf("queue %s holds %d items with %d parked, want at most %d, the rest parked", q.hop, len(q.items), q.nParked, backlogCap(2))
+		}
+	}
+	h.tr.mu.Unlock()
 	peak := runtime.NumGoroutine() - before
 	// The scheduler, the workers, 3 deliveries, and slack for the test's
 	// and the runtime's own.

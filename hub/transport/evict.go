@@ -15,10 +15,11 @@ import (
 //
 // A queued message's envelope and recipient state (queue.Message) are in
 // RAM only while it has work in flight or is soon due. A message that
-// merely waits — parked on a next hop in Retry (park.go), or not due for
-// longer than evictAfter — keeps only its entry: its queue ID, due time,
-// flags and its share of the depth counts (depth.go), and its place in
-// the seam's schedule, the arrival list and its queue's parked list; and
+// merely waits — parked on a next hop in Retry (park.go) or on a full
+// backlog (backlog.go), or not due for longer than evictAfter — keeps
+// only its entry: its queue ID, due time, flags and its share of the
+// depth counts (depth.go), and its place in the seam's schedule, the
+// arrival list and its queue's parked list; and
 // most such messages then fall asleep without the entry too (dormant.go).
 // Its Message is read back from the store (queue.Store.Get) when a pass
 // over it starts, when an operator acts on it, or for a Reload when it
@@ -95,11 +96,21 @@ func (t *Transport) showParkedLocked(m *queue.Message, q *hopQueue) {
 		return
 	}
 	name, text, retryAt := q.hop.String(), retryText(q), q.retryAt
+	inRetry := t.inRetryLocked(q)
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		// A parked message is dropped only when nothing else of it is due
 		// soon: a recipient never attempted is one the queue turned away.
 		if r.Status.Settled() || (r.NextHop != "" && r.NextHop != name) {
+			continue
+		}
+		if !inRetry {
+			// Held back by the queue's backlog (backlog.go), or not yet
+			// woken by its drain: waiting for it, as it was. Routed, so
+			// expanded (evict.go: an expansion that changed nothing is
+			// not stored).
+			r.NextHop = name
+			m.Expanded = true
 			continue
 		}
 		r.Status, r.NextHop = queue.Deferred, name

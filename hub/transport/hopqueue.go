@@ -199,6 +199,7 @@ func (t *Transport) queueItemLocked(it *workItem, front bool) {
 	} else {
 		q.items = append(q.items, it)
 	}
+	t.itemsWaiting++
 	t.pumpLocked(q)
 }
 
@@ -235,7 +236,9 @@ func (t *Transport) pumpLocked(q *hopQueue) {
 			break // every global delivery slot is taken; giveSlotLocked pumps q again
 		}
 		it := q.items[0]
+		q.items[0] = nil
 		q.items = q.items[1:]
+		t.itemsTakenLocked(1)
 		if it.e.suspect {
 			if !t.admitLocked(it.e) {
 				t.iso.waiting = append(t.iso.waiting, isoWaiter{e: it.e, it: it})
@@ -355,6 +358,7 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 		for _, w := range q.items {
 			t.queueJobLocked(job{e: w.e, q: q, it: w, res: t.retryResults(q, w)})
 		}
+		t.itemsTakenLocked(len(q.items))
 		q.items = nil
 	}
 	floor := time.Time{}

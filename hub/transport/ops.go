@@ -360,6 +360,7 @@ func (t *Transport) takeWaitingLocked(match func(*workItem) bool) []*workItem {
 				keep = append(keep, it)
 			}
 		}
+		t.itemsTakenLocked(len(q.items) - len(keep))
 		clear(q.items[len(keep):])
 		q.items = keep
 		t.dropIdleLocked(q)

@@ -41,6 +41,9 @@ import (
 //   - An operator's retry of the queue (RetryQueue) moves its retry time to
 //     now: the same probe, at once.
 //
+// A queue out of Retry parks messages too, the same way, when its backlog
+// is full (backlog.go): its drain wakes them as its work items go.
+//
 // What is parked is only in memory: after a restart the messages are due
 // at their persisted retry times and the queue learns again, in one cycle,
 // that its next hop is down. A recipient's state while parked is the one
@@ -172,7 +175,7 @@ func drainBatch(perDomain int) int { return max(256, 8*perDomain) }
 // is called whenever q's work moves on (pumpLocked) and when a woken
 // message's pass ends (process), so the drain never stalls. t.mu is held.
 func (t *Transport) drainLocked(q *hopQueue) {
-	if q.nParked == 0 || t.closed || t.inRetryLocked(q) || q.failures > 0 {
+	if q.nParked == 0 || t.closed || t.inRetryLocked(q) || q.failures > 0 || q.suspended {
 		return
 	}
 	batch := drainBatch(t.cfg.Load().Hub.MaxPerDomainOutboundConnections)
@@ -278,6 +281,8 @@ func (t *Transport) parkingQueue(e *entry, retryQ *hopQueue) (*hopQueue, string)
 }
 
 // parked reports whether recipient r waits for the queue parkHop names.
+// A recipient held back by the queue's backlog (backlog.go) is Queued or
+// Deferred.
 func parked(r queue.RecipientState, parkHop string) bool {
-	return parkHop != "" && r.Status == queue.Deferred && r.NextHop == parkHop
+	return parkHop != "" && (r.Status == queue.Deferred || r.Status == queue.Queued) && r.NextHop == parkHop
 }

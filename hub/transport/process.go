@@ -51,17 +51,17 @@ func (t *Transport) process(e *entry, isolated bool) {
 		t.clearIfClean(e)
 	}
 	t.notify(cfg, e)
+	e.mu.Lock()
 	t.mu.Lock()
 	e.busy = false
 	t.endPassLeaseLocked(e)
-	for _, it := range items {
-		t.enqueueLocked(it)
-	}
+	t.queueItemsLocked(e, items, woken) // or parks e on a backlogged queue (backlog.go)
 	t.probeEndedLocked(e)
 	if woken != nil {
 		t.drainLocked(woken) // what it woke was routed: perhaps the next batch is due
 	}
 	t.mu.Unlock()
+	e.mu.Unlock()
 	// The pass is over; each delivery it queued marks the message itself
 	// when (and only when) it runs.
 	t.clearActive(e, isolated)
@@ -164,6 +164,20 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 			// for it has passed, so a probe goes now.
 			t.wakeProbeLocked(parkQ)
 		}
+	case waits && e.parkedOn == parkQ && t.queues[parkQ.hop] == parkQ:
+		// Parked on a queue out of Retry: held back by its backlog
+		// (backlog.go), or not yet woken by its drain after a Retry. Due
+		// at its deadlines, or when the drain wakes it.
+		switch {
+		case t.closed:
+		case parkOK:
+			t.scheduleLocked(e, parkDue)
+		default:
+			t.scheduleLocked(e, time.Time{})
+		}
+		// A drain that ran before e was parked found nothing to wake.
+		t.drainLocked(parkQ)
+		evict = evict && e.parkedOn == parkQ && (!parkOK || parkDue.Sub(now) > evictAfter)
 	default:
 		t.unparkLocked(e)
 		cur := t.work.Due(e.id)

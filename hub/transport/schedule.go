@@ -183,10 +183,14 @@ func (s *scheduler) stop() {
 }
 
 // passRoom is how many more passes the scheduler may dispatch now
-// (maxQueuedPasses).
+// (maxQueuedPasses): none while the delivery queues hold maxWaitingItems
+// (backlog.go).
 func (t *Transport) passRoom() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.itemsWaiting >= maxWaitingItems(t.cfg.Load().Hub.MaxPerDomainOutboundConnections) {
+		return 0
+	}
 	return max(0, maxQueuedPasses-t.passesQueued)
 }
 

@@ -149,6 +149,9 @@ type Transport struct {
 	jobsReady    *sync.Cond     // on mu: a job was queued, or Close
 	workers      sync.WaitGroup // the passWorkers workers
 	starved      []*hopQueue    // queues with work waiting for a global delivery slot
+	// itemsWaiting counts the work items in all delivery queues (bounded
+	// by maxWaitingItems: backlog.go).
+	itemsWaiting int
 
 	// runCtx is the context of every delivery; Close cancels it when its own
 	// deadline passes, so deliverers give up and report Deferred.
