@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -238,5 +240,70 @@ func TestSuspendedQueueHoldsABoundedBacklog(t *testing.T) {
 	h.waitIdle()
 	if got := len(remote.seen()); got != n+1 {
 		t.Errorf("%d deliveries after resuming, want %d", got, n+1)
+	}
+}
+
+// TestWaitingItemsBoundedAcrossQueues: many next hops each backlogged
+// add up to at most maxWaitingItems work items (and the passes in
+// flight): beyond it the scheduler claims nothing, and the messages wait
+// in the engine until the deliveries have taken half.
+func TestWaitingItemsBoundedAcrossQueues(t *testing.T) {
+	const hops, perHop = 20, 240
+	spool := t.TempDir()
+	var connectors strings.Builder
+	for d := range hops {
+		fmt.Fprintf(&connectors, "send_connector \"d%d\" {\n  address_spaces = [\"d%d.example\"]\n  smart_hosts = [\"[192.0.2.%d]:25\"]\n}\n", d, d, d+10)
+	}
+	src := strings.Replace(configSource(spool), "#HUB", `max_per_domain_outbound_connections = 1
+  max_outbound_connections = 2`, 1)
+	cfg := loadConfig(t, strings.Replace(src, "#LISTS", connectors.String(), 1))
+	block := make(chan struct{})
+	remote := &fake{result: ok, block: block}
+	h := start(t, cfg, &fake{result: ok}, remote, nil)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(block) }) }
+	t.Cleanup(unblock)
+	waiting := func() int {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		return h.tr.itemsWaiting
+	}
+	var mu sync.Mutex
+	var most int
+	var wg sync.WaitGroup
+	for d := range hops { // concurrent submitters share the spool's commits
+		wg.Go(func() {
+			for i := range perHop {
+				env := hub.Envelope{From: "sender@example.com", Connector: "in", ReceivedAt: time.Now(),
+					Recipients: []hub.Recipient{{Address: fmt.Sprintf("u%d@d%d.example", i, d)}}}
+				if _, err := h.tr.Submit(context.Background(), env, strings.NewReader("x\r\n")); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				most = max(most, waiting())
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	limit := maxWaitingItems(1)
+	eventually(t, "the delivery queues full", func() bool { return waiting() >= limit })
+	h.tr.sched.poke()
+	eventually(t, "the passes claimed before the bound routed", func() bool {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		return h.tr.passesQueued == 0
+	})
+	if got, bound := waiting(), limit+passWorkers+maxQueuedPasses; got > bound || most > bound {
+		t.Errorf("%d work items waiting (%d seen while submitting), want at most %d", got, most, bound)
+	}
+	if room := h.tr.passRoom(); room != 0 {
+		t.Errorf("room for %d passes with %d items waiting, want none", room, waiting())
+	}
+	unblock()
+	h.waitIdle()
+	if got := len(remote.seen()); got != hops*perHop {
+		t.Errorf("%d deliveries, want %d", got, hops*perHop)
 	}
 }

@@ -232,3 +232,59 @@ func (s *countingStore) Hops() []queue.HopState {
 	}
 	return nil
 }
+
+// removeGatedStore holds every Remove until gate is closed: the store's
+// commits stalled (a compaction, a slow disk).
+type removeGatedStore struct {
+	queue.Store
+	gate    chan struct{}
+	waiting atomic.Int64
+}
+
+func (s *removeGatedStore) Remove(id hub.QueueID) error {
+	s.waiting.Add(1)
+	<-s.gate
+	return s.Store.Remove(id)
+}
+
+// TestSettlingDeliveriesHoldTheirSlots: a delivery that ended keeps its
+// global slot until its outcome is durable, so while the store's commits
+// stall no more deliveries start than max_outbound_connections: the
+// goroutines waiting for the store do not pile up with the next hop's
+// pace (a compaction stalled commits for a while in deadhop -slow, and
+// 345 deliveries that had ended waited in Remove, a goroutine each).
+func TestSettlingDeliveriesHoldTheirSlots(t *testing.T) {
+	const n = 40
+	spool := t.TempDir()
+	ds, err := queue.OpenLog(queue.LogOptions{Dir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &removeGatedStore{Store: ds, gate: make(chan struct{})}
+	var once sync.Once
+	open := func() { once.Do(func() { close(store.gate) }) }
+	remote := &fake{result: ok}
+	h := startStore(t, config(t, spool, `max_outbound_connections = 3
+  max_per_domain_outbound_connections = 3`), &fake{result: ok}, remote, nil, store)
+	t.Cleanup(open) // before the transport's Close, should the test fail
+	for i := range n {
+		h.submit("x\r\n", fmt.Sprintf("u%d@partner.example", i))
+	}
+	eventually(t, "three deliveries waiting for the store", func() bool { return store.waiting.Load() == 3 })
+	h.submit("x\r\n", "late@partner.example") // work for the next hop keeps coming
+	// Every other message routed and waiting for a slot (or, without the
+	// bound, delivered and waiting for the store too).
+	eventually(t, "the rest routed", func() bool {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		return h.tr.itemsWaiting == n+1-3 || remote.begun.Load() > 3
+	})
+	if got := remote.begun.Load(); got != 3 {
+		t.Errorf("%d deliveries begun while 3 wait for the store, want 3", got)
+	}
+	open()
+	h.waitIdle()
+	if got := len(remote.seen()); got != n+1 {
+		t.Errorf("%d deliveries, want %d", got, n+1)
+	}
+}

@@ -327,7 +327,12 @@ func (t *Transport) complete(q *hopQueue, it *workItem, results []delivery.Resul
 	if how != inRetry {
 		q.active--
 		delete(q.running, it)
-		t.giveSlotLocked() // pumpLocked took it for run
+		// The global slot pumpLocked took for run is given back only at
+		// the end, once the outcome is durable: with the store's commits
+		// slow for a while (a compaction, a slow disk), deliveries that
+		// ended and wait for them would otherwise pile up beyond
+		// max_outbound_connections, a goroutine each.
+		defer t.giveSlot()
 	}
 	hopChanged := false // q went into Retry, stays there, or left it: the store keeps that (hopstate.go)
 	if how == attempted {

@@ -132,8 +132,17 @@ func (t *Transport) slotFreeLocked(q *hopQueue) bool {
 // takeSlotLocked takes the free slot slotFreeLocked found. t.mu is held.
 func (t *Transport) takeSlotLocked() { t.global <- struct{}{} }
 
-// giveSlotLocked returns a delivery's global slot and lets the queues that
-// found none start, oldest first. t.mu is held.
+// giveSlot returns a delivery's global slot and lets the queues that
+// found none start, oldest first. A delivery holds its slot until its
+// outcome is persisted (complete), so the deliveries running or settling
+// are at most Hub.MaxOutboundConnections.
+func (t *Transport) giveSlot() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.giveSlotLocked()
+}
+
+// giveSlotLocked is giveSlot with t.mu held.
 func (t *Transport) giveSlotLocked() {
 	<-t.global
 	for len(t.starved) > 0 && len(t.global) < cap(t.global) {
