@@ -52,7 +52,51 @@ type options struct {
 	restart          bool // restart hubd after the retry cycles, the next hop still dead
 	maxRSSGB         float64
 	timeout          time.Duration
+	slow             time.Duration // -slow: a live next hop answering each message after this
+	filled           fillResult    // set by prepare
 }
+
+// prepare makes the run's directory, builds hubd and hubctl unless given,
+// and fills the spool; it returns the directory and the spool in it.
+func prepare(o *options, progress io.Writer) (work, spool string, err error) {
+	if o.n < 1 || o.size < 300 || o.workers < 1 || o.cycles < 1 {
+		return "", "", errors.New("need -n ≥ 1, -size ≥ 300, -workers ≥ 1, -cycles ≥ 1")
+	}
+	if work, err = os.MkdirTemp(o.dir, "deadhop-"); err != nil {
+		return "", "", err
+	}
+	if o.keep {
+		fmt.Fprintln(progress, "keeping", work)
+	}
+	for _, b := range []struct {
+		path *string
+		name string
+	}{{&o.hubd, "hubd"}, {&o.hubctl, "hubctl"}} {
+		if *b.path == "" {
+			fmt.Fprintf(progress, "building %s...\n", b.name)
+			if *b.path, err = benchkit.Build(work, b.name); err != nil {
+				if errors.Is(err, benchkit.ErrNoRepo) {
+					err = errors.New("run deadhop inside the hubd repository, or give -hubd and -hubctl")
+				}
+				return work, "", err
+			}
+		}
+	}
+	spool = filepath.Join(work, "spool")
+	fmt.Fprintf(progress, "filling %s with %d messages of %d bytes...\n", spool, o.n, o.size)
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	if o.filled, err = fill(ctx, spool, o.n, o.size, o.workers, progress); err != nil {
+		return work, spool, fmt.Errorf("fill: %w", err)
+	}
+	fmt.Fprintf(progress, "filled in %.1f s; spool %.2f GB\n", o.filled.elapsed.Seconds(), float64(dirSize(spool))/1e9)
+	if o.cold {
+		dropCaches(progress)
+	}
+	return work, spool, nil
+}
+
+func removeAll(dir string) { os.RemoveAll(dir) }
 
 func main() {
 	var o options
@@ -69,7 +113,22 @@ func main() {
 	flag.BoolVar(&o.cold, "cold", false, "drop the page cache before starting hubd (root), so recovery reads the spool from disk")
 	flag.Float64Var(&o.maxRSSGB, "max-rss", 15, "stop hubd when its RSS exceeds this many GB")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
+	flag.DurationVar(&o.slow, "slow", 0, "instead: the next hop is live but answers each message after this long; measure what hubd holds while all N are due for it")
 	flag.Parse()
+	if o.slow > 0 {
+		r, err := measureSlow(o, os.Stderr)
+		if r != nil {
+			r.print(os.Stdout)
+		}
+		if err == nil {
+			err = r.failure()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "deadhop:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	r, err := measure(o, os.Stderr)
 	if r != nil {
 		r.print(os.Stdout)
@@ -134,40 +193,15 @@ func measure(o options, progress io.Writer) (r *report, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	r = &report{o: o}
-	r.work, err = os.MkdirTemp(o.dir, "deadhop-")
-	if err != nil {
-		return nil, err
+	var spool string
+	if r.work, spool, err = prepare(&r.o, progress); err != nil {
+		return r, err
 	}
-	if o.keep {
-		fmt.Fprintln(progress, "keeping", r.work)
-	} else {
-		defer os.RemoveAll(r.work)
+	if !o.keep {
+		defer removeAll(r.work)
 	}
-	for _, b := range []struct {
-		path *string
-		name string
-	}{{&r.o.hubd, "hubd"}, {&r.o.hubctl, "hubctl"}} {
-		if *b.path == "" {
-			fmt.Fprintf(progress, "building %s...\n", b.name)
-			if *b.path, err = benchkit.Build(r.work, b.name); err != nil {
-				if errors.Is(err, benchkit.ErrNoRepo) {
-					err = errors.New("run deadhop inside the hubd repository, or give -hubd and -hubctl")
-				}
-				return nil, err
-			}
-		}
-	}
-	spool := filepath.Join(r.work, "spool")
-
-	fmt.Fprintf(progress, "filling %s with %d messages of %d bytes...\n", spool, o.n, o.size)
-	if r.fill, err = fill(ctx, spool, o.n, o.size, o.workers, progress); err != nil {
-		return r, fmt.Errorf("fill: %w", err)
-	}
+	r.fill = r.o.filled
 	r.spoolBytes = dirSize(spool)
-	fmt.Fprintf(progress, "filled in %.1f s; spool %.2f GB\n", r.fill.elapsed.Seconds(), float64(r.spoolBytes)/1e9)
-	if o.cold {
-		dropCaches(progress)
-	}
 
 	// The dead next hop: a free port where nothing listens until the sink does.
 	deadPort, err := benchkit.FreePort()

@@ -26,14 +26,19 @@ type sink struct {
 	done       chan struct{} // closed when every message arrived
 	first      time.Time
 	last       time.Time
+	delay      time.Duration // before each message's reply (deadhop -slow)
 }
 
-func startSink(addr string, n int) (*sink, error) {
+func startSink(addr string, n int) (*sink, error) { return startSlowSink(addr, n, 0) }
+
+// startSlowSink is startSink for a next hop that answers each message's
+// end of data only after delay (deadhop -slow).
+func startSlowSink(addr string, n int, delay time.Duration) (*sink, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &sink{ln: ln, count: make([]uint8, n), done: make(chan struct{})}
+	s := &sink{ln: ln, count: make([]uint8, n), done: make(chan struct{}), delay: delay}
 	go s.serve()
 	return s, nil
 }
@@ -100,5 +105,8 @@ func (s *sink) serve() {
 		s.mu.Lock()
 		s.conns++
 		s.mu.Unlock()
-	}, func(rcpts []string, id string) { s.record(id, rcpts) })
+	}, func(rcpts []string, id string) {
+		time.Sleep(s.delay) // a slow next hop: the reply waits
+		s.record(id, rcpts)
+	})
 }
