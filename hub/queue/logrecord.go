@@ -64,10 +64,10 @@ type logMsg struct {
 }
 
 // encodeHead returns the record's header and fixed part up to the body,
-// with the CRC computed over them and body. The record on disk is head
-// followed by body.
-func encodeHead(kind byte, id hub.QueueID, js []byte, body []byte) []byte {
-	n := recFixed + len(js) + len(body)
+// with the CRC computed over them and body, given in pieces. The record on
+// disk is head followed by the pieces of body.
+func encodeHead(kind byte, id hub.QueueID, js []byte, body ...[]byte) []byte {
+	n := recFixed + len(js) + piecesLen(body)
 	head := make([]byte, recHeader, recHeader+recFixed+len(js))
 	head[0], head[1] = recMagic0, recMagic1
 	binary.BigEndian.PutUint32(head[2:6], uint32(n))
@@ -76,7 +76,9 @@ func encodeHead(kind byte, id hub.QueueID, js []byte, body []byte) []byte {
 	head = binary.BigEndian.AppendUint32(head, uint32(len(js)))
 	head = append(head, js...)
 	sum := crc32.Checksum(head[recHeader:], castagnoli)
-	sum = crc32.Update(sum, castagnoli, body)
+	for _, b := range body {
+		sum = crc32.Update(sum, castagnoli, b)
+	}
 	binary.BigEndian.PutUint32(head[6:10], sum)
 	return head
 }
@@ -93,7 +95,16 @@ func encodeRecord(kind byte, id hub.QueueID, v any) ([]byte, error) {
 	if len(js) > maxRecord-recFixed {
 		return nil, fmt.Errorf("queue: a record of %d bytes is too large", len(js))
 	}
-	return encodeHead(kind, id, js, nil), nil
+	return encodeHead(kind, id, js), nil
+}
+
+// piecesLen is the length of the pieces together.
+func piecesLen(pieces [][]byte) int {
+	n := 0
+	for _, b := range pieces {
+		n += len(b)
+	}
+	return n
 }
 
 // logRecord is one record as the scanner decodes it. json and body alias
