@@ -336,44 +336,6 @@ func (s *LogStore) Close() error {
 	return nil
 }
 
-// bodyPiece is the size of the pooled pieces an inline body is read into.
-// The body stays in memory until its record is durable, so at 20 sessions
-// of 100 KB messages the bodies being put are most of the live heap; in
-// 8 KiB pieces a body holds at most 8 KiB it does not use, where a
-// bytes.Buffer grown by appending held up to a quarter more than its body
-// (and, pooled, the capacity of the largest body it had held).
-const bodyPiece = 8 << 10
-
-var piecePool = sync.Pool{New: func() any { return new([bodyPiece]byte) }}
-
-// readPieces reads src into pooled pieces until it ends or more than max
-// octets have come; release gives the pieces back.
-func readPieces(src io.Reader, max int) (pieces [][]byte, n int, err error) {
-	for n <= max {
-		p := piecePool.Get().(*[bodyPiece]byte)
-		k, err := io.ReadFull(src, p[:])
-		if k == 0 {
-			piecePool.Put(p)
-		} else {
-			pieces = append(pieces, p[:k])
-			n += k
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return pieces, n, nil
-		}
-		if err != nil {
-			return pieces, n, err
-		}
-	}
-	return pieces, n, nil
-}
-
-func releasePieces(pieces [][]byte) {
-	for _, p := range pieces {
-		piecePool.Put((*[bodyPiece]byte)(p[:bodyPiece]))
-	}
-}
-
 // Put stores m and its body durably; see Store. A body up to inlineMax
 // is read into pooled pieces and goes inline in the MSG record; a
 // larger one is streamed to blob/<id>.tmp, fsynced and renamed to
