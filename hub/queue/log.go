@@ -49,7 +49,6 @@ package queue
 // (logfiles.go, logget.go).
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -337,11 +336,8 @@ func (s *LogStore) Close() error {
 	return nil
 }
 
-// bufPool holds the buffers inline bodies are read into.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 // Put stores m and its body durably; see Store. A body up to inlineMax
-// is read into a pooled buffer and goes inline in the MSG record; a
+// is read into pooled pieces and goes inline in the MSG record; a
 // larger one is streamed to blob/<id>.tmp, fsynced and renamed to
 // blob/<id> before the MSG record is handed to the committer (which
 // fsyncs blob/ before the record's fdatasync, so a durable MSG record
@@ -360,28 +356,29 @@ func (s *LogStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 	if m.Arrived.IsZero() {
 		m.Arrived = now
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 2*inlineMax {
-			bufPool.Put(buf)
-		}
-	}()
 	src := durable.Reader(ctx, body)
-	if _, err := buf.ReadFrom(io.LimitReader(src, inlineMax+1)); err != nil {
+	// The committer writes from the pieces and keeps no reference to them
+	// once the commit is answered (writeBatch clears its iovecs).
+	inline, n, err := readPieces(src, inlineMax)
+	defer func() { releasePieces(inline) }()
+	if err != nil {
 		return storageError(err)
 	}
 	rec := logMsg{Envelope: m.Envelope, Arrived: m.Arrived, State: m.State}
-	inline := buf.Bytes()
-	if buf.Len() > inlineMax {
-		size, sum, err := s.writeBlob(m.ID, buf.Bytes(), src)
+	if n > inlineMax {
+		size, sum, err := s.writeBlob(m.ID, inline, src)
 		if err != nil {
 			return storageError(err)
 		}
 		rec.Size, rec.BodyCRC, rec.Blob = size, sum, true
-		inline = nil
+		releasePieces(inline)
+		inline = nil // released
 	} else {
-		rec.Size, rec.BodyCRC = int64(len(inline)), crc32.Checksum(inline, castagnoli)
+		sum := uint32(0)
+		for _, p := range inline {
+			sum = crc32.Update(sum, castagnoli, p)
+		}
+		rec.Size, rec.BodyCRC = int64(n), sum
 	}
 	m.Size = rec.Size
 	// From here on the caller waits for the commit even if ctx ends: the
@@ -402,12 +399,12 @@ func (s *LogStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 }
 
 // msgReq is the commit request of one MSG record.
-func (s *LogStore) msgReq(id hub.QueueID, rec *logMsg, inline []byte) (*logReq, error) {
+func (s *LogStore) msgReq(id hub.QueueID, rec *logMsg, inline [][]byte) (*logReq, error) {
 	js, err := jsonMarshal(rec)
 	if err != nil {
 		return nil, err
 	}
-	head := encodeHead(recMsg, id, js, inline)
+	head := encodeHead(recMsg, id, js, inline...)
 	return &logReq{op: opPut, blobSync: rec.Blob, recs: []pendingRec{{
 		kind: recMsg, id: id, head: head, body: inline, blob: rec.Blob,
 	}}}, nil
@@ -416,7 +413,7 @@ func (s *LogStore) msgReq(id hub.QueueID, rec *logMsg, inline []byte) (*logReq, 
 // writeBlob streams a body too large to inline to blob/<id>: first what
 // Put has read already, then the rest of src; fsynced, then renamed into
 // place. It returns the body's size and CRC-32C.
-func (s *LogStore) writeBlob(id hub.QueueID, head []byte, src io.Reader) (int64, uint32, error) {
+func (s *LogStore) writeBlob(id hub.QueueID, head [][]byte, src io.Reader) (int64, uint32, error) {
 	tmp := s.blobPath(id) + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -424,8 +421,13 @@ func (s *LogStore) writeBlob(id hub.QueueID, head []byte, src io.Reader) (int64,
 	}
 	sum := crc32.New(castagnoli)
 	w := io.MultiWriter(f, sum)
-	_, err = w.Write(head)
-	n := int64(len(head))
+	var n int64
+	for _, p := range head {
+		if err == nil {
+			_, err = w.Write(p)
+			n += int64(len(p))
+		}
+	}
 	if err == nil {
 		var m int64
 		m, err = io.Copy(w, src)

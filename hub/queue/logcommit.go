@@ -57,14 +57,15 @@ type logReq struct {
 	batch  int // how many requests shared the batch; set before err is answered
 }
 
-// pendingRec is one encoded record (head, then body) and what the index
-// needs to know of it once it is durable.
+// pendingRec is one encoded record (head, then the pieces of body) and
+// what the index needs to know of it once it is durable.
 type pendingRec struct {
-	kind       byte
-	id         hub.QueueID
-	head, body []byte
-	blob       bool      // a MSG record whose body is a blob
-	hop        *HopState // a HOP record's content
+	kind byte
+	id   hub.QueueID
+	head []byte
+	body [][]byte  // a MSG's inline body, in the pieces Put read it in
+	blob bool      // a MSG record whose body is a blob
+	hop  *HopState // a HOP record's content
 	// settleFor: a SETTLE copied forward by compaction, cancelling the
 	// MSG record in this segment (0: a Remove's SETTLE).
 	settleFor uint32
@@ -229,7 +230,7 @@ func needsSync(batch []*logReq) bool {
 func reqBytes(r *logReq) int {
 	n := 0
 	for _, rec := range r.recs {
-		n += len(rec.head) + len(rec.body)
+		n += len(rec.head) + piecesLen(rec.body)
 	}
 	return n
 }
@@ -276,8 +277,10 @@ func (s *LogStore) writeBatch(batch []*logReq) error {
 	for _, r := range batch {
 		for _, rec := range r.recs {
 			iov = append(iov, rec.head)
-			if len(rec.body) > 0 {
-				iov = append(iov, rec.body)
+			for _, b := range rec.body {
+				if len(b) > 0 {
+					iov = append(iov, b)
+				}
 			}
 		}
 	}
@@ -307,7 +310,7 @@ func (s *LogStore) writeBatch(batch []*logReq) error {
 	for _, r := range batch {
 		for i := range r.recs {
 			rec := &r.recs[i]
-			l := loc{seg: uint32(s.curSeq), off: uint32(off), len: uint32(len(rec.head) + len(rec.body))}
+			l := loc{seg: uint32(s.curSeq), off: uint32(off), len: uint32(len(rec.head) + piecesLen(rec.body))}
 			if s.idx.apply(rec, l) {
 				blobs = append(blobs, rec.id)
 			}

@@ -82,7 +82,7 @@ func (s *LogStore) importDisk() error {
 		}
 		req.recs = append(req.recs, rec)
 		req.blobSync = req.blobSync || rec.blob
-		if size += len(rec.head) + len(rec.body); size >= importBatchBytes {
+		if size += len(rec.head) + piecesLen(rec.body); size >= importBatchBytes {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -126,7 +126,7 @@ func (s *LogStore) importOne(d *DiskStore, m *Message) (pendingRec, error) {
 		}
 		rec.Size, rec.BodyCRC = int64(len(body)), crc32.Checksum(body, castagnoli)
 	}
-	req, err := s.msgReq(m.ID, &rec, body)
+	req, err := s.msgReq(m.ID, &rec, [][]byte{body})
 	if err != nil {
 		return pendingRec{}, err
 	}

@@ -369,7 +369,7 @@ func (s *LogStore) compactOne() {
 			return
 		}
 		req.recs = append(req.recs, pendingRec{kind: recMsg, id: c.id, head: encodeHead(recMsg, c.id, js, body),
-			body: body, blob: m.Blob})
+			body: [][]byte{body}, blob: m.Blob})
 	}
 	if err := s.commitBatch([]*logReq{req}); err != nil {
 		s.log.Error("queue: compaction failed; the segment stays", "segment", victim, "err", err)

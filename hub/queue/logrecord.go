@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 	"time"
 
 	"hubd/hub"
@@ -64,10 +65,10 @@ type logMsg struct {
 }
 
 // encodeHead returns the record's header and fixed part up to the body,
-// with the CRC computed over them and body. The record on disk is head
-// followed by body.
-func encodeHead(kind byte, id hub.QueueID, js []byte, body []byte) []byte {
-	n := recFixed + len(js) + len(body)
+// with the CRC computed over them and body, given in pieces. The record on
+// disk is head followed by the pieces of body.
+func encodeHead(kind byte, id hub.QueueID, js []byte, body ...[]byte) []byte {
+	n := recFixed + len(js) + piecesLen(body)
 	head := make([]byte, recHeader, recHeader+recFixed+len(js))
 	head[0], head[1] = recMagic0, recMagic1
 	binary.BigEndian.PutUint32(head[2:6], uint32(n))
@@ -76,7 +77,9 @@ func encodeHead(kind byte, id hub.QueueID, js []byte, body []byte) []byte {
 	head = binary.BigEndian.AppendUint32(head, uint32(len(js)))
 	head = append(head, js...)
 	sum := crc32.Checksum(head[recHeader:], castagnoli)
-	sum = crc32.Update(sum, castagnoli, body)
+	for _, b := range body {
+		sum = crc32.Update(sum, castagnoli, b)
+	}
 	binary.BigEndian.PutUint32(head[6:10], sum)
 	return head
 }
@@ -93,7 +96,16 @@ func encodeRecord(kind byte, id hub.QueueID, v any) ([]byte, error) {
 	if len(js) > maxRecord-recFixed {
 		return nil, fmt.Errorf("queue: a record of %d bytes is too large", len(js))
 	}
-	return encodeHead(kind, id, js, nil), nil
+	return encodeHead(kind, id, js), nil
+}
+
+// piecesLen is the length of the pieces together.
+func piecesLen(pieces [][]byte) int {
+	n := 0
+	for _, b := range pieces {
+		n += len(b)
+	}
+	return n
 }
 
 // logRecord is one record as the scanner decodes it. json and body alias
@@ -281,4 +293,42 @@ func (sc *segScanner) peek() (logRecord, error) {
 	r, err := sc.next()
 	sc.pos = int(start - sc.off) // next may have moved the buffer
 	return r, err
+}
+
+// bodyPiece is the size of the pooled pieces an inline body is read into.
+// The body stays in memory until its record is durable, so at 20 sessions
+// of 100 KB messages the bodies being put are most of the live heap; in
+// 8 KiB pieces a body holds at most 8 KiB it does not use, where a
+// bytes.Buffer grown by appending held up to a quarter more than its body
+// (and, pooled, the capacity of the largest body it had held).
+const bodyPiece = 8 << 10
+
+var piecePool = sync.Pool{New: func() any { return new([bodyPiece]byte) }}
+
+// readPieces reads src into pooled pieces until it ends or more than max
+// octets have come; release gives the pieces back.
+func readPieces(src io.Reader, max int) (pieces [][]byte, n int, err error) {
+	for n <= max {
+		p := piecePool.Get().(*[bodyPiece]byte)
+		k, err := io.ReadFull(src, p[:])
+		if k == 0 {
+			piecePool.Put(p)
+		} else {
+			pieces = append(pieces, p[:k])
+			n += k
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return pieces, n, nil
+		}
+		if err != nil {
+			return pieces, n, err
+		}
+	}
+	return pieces, n, nil
+}
+
+func releasePieces(pieces [][]byte) {
+	for _, p := range pieces {
+		piecePool.Put((*[bodyPiece]byte)(p[:bodyPiece]))
+	}
 }

@@ -98,6 +98,7 @@ type options struct {
 	e2eTimeout    time.Duration
 	hubd          string // prebuilt hubd binary for A ("": build one)
 	against       string // hubd binary for B instead of Postfix
+	atAccept      string // shell command run when PSS is sampled (see -at-accept)
 }
 
 func main() {
@@ -111,6 +112,7 @@ func main() {
 	flag.StringVar(&o.postfixScript, "postfix-script", "", "postfix-relay.sh (default ../shared/bench/postfix-relay.sh from the repository root)")
 	flag.StringVar(&o.hubd, "hubd", "", "run this hubd binary as A instead of building ./cmd/hubd")
 	flag.StringVar(&o.against, "against", "", "run this hubd binary as B (named base) instead of Postfix")
+	flag.StringVar(&o.atAccept, "at-accept", "", "shell command run right after PSS is sampled, the load paused (env RB_PID, RB_MTA, RB_RUN, RB_DIR: the run's directory, hubd.log in it), e.g. to save /proc/$RB_PID/smaps")
 	flag.DurationVar(&o.e2eTimeout, "e2e-timeout", 5*time.Minute, "how long to wait for the sink to have every accepted message")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -259,6 +261,16 @@ func measure(m mta, sk *sink, o options, work string, n int) (runResult, error) 
 		connPerMsg: o.connPerMsg, runID: fmt.Sprintf("rb%d-%d", time.Now().UnixNano(), n)})
 	if kb, err := treePssKB("/proc", pid); err == nil {
 		r.pssMB = float64(kb) / 1024
+	}
+	if o.atAccept != "" {
+		// Where the PSS went: the command sees the MTA as it was sampled (the
+		// load has ended; delivery to the sink goes on meanwhile).
+		hook := exec.Command("sh", "-c", o.atAccept)
+		hook.Env = append(os.Environ(), fmt.Sprintf("RB_PID=%d", pid), "RB_MTA="+m.name(), fmt.Sprintf("RB_RUN=%d", n), "RB_DIR="+dir)
+		hook.Stdout, hook.Stderr = os.Stdout, os.Stderr
+		if err := hook.Run(); err != nil {
+			fmt.Printf("run %d: -at-accept: %v\n", n, err)
+		}
 	}
 	r.accepted, r.failed, r.firstErr = load.accepted, load.failed, load.firstErr
 	if load.accepted == 0 {

@@ -233,7 +233,7 @@ func (tr *transaction) data(ctx context.Context, c *conn, body io.Reader, accept
 		defer conv.Close()
 		content = conv
 	}
-	if err := c.writeData(content, d.dataBlock); err != nil {
+	if err := c.writeData(content, tr.size(), d.dataBlock); err != nil {
 		var re *readError
 		if errors.As(err, &re) {
 			// Our spool failed mid-message: drop the connection without the

@@ -35,15 +35,29 @@ func referenceData(body []byte) []byte {
 	return out.Bytes()
 }
 
+// sendData writes body with its size known (small bodies: through
+// smallBlock buffers), unknown, and wrongly guessed small: the same octets
+// every time.
 func sendData(t *testing.T, body []byte) []byte {
 	t.Helper()
-	return sendDataFrom(t, bytes.NewReader(body))
+	got := sendDataSized(t, bytes.NewReader(body), int64(len(body)))
+	for _, size := range []int64{-1, 0} {
+		if other := sendDataSized(t, bytes.NewReader(body), size); !bytes.Equal(other, got) {
+			t.Fatalf("%d bytes: size %d sends other octets than size %d", len(body), size, len(body))
+		}
+	}
+	return got
 }
 
 func sendDataFrom(t *testing.T, body io.Reader) []byte {
 	t.Helper()
+	return sendDataSized(t, body, -1)
+}
+
+func sendDataSized(t *testing.T, body io.Reader, size int64) []byte {
+	t.Helper()
 	c, got := pipeConn()
-	if err := c.writeData(body, 10*time.Second); err != nil {
+	if err := c.writeData(body, size, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	c.nc.Close()
@@ -80,6 +94,10 @@ func TestWriteDataMatchesReference(t *testing.T) {
 		strings.Repeat("x", 2*dataBlock-1) + "\r\n",
 		strings.Repeat(".\n", dataBlock),
 		strings.Repeat("ab\r\n", dataBlock/4) + ".",
+		strings.Repeat("x", smallBlock-1) + "\n.dot\n",
+		strings.Repeat("x", smallBlock) + ".\n",
+		strings.Repeat("x", smallBlock-2) + "\r\n",
+		strings.Repeat(".\n", smallBlock),
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []byte(".\r\nab")
@@ -154,7 +172,7 @@ func TestWriteDataInPieces(t *testing.T) {
 func TestWriteDataReadError(t *testing.T) {
 	c, got := pipeConn()
 	body := io.MultiReader(strings.NewReader(strings.Repeat("line\r\n", 20000)), iotest.ErrReader(io.ErrUnexpectedEOF))
-	err := c.writeData(body, 10*time.Second)
+	err := c.writeData(body, -1, 10*time.Second)
 	var re *readError
 	if !errors.As(err, &re) || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("writeData: %v, want a readError wrapping the read's error", err)

@@ -71,6 +71,10 @@ func RepoRoot() (string, error) {
 	}
 }
 
+// BuildTags are the build tags of the Makefile's TAGS, so that a benchmark
+// measures the binary make build makes (grpcnotrace: a smaller binary).
+const BuildTags = "grpcnotrace"
+
 // Build builds ./cmd/<name> of the repository around the working directory
 // into dir and returns the binary's path. Outside the repository its error
 // is ErrNoRepo; when go build fails, it holds go build's output.
@@ -80,7 +84,7 @@ func Build(dir, name string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
+	cmd := exec.Command("go", "build", "-tags", BuildTags, "-o", bin, "./cmd/"+name)
 	cmd.Dir = repo
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, out)
