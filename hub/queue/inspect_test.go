@@ -2,6 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +54,37 @@ func TestInspectBesideTheOwner(t *testing.T) {
 	snap, err := Inspect(context.Background(), dir)
 	if err != nil || len(snap.Active) != 0 {
 		t.Fatalf("after ClearActive: %+v, %v", snap, err)
+	}
+}
+
+// TestReadLiveSegmentGone: a segment unlinked between the index scan and
+// the reading (the owner reclaimed it while Inspect read) is an error
+// wrapping fs.ErrNotExist, which Inspect retries on, whichever segment
+// is acquired first; never a reader without its file.
+func TestReadLiveSegmentGone(t *testing.T) {
+	dir := t.TempDir()
+	s := openLogTest(t, LogOptions{Dir: dir, SegmentSize: 1024})
+	for i := range 8 {
+		putBody(t, s, strings.Repeat(fmt.Sprintf("segment filler %d\r\n", i), 20))
+	}
+	s.Close()
+	segs := segFiles(t, dir)
+	if len(segs) < 4 {
+		t.Fatalf("segments %v, want several", segs)
+	}
+	r := openLogTest(t, LogOptions{Dir: dir, SegmentSize: 1024})
+	sc, err := r.scanLog(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.idx = sc.idx
+	r.mu.Unlock()
+	os.Remove(segs[1])
+	for range 20 { // the places are taken in map order: any may come first
+		err := r.readLive(context.Background(), func(*Message) error { return nil })
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("readLive with a segment gone: %v, want ErrNotExist", err)
+		}
 	}
 }

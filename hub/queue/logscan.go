@@ -51,6 +51,7 @@ func (s *LogStore) readLive(ctx context.Context, fn func(*Message) error) error 
 	}
 	files := map[uint32]*segFile{}
 	var err error
+acquire:
 	for _, p := range places {
 		for _, l := range []loc{p.e.msg, p.e.st} {
 			if l.len == 0 || files[l.seg] != nil {
@@ -58,7 +59,7 @@ func (s *LogStore) readLive(ctx context.Context, fn func(*Message) error) error 
 			}
 			var sf *segFile
 			if sf, err = s.acquireSeg(l.seg); err != nil {
-				break
+				break acquire // not masked by the next segment's success
 			}
 			files[l.seg] = sf
 		}
