@@ -51,6 +51,30 @@ func (p *backlogProbe) end() (maxItems, maxEntries int) {
 	return p.maxItems, p.maxEntris
 }
 
+// startSlowHop starts a transport whose remote next hop takes one
+// connection and blocks every delivery until unblock.
+func startSlowHop(t *testing.T) (h *harness, remote *fake, unblock func()) {
+	block := make(chan struct{})
+	remote = &fake{result: ok, block: block}
+	h = start(t, config(t, t.TempDir(), `max_per_domain_outbound_connections = 1`), &fake{result: ok}, remote, nil)
+	var once sync.Once
+	unblock = func() { once.Do(func() { close(block) }) }
+	t.Cleanup(unblock)
+	return h, remote, unblock
+}
+
+// routedOrParked counts the messages in h's delivery queues: waiting,
+// being delivered, or parked.
+func routedOrParked(h *harness) int {
+	h.tr.mu.Lock()
+	defer h.tr.mu.Unlock()
+	n := 0
+	for _, q := range h.tr.queues {
+		n += len(q.items) + q.active + q.nParked
+	}
+	return n
+}
+
 // parkedCount is how many messages are parked on h's queues, and how
 // many of all queued are asleep (no entry).
 func parkedCount(h *harness, queued int) (parked, asleep int) {
@@ -69,13 +93,7 @@ func parkedCount(h *harness, queued int) (parked, asleep int) {
 // RAM, so a million due for a slow next hop were a million in RAM).
 func TestSlowNextHopHoldsABoundedBacklog(t *testing.T) {
 	const n = 2000
-	spool := t.TempDir()
-	block := make(chan struct{})
-	remote := &fake{result: ok, block: block}
-	h := start(t, config(t, spool, `max_per_domain_outbound_connections = 1`), &fake{result: ok}, remote, nil)
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(block) }) }
-	t.Cleanup(unblock)
+	h, remote, unblock := startSlowHop(t)
 	probe := watchBacklog(h)
 	ids := make([]hub.QueueID, n)
 	for i := range n {
@@ -83,13 +101,7 @@ func TestSlowNextHopHoldsABoundedBacklog(t *testing.T) {
 	}
 	capItems := backlogCap(1)
 	eventually(t, "every message routed or parked", func() bool {
-		h.tr.mu.Lock()
-		defer h.tr.mu.Unlock()
-		held := 0
-		for _, q := range h.tr.queues {
-			held += len(q.items) + q.active + q.nParked
-		}
-		return held == n
+		return routedOrParked(h) == n
 	})
 	if parked, asleep := parkedCount(h, n); parked < n-capItems-1 || asleep < parked/2 {
 		t.Errorf("%d messages parked and %d asleep, want at least %d parked, most of them asleep", parked, asleep, n-capItems-1)
@@ -193,13 +205,7 @@ func TestMessageForTwoSlowNextHops(t *testing.T) {
 // leaves when the queue is resumed.
 func TestSuspendedQueueHoldsABoundedBacklog(t *testing.T) {
 	const n = 800
-	spool := t.TempDir()
-	block := make(chan struct{})
-	remote := &fake{result: ok, block: block}
-	h := start(t, config(t, spool, `max_per_domain_outbound_connections = 1`), &fake{result: ok}, remote, nil)
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(block) }) }
-	t.Cleanup(unblock)
+	h, remote, unblock := startSlowHop(t)
 	h.submit("x\r\n", "first@partner.example")
 	eventually(t, "first delivery running", func() bool { return remote.begun.Load() == 1 })
 	var name string
@@ -216,13 +222,7 @@ func TestSuspendedQueueHoldsABoundedBacklog(t *testing.T) {
 		h.submit("x\r\n", fmt.Sprintf("u%d@partner.example", i))
 	}
 	eventually(t, "every message queued or parked", func() bool {
-		h.tr.mu.Lock()
-		defer h.tr.mu.Unlock()
-		held := 0
-		for _, q := range h.tr.queues {
-			held += len(q.items) + q.active + q.nParked
-		}
-		return held == n
+		return routedOrParked(h) == n
 	})
 	h.tr.mu.Lock()
 	for _, q := range h.tr.queues {

@@ -151,13 +151,7 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		// did not know of the Retry yet made it due earlier.
 		t.parkLocked(e, parkQ)
 		evict = evict && (!parkOK || parkDue.Sub(now) > evictAfter)
-		switch {
-		case t.closed:
-		case parkOK:
-			t.scheduleLocked(e, parkDue)
-		default:
-			t.scheduleLocked(e, time.Time{})
-		}
+		t.scheduleParkedLocked(e, parkDue, parkOK)
 		if !t.closed && !now.Before(parkQ.retryAt) && parkQ.probe == nil && parkQ.active == 0 && len(parkQ.items) == 0 {
 			// Its retry time already came (an operator's retry moved it
 			// to now before anything was parked): the scheduler's wake
@@ -168,13 +162,7 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		// Parked on a queue out of Retry: held back by its backlog
 		// (backlog.go), or not yet woken by its drain after a Retry. Due
 		// at its deadlines, or when the drain wakes it.
-		switch {
-		case t.closed:
-		case parkOK:
-			t.scheduleLocked(e, parkDue)
-		default:
-			t.scheduleLocked(e, time.Time{})
-		}
+		t.scheduleParkedLocked(e, parkDue, parkOK)
 		// A drain that ran before e was parked found nothing to wake.
 		t.drainLocked(parkQ)
 		evict = evict && e.parkedOn == parkQ && (!parkOK || parkDue.Sub(now) > evictAfter)
@@ -195,6 +183,18 @@ func (t *Transport) rescheduleFrom(e *entry, retryQ *hopQueue) {
 		t.mu.Unlock()
 	}
 	e.mu.Unlock()
+}
+
+// scheduleParkedLocked schedules e, parked, at its deadline due (ok:
+// it has one; else it waits for its queue to wake it). t.mu is held.
+func (t *Transport) scheduleParkedLocked(e *entry, due time.Time, ok bool) {
+	switch {
+	case t.closed:
+	case ok:
+		t.scheduleLocked(e, due)
+	default:
+		t.scheduleLocked(e, time.Time{})
+	}
 }
 
 // remove takes a settled message out of the store and the queue.
