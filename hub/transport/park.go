@@ -127,7 +127,7 @@ func (t *Transport) wakeProbeLocked(q *hopQueue) {
 	if e := t.popParkedLocked(q); e != nil {
 		q.probe = e
 		e.probeOf = q
-		t.wakeLocked(e, q, t.clock())
+		t.wakeLocked(e, q)
 	}
 }
 
@@ -153,15 +153,24 @@ func (t *Transport) popParkedLocked(q *hopQueue) *entry {
 	return nil
 }
 
-// wakeLocked makes e, just taken off q's parked list, due now with its
-// recipients waiting for q (route). A running pass reschedules e itself
-// when it ends, then due. t.mu is held.
-func (t *Transport) wakeLocked(e *entry, q *hopQueue, now time.Time) {
+// wakeLocked makes e, just taken off q's parked list, due with its
+// recipients waiting for q (route): due before anything else (wokenDue),
+// since q waits for it. A running pass reschedules e itself when it ends,
+// then due. t.mu is held.
+func (t *Transport) wakeLocked(e *entry, q *hopQueue) {
 	e.wakeFor.Store(q)
 	if !e.busy {
-		t.scheduleLocked(e, now)
+		t.scheduleLocked(e, wokenDue)
 	}
 }
+
+// wokenDue is the due time of a message a probe or a drain woke: earlier
+// than any other, so that the scheduler claims it first. Were it due now,
+// it would wait behind every message already due: after a start-up with
+// a million due for a slow next hop (all of them due, most then parked on
+// its backlog: backlog.go), the next hop sat idle for half a minute while
+// the first passes went through the rest (deadhop -n 1000000 -slow 2ms).
+var wokenDue = time.Unix(0, 0)
 
 // drainBatch is how much work of a next hop that is reachable again is
 // woken at once (drainLocked): enough to keep its connections busy while
@@ -197,13 +206,12 @@ func (t *Transport) drainLocked(q *hopQueue) {
 	if pending > batch/2 {
 		return
 	}
-	now := t.clock()
 	for ; pending < batch; pending++ {
 		e := t.popParkedLocked(q)
 		if e == nil {
 			break
 		}
-		t.wakeLocked(e, q, now)
+		t.wakeLocked(e, q)
 		q.woken = append(q.woken, e)
 	}
 	if q.nParked == 0 {
@@ -214,7 +222,6 @@ func (t *Transport) drainLocked(q *hopQueue) {
 // wakeAllLocked wakes every message parked on q: their recipients waiting
 // for it are due now. t.mu is held.
 func (t *Transport) wakeAllLocked(q *hopQueue) {
-	now := t.clock()
 	for len(q.parked) > 0 {
 		id := q.parked[0].ID()
 		q.parked = q.parked[1:]
@@ -227,7 +234,7 @@ func (t *Transport) wakeAllLocked(q *hopQueue) {
 		if e := t.msgs[id]; e != nil && e.parkedOn == q {
 			t.unparkLocked(e)
 			if !e.removing {
-				t.wakeLocked(e, q, now)
+				t.wakeLocked(e, q)
 			}
 		}
 	}

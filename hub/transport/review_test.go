@@ -123,8 +123,13 @@ func TestDelayDSNForUnreachable(t *testing.T) {
 		t.Fatalf("delay DSN %+v", d)
 	}
 	checkDSN(t, d.body, "delayed", "4.4.4", "dave@nowhere.example")
-	r, _ := h.recipient(id, 0)
-	if r.Status != queue.Deferred || !r.DelayNotified {
+	// The DSN may be delivered before the notify that queued it has
+	// marked the recipient.
+	eventually(t, "recipient marked delay-notified", func() bool {
+		r, _ := h.recipient(id, 0)
+		return r.DelayNotified
+	})
+	if r, _ := h.recipient(id, 0); r.Status != queue.Deferred {
 		t.Errorf("recipient after the delay DSN: %+v", r)
 	}
 }
