@@ -10,7 +10,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -201,21 +200,4 @@ func (r *readErr) Read(p []byte) (int, error) {
 		r.err = err
 	}
 	return n, err
-}
-
-// deadlineWriter sets the connection's write deadline before each write.
-// go-smtp's client sets deadlines only around commands and clears them
-// after DATA's 354, so without this a server that stops reading would
-// hold the body forever.
-type deadlineWriter struct {
-	w       io.Writer
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if err := d.conn.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
-		return 0, err
-	}
-	return d.w.Write(p)
 }

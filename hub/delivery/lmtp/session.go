@@ -230,7 +230,7 @@ func (s *session) rcptOptions(addr string) *smtp.RcptOptions {
 // unsettled recipients.
 func (s *session) writeBody(ctx context.Context, conn net.Conn, w io.Writer, body io.Reader) *delivery.Result {
 	src := &readErr{r: body}
-	_, err := io.Copy(&deadlineWriter{w: w, conn: conn, timeout: s.d.dataTimeout}, src)
+	_, err := io.Copy(&delivery.DeadlineWriter{W: w, Conn: conn, Timeout: s.d.dataTimeout}, src)
 	switch {
 	case src.err != nil:
 		// Closing the connection before the dot makes the server drop the

@@ -3,9 +3,10 @@ package smtpout
 import (
 	"bytes"
 	"io"
-	"net"
 	"sync"
 	"time"
+
+	"hubd/hub/delivery"
 )
 
 // writeData sends the message after a 354: lines end in CRLF (a bare LF
@@ -32,7 +33,7 @@ func (c *conn) writeData(body io.Reader, size int64, blockTimeout time.Duration)
 	}
 	bufs := pool.Get().(*dataBuffers)
 	defer bufs.release(pool, block)
-	w := &deadlineWriter{nc: c.nc, timeout: blockTimeout}
+	w := &delivery.DeadlineWriter{W: c.nc, Conn: c.nc, Timeout: blockTimeout}
 	var st stuffState
 	st.lineStart = true
 	for {
@@ -172,16 +173,4 @@ func (b *dataBuffers) release(pool *sync.Pool, block int) {
 		b.out = nil
 	}
 	pool.Put(b)
-}
-
-type deadlineWriter struct {
-	nc      net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if err := d.nc.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
-		return 0, err
-	}
-	return d.nc.Write(p)
 }
