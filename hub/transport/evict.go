@@ -195,7 +195,7 @@ func (t *Transport) passFailed(e *entry, isolated bool, err error) {
 	t.log.Error("cannot read queued message", "id", e.id, "err", err)
 	gone := errors.Is(err, queue.ErrNotFound)
 	if gone {
-		t.depth.forget(e)
+		defer t.depth.forget(e) // after the engine forgets it (see remove)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -208,11 +208,13 @@ func (t *Transport) remove(e *entry) {
 		t.persist(e, e.msg.State)
 		e.mu.Unlock()
 	}
-	t.depth.forget(e)
 	t.mu.Lock()
 	delete(t.msgs, e.id)
 	t.work.Forget(e.id)
 	t.mu.Unlock()
+	// Last: WaitIdle returns once the depth says no message is left, and
+	// by then the message is gone from the engine too.
+	t.depth.forget(e)
 }
 
 // markActive records in the store that a pass or a delivery of e starts
