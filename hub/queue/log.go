@@ -90,6 +90,9 @@ type LogOptions struct {
 	// how recent the last Put must be for it to wait (logcommit.go); 0: a
 	// millisecond and 10 ms. Tests set them long to make the wait certain.
 	putWait, putsRecent time.Duration
+	// compactChunk: about how many bytes a step of a compaction copies
+	// (logcompact.go); 0: 1 MiB. Tests set it small.
+	compactChunk int
 
 	// Test hooks (nil: the real ones): writev replaces the segment's
 	// pwritev (the buffers written one after another at off), datasync its
@@ -126,6 +129,7 @@ type LogStore struct {
 	incarnation                                     string
 	lock                                            *os.File
 	inspecting                                      bool // Inspect's reader: change nothing in the spool
+	compactChunk                                    int
 
 	// loadMu excludes Load's scan from the committer's batches: held by
 	// the committer for each batch (and its reclaiming), by Load while it
@@ -153,12 +157,14 @@ type LogStore struct {
 	closed  bool // Close has begun: Open and Get fail
 
 	// The committer's (logcommit.go), changed under loadMu.
-	cur       *os.File // the segment being written; nil until the first batch
-	curSeq    uint64   // its number; the next segment is curSeq+1
-	curOff    int64    // where the next batch goes
-	dirtyTail bool     // a failed batch could not be truncated away yet
-	unsynced  bool     // the last batch was written without an fdatasync (noSync)
-	iov       [][]byte // the batch's records, head and body, for one pwritev
+	cur       *os.File            // the segment being written; nil until the first batch
+	curSeq    uint64              // its number; the next segment is curSeq+1
+	curOff    int64               // where the next batch goes
+	dirtyTail bool                // a failed batch could not be truncated away yet
+	unsynced  bool                // the last batch was written without an fdatasync (noSync)
+	iov       [][]byte            // the batch's records, head and body, for one pwritev
+	compact   *compaction         // in progress (logcompact.go)
+	noCompact map[uint32]struct{} // segments a compaction failed on, until a Load
 
 	reqs    chan *logReq
 	stop    chan struct{}
@@ -191,6 +197,8 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 		writev:        opts.writev,
 		putWait:       opts.putWait,
 		putsRecent:    opts.putsRecent,
+		compactChunk:  opts.compactChunk,
+		noCompact:     map[uint32]struct{}{},
 		datasync:      opts.datasync,
 		syncDir:       opts.syncDir,
 		openFile:      opts.openFile,
@@ -223,6 +231,9 @@ func OpenLog(opts LogOptions) (*LogStore, error) {
 	}
 	if s.putsRecent <= 0 {
 		s.putsRecent = defaultPutsRecent
+	}
+	if s.compactChunk <= 0 {
+		s.compactChunk = compactChunk
 	}
 	if s.datasync == nil {
 		s.datasync = fdatasync
@@ -315,6 +326,7 @@ func (s *LogStore) Close() error {
 	<-s.done
 	s.closeFiles()
 	s.loadMu.Lock()
+	s.dropCompaction()
 	if err := s.syncUnsynced(); err != nil {
 		s.log.Error("queue: cannot make the last records durable at close", "err", err)
 	}

@@ -67,8 +67,10 @@ type pendingRec struct {
 	blob bool      // a MSG record whose body is a blob
 	hop  *HopState // a HOP record's content
 	// settleFor: a SETTLE copied forward by compaction, cancelling the
-	// MSG record in this segment (0: a Remove's SETTLE).
+	// MSG record in this segment (0: a Remove's SETTLE); settleAt: 1 + its
+	// place in that segment's settles (logindex.go; 0: look it up).
 	settleFor uint32
+	settleAt  int
 }
 
 const maxBatchBytes = 16 << 20
@@ -113,10 +115,8 @@ func (s *LogStore) committer() {
 	<-wait.C
 	var lastPut time.Time // when a batch last carried a Put
 	for {
-		select {
-		case r := <-s.reqs:
-			batch = append(batch[:0], r)
-		case <-s.stop:
+		r := s.nextReq()
+		if r == nil {
 			for {
 				select {
 				case r := <-s.reqs:
@@ -126,6 +126,7 @@ func (s *LogStore) committer() {
 				}
 			}
 		}
+		batch = append(batch[:0], r)
 		size := s.gather(&batch, reqBytes(batch[0]))
 		if !carriesPut(batch) && needsSync(batch) && time.Since(lastPut) < s.putsRecent {
 			size = s.awaitPut(&batch, size, wait)
@@ -136,10 +137,37 @@ func (s *LogStore) committer() {
 		s.loadMu.Lock()
 		s.commitBatch(batch)
 		s.reclaim()
-		if len(s.reqs) == 0 {
-			s.compactOne()
+		s.compactAfterBatch(len(s.reqs) == 0) // logcompact.go
+		s.loadMu.Unlock()
+	}
+}
+
+// nextReq waits for the next request; while none comes, a compaction in
+// progress takes its steps. nil: the store is closing.
+func (s *LogStore) nextReq() *logReq {
+	for {
+		select {
+		case r := <-s.reqs:
+			return r
+		case <-s.stop:
+			return nil
+		default:
+		}
+		s.loadMu.Lock()
+		busy := s.compacting()
+		if busy {
+			s.compactStep()
 		}
 		s.loadMu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case r := <-s.reqs:
+			return r
+		case <-s.stop:
+			return nil
+		}
 	}
 }
 

@@ -19,12 +19,10 @@ package queue
 // Each segment counts its needed records and their bytes. A sealed segment
 // needing nothing is unlinked (reclaim, logcommit.go); one whose needed
 // bytes are under a quarter of its size has them copied forward
-// (compactOne) and is then unlinked.
+// (logcompact.go) and is then unlinked.
 
 import (
 	"encoding/json"
-	"fmt"
-	"os"
 
 	"hubd/hub"
 )
@@ -247,6 +245,12 @@ func (x *logIndex) moveSettle(rec *pendingRec, k Key, l loc) {
 	if t == nil {
 		return
 	}
+	if i := rec.settleAt - 1; i >= 0 && i < len(t.settles) && t.settles[i].id == k {
+		x.release(loc{seg: t.settles[i].seg, len: settleSize})
+		t.settles[i].seg = l.seg
+		x.need(l)
+		return
+	}
 	for i, ref := range t.settles {
 		if ref.id == k {
 			x.release(loc{seg: ref.seg, len: settleSize})
@@ -275,134 +279,6 @@ func (x *logIndex) removeSegment(n uint32) {
 			delete(x.shadows, k)
 		}
 	}
-}
-
-// compactOne copies the needed records of the sealed segment with the
-// smallest share of needed bytes, when under a quarter, to the current
-// segment through the group commit, and reclaims it. A message's MSG
-// record is rewritten with its latest state (and its body, or the same
-// blob), so its STATE records elsewhere are needed no more. Run by the
-// committer between batches (loadMu held), one segment at a time.
-func (s *LogStore) compactOne() {
-	if !s.loaded {
-		return
-	}
-	s.mu.Lock()
-	var victim uint32
-	best := 0.25
-	for n, si := range s.idx.segs {
-		if uint64(n) == s.curSeq || si.size == 0 || si.live == 0 {
-			continue
-		}
-		if r := float64(si.liveBytes) / float64(si.size); r < best {
-			victim, best = n, r
-		}
-	}
-	if victim == 0 {
-		s.mu.Unlock()
-		return
-	}
-	type msgCopy struct {
-		id     hub.QueueID
-		msg    loc
-		st     loc
-		moveSt bool // only the STATE record is in the victim
-	}
-	var copies []msgCopy
-	for k, e := range s.idx.entries {
-		switch {
-		case e.msg.seg == victim:
-			copies = append(copies, msgCopy{id: k.id(), msg: e.msg, st: e.st})
-		case e.st.len > 0 && e.st.seg == victim:
-			copies = append(copies, msgCopy{id: k.id(), st: e.st, moveSt: true})
-		}
-	}
-	var settles []pendingRec
-	for n, si := range s.idx.segs {
-		for _, ref := range si.settles {
-			if ref.seg == victim {
-				id := ref.id.id()
-				head, _ := encodeRecord(recSettle, id, nil)
-				settles = append(settles, pendingRec{kind: recSettle, id: id, head: head, settleFor: n})
-			}
-		}
-	}
-	settles = append(settles, s.idx.hopCopies(victim)...)
-	s.mu.Unlock()
-
-	req := &logReq{op: opUpdate, err: make(chan error, 1), recs: settles}
-	files := map[uint32]*os.File{}
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	read := func(l loc) (logRecord, error) {
-		f := files[l.seg]
-		if f == nil {
-			var err error
-			if f, err = os.Open(s.segPath(uint64(l.seg))); err != nil {
-				return logRecord{}, err
-			}
-			files[l.seg] = f
-		}
-		b := make([]byte, l.len)
-		if _, err := f.ReadAt(b, int64(l.off)); err != nil {
-			return logRecord{}, err
-		}
-		return parseRecord(b, int64(len(b)))
-	}
-	for _, c := range copies {
-		if c.moveSt {
-			r, err := read(c.st)
-			if err != nil {
-				s.log.Error("queue: compaction cannot read a record", "segment", victim, "id", c.id, "err", err)
-				return
-			}
-			head, _ := encodeRecord(recState, c.id, json.RawMessage(r.json))
-			req.recs = append(req.recs, pendingRec{kind: recState, id: c.id, head: head})
-			continue
-		}
-		m, js, body, err := s.copyMsg(read, c.msg, c.st)
-		if err != nil {
-			s.log.Error("queue: compaction cannot read a record", "segment", victim, "id", c.id, "err", err)
-			return
-		}
-		req.recs = append(req.recs, pendingRec{kind: recMsg, id: c.id, head: encodeHead(recMsg, c.id, js, body),
-			body: [][]byte{body}, blob: m.Blob})
-	}
-	if err := s.commitBatch([]*logReq{req}); err != nil {
-		s.log.Error("queue: compaction failed; the segment stays", "segment", victim, "err", err)
-		return
-	}
-	s.log.Info("queue: compacted segment", "segment", victim, "live_share", fmt.Sprintf("%.2f", best), "records_copied", len(req.recs))
-	s.reclaim()
-}
-
-// copyMsg reads a MSG record and the latest STATE record (st.len == 0:
-// none) and returns the MSG record that replaces both: its content, its
-// JSON, and the inline body (a copy).
-func (s *LogStore) copyMsg(read func(loc) (logRecord, error), msg, st loc) (*logMsg, []byte, []byte, error) {
-	r, err := read(msg)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	var m logMsg
-	if err := json.Unmarshal(r.json, &m); err != nil {
-		return nil, nil, nil, err
-	}
-	if st.len > 0 {
-		sr, err := read(st)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		m.State = State{}
-		if err := json.Unmarshal(sr.json, &m.State); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	js, err := json.Marshal(&m)
-	return &m, js, r.body, err
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -100,6 +100,8 @@ func (s *LogStore) Scan(ctx context.Context, fn func(*Message) error) error {
 		s.quarantineRange(b)
 	}
 	s.tailCut = true
+	s.dropCompaction() // it decided against the index being replaced
+	clear(s.noCompact)
 	s.mu.Lock()
 	s.idx = sc.idx
 	s.indexed = true

@@ -186,13 +186,25 @@ type segScanner struct {
 	off  int64  // of buf[0]
 	buf  []byte // holds [off, off+len(buf)) of the segment
 	pos  int    // the next record's position in buf
+	// chunk is how much fill reads at least (scanChunk; compaction reads
+	// less at a time).
+	chunk int
 }
 
 const scanChunk = 4 << 20
 
 func newSegScanner(r io.ReaderAt, size int64, buf []byte) *segScanner {
-	return &segScanner{r: r, size: size, buf: buf[:0]}
+	return &segScanner{r: r, size: size, buf: buf[:0], chunk: scanChunk}
 }
+
+// withChunk makes fill read chunk bytes at least.
+func (sc *segScanner) withChunk(chunk int) *segScanner {
+	sc.chunk = chunk
+	return sc
+}
+
+// at is where the next record starts in the segment.
+func (sc *segScanner) at() int64 { return sc.off + int64(sc.pos) }
 
 // fill makes buf hold at least want bytes from position pos on (or all
 // that is left of the segment). A read error is returned as it is: it is
@@ -203,7 +215,7 @@ func (sc *segScanner) fill(want int) error {
 	if have >= want || left == 0 {
 		return nil
 	}
-	need := max(want, scanChunk)
+	need := max(want, sc.chunk)
 	if cap(sc.buf) < need {
 		nb := make([]byte, have, need)
 		copy(nb, sc.buf[sc.pos:])
