@@ -27,8 +27,11 @@ package connectors
 // code and enhanced code, over a real connection.
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
+
+	"hubd/policy"
 )
 
 // goSMTPReplies maps go-smtp v0.25.1's fixed error texts, for the commands
@@ -91,4 +94,156 @@ func (c *sessionConn) replyFor(cmd command, code int, b []byte) []byte {
 		return []byte("235 2.7.0 Authentication successful\r\n")
 	}
 	return b
+}
+
+// rewrite returns the bytes to send in place of b, one reply line (own:
+// the filter's, sent as they are; else go-smtp's, put in our words), and
+// follows the dialogue: the state machine, what the client sends next,
+// protocol errors.
+func (c *sessionConn) rewrite(b []byte, own bool) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.reply.greeted {
+		c.reply.greeted = true
+		if c.reply.swallowGreeting {
+			return nil
+		}
+		if bytes.HasPrefix(b, []byte("220 ")) && c.banner != "" {
+			return []byte("220 " + c.banner + "\r\n")
+		}
+	}
+	if c.reason != "" {
+		// We timed the read out or are shutting down: our reply, not the
+		// library's (which may name internal addresses in its error text).
+		return []byte(c.reason + "\r\n")
+	}
+	code, final := replyCode(b)
+	p := &c.reply.proto
+	if !own && p.pending.verb == "EHLO" && code/100 == 2 {
+		return c.ehloLine(b, final)
+	}
+	if !final {
+		return b
+	}
+	if !own {
+		cmd := p.pending
+		p.replied(code)
+		b = c.replyFor(cmd, code, b)
+		code, _ = replyCode(b)
+		if cmd.verb == "MAIL" {
+			c.countMailRefusal(code)
+		}
+	}
+	switch code {
+	case 354:
+		c.reply.next = modeData
+		c.body = newDotReader(c.in, &c.src, c.c.server.MaxMessageBytes, func() { c.startRequest(0) })
+	case 334:
+		c.reply.next = modeSASL
+	default:
+		c.reply.next = modeCommand
+	}
+	if isProtocolError(reply(code, "", "")) {
+		if r := c.countProtocolError(b); r != nil {
+			return r
+		}
+	}
+	c.syncErrs()
+	return b
+}
+
+// ehloLine edits one line of the EHLO reply: the first names us (RFC 5321
+// §4.1.1.1), STARTTLS is ours to offer, and AUTH is hidden until TLS when
+// the connector wants TLS for it (RFC 4954 §4; go-smtp is told insecure
+// AUTH is fine because it never sees our TLS). c.mu is held.
+func (c *sessionConn) ehloLine(b []byte, final bool) []byte {
+	first := !c.reply.ehloFirst
+	c.reply.ehloFirst = true
+	name := c.reply.proto.pending.path
+	if final {
+		c.reply.proto.replied(250)
+		c.reply.next = modeCommand
+		c.syncErrs()
+	}
+	if len(b) < 4 {
+		return b
+	}
+	if first {
+		b = []byte(string(b[:4]) + c.c.rc.FQDN + " Hello " + name + "\r\n")
+	}
+	if !c.authAllowed() && (bytes.HasPrefix(b[4:], []byte("AUTH ")) || bytes.HasPrefix(b[4:], []byte("AUTH\r"))) {
+		return nil
+	}
+	if first && !final && c.offerSTARTTLS() {
+		return append(b, "250-STARTTLS\r\n"...)
+	}
+	if first && !final && c.tlsConn != nil {
+		// RFC 8689 §4: REQUIRETLS is offered only on a TLS session; go-smtp
+		// accepts the parameter but cannot see our TLS to advertise it.
+		return append(b, "250-REQUIRETLS\r\n"...)
+	}
+	return b
+}
+
+// countProtocolError counts a 500-504/530 reply that the session has not
+// counted itself (session.refuse counts its own) and returns the reply
+// that replaces it once max_protocol_errors is exceeded. c.mu is held.
+func (c *sessionConn) countProtocolError(b []byte) []byte {
+	st := c.state
+	st.mu.Lock()
+	if st.protoErrors == c.errsSeen {
+		st.protoErrors++
+	}
+	n := st.protoErrors
+	c.errsSeen = n
+	st.mu.Unlock()
+	if max := c.c.rc.MaxProtocolErrors; max > 0 && n > max && !c.closeAfterWrite.Load() {
+		st.log.InfoContext(st.ctx, "refused", "reply", string(bytes.TrimRight(b, "\r\n")), "closing", "too many errors")
+		c.closeAfterWrite.Store(true)
+		return []byte("421 4.7.0 Too many errors\r\n")
+	}
+	return nil
+}
+
+// countMailRefusal counts, as a refused transaction, a MAIL refusal that
+// go-smtp made before asking the session (a declared SIZE over the
+// connector's limit, RFC 1870 §6.1): the session counts its own. c.mu is
+// held.
+func (c *sessionConn) countMailRefusal(code int) {
+	n := c.state.mailRefusals.Load()
+	if code >= 400 && n == c.mailSeen {
+		c.c.stats.refused.Add(1)
+		c.c.svc.meters.transaction(c.c.rc.Name, code)
+	}
+	c.mailSeen = n
+}
+
+// syncErrs notes the protocol-error count as of this reply. c.mu is held.
+func (c *sessionConn) syncErrs() {
+	c.state.mu.Lock()
+	c.errsSeen = c.state.protoErrors
+	c.state.mu.Unlock()
+}
+
+// authAllowed: AUTH may be offered and used now. c.mu is held.
+func (c *sessionConn) authAllowed() bool {
+	return c.tlsConn != nil || c.c.rc.AllowInsecureAuth
+}
+
+// offerSTARTTLS: STARTTLS goes in the EHLO keywords. c.mu is held.
+func (c *sessionConn) offerSTARTTLS() bool {
+	return c.tlsConn == nil && c.c.tls != nil && c.c.rc.TLS.Mode == policy.TLSStartTLS
+}
+
+// replyCode parses the code of a reply line and whether it is the last
+// line of its reply ("250 " rather than "250-").
+func replyCode(b []byte) (int, bool) {
+	if len(b) < 4 {
+		return 0, true
+	}
+	n, err := strconv.Atoi(string(b[:3]))
+	if err != nil {
+		return 0, true
+	}
+	return n, b[3] != '-'
 }
