@@ -59,9 +59,10 @@ fuzz:
 bench-compare:
 	$(GO) run ./examples/bench/relaybench $(BENCH_ARGS)
 
-# The older load: hubd under Postfix's smtp-source, relaying to smtp-sink (see
-# examples/bench/smtp-source.sh for the options, e.g.
-# make bench-smtp-source BENCH_ARGS="-m 20000 -s 50 -d").
+# Issue 11's method: hubd under Postfix's smtp-source, relaying to smtp-sink
+# (see examples/bench/smtp-source.sh for the options, e.g.
+# make bench-smtp-source BENCH_ARGS="-m 20000 -s 50 -d"; -P 2 compares with
+# a private Postfix relay, A B B A, as root).
 bench-smtp-source:
 	@if command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null; then \
 	  examples/bench/smtp-source.sh $(BENCH_ARGS); \
