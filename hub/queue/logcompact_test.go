@@ -1,20 +1,16 @@
 package queue
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -302,88 +298,40 @@ func TestLogCompactionCrashKill(t *testing.T) {
 		t.Skip("spawns processes")
 	}
 	dir := t.TempDir()
-	put := map[hub.QueueID]int{}
-	removed := map[hub.QueueID]bool{}
-	removing := map[hub.QueueID]bool{}
+	a := newAcked()
 	attempts := map[hub.QueueID]int{} // the latest acknowledged Update
 	childLog := filepath.Join(t.TempDir(), "child.log")
 	for round := range 6 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestLogCompactionCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), compactChildEnv+"="+dir, compactChildEnv+"_LOG="+childLog)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		r := bufio.NewReader(out)
-		acked, killAt := 0, 1500+700*round
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				if err != io.EOF {
-					t.Fatal(err)
-				}
-				break
-			}
-			f := strings.Fields(line)
+		env := []string{compactChildEnv + "=" + dir, compactChildEnv + "_LOG=" + childLog}
+		runKilled(t, round, "TestLogCompactionCrashChild", env, 1500+700*round, func(f []string) bool {
 			switch {
 			case len(f) == 3 && f[0] == "P":
 				n, _ := strconv.Atoi(f[2])
-				put[hub.QueueID(f[1])] = n
+				a.put[hub.QueueID(f[1])] = n
 			case len(f) == 2 && f[0] == "r":
-				removing[hub.QueueID(f[1])] = true
+				a.removing[hub.QueueID(f[1])] = true
 			case len(f) == 2 && f[0] == "R":
-				removed[hub.QueueID(f[1])] = true
+				a.removed[hub.QueueID(f[1])] = true
 			case len(f) == 3 && f[0] == "U":
 				n, _ := strconv.Atoi(f[2])
 				attempts[hub.QueueID(f[1])] = n
 			default:
-				t.Fatalf("child said %q", line)
+				return false
 			}
-			if acked++; acked == killAt {
-				cmd.Process.Kill()
-			}
-		}
-		werr := cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-			t.Fatalf("round %d: child ended by itself after %d lines: %v", round, acked, werr)
-		}
+			return true
+		})
 		s, err := OpenLog(LogOptions{Dir: dir, SegmentSize: 32 << 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := mustLoad(t, s)
-		have := map[hub.QueueID]*Message{}
-		for _, m := range got {
-			have[m.ID] = m
-		}
-		for id, n := range put {
-			m := have[id]
-			switch {
-			case removed[id]:
-				if m != nil {
-					t.Fatalf("round %d: %s came back after its Remove was acknowledged", round, id)
-				}
-				continue
-			case m == nil && removing[id]:
-				removed[id] = true // its Remove was durable, not acknowledged
-				continue
-			case m == nil:
-				t.Fatalf("round %d: acknowledged %s lost", round, id)
-			}
-			if b := readBody(t, s, id); b != crashBody(string(id), n) {
-				t.Fatalf("round %d: %s: body of %d bytes differs", round, id, len(b))
-			}
-			if want, ok := attempts[id]; ok && len(m.Recipients) > 0 && m.Recipients[0].Attempts < want {
+		n := a.check(t, round, s, func(m *Message) {
+			if want, ok := attempts[m.ID]; ok && len(m.Recipients) > 0 && m.Recipients[0].Attempts < want {
 				// A later Update the kill cut may have landed; an older state must not.
-				t.Fatalf("round %d: %s has the state of attempt %d; %d was acknowledged", round, id, m.Recipients[0].Attempts, want)
+				t.Fatalf("round %d: %s has the state of attempt %d; %d was acknowledged", round, m.ID, m.Recipients[0].Attempts, want)
 			}
-		}
+		})
 		s.Close()
-		t.Logf("round %d: killed after %d acknowledgements; %d messages queued, %d segments", round, acked, len(got), len(segFiles(t, dir)))
+		t.Logf("round %d: %d messages queued, %d segments", round, n, len(segFiles(t, dir)))
 	}
 	b, err := os.ReadFile(childLog)
 	if err != nil {

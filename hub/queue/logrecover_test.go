@@ -1,13 +1,10 @@
 package queue
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -286,77 +283,27 @@ func TestLogCrashKill(t *testing.T) {
 		t.Skip("spawns processes")
 	}
 	dir := t.TempDir()
-	put := map[hub.QueueID]int{}
-	removed := map[hub.QueueID]bool{}
-	removing := map[hub.QueueID]bool{} // a Remove may have been in flight at the kill
+	a := newAcked()
 	for round := range 6 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestLogCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		r := bufio.NewReader(out)
-		acked, killAt := 0, 200+150*round
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				if err != io.EOF {
-					t.Fatal(err)
-				}
-				break // a line cut by the kill was never complete: not acknowledged
-			}
-			f := strings.Fields(line)
+		runKilled(t, round, "TestLogCrashChild", []string{crashChildEnv + "=" + dir}, 200+150*round, func(f []string) bool {
 			switch {
 			case len(f) == 4 && f[0] == "P":
 				n, _ := strconv.Atoi(f[2])
-				put[hub.QueueID(f[1])] = n
-				removing[hub.QueueID(f[1])] = f[3] == "true"
+				a.put[hub.QueueID(f[1])] = n
+				a.removing[hub.QueueID(f[1])] = f[3] == "true"
 			case len(f) == 2 && f[0] == "R":
-				removed[hub.QueueID(f[1])] = true
+				a.removed[hub.QueueID(f[1])] = true
 			default:
-				t.Fatalf("child said %q", line)
+				return false
 			}
-			if acked++; acked == killAt {
-				cmd.Process.Kill()
-			}
-		}
-		werr := cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-			t.Fatalf("round %d: child ended by itself after %d lines: %v", round, acked, werr)
-		}
+			return true
+		})
 		s, err := OpenLog(LogOptions{Dir: dir, SegmentSize: 64 << 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := mustLoad(t, s)
-		have := map[hub.QueueID]bool{}
-		for _, m := range got {
-			have[m.ID] = true
-		}
-		for id, n := range put {
-			if removed[id] {
-				if have[id] {
-					t.Fatalf("round %d: %s came back after its Remove was acknowledged", round, id)
-				}
-				continue
-			}
-			if !have[id] && removing[id] {
-				removed[id] = true // its Remove was durable, not acknowledged
-				continue
-			}
-			if !have[id] {
-				t.Fatalf("round %d: acknowledged %s lost", round, id)
-			}
-			if b := readBody(t, s, id); b != crashBody(string(id), n) {
-				t.Fatalf("round %d: %s: body of %d bytes differs", round, id, len(b))
-			}
-		}
-		t.Logf("round %d: killed after %d acknowledgements; %d messages queued, %d segments", round, acked, len(got), len(segFiles(t, dir)))
+		n := a.check(t, round, s, nil)
+		t.Logf("round %d: %d messages queued, %d segments", round, n, len(segFiles(t, dir)))
 		s.Close()
 	}
 }
