@@ -2,12 +2,16 @@ package queue
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"hubd/hub"
 )
@@ -103,4 +107,34 @@ func (a *acked) check(t *testing.T, round int, s *LogStore, more func(m *Message
 		}
 	}
 	return len(got)
+}
+
+// The child side: childSpool opens and loads the spool of opts; each of
+// workers goroutines then runs work(w, say, fail) until the kill, where
+// say prints an acknowledgement line and fail ends the child with the
+// error. A child never outlives its parent by much (a minute).
+func childSpool(t *testing.T, opts LogOptions, workers int, work func(w int, s *LogStore, say func(string), fail func(error))) {
+	s, err := OpenLog(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	say := func(line string) {
+		mu.Lock()
+		os.Stdout.WriteString(line + "\n")
+		mu.Unlock()
+	}
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	time.AfterFunc(time.Minute, func() { os.Exit(3) })
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() { work(w, s, say, fail) })
+	}
+	wg.Wait()
 }

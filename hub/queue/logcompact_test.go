@@ -15,25 +15,8 @@ import (
 	"time"
 
 	"hubd/hub"
+	"hubd/internal/logbuf"
 )
-
-// lockedLog collects a store's log lines.
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // segOf is the segment holding id's MSG record (0: not queued).
 func segOf(s *LogStore, id hub.QueueID) uint32 {
@@ -52,7 +35,7 @@ func segOf(s *LogStore, id hub.QueueID) uint32 {
 // removed messages would come back).
 func TestLogCompactionInSteps(t *testing.T) {
 	dir := t.TempDir()
-	logs := &lockedLog{}
+	logs := &logbuf.Buffer{}
 	const chunk = 1024
 	var s *LogStore
 	var (
@@ -235,57 +218,35 @@ func TestLogCompactionCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenLog(LogOptions{Dir: dir, SegmentSize: 32 << 10, compactChunk: 600,
-		Logger: slog.New(slog.NewTextHandler(lf, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	say := func(line string) {
-		mu.Lock()
-		os.Stdout.WriteString(line + "\n")
-		mu.Unlock()
-	}
-	fail := func(err error) {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	opts := LogOptions{Dir: dir, SegmentSize: 32 << 10, compactChunk: 600, Logger: slog.New(slog.NewTextHandler(lf, nil))}
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Go(func() {
-			var mine []hub.QueueID
-			for i := 0; ; i++ {
-				m := newMessage("a@example.com")
-				m.ID = hub.NewQueueID(time.Now())
-				n := 1 + (i*7+w)%30
-				if err := s.Put(ctx, m, strings.NewReader(crashBody(string(m.ID), n))); err != nil {
-					fail(err)
-				}
-				say(fmt.Sprintf("P %s %d", m.ID, n))
-				if i%6 != 0 {
-					say("r " + string(m.ID))
-					if err := s.Remove(m.ID); err != nil {
-						fail(err)
-					}
-					say("R " + string(m.ID))
-					continue
-				}
-				mine = append(mine, m.ID)
-				id := mine[(i/6)%len(mine)]
-				st := State{Recipients: []RecipientState{{Address: "a@example.com", Status: Deferred, Attempts: i}}}
-				if err := s.Update(ctx, id, st); err != nil {
-					fail(err)
-				}
-				say(fmt.Sprintf("U %s %d", id, i))
+	childSpool(t, opts, 4, func(w int, s *LogStore, say func(string), fail func(error)) {
+		var mine []hub.QueueID
+		for i := 0; ; i++ {
+			m := newMessage("a@example.com")
+			m.ID = hub.NewQueueID(time.Now())
+			n := 1 + (i*7+w)%30
+			if err := s.Put(ctx, m, strings.NewReader(crashBody(string(m.ID), n))); err != nil {
+				fail(err)
 			}
-		})
-	}
-	time.AfterFunc(time.Minute, func() { os.Exit(3) })
-	wg.Wait()
+			say(fmt.Sprintf("P %s %d", m.ID, n))
+			if i%6 != 0 {
+				say("r " + string(m.ID))
+				if err := s.Remove(m.ID); err != nil {
+					fail(err)
+				}
+				say("R " + string(m.ID))
+				continue
+			}
+			mine = append(mine, m.ID)
+			id := mine[(i/6)%len(mine)]
+			st := State{Recipients: []RecipientState{{Address: "a@example.com", Status: Deferred, Attempts: i}}}
+			if err := s.Update(ctx, id, st); err != nil {
+				fail(err)
+			}
+			say(fmt.Sprintf("U %s %d", id, i))
+		}
+	})
 }
 
 // TestLogCompactionCrashKill SIGKILLs a process whose spool compacts all

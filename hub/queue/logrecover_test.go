@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -231,47 +230,27 @@ func TestLogCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestLogCrashKill")
 	}
-	s, err := OpenLog(LogOptions{Dir: dir, SegmentSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	say := func(line string) {
-		mu.Lock()
-		os.Stdout.WriteString(line + "\n")
-		mu.Unlock()
-	}
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				m := newMessage("a@example.com")
-				m.ID = hub.NewQueueID(time.Now())
-				n := 1 + (i*7+w)%50
-				if i%97 == 13 {
-					n = 60000 // 1.3 MiB: a blob
-				}
-				if err := s.Put(context.Background(), m, strings.NewReader(crashBody(string(m.ID), n))); err != nil {
-					fmt.Fprintln(os.Stderr, err)
-					os.Exit(2)
-				}
-				remove := i%3 == 0
-				say(fmt.Sprintf("P %s %d %t", m.ID, n, remove))
-				if remove {
-					if err := s.Remove(m.ID); err != nil {
-						fmt.Fprintln(os.Stderr, err)
-						os.Exit(2)
-					}
-					say("R " + string(m.ID))
-				}
+	childSpool(t, LogOptions{Dir: dir, SegmentSize: 64 << 10}, 8, func(w int, s *LogStore, say func(string), fail func(error)) {
+		for i := 0; ; i++ {
+			m := newMessage("a@example.com")
+			m.ID = hub.NewQueueID(time.Now())
+			n := 1 + (i*7+w)%50
+			if i%97 == 13 {
+				n = 60000 // 1.3 MiB: a blob
 			}
-		})
-	}
-	time.AfterFunc(time.Minute, func() { os.Exit(3) }) // never outlive the parent by much
-	wg.Wait()
+			if err := s.Put(context.Background(), m, strings.NewReader(crashBody(string(m.ID), n))); err != nil {
+				fail(err)
+			}
+			remove := i%3 == 0
+			say(fmt.Sprintf("P %s %d %t", m.ID, n, remove))
+			if remove {
+				if err := s.Remove(m.ID); err != nil {
+					fail(err)
+				}
+				say("R " + string(m.ID))
+			}
+		}
+	})
 }
 
 // TestLogCrashKill SIGKILLs a process putting and removing messages in
