@@ -277,14 +277,15 @@ func reply(code int, enhanced, text string) *policy.Reply {
 // smtpError turns a policy reply into the error go-smtp writes verbatim.
 func smtpError(r *policy.Reply) *smtp.SMTPError {
 	e := &smtp.SMTPError{Code: r.Code, Message: r.Text}
-	parts := strings.Split(r.Enhanced, ".")
-	if len(parts) == 3 {
-		for i, p := range parts {
+	if strings.Count(r.Enhanced, ".") == 2 {
+		i := 0
+		for p := range strings.SplitSeq(r.Enhanced, ".") {
 			n, err := strconv.Atoi(p)
 			if err != nil {
 				return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: r.Text}
 			}
 			e.EnhancedCode[i] = n
+			i++
 		}
 	}
 	return e

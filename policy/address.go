@@ -128,7 +128,7 @@ func isDotString(s string) bool {
 	if s == "" {
 		return false
 	}
-	for _, atom := range strings.Split(s, ".") {
+	for atom := range strings.SplitSeq(s, ".") {
 		if atom == "" {
 			return false
 		}
@@ -197,7 +197,7 @@ func normalizeDomain(s string) (string, error) {
 	if len(d) > 255 {
 		return "", fmt.Errorf("domain %q is longer than 255 octets", s)
 	}
-	for _, label := range strings.Split(d, ".") {
+	for label := range strings.SplitSeq(d, ".") {
 		if err := checkLabel(label); err != nil {
 			return "", fmt.Errorf("domain %q: %w", s, err)
 		}

@@ -360,3 +360,21 @@ func TestOpenMessageAndFilters(t *testing.T) {
 		t.Errorf("unknown id: %v", err)
 	}
 }
+
+// TestTraceIDOfTraceparent: the trace ID is the second of the four parts
+// of a W3C traceparent; anything else has none.
+func TestTraceIDOfTraceparent(t *testing.T) {
+	const id = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for tp, want := range map[string]string{
+		"00-" + id + "-00f067aa0ba902b7-01":     id,
+		"00-" + id + "-00f067aa0ba902b7":        "",
+		"00-" + id + "-00f067aa0ba902b7-01-xx":  "",
+		"00-" + id[1:] + "-00f067aa0ba902b7-01": "",
+		"":                                      "",
+		"garbage":                               "",
+	} {
+		if got := traceID(tp); got != want {
+			t.Errorf("traceID(%q) = %q, want %q", tp, got, want)
+		}
+	}
+}

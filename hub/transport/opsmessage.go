@@ -95,11 +95,13 @@ func opsEnvelope(e hub.Envelope) ops.Envelope {
 
 // traceID is the trace id of a W3C traceparent ("00-<trace>-<span>-<flags>").
 func traceID(tp string) string {
-	parts := strings.Split(tp, "-")
-	if len(parts) != 4 || len(parts[1]) != 32 {
+	// version-traceid-parentid-flags (W3C Trace Context §3.2)
+	_, rest, _ := strings.Cut(tp, "-")
+	id, rest, _ := strings.Cut(rest, "-")
+	if len(id) != 32 || strings.Count(rest, "-") != 1 {
 		return ""
 	}
-	return parts[1]
+	return id
 }
 
 // maxHeaderRead bounds how much of a body is read for its header section.

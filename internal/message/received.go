@@ -124,15 +124,26 @@ func clean(s string) string {
 	if len(s) > maxTraceValue {
 		s = s[:maxTraceValue]
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 127 || strings.IndexByte("()<>;\\\"", c) >= 0 {
-			c = '?'
-		}
-		b.WriteByte(c)
+	i := 0
+	for i < len(s) && !unsafeInTrace(s[i]) {
+		i++
 	}
-	return b.String()
+	if i == len(s) {
+		return s // the usual case: nothing to replace
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if unsafeInTrace(b[i]) {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// unsafeInTrace reports whether c may not stand in a token of a trace
+// field (clean).
+func unsafeInTrace(c byte) bool {
+	return c <= ' ' || c >= 127 || strings.IndexByte("()<>;\\\"", c) >= 0
 }
 
 // cleanAddress is clean for the For clause: in a message sent with
@@ -149,8 +160,10 @@ func cleanAddress(s string, utf8OK bool) string {
 			break
 		}
 		switch {
+		case r < utf8.RuneSelf && unsafeInTrace(byte(r)):
+			b.WriteByte('?')
 		case r < utf8.RuneSelf:
-			b.WriteString(clean(string(r)))
+			b.WriteByte(byte(r))
 		case r < 0xA0:
 			b.WriteByte('?')
 		default:

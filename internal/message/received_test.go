@@ -142,3 +142,29 @@ func TestTLSDetails(t *testing.T) {
 	}
 	checkFolded(t, ReceivedHeader(Trace{FromHelo: "c", FromIP: "127.0.0.1", By: "mx", With: "ESMTPS", TLS: got, Time: traceTime}))
 }
+
+// TestCleanTokens: a value that needs nothing replaced comes back as it
+// is; anything that could end a token, a comment or an address becomes
+// "?", and so do controls and non-ASCII bytes.
+func TestCleanTokens(t *testing.T) {
+	for in, want := range map[string]string{
+		"mail.example.com": "mail.example.com",
+		"a b":              "a?b",
+		"x(y)<z>;\\\"":     "x?y??z????",
+		"caf\xc3\xa9":      "caf??",
+		"tab\there\r\n":    "tab?here??",
+		"":                 "",
+		"[192.0.2.1]":      "[192.0.2.1]",
+		"user@example.com": "user@example.com",
+	} {
+		if got := clean(in); got != want {
+			t.Errorf("clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := cleanAddress("jos\u00e9@b\u00fccher.example", true); got != "jos\u00e9@b\u00fccher.example" {
+		t.Errorf("cleanAddress kept %q", got)
+	}
+	if got := cleanAddress("a b@\u0085.example", true); got != "a?b@?.example" {
+		t.Errorf("cleanAddress = %q, want a?b@?.example", got)
+	}
+}

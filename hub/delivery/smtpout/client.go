@@ -133,11 +133,12 @@ func (c *conn) readReply(timeout time.Duration) (reply, error) {
 // text when its class matches the reply code's (RFC 2034 §4).
 func splitEnhanced(code int, text string) (string, string) {
 	word, rest, _ := strings.Cut(text, " ")
-	parts := strings.Split(word, ".")
-	if len(parts) != 3 || parts[0] != strconv.Itoa(code/100) {
+	class, detail, ok := strings.Cut(word, ".")
+	subject, detail, ok2 := strings.Cut(detail, ".")
+	if !ok || !ok2 || class != strconv.Itoa(code/100) {
 		return "", text
 	}
-	for _, p := range parts[1:] {
+	for _, p := range []string{subject, detail} {
 		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 999 {
 			return "", text
 		}

@@ -61,3 +61,29 @@ func FuzzReadReply(f *testing.F) {
 		t.Fatal("readReply kept returning replies from a finite input")
 	})
 }
+
+// TestSplitEnhanced: an enhanced status code (RFC 3463 §2) is taken from
+// the text only when it has three numeric parts and its class matches the
+// reply code's first digit.
+func TestSplitEnhanced(t *testing.T) {
+	for _, c := range []struct {
+		code            int
+		text, enh, rest string
+	}{
+		{250, "2.0.0 Ok", "2.0.0", "Ok"},
+		{550, "5.1.1 no such user", "5.1.1", "no such user"},
+		{451, "4.7.1", "4.7.1", ""},
+		{450, "5.1.1 wrong class", "", "5.1.1 wrong class"},
+		{550, "5.1 two parts", "", "5.1 two parts"},
+		{550, "5.1.1.1 four parts", "", "5.1.1.1 four parts"},
+		{550, "5..1 empty part", "", "5..1 empty part"},
+		{550, "5.1.1000 too large", "", "5.1.1000 too large"},
+		{550, "5.x.1 not a number", "", "5.x.1 not a number"},
+		{550, "no code at all", "", "no code at all"},
+	} {
+		enh, rest := splitEnhanced(c.code, c.text)
+		if enh != c.enh || rest != c.rest {
+			t.Errorf("splitEnhanced(%d, %q) = %q, %q; want %q, %q", c.code, c.text, enh, rest, c.enh, c.rest)
+		}
+	}
+}
