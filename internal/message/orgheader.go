@@ -63,7 +63,8 @@ const lineBuf = 4096
 // it.
 type OrgHeaderFilter struct {
 	br  *bufio.Reader
-	out []byte // decided bytes not yet returned
+	out []byte // decided bytes not yet returned: br's buffer, or sep's
+	sep []byte // a blank line put before the line read last (decide)
 	err error  // the source's error, returned once out is drained
 
 	inHeader   bool
@@ -132,13 +133,21 @@ func (f *OrgHeaderFilter) release() {
 // and decides whether it is yielded.
 func (f *OrgHeaderFilter) step() {
 	chunk, err := f.br.ReadSlice('\n')
-	f.out = f.out[:0]
+	f.out = nil
 	if len(chunk) > 0 {
 		if !f.midLine {
 			f.decide(chunk)
 		}
-		if !f.dropLine {
-			f.out = append(f.out, chunk...)
+		switch {
+		case f.sep != nil:
+			// Once per message at most, on the line that ends the
+			// header section (never dropped): a copy, the blank line first.
+			f.out = append(f.sep, chunk...)
+			f.sep = nil
+		case !f.dropLine:
+			// Yielded from br's buffer, which stays as it is until out
+			// is drained: Read calls step only when out is empty.
+			f.out = chunk
 		}
 		f.midLine = err == bufio.ErrBufferFull && f.inHeader
 	}
@@ -164,7 +173,7 @@ func (f *OrgHeaderFilter) decide(chunk []byte) {
 		// header section is over.
 		f.inHeader, f.dropping = false, false
 		if kind != lineBlank && !f.emitted && f.stripped > 0 {
-			f.out = append(f.out, "\r\n"...)
+			f.sep = []byte("\r\n")
 		}
 	}
 	f.dropLine = f.dropping
