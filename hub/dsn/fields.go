@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"hubd/hub"
+	"hubd/internal/enhancedstatus"
 )
 
 // Line lengths: folding aims at foldAt octets (RFC 5322 §2.1.1 SHOULD 78)
@@ -103,7 +104,7 @@ func writeRecipientFields(b *bytes.Buffer, rc Recipient, global bool) {
 // status is rc.Status when it is a well-formed RFC 3463 code, or a generic
 // code of the class its action implies.
 func status(rc Recipient) string {
-	if validStatus(rc.Status) {
+	if enhancedstatus.Valid(rc.Status) {
 		return rc.Status
 	}
 	switch rc.Action {
@@ -113,26 +114,6 @@ func status(rc Recipient) string {
 		return "4.0.0"
 	}
 	return "2.0.0"
-}
-
-// validStatus checks RFC 3463 §2: class "." subject "." detail, with class
-// 2, 4 or 5, subject 1–3 digits, detail 1–3 digits.
-func validStatus(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 || !strings.Contains("245", parts[0]) {
-		return false
-	}
-	for _, p := range parts[1:] {
-		if len(p) == 0 || len(p) > 3 {
-			return false
-		}
-		for i := 0; i < len(p); i++ {
-			if p[i] < '0' || p[i] > '9' {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // diagnostic renders a Diagnostic-Code value: "smtp; <reply>" when d begins

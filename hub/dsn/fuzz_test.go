@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"hubd/hub"
+	"hubd/internal/enhancedstatus"
 )
 
 // FuzzBuild feeds Build arbitrary originals, senders, RET values, actions,
@@ -72,7 +73,7 @@ func FuzzBuild(f *testing.F) {
 		if got := d.perRcpt[0].Get("Action"); got != string(a) {
 			t.Errorf("Action = %q, want %q", got, a)
 		}
-		if !validStatus(d.perRcpt[0].Get("Status")) {
+		if !enhancedstatus.Valid(d.perRcpt[0].Get("Status")) {
 			t.Errorf("Status = %q", d.perRcpt[0].Get("Status"))
 		}
 		ret3 := d.parts[2].body

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"hubd/hub/delivery"
+	"hubd/internal/enhancedstatus"
 )
 
 // settleAddr gives every recipient with addr the result, unless settled.
@@ -57,7 +58,7 @@ func (s *session) serverReply(se *smtp.SMTPError) delivery.Result {
 // (RFC 2034 §4), e.g. "2.0.0 <a@x> Saved".
 func (s *session) parsedReply(code int, text string) delivery.Result {
 	enhanced := ""
-	if first, rest, _ := strings.Cut(text, " "); isEnhancedCode(first, code) {
+	if first, rest, _ := strings.Cut(text, " "); enhancedstatus.ForReply(first, code) {
 		enhanced, text = first, rest
 	}
 	return s.classify(code, enhanced, text)
@@ -124,21 +125,6 @@ func describe(err error) string {
 
 func oneLine(s string) string {
 	return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ")
-}
-
-// isEnhancedCode reports whether s is "class.subject.detail" (RFC 3463 §2)
-// with the class of the reply code.
-func isEnhancedCode(s string, code int) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 || parts[0] != strconv.Itoa(code/100) {
-		return false
-	}
-	for _, p := range parts[1:] {
-		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 999 || len(p) > 3 {
-			return false
-		}
-	}
-	return true
 }
 
 // validAddress rejects what cannot go into a MAIL or RCPT line: control

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"hubd/internal/enhancedstatus"
 )
 
 // reply is one SMTP reply (RFC 5321 §4.2), possibly multi-line.
@@ -133,15 +135,8 @@ func (c *conn) readReply(timeout time.Duration) (reply, error) {
 // text when its class matches the reply code's (RFC 2034 §4).
 func splitEnhanced(code int, text string) (string, string) {
 	word, rest, _ := strings.Cut(text, " ")
-	class, detail, ok := strings.Cut(word, ".")
-	subject, detail, ok2 := strings.Cut(detail, ".")
-	if !ok || !ok2 || class != strconv.Itoa(code/100) {
+	if !enhancedstatus.ForReply(word, code) {
 		return "", text
-	}
-	for _, p := range []string{subject, detail} {
-		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 999 {
-			return "", text
-		}
 	}
 	return word, rest
 }
