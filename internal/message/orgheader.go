@@ -64,7 +64,7 @@ const lineBuf = 4096
 type OrgHeaderFilter struct {
 	br  *bufio.Reader
 	out []byte // decided bytes not yet returned: br's buffer, or sep's
-	sep []byte // a blank line put before the line read last (decide)
+	sep bool   // a blank line goes before the line read last (decide)
 	err error  // the source's error, returned once out is drained
 
 	inHeader   bool
@@ -139,11 +139,11 @@ func (f *OrgHeaderFilter) step() {
 			f.decide(chunk)
 		}
 		switch {
-		case f.sep != nil:
+		case f.sep:
 			// Once per message at most, on the line that ends the
 			// header section (never dropped): a copy, the blank line first.
-			f.out = append(f.sep, chunk...)
-			f.sep = nil
+			f.out = append([]byte("\r\n"), chunk...)
+			f.sep = false
 		case !f.dropLine:
 			// Yielded from br's buffer, which stays as it is until out
 			// is drained: Read calls step only when out is empty.
@@ -173,7 +173,7 @@ func (f *OrgHeaderFilter) decide(chunk []byte) {
 		// header section is over.
 		f.inHeader, f.dropping = false, false
 		if kind != lineBlank && !f.emitted && f.stripped > 0 {
-			f.sep = []byte("\r\n")
+			f.sep = true
 		}
 	}
 	f.dropLine = f.dropping
