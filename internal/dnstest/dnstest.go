@@ -268,4 +268,3 @@ func split255(s string) []string {
 }
 
 func canonical(name string) string { return strings.ToLower(dns.Fqdn(name)) }
-
