@@ -133,6 +133,7 @@ func (l *loader) buildHub() {
 	h.ShutdownGrace = l.duration(s.ShutdownGrace, s.ShutdownGraceRange, h.ShutdownGrace)
 	h.MaxAliasDepth = l.intAtLeast(s.MaxAliasDepth, s.MaxAliasDepthRange, h.MaxAliasDepth, 1, "max_alias_depth")
 	l.buildMaildrop(s)
+	l.buildDNS(s)
 	l.buildTrackingLog(s.TrackingLog)
 	l.buildBackPressure(s.BackPressure)
 }

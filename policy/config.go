@@ -95,6 +95,11 @@ type Hub struct {
 	// fails the load like a broken HCL file.
 	UsersFile string
 
+	// DNSServers are the name servers hubd asks ("ip:port"), for MX
+	// routing and the mail authentication checks (internal/resolver);
+	// empty: the system's resolver.
+	DNSServers []string
+
 	TrackingLog  TrackingLog
 	BackPressure BackPressure
 }

@@ -60,6 +60,7 @@ type hubSchema struct {
 	MaildropGroupRange                   hcl.Range           `hcl:"maildrop_group,attr_value_range"`
 	UsersFile                            *string             `hcl:"users_file,optional"`
 	UsersFileRange                       hcl.Range           `hcl:"users_file,attr_value_range"`
+	DNSServers                           hcl.Expression      `hcl:"dns_servers,optional"`
 	TrackingLog                          *trackingLogSchema  `hcl:"tracking_log,block"`
 	BackPressure                         *backPressureSchema `hcl:"back_pressure,block"`
 	DefRange                             hcl.Range           `hcl:",def_range"`

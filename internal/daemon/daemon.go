@@ -29,6 +29,7 @@ import (
 	"hubd/hub/transport"
 	"hubd/internal/admin"
 	"hubd/internal/maildrop"
+	"hubd/internal/resolver"
 	"hubd/policy"
 )
 
@@ -40,7 +41,7 @@ type Options struct {
 	// no tracing, no metrics.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
-	Resolver       smtpout.Resolver // nil → the system resolver (net.Resolver)
+	Resolver       smtpout.Resolver // MX routing's DNS; nil → DNS (a test's fake)
 	// SMTP timeouts for outbound delivery; zero values take smtpout's
 	// RFC 5321 §4.5.3.2 defaults.
 	SMTPDialTimeout, SMTPCommandTimeout, SMTPDataTimeout time.Duration
@@ -77,6 +78,7 @@ type Daemon struct {
 	reloadMu  sync.Mutex              // serialises reloads
 	reloads   metric.Int64Counter     // hubd.config.reloads; nil without a MeterProvider (metrics.go)
 	resolver  smtpout.Resolver
+	dns       *resolver.Servers // hub.dns_servers; Set on reload
 	Transport *transport.Transport
 	Service   *connectors.Service
 	tracking  *tracking.Log
@@ -96,11 +98,12 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	resolver := opts.Resolver
-	if resolver == nil {
-		resolver = smtpout.NetResolver{}
+	dns := resolver.New(cfg.Hub.DNSServers)
+	mx := opts.Resolver
+	if mx == nil {
+		mx = smtpout.NetResolver{R: dns.Resolver()}
 	}
-	d := &Daemon{log: log, opts: opts, started: time.Now(), resolver: resolver}
+	d := &Daemon{log: log, opts: opts, started: time.Now(), resolver: mx, dns: dns}
 	d.state.Store(&inForce{cfg: cfg, hash: cfg.Hash(), loaded: d.started})
 	// The tracking log's settings are read at start; a reload that changes
 	// them needs a restart (logged by Apply).
@@ -120,7 +123,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	if d.reloads, err = newReloadCounter(opts.MeterProvider); err != nil {
 		log.Warn("metrics: reloads not counted", "err", err)
 	}
-	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: resolver, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
+	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: mx, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
 		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout,
 		TracerProvider: d.opts.TracerProvider})
 	d.lmtp = lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname, TracerProvider: d.opts.TracerProvider})

@@ -120,6 +120,7 @@ func (d *Daemon) apply(cfg *policy.Config) (admin.ReloadResult, error) {
 	}
 	d.Transport.Reload(cfg)
 	d.Pressure.Reload(cfg.Hub.BackPressure)
+	d.dns.Set(cfg.Hub.DNSServers)
 	now := &inForce{cfg: cfg, hash: cfg.Hash(), loaded: time.Now()}
 	d.state.Store(now)
 
