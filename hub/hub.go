@@ -28,6 +28,19 @@ type Submitter interface {
 	Submit(ctx context.Context, env Envelope, body io.Reader) (QueueID, error)
 }
 
+// A HeaderSource is a body that decides only once it has been read to its
+// end what header fields go above it: the Authentication-Results of checks
+// that need the whole message (a DKIM body hash, the DMARC verdict built
+// on it, RFC 8601 §5). Submit asks after the body's EOF and before the
+// message is stored, and stores them with it: every delivery and every
+// DSN returning the content sends them first. Fields end in CRLF; "" adds
+// none. A check that refuses the message returns an error from Read
+// instead, and nothing is queued.
+type HeaderSource interface {
+	io.Reader
+	HeadersAtEnd() string
+}
+
 // Envelope is the SMTP envelope of one message plus how it arrived.
 type Envelope struct {
 	// ID, when set, is the queue ID reserved with NewQueueID when the mail

@@ -376,7 +376,7 @@ func (s *LogStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 	if err != nil {
 		return storageError(err)
 	}
-	rec := logMsg{Envelope: m.Envelope, Arrived: m.Arrived, State: m.State}
+	var rec logMsg
 	if n > inlineMax {
 		size, sum, err := s.writeBlob(m.ID, inline, src)
 		if err != nil {
@@ -392,6 +392,8 @@ func (s *LogStore) Put(ctx context.Context, m *Message, body io.Reader) error {
 		}
 		rec.Size, rec.BodyCRC = int64(n), sum
 	}
+	// Taken after the body's EOF: its reader may have set them (Store).
+	rec.Envelope, rec.Arrived, rec.State = m.Envelope, m.Arrived, m.State
 	m.Size = rec.Size
 	// From here on the caller waits for the commit even if ctx ends: the
 	// record may be durable already, and reporting failure for a message

@@ -15,7 +15,9 @@
 //     envelope and initial recipient state) is on stable storage. It assigns
 //     Message.ID (never reused) unless the caller reserved one with
 //     hub.NewQueueID, and Message.Size. On error nothing is queued: a later
-//     Load does not return the message, also after a crash.
+//     Load does not return the message, also after a crash. Put reads
+//     m's Envelope and State only after body's EOF, so that a reader may
+//     still set them at its end (the transport's hub.HeaderSource).
 //   - Update replaces the mutable State of a message and returns nil only
 //     when the new state is on stable storage. A Load after a crash returns
 //     either the state of the last Update that returned nil, or a newer one
@@ -211,6 +213,13 @@ type State struct {
 	// expired automatically, only released by an operator (Exchange's
 	// poison message queue).
 	Poisoned bool `json:"poisoned,omitempty"`
+
+	// Prepend is header fields (each ending in CRLF) sent above the stored
+	// content on every delivery and in every DSN that returns it: decided
+	// after the content was read (hub.HeaderSource) or after
+	// categorization (a DKIM signature). Stored, so that every attempt
+	// sends the same bytes.
+	Prepend string `json:"prepend,omitempty"`
 	// Held messages were parked by an operator (hubctl message hold):
 	// never attempted, expired or notified about until released, and kept
 	// across restarts like Postfix's hold queue. A delivery already running

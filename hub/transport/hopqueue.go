@@ -512,23 +512,20 @@ func (t *Transport) callDeliverer(ctx context.Context, it *workItem) (results []
 	if it.sender != "" {
 		env.From = it.sender // a list owner: bounces go to the owner (RFC 5321 §3.9)
 	}
-	open := func() (io.ReadCloser, error) { return t.store.Open(m.ID) }
-	if len(it.lists) > 0 {
-		var trace bytes.Buffer
-		for _, l := range it.lists {
-			trace.WriteString(categorizer.TraceHeader + ": " + categorizer.TraceValue(l, t.cfg.Load().Hub.Hostname) + "\r\n")
-		}
-		open = func() (io.ReadCloser, error) {
-			rc, err := t.store.Open(m.ID)
-			if err != nil {
-				return nil, err
-			}
-			return readCloser{io.MultiReader(bytes.NewReader(trace.Bytes()), rc), rc}, nil
-		}
+	var trace bytes.Buffer
+	for _, l := range it.lists {
+		trace.WriteString(categorizer.TraceHeader + ": " + categorizer.TraceValue(l, t.cfg.Load().Hub.Hostname) + "\r\n")
+	}
+	it.e.mu.Lock()
+	prepend := m.Prepend // m.State changes under e.mu (another delivery settling)
+	it.e.mu.Unlock()
+	open := func() (io.ReadCloser, error) {
+		return t.openContent(m.ID, prepend, trace.Bytes())
 	}
 	// Trace headers name lists, which may be internationalized: with
 	// them the body is no longer known to be plain.
-	msg := delivery.Message{ID: m.ID, Envelope: &env, Size: m.Size, Open: open, Plain: it.e.plain && len(it.lists) == 0}
+	size := m.Size + int64(trace.Len()+len(prepend))
+	msg := delivery.Message{ID: m.ID, Envelope: &env, Size: size, Open: open, Plain: it.e.plain && len(it.lists) == 0}
 	return d.Deliver(ctx, it.hop, msg, it.rcpts), ""
 }
 

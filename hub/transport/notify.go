@@ -92,6 +92,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 			}
 		}
 	}
+	prepend := m.Prepend // read under e.mu: m.State changes under it
 	reports := make([]dsn.Report, 0, len(order))
 	for _, k := range order {
 		reports = append(reports, t.report(cfg, m, k.a, k.to, groups[k], now))
@@ -101,7 +102,7 @@ func (t *Transport) notify(cfg *policy.Config, e *entry) {
 	queued := false
 	for n, k := range order {
 		a := k.a
-		id, err := t.sendDSN(m, reports[n])
+		id, err := t.sendDSN(m, prepend, reports[n])
 		e.mu.Lock()
 		if err != nil {
 			t.log.Error("cannot queue DSN; will try again", "id", m.ID, "action", a, "err", err)
@@ -182,8 +183,8 @@ func (t *Transport) report(cfg *policy.Config, m *queue.Message, a dsn.Action, t
 
 // sendDSN builds the notification and queues it through Submit, the one
 // door into the hub.
-func (t *Transport) sendDSN(m *queue.Message, rep dsn.Report) (id string, err error) {
-	rc, err := t.store.Open(m.ID)
+func (t *Transport) sendDSN(m *queue.Message, prepend string, rep dsn.Report) (id string, err error) {
+	rc, err := t.openContent(m.ID, prepend, nil)
 	if err != nil {
 		return "", err
 	}

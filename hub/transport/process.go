@@ -384,7 +384,8 @@ func (t *Transport) expand(cfg *policy.Config, e *entry, span trace.Span) (proce
 		t.recordAll(m, st.Recipients)
 		return false, true
 	}
-	st := queue.State{Expanded: true, Crashes: m.Crashes, Deaths: m.Deaths, Interrupted: m.Interrupted, LastDeath: m.LastDeath}
+	st := queue.State{Expanded: true, Crashes: m.Crashes, Deaths: m.Deaths, Interrupted: m.Interrupted, LastDeath: m.LastDeath,
+		Prepend: m.Prepend}
 	identity := len(outcomes) == len(inputs)
 	for k, o := range outcomes {
 		rs := queue.RecipientState{Address: o.Address, ResolvedFrom: o.ResolvedFrom, DSN: inputs[o.Input].DSN,

@@ -416,6 +416,9 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 		// directory): the enqueue is where its history starts.
 		m.Envelope.TraceParent = injectTraceParent(pctx)
 	}
+	if src, ok := body.(hub.HeaderSource); ok {
+		body = &headersAtEnd{src: src, m: m}
+	}
 	plain := &mime7bit.PlainReader{R: body}
 	err := t.store.Put(pctx, m, plain)
 	endEnqueue(span, m, err)

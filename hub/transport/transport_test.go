@@ -68,6 +68,7 @@ type call struct {
 	keys       []string
 	addrs      []string
 	body       string
+	size       int64 // what the deliverer was told (SIZE=)
 }
 
 // fake is a Deliverer whose behaviour is a function; it records calls.
@@ -108,7 +109,7 @@ func (f *fake) Deliver(ctx context.Context, hop delivery.NextHop, msg delivery.M
 		body, err = io.ReadAll(rc)
 		rc.Close()
 	}
-	c := call{from: msg.Envelope.From, requireTLS: msg.Envelope.RequireTLS, hop: hop, body: string(body)}
+	c := call{from: msg.Envelope.From, requireTLS: msg.Envelope.RequireTLS, hop: hop, body: string(body), size: msg.Size}
 	for _, r := range rcpts {
 		c.keys = append(c.keys, r.Key)
 		c.addrs = append(c.addrs, r.Address)
