@@ -176,7 +176,9 @@ func TestMessageForTwoSlowNextHops(t *testing.T) {
 	})
 	unblock()
 	// The recipients waiting backlogRecheck come due as the clock moves.
-	eventually(t, "every recipient delivered", func() bool {
+	// 1,400 deliveries, one connection per next hop: about 5 s under the
+	// race detector, and twice that on a loaded machine.
+	eventuallyWithin(t, 60*time.Second, "every recipient delivered", func() bool {
 		clock.set(h, clock.Now().Add(backlogRecheck))
 		return len(local.seen()) == n && len(remote.seen()) == n
 	})
