@@ -298,7 +298,25 @@ func TestDetachedEntryUnparksOnce(t *testing.T) {
 		t.Fatal("the woken message did not fall asleep again")
 	}
 	h.tr.makeDue(old, true, func(queue.RecipientState) bool { return true })
-	if got := parkedOn(); got != before-1 {
-		t.Errorf("%d messages parked after one was taken off, want %d", got, before-1)
+	// Due now, its pass defers it again without dialling (the queue is
+	// still in Retry) and parks it again: at once, or a moment later on a
+	// busy machine. Taken off twice, the count would stay one short of
+	// the messages really parked.
+	if got := parkedOn(); got != before-1 && got != before {
+		t.Errorf("%d messages parked after one was taken off, want %d (or %d once parked again)", got, before-1, before)
 	}
+	eventually(t, "the woken message parked again, the count matching the messages parked", func() bool {
+		h.tr.mu.Lock()
+		defer h.tr.mu.Unlock()
+		count, really := 0, 0
+		for _, q := range h.tr.queues {
+			count += q.nParked
+			for _, id := range ids {
+				if h.tr.parkedHereLocked(id, q) {
+					really++
+				}
+			}
+		}
+		return count == really && count == before
+	})
 }

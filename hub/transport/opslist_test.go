@@ -19,10 +19,10 @@ import (
 
 // fillParked queues n messages, from 64 submitters at once, for a next hop
 // that cannot be reached, and returns once all of them are parked on its
-// queue in Retry with their Message dropped (evict.go): what a dead
-// destination leaves in the queue. The clock moves a microsecond each
-// time it is read, so that messages arrive one after another as they do
-// on a real clock, and no retry comes due.
+// queue in Retry, their Message dropped (evict.go) and asleep (dormant.go):
+// what a dead destination leaves in the queue. The clock moves a
+// microsecond each time it is read, so that messages arrive one after
+// another as they do on a real clock, and no retry comes due.
 func fillParked(tb testing.TB, n int) (*harness, *countingStore) {
 	tb.Helper()
 	spool := tb.TempDir()
@@ -35,7 +35,12 @@ func fillParked(tb testing.TB, n int) (*harness, *countingStore) {
   max_per_domain_outbound_connections = 1`), &fake{result: ok}, &fake{result: unreachableResult}, tickingClock(), store)
 	h.tr.log = slog.New(slog.DiscardHandler)
 	parkMany(tb, h, n)
-	eventually(tb, "every parked message's Message dropped", func() bool { return h.loaded() == 0 })
+	// Asleep, not only dropped: a delivery's goroutine can still be
+	// ending (its DSNs, its reschedule) after its queue counts as idle,
+	// and that reschedule reads the message back before it drops it again
+	// and puts it to sleep (process.go). A message asleep has no such
+	// tail left, so the store reads counted below are the listing's own.
+	eventually(tb, "every parked message asleep", func() bool { return h.loaded() == 0 && h.withEntry() == 0 })
 	return h, store
 }
 
