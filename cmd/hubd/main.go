@@ -33,7 +33,6 @@ import (
 
 	"golang.org/x/term"
 
-	"hubd/hub/delivery/smtpout"
 	"hubd/internal/daemon"
 	"hubd/internal/sendmail"
 	"hubd/internal/telemetry"
@@ -68,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "routes":
-		return cmdRoutes(args[1:], stdout, stderr, smtpout.NetResolver{})
+		return cmdRoutes(args[1:], stdout, stderr, nil)
 	case "sendmail", "mailq", "newaliases":
 		return dropIn(args[0], args[1:])
 	case "hash-password":

@@ -8,6 +8,7 @@ import (
 
 	"hubd/hub/delivery/smtpout"
 	"hubd/hub/routing"
+	"hubd/internal/resolver"
 	"hubd/policy"
 )
 
@@ -16,7 +17,10 @@ import (
 // report is hub/routing's, the same as the admin API's GET /v1/routes.
 //
 //	hubd routes -config PATH [-size N] [-resolve=false] [address...]
-func cmdRoutes(args []string, stdout, stderr io.Writer, resolver smtpout.Resolver) int {
+//
+// MX hosts are looked up through hub.dns_servers, as the running hub
+// looks them up, unless mx is set (a test's fake).
+func cmdRoutes(args []string, stdout, stderr io.Writer, mx smtpout.Resolver) int {
 	fs := flag.NewFlagSet("hubd routes", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/hubd/hubd.hcl", "configuration file or directory of *.hcl files")
@@ -40,7 +44,10 @@ func cmdRoutes(args []string, stdout, stderr io.Writer, resolver smtpout.Resolve
 	}
 	o := routing.Options{Size: size}
 	if *resolve {
-		o.Resolver = resolver
+		o.Resolver = mx
+		if o.Resolver == nil {
+			o.Resolver = smtpout.NetResolver{R: resolver.New(cfg.Hub.DNSServers).Resolver()}
+		}
 	}
 	routing.Build(context.Background(), cfg, fs.Args(), o).WriteText(stdout)
 	return 0

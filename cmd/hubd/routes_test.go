@@ -2,11 +2,12 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
 
-	"hubd/internal/dnsfake"
+	"hubd/internal/dnstest"
 )
 
 const routesConfig = `
@@ -77,15 +78,18 @@ func TestRoutes(t *testing.T) {
 // TestRoutesResolvesMX: with -resolve, the MX hosts of a DNS-routed domain
 // are listed in the order they would be tried, and DNS errors are named.
 func TestRoutesResolvesMX(t *testing.T) {
-	dns := &dnsfake.Resolver{}
+	dns := dnstest.Start(t)
 	dns.SetMX("remote.example", &net.MX{Host: "mx2.remote.example.", Pref: 20}, &net.MX{Host: "mx1.remote.example.", Pref: 10})
 	dns.SetHosts("mx1.remote.example", "192.0.2.1")
 	dns.SetHosts("mx2.remote.example", "192.0.2.2")
 	dns.SetMX("nullmx.example", &net.MX{Host: ".", Pref: 0})
-	cfg := writeConfig(t, t.TempDir(), routesConfig)
+	// Asked through hub.dns_servers, as the running hub asks.
+	src := strings.Replace(routesConfig, `spool_dir = "spool"`, fmt.Sprintf(`spool_dir = "spool"
+  dns_servers = [%q]`, dns.Addr), 1)
+	cfg := writeConfig(t, t.TempDir(), src)
 	var stdout, stderr bytes.Buffer
 	if code := cmdRoutes([]string{"-config", cfg, "a@remote.example", "b@nullmx.example", "c@nxdomain.example"},
-		&stdout, &stderr, dns); code != 0 {
+		&stdout, &stderr, nil); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	out := stdout.String()

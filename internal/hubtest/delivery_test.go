@@ -12,19 +12,20 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"hubd/internal/certgen"
-	"hubd/internal/dnsfake"
+	"hubd/internal/dnstest"
 	"hubd/internal/smtpsink"
 )
 
 // The delivery tests of the hub end to end: real SMTP into a receive
 // connector, the real queue and categorizer, real SMTP out to remote MTAs
 // started by the test on loopback addresses (127.0.0.x, one port), found
-// through MX records served by the DNS fake.
+// through MX records served by a DNS server the test starts (dnstest).
 
 const mxHub = `
 hub {
   hostname                 = "hub.example.test"
   spool_dir                = "{{dir}}/spool"
+  {{dns}}
   quick_retry_interval     = "200ms"
   transient_retry_interval = "200ms"
   retry_interval           = "200ms"
@@ -51,10 +52,10 @@ type remote struct {
 }
 
 // startRemotes starts one sink per remote on 127.0.0.2, .3, ... (one port)
-// and a DNS fake with an MX for each domain.
-func startRemotes(t *testing.T, remotes []remote) (map[string]*smtpsink.Sink, *dnsfake.Resolver, int) {
+// and a DNS server with an MX for each domain.
+func startRemotes(t *testing.T, remotes []remote) (map[string]*smtpsink.Sink, *dnstest.Server, int) {
 	t.Helper()
-	dns := &dnsfake.Resolver{}
+	dns := dnstest.Start(t)
 	opts := make([]smtpsink.Options, len(remotes))
 	for i, r := range remotes {
 		opts[i] = r.opts
@@ -90,7 +91,7 @@ func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
 		{domain: "fast.test"},
 	})
 	h := Start(t, fmt.Sprintf(mxHub, `max_outbound_connections = 4
-  max_per_domain_outbound_connections = 2`), Options{Resolver: dns, SMTPPort: port, SMTPCommandTimeout: time.Minute})
+  max_per_domain_outbound_connections = 2`), Options{DNSServers: []string{dns.Addr}, SMTPPort: port, SMTPCommandTimeout: time.Minute})
 	addr := h.Addr(t, "apps")
 	for i := range 4 {
 		send(t, addr, "sender@example.test", fmt.Sprintf("u%d@hang.test", i))
@@ -136,7 +137,7 @@ func TestRemoteBehaviours(t *testing.T) {
 	})
 	dns.SetMX("nullmx.test", &net.MX{Host: ".", Pref: 0})
 	dns.SetFail("servfail.test", true)
-	h := Start(t, fmt.Sprintf(mxHub, ""), Options{Resolver: dns, SMTPPort: port})
+	h := Start(t, fmt.Sprintf(mxHub, ""), Options{DNSServers: []string{dns.Addr}, SMTPPort: port})
 	addr := h.Addr(t, "apps")
 
 	send(t, addr, "sender@example.test", "a@accept.test")

@@ -35,8 +35,12 @@ type Hub struct {
 
 // Options adjust Start.
 type Options struct {
-	Resolver smtpout.Resolver // for dns_routing send connectors; nil → none
-	Logger   *slog.Logger     // nil → discard, or stderr when HUBTEST_LOG is set
+	// DNSServers (a dnstest server's address) replace "{{dns}}" in the
+	// HCL, which belongs in its hub block, with dns_servers = [...]: the
+	// hub asks them as production asks its own, reloads included.
+	DNSServers []string
+	Resolver   smtpout.Resolver // MX routing's DNS instead of a server (a fake); nil → the hub's resolver
+	Logger     *slog.Logger     // nil → discard, or stderr when HUBTEST_LOG is set
 	// SMTPPort is the port MX hosts are dialled on (the test's sinks share
 	// one, see smtpsink.StartSamePort); 0 → 25.
 	SMTPPort int
@@ -60,6 +64,11 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 	t.Helper()
 	dir := t.TempDir()
 	hcl = strings.ReplaceAll(hcl, "{{dir}}", dir)
+	dns := ""
+	if len(opts.DNSServers) > 0 {
+		dns = `dns_servers = ["` + strings.Join(opts.DNSServers, `", "`) + `"]`
+	}
+	hcl = strings.ReplaceAll(hcl, "{{dns}}", dns)
 	path := filepath.Join(dir, "hubd.hcl")
 	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
 		t.Fatal(err)

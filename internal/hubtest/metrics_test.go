@@ -122,6 +122,7 @@ const metricsHub = `
 hub {
   hostname                 = "hub.example.test"
   spool_dir                = "{{dir}}/spool"
+  {{dns}}
   quick_retry_interval     = "200ms"
   transient_retry_interval = "200ms"
   retry_interval           = "200ms"
@@ -157,7 +158,7 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		}}},
 	})
 	prom := startPromEndpoint(t)
-	h := Start(t, metricsHub, Options{Resolver: dns, SMTPPort: port, MeterProvider: prom.Provider})
+	h := Start(t, metricsHub, Options{DNSServers: []string{dns.Addr}, SMTPPort: port, MeterProvider: prom.Provider})
 	ctx := ctxTimeout(t, 20*time.Second)
 
 	// Two reloads: one applied, one refused (a broken file).

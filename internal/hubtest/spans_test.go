@@ -26,6 +26,7 @@ const spansHub = `
 hub {
   hostname                 = "hub.example.test"
   spool_dir                = "{{dir}}/spool"
+  {{dns}}
   quick_retry_interval     = "200ms"
   transient_retry_interval = "200ms"
   retry_interval           = "200ms"
@@ -64,7 +65,7 @@ func startSpanHub(t *testing.T, recordAddresses bool) *spanHub {
 	sinks, dns, port := startRemotes(t, []remote{{domain: "remote.test", opts: smtpsink.Options{TempFailFirst: 1}}})
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	h := Start(t, spansHub, Options{Resolver: dns, SMTPPort: port, TracerProvider: tp,
+	h := Start(t, spansHub, Options{DNSServers: []string{dns.Addr}, SMTPPort: port, TracerProvider: tp,
 		Configure: func(c *policy.Config) { c.Telemetry.RecordAddresses = recordAddresses }})
 	return &spanHub{rec: rec, addr: h.Addr(t, "apps"), sink: sinks["remote.test"]}
 }

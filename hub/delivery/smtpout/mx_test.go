@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"hubd/hub/delivery"
-	"hubd/internal/dnsfake"
+	"hubd/internal/dnstest"
 	"hubd/internal/smtpsink"
 )
 
@@ -19,14 +19,13 @@ func TestMXDelivery(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	opts := testOptions()
 	opts.Port = sink.Port()
-	opts.Resolver = &dnsfake.Resolver{
-		MX: map[string][]*net.MX{
-			// The preferred MX has an address where nothing listens: the
-			// next one by preference takes the message.
-			"remote.test": {{Host: "mx2.remote.test.", Pref: 20}, {Host: "mx1.remote.test.", Pref: 10}},
-		},
-		Hosts: map[string][]string{"mx1.remote.test": {"127.0.0.2"}, "mx2.remote.test": {"127.0.0.1"}},
-	}
+	dns := dnstest.Start(t)
+	// The preferred MX has an address where nothing listens: the next one
+	// by preference takes the message.
+	dns.SetMX("remote.test", &net.MX{Host: "mx2.remote.test.", Pref: 20}, &net.MX{Host: "mx1.remote.test.", Pref: 10})
+	dns.SetHosts("mx1.remote.test", "127.0.0.2")
+	dns.SetHosts("mx2.remote.test", "127.0.0.1")
+	opts.Resolver = NetResolver{R: dns.Resolver()}
 	res := deliver(t, opts, mxHop("remote.test"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
 	if res[0].RemoteMTA != "mx2.remote.test" {
@@ -39,7 +38,9 @@ func TestImplicitMX(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	opts := testOptions()
 	opts.Port = sink.Port()
-	opts.Resolver = &dnsfake.Resolver{Hosts: map[string][]string{"remote.test": {"127.0.0.1"}}}
+	dns := dnstest.Start(t)
+	dns.SetHosts("remote.test", "127.0.0.1")
+	opts.Resolver = NetResolver{R: dns.Resolver()}
 	res := deliver(t, opts, mxHop("remote.test"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
 	if res[0].RemoteMTA != "remote.test" {
@@ -48,15 +49,12 @@ func TestImplicitMX(t *testing.T) {
 }
 
 func TestMXRoutingFailures(t *testing.T) {
-	r := &dnsfake.Resolver{
-		MX: map[string][]*net.MX{
-			"null.test":    {{Host: ".", Pref: 0}},
-			"nohosts.test": {{Host: "gone.nohosts.test.", Pref: 10}},
-		},
-		Fail: map[string]bool{"servfail.test": true},
-	}
+	dns := dnstest.Start(t)
+	dns.SetMX("null.test", &net.MX{Host: ".", Pref: 0})
+	dns.SetMX("nohosts.test", &net.MX{Host: "gone.nohosts.test.", Pref: 10})
+	dns.SetFail("servfail.test", true)
 	opts := testOptions()
-	opts.Resolver = r
+	opts.Resolver = NetResolver{R: dns.Resolver()}
 	for _, c := range []struct {
 		domain string
 		st     delivery.Status
@@ -119,7 +117,3 @@ func TestIsNotFoundWrapped(t *testing.T) {
 		t.Error("isNotFound")
 	}
 }
-
-// dnsfake cannot import smtpout (this package's tests import it), so the
-// method set is checked here.
-var _ Resolver = (*dnsfake.Resolver)(nil)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"hubd/hub/delivery"
-	"hubd/internal/dnsfake"
+	"hubd/internal/dnstest"
 	"hubd/internal/smtpsink"
 	"hubd/policy"
 )
@@ -32,21 +32,20 @@ func hostNames(hosts []Host) string {
 
 // TestLookupHosts covers every rule of RFC 5321 §5.1 and RFC 7505.
 func TestLookupHosts(t *testing.T) {
-	r := &dnsfake.Resolver{
-		MX: map[string][]*net.MX{
-			"pref.test":    {{Host: "c.pref.test.", Pref: 30}, {Host: "a.pref.test.", Pref: 10}, {Host: "b.pref.test.", Pref: 20}},
-			"null.test":    {{Host: ".", Pref: 0}},
-			"mixed.test":   {{Host: ".", Pref: 0}, {Host: "a.pref.test.", Pref: 10}},
-			"dangle.test":  {{Host: "gone.dangle.test.", Pref: 10}, {Host: "broken.dangle.test.", Pref: 20}},
-			"partial.test": {{Host: "gone.dangle.test.", Pref: 10}, {Host: "a.pref.test.", Pref: 20}},
-		},
-		Hosts: map[string][]string{
-			"a.pref.test": {"192.0.2.1", "2001:db8::1"}, "b.pref.test": {"192.0.2.2"}, "c.pref.test": {"192.0.2.3"},
-			"implicit.test": {"192.0.2.9"},
-		},
-		Fail:    map[string]bool{"servfail.test": true, "broken.dangle.test": true},
-		Timeout: map[string]bool{"slow.test": true},
-	}
+	dns := dnstest.Start(t)
+	dns.SetMX("pref.test", &net.MX{Host: "c.pref.test.", Pref: 30}, &net.MX{Host: "a.pref.test.", Pref: 10}, &net.MX{Host: "b.pref.test.", Pref: 20})
+	dns.SetMX("null.test", &net.MX{Host: ".", Pref: 0})
+	dns.SetMX("mixed.test", &net.MX{Host: ".", Pref: 0}, &net.MX{Host: "a.pref.test.", Pref: 10})
+	dns.SetMX("dangle.test", &net.MX{Host: "gone.dangle.test.", Pref: 10}, &net.MX{Host: "broken.dangle.test.", Pref: 20})
+	dns.SetMX("partial.test", &net.MX{Host: "gone.dangle.test.", Pref: 10}, &net.MX{Host: "a.pref.test.", Pref: 20})
+	dns.SetHosts("a.pref.test", "192.0.2.1", "2001:db8::1")
+	dns.SetHosts("b.pref.test", "192.0.2.2")
+	dns.SetHosts("c.pref.test", "192.0.2.3")
+	dns.SetHosts("implicit.test", "192.0.2.9")
+	dns.SetFail("servfail.test", true)
+	dns.SetFail("broken.dangle.test", true)
+	dns.SetDrop("slow.test", true)
+	r := NetResolver{R: dns.Resolver()}
 	ctx := context.Background()
 
 	hosts, err := LookupHosts(ctx, r, "pref.test.")
@@ -73,7 +72,10 @@ func TestLookupHosts(t *testing.T) {
 	wantReply(t, err, 550, "5.1.2")
 	_, err = LookupHosts(ctx, r, "servfail.test")
 	wantReply(t, err, 451, "4.4.3")
-	_, err = LookupHosts(ctx, r, "slow.test")
+	// A server that never answers: the lookup's deadline ends it.
+	slow, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = LookupHosts(slow, r, "slow.test")
+	cancel()
 	wantReply(t, err, 451, "4.4.3")
 
 	// MX hosts without addresses: temporary, and still listed for a routing table.
@@ -92,10 +94,12 @@ func TestLookupHosts(t *testing.T) {
 // two equal-preference hosts appear, and the less preferred host is always
 // last. The chance of one order never showing is 2 × 2^-200.
 func TestLookupHostsRandomisesEqualPreference(t *testing.T) {
-	r := &dnsfake.Resolver{
-		MX:    map[string][]*net.MX{"eq.test": {{Host: "backup.eq.test", Pref: 20}, {Host: "a.eq.test", Pref: 10}, {Host: "b.eq.test", Pref: 10}}},
-		Hosts: map[string][]string{"a.eq.test": {"192.0.2.1"}, "b.eq.test": {"192.0.2.2"}, "backup.eq.test": {"192.0.2.3"}},
-	}
+	dns := dnstest.Start(t)
+	dns.SetMX("eq.test", &net.MX{Host: "backup.eq.test", Pref: 20}, &net.MX{Host: "a.eq.test", Pref: 10}, &net.MX{Host: "b.eq.test", Pref: 10})
+	dns.SetHosts("a.eq.test", "192.0.2.1")
+	dns.SetHosts("b.eq.test", "192.0.2.2")
+	dns.SetHosts("backup.eq.test", "192.0.2.3")
+	r := NetResolver{R: dns.Resolver()}
 	seen := map[string]int{}
 	for range 200 {
 		hosts, err := LookupHosts(context.Background(), r, "eq.test")
@@ -115,22 +119,22 @@ func TestLookupHostsRandomisesEqualPreference(t *testing.T) {
 // message uses it without asking DNS again.
 func TestMXFallbackAcrossSinks(t *testing.T) {
 	sinks := smtpsink.StartSamePort(t, smtpsink.Options{Addr: "127.0.0.2", RejectGreeting: true}, smtpsink.Options{Addr: "127.0.0.3"})
-	r := &dnsfake.Resolver{
-		MX:    map[string][]*net.MX{"remote.test": {{Host: "mx1.remote.test.", Pref: 10}, {Host: "mx2.remote.test.", Pref: 20}}},
-		Hosts: map[string][]string{"mx1.remote.test": {"127.0.0.2"}, "mx2.remote.test": {"127.0.0.3"}},
-	}
+	dns := dnstest.Start(t)
+	dns.SetMX("remote.test", &net.MX{Host: "mx1.remote.test.", Pref: 10}, &net.MX{Host: "mx2.remote.test.", Pref: 20})
+	dns.SetHosts("mx1.remote.test", "127.0.0.2")
+	dns.SetHosts("mx2.remote.test", "127.0.0.3")
 	opts := testOptions()
 	opts.Port = sinks[0].Port()
-	opts.Resolver = r
+	opts.Resolver = NetResolver{R: dns.Resolver()}
 	d := shared(t, opts)
 	res := deliverWith(t, d, mxHop("remote.test"), numbered(0), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
 	if res[0].RemoteMTA != "mx2.remote.test" || res[0].Connection {
 		t.Errorf("result %+v", res[0])
 	}
-	lookups := r.Lookups()
+	lookups := dns.Queries("")
 	expect(t, deliverWith(t, d, mxHop("remote.test"), numbered(1), rcpts("b@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
-	if r.Lookups() != lookups {
+	if dns.Queries("") != lookups {
 		t.Error("DNS asked again although an idle connection was at hand")
 	}
 	sinks[1].WaitFor(t, 2, waitLong)
@@ -166,10 +170,10 @@ func TestConnectionFlag(t *testing.T) {
 			return nil
 		},
 	})
-	r := &dnsfake.Resolver{
-		MX:   map[string][]*net.MX{"null.test": {{Host: ".", Pref: 0}}},
-		Fail: map[string]bool{"servfail.test": true},
-	}
+	dns := dnstest.Start(t)
+	dns.SetMX("null.test", &net.MX{Host: ".", Pref: 0})
+	dns.SetFail("servfail.test", true)
+	r := NetResolver{R: dns.Resolver()}
 	required := smartHop(plain.Addr())
 	required.TLS = policy.SendTLSRequired
 	utf8 := message("x\r\n")
