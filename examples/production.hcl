@@ -24,6 +24,10 @@ hub {
   # shutdown_grace stays 30s: the unit's TimeoutStopSec=60 covers it and the
   # 10s deliveries in flight get.
 
+  # MX routing asks /etc/resolv.conf's servers unless told otherwise; a
+  # local validating resolver (unbound) is the usual choice for a mail hub:
+  # dns_servers = ["127.0.0.1"]
+
   # Retries, expiry, DSNs and outbound limits keep Exchange's hub defaults:
   # 4 × 1m, 6 × 5m, then every 10m; a delay DSN after 4h; expiry after 2d;
   # 1000 connections overall, 20 per next hop; poison queue after 2 crashes
