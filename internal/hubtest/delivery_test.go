@@ -1,9 +1,11 @@
 package hubtest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/smtp"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"hubd/hub/ops"
 	"hubd/internal/certgen"
 	"hubd/internal/dnstest"
 	"hubd/internal/smtpsink"
@@ -182,4 +185,59 @@ func TestRemoteBehaviours(t *testing.T) {
 			t.Errorf("%s received %d copies", domain, n)
 		}
 	}
+}
+
+// TestReloadChangesDNSServers: a domain the configured name server cannot
+// answer for (SERVFAIL) is deferred, never bounced; once a reload points
+// hub.dns_servers at a server that knows its MX, the next retry delivers
+// it there.
+func TestReloadChangesDNSServers(t *testing.T) {
+	sinks, good, port := startRemotes(t, []remote{{domain: "later.test"}})
+	broken := dnstest.Start(t)
+	broken.SetFail("later.test", true)
+	h := Start(t, fmt.Sprintf(mxHub, ""), Options{DNSServers: []string{broken.Addr}, SMTPPort: port})
+	send(t, h.Addr(t, "apps"), "sender@example.test", "a@later.test")
+	// Deferred: the message waits in its queue with the lookup's 4.4.3.
+	deadline := time.Now().Add(10 * time.Second)
+	for tick := time.Tick(5 * time.Millisecond); !deferredWith(h, "4.4.3"); <-tick {
+		if time.Now().After(deadline) {
+			t.Fatalf("no deferral with 4.4.3; the broken server was asked %d times", broken.Queries(""))
+		}
+	}
+
+	path := filepath.Join(h.Dir, "hubd.hcl")
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = []byte(strings.Replace(string(src), broken.Addr, good.Addr, 1))
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := h.Reload(ctxTimeout(t, 10*time.Second)); err != nil || !res.Applied {
+		t.Fatalf("reload: %+v, %v", res, err)
+	}
+	if got := sinks["later.test"].WaitFor(t, 1, 10*time.Second); len(got) != 1 || got[0].To[0] != "a@later.test" {
+		t.Fatalf("later.test got %+v", got)
+	}
+	if dsns, _ := os.ReadDir(filepath.Join(h.Dir, "mail", "sender", "new")); len(dsns) != 0 {
+		t.Errorf("%d DSNs to the sender, want none (the SERVFAIL only deferred the message)", len(dsns))
+	}
+}
+
+// deferredWith reports whether a queued message has a recipient deferred
+// with the enhanced status code enh.
+func deferredWith(h *Hub, enh string) bool {
+	list, err := h.Transport.Messages(context.Background(), ops.MessageFilter{})
+	if err != nil {
+		return false
+	}
+	for _, m := range list.Messages {
+		for _, r := range m.Recipients {
+			if strings.Contains(r.LastReply, enh) {
+				return true
+			}
+		}
+	}
+	return false
 }
