@@ -351,7 +351,7 @@ func (d *Deliverer) logResults(ctx context.Context, hop delivery.NextHop, msg de
 // tlsMode is the hop's TLS policy with the default applied.
 func tlsMode(hop delivery.NextHop) policy.SendTLS {
 	switch hop.TLS {
-	case policy.SendTLSNone, policy.SendTLSRequired:
+	case policy.SendTLSNone, policy.SendTLSRequired, policy.SendTLSImplicit:
 		return hop.TLS
 	default:
 		return policy.SendTLSOpportunistic
