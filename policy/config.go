@@ -340,6 +340,7 @@ const (
 	SendTLSNone          SendTLS = "none"
 	SendTLSOpportunistic SendTLS = "opportunistic" // default
 	SendTLSRequired      SendTLS = "required"
+	SendTLSImplicit      SendTLS = "implicit" // TLS from the first byte, verified (RFC 8314 §3.3); port default 465
 )
 
 // AddressSpace is one domain pattern a send connector serves, with a cost.
@@ -362,6 +363,11 @@ type SendConnector struct {
 	// through this connector; default false: they are stripped (the header
 	// firewall), as on Exchange's Internet-facing send connectors.
 	SendOrgHeaders bool
+	// Auth, when set, logs in to the smart hosts (sendauth.go); nil: no AUTH.
+	Auth *SendAuth
+	// ClientCertFile and ClientKeyFile (PEM, both or neither) are the
+	// client certificate presented in every TLS handshake (sendauth.go).
+	ClientCertFile, ClientKeyFile string
 }
 
 // Reply is an SMTP reply decided by policy: a code, an RFC 3463 enhanced

@@ -429,7 +429,8 @@ func (l *loader) positiveSize(p *string, rng hcl.Range, def int64, name string) 
 	return n
 }
 
-var sendTLSModes = map[string]SendTLS{"none": SendTLSNone, "opportunistic": SendTLSOpportunistic, "required": SendTLSRequired}
+var sendTLSModes = map[string]SendTLS{"none": SendTLSNone, "opportunistic": SendTLSOpportunistic, "required": SendTLSRequired,
+	"implicit": SendTLSImplicit}
 
 func (l *loader) buildSendConnectors() {
 	dups := newDupCheck("send_connector")
@@ -460,9 +461,16 @@ func (l *loader) sendConnector(s *sendConnectorSchema) SendConnector {
 			sc.AddressSpaces = append(sc.AddressSpaces, as)
 		}
 	}
+	if s.TLS != nil {
+		t, ok := sendTLSModes[*s.TLS]
+		if !ok {
+			l.errorf(s.TLSRange, "Invalid TLS policy", "tls must be \"none\", \"opportunistic\", \"required\" or \"implicit\", not %q.", *s.TLS)
+		}
+		sc.TLS = t
+	}
 	hosts, _ := l.stringList(s.SmartHosts)
 	for _, it := range hosts {
-		h, err := parseSmartHost(it.val)
+		h, err := parseSmartHost(it.val, smartHostPort(sc.TLS))
 		if err != nil {
 			l.errorf(it.rng, "Invalid smart host", "%v. Write \"host\", \"host:port\" or \"[192.0.2.5]:25\".", err)
 			continue
@@ -480,13 +488,6 @@ func (l *loader) sendConnector(s *sendConnectorSchema) SendConnector {
 		l.errorf(s.DefRange, "Send connector with two routes",
 			"Send connector %q sets both smart_hosts and dns_routing = true; choose one.", s.Name)
 	}
-	if s.TLS != nil {
-		t, ok := sendTLSModes[*s.TLS]
-		if !ok {
-			l.errorf(s.TLSRange, "Invalid TLS policy", "tls must be \"none\", \"opportunistic\" or \"required\", not %q.", *s.TLS)
-		}
-		sc.TLS = t
-	}
 	sc.MaxMessageSize = l.size(s.MaxMessageSize, s.MaxSizeRange, 0)
 	if s.SendOrgHeaders != nil {
 		sc.SendOrgHeaders = *s.SendOrgHeaders
@@ -498,6 +499,7 @@ func (l *loader) sendConnector(s *sendConnectorSchema) SendConnector {
 		}
 		sc.FQDN = fqdn
 	}
+	l.sendAuth(s, &sc)
 	return sc
 }
 
@@ -524,9 +526,10 @@ func (l *loader) addressSpace(it listItem) (AddressSpace, bool) {
 	return as, true
 }
 
-// parseSmartHost normalises a smart host to "host:port" or "[ip]:port".
-func parseSmartHost(s string) (string, error) {
-	host, port := s, "25"
+// parseSmartHost normalises a smart host to "host:port" or "[ip]:port";
+// defPort is the port when s gives none.
+func parseSmartHost(s, defPort string) (string, error) {
+	host, port := s, defPort
 	if strings.HasPrefix(s, "[") {
 		end := strings.IndexByte(s, ']')
 		if end < 0 {

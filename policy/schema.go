@@ -241,6 +241,12 @@ type sendConnectorSchema struct {
 	FQDN           *string        `hcl:"fqdn,optional"`
 	FQDNRange      hcl.Range      `hcl:"fqdn,attr_value_range"`
 	SendOrgHeaders *bool          `hcl:"send_org_headers,optional"`
+	// Smart-host authentication and client certificate (sendauth.go).
+	Auth            *sendAuthSchema `hcl:"auth,block"`
+	ClientCertFile  *string         `hcl:"client_cert_file,optional"`
+	ClientCertRange hcl.Range       `hcl:"client_cert_file,attr_value_range"`
+	ClientKeyFile   *string         `hcl:"client_key_file,optional"`
+	ClientKeyRange  hcl.Range       `hcl:"client_key_file,attr_value_range"`
 }
 
 type userSchema struct {

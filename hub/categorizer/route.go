@@ -124,6 +124,12 @@ func NextHopFor(cfg *policy.Config, sc policy.SendConnector, domain string) deli
 		TLS:        sc.TLS,
 		FQDN:       sc.FQDN,
 		OrgHeaders: sc.SendOrgHeaders,
+		ClientCert: sc.ClientCertFile,
+		ClientKey:  sc.ClientKeyFile,
+	}
+	if a := sc.Auth; a != nil {
+		hop.Auth = delivery.SMTPAuth{Username: a.Username, Password: a.Password,
+			Mechanisms: strings.Join(a.Mechanisms, ","), AllowInsecure: a.AllowInsecure}
 	}
 	if hop.SmartHosts == "" && sc.DNSRouting {
 		hop.Domain = strings.ToLower(domain)

@@ -56,6 +56,23 @@ type NextHop struct {
 	// they are removed on the way out (the header firewall). Maildir and
 	// LMTP always keep them.
 	OrgHeaders bool
+	// SMTP: the send connector's login to its smart hosts (RFC 4954) and
+	// the client certificate presented in TLS handshakes. They are part of
+	// the value, so that a connection or a delivery queue is never shared
+	// between two identities (a reload that changes a password makes a new
+	// next hop).
+	Auth       SMTPAuth
+	ClientCert string // PEM certificate file; "" for none
+	ClientKey  string // its PEM key file
+}
+
+// SMTPAuth is a comparable form of policy.SendAuth. The zero value (no
+// Username) means no AUTH.
+type SMTPAuth struct {
+	Username      string
+	Password      policy.Secret // never printed (policy.Secret)
+	Mechanisms    string        // upper-case, comma-joined in preference order: "PLAIN,LOGIN"
+	AllowInsecure bool          // credentials may go over a connection without TLS
 }
 
 // String renders the next hop for logs and the routing table.

@@ -96,6 +96,14 @@ type Options struct {
 	NoPipelining bool
 	No8BITMIME   bool
 
+	// Auth, when set, offers AUTH (RFC 4954) and checks logins against it
+	// (user → password); see auth.go. ImplicitTLS serves TLS from the
+	// first byte (RFC 8314, port 465) with TLSConfig instead of STARTTLS.
+	Auth         *AuthOptions
+	ImplicitTLS  bool
+	RequireAuth  bool // MAIL before a successful AUTH gets 530 5.7.0 (RFC 4954 §6)
+	InsecureAuth bool // offer and take AUTH without TLS (go-smtp's AllowInsecureAuth)
+
 	// Hang accepts TCP connections and never sends a greeting (RFC 5321
 	// §4.5.3.2.1 is the client's 5-minute wait this exercises).
 	Hang bool
@@ -112,6 +120,10 @@ type Message struct {
 	Helo string   // the EHLO/HELO argument
 
 	Conn int // number of the connection it came on, 1 for the first accepted
+
+	AuthUser string // the user the session authenticated as (Options.Auth), "" without AUTH
+	AuthMech string // the SASL mechanism it used
+	PeerCN   string // common name of the client certificate, "" without one
 
 	// MAIL FROM parameters as the client gave them.
 	Size int64  // SIZE=, 0 when absent
@@ -131,6 +143,7 @@ type Sink struct {
 	conns    map[*sinkConn]struct{} // open connections
 	accepted int                    // connections accepted so far
 	dataSeen int                    // DATA transactions so far (DropInData, TempFailFirst)
+	auths    []AuthAttempt          // every AUTH command, in order (auth.go)
 	closed   bool
 	serveErr chan error
 }
@@ -204,6 +217,13 @@ func start(t testing.TB, opts Options) (*Sink, error) {
 		serveErr: make(chan error, 1),
 	}
 	s.ln = &listener{Listener: ln, sink: s}
+	if opts.ImplicitTLS {
+		if opts.TLSConfig == nil {
+			ln.Close()
+			return nil, errors.New("ImplicitTLS needs TLSConfig")
+		}
+		s.ln = tls.NewListener(s.ln, opts.TLSConfig)
+	}
 	if opts.Hang || opts.RejectGreeting {
 		go func() { s.serveErr <- s.serveRaw() }()
 	} else {
@@ -216,14 +236,21 @@ func start(t testing.TB, opts Options) (*Sink, error) {
 
 func (s *Sink) newServer() *smtp.Server {
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		_, isTLS := c.TLSConnectionState()
-		return &session{sink: s, conn: c, helo: c.Hostname(), tls: isTLS}, nil
+		st, isTLS := c.TLSConnectionState()
+		ss := &session{sink: s, conn: c, helo: c.Hostname(), tls: isTLS}
+		if len(st.PeerCertificates) > 0 {
+			ss.peerCN = st.PeerCertificates[0].Subject.CommonName
+		}
+		return ss, nil
 	}))
 	srv.Domain = s.opts.Domain
 	if srv.Domain == "" {
 		srv.Domain = "sink.test"
 	}
-	srv.TLSConfig = s.opts.TLSConfig
+	if !s.opts.ImplicitTLS {
+		srv.TLSConfig = s.opts.TLSConfig
+	}
+	srv.AllowInsecureAuth = s.opts.InsecureAuth
 	srv.MaxMessageBytes = s.opts.MaxMessageBytes
 	srv.EnableSMTPUTF8 = s.opts.SMTPUTF8
 	// Generous timeouts only so that a stuck client cannot hold a test open.
@@ -319,6 +346,9 @@ type session struct {
 	helo string
 	tls  bool
 	msg  *Message
+
+	peerCN             string // client certificate's common name
+	authUser, authMech string // after a successful AUTH
 }
 
 func (ss *session) Reset()        { ss.msg = nil }
@@ -330,7 +360,11 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			return err
 		}
 	}
-	m := &Message{From: from, TLS: ss.tls, Helo: ss.helo, Conn: connID(ss.conn.Conn())}
+	if ss.sink.opts.RequireAuth && ss.authUser == "" {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	}
+	m := &Message{From: from, TLS: ss.tls, Helo: ss.helo, Conn: connID(ss.conn.Conn()),
+		AuthUser: ss.authUser, AuthMech: ss.authMech, PeerCN: ss.peerCN}
 	if opts != nil {
 		m.Size, m.Body, m.UTF8 = opts.Size, string(opts.Body), opts.UTF8
 	}

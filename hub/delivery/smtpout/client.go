@@ -225,19 +225,26 @@ func (c *conn) startTLS(cfg *tls.Config, timeout time.Duration) (reply, error) {
 	if err != nil || r.Code != 220 {
 		return r, err
 	}
+	return r, c.handshake(cfg, timeout)
+}
+
+// handshake runs the TLS client handshake on the connection (after a 220
+// to STARTTLS, or first thing for implicit TLS) and puts the session on
+// top of it. A failed handshake is a *tlsError.
+func (c *conn) handshake(cfg *tls.Config, timeout time.Duration) error {
 	tc := tls.Client(c.nc, cfg)
 	if err := tc.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return r, err
+		return err
 	}
 	if err := tc.Handshake(); err != nil {
-		return r, &tlsError{err}
+		return &tlsError{err}
 	}
 	c.nc = tc
 	c.tp = textproto.NewConn(tc)
 	c.tls = true
 	c.verified = !cfg.InsecureSkipVerify
 	c.ext = nil
-	return r, nil
+	return nil
 }
 
 // tlsError marks a failed TLS handshake, which opportunistic mode answers by

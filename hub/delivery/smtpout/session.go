@@ -17,6 +17,12 @@ import (
 // the host was passed over.
 func (tr *transaction) open(ctx context.Context, plain bool) (*conn, delivery.Result, nextAction) {
 	dialer := net.Dialer{Timeout: tr.d.dialTimeout}
+	if err := tr.loadClientCert(); err != nil {
+		// Our own files, not the host: every host would fail the same way.
+		res := tr.deferred(451, "4.3.5", err.Error())
+		res.Connection = true
+		return nil, res, nextHost
+	}
 	nc, err := dialer.DialContext(ctx, "tcp", tr.target.addr)
 	if err != nil {
 		res := tr.netResult(ctx, "4.4.1", "connect", err)
@@ -25,7 +31,10 @@ func (tr *transaction) open(ctx context.Context, plain bool) (*conn, delivery.Re
 	}
 	c := newConn(nc, tr.target.host, tr.target.addr)
 	c.bind(ctx)
-	res, next := tr.greet(ctx, c, plain)
+	res, next := tr.implicitTLS(ctx, c)
+	if next == done {
+		res, next = tr.greet(ctx, c, plain)
+	}
 	if next != done {
 		c.release()
 		_ = c.close()
@@ -51,7 +60,10 @@ func (tr *transaction) greet(ctx context.Context, c *conn, plain bool) (delivery
 	if res, ok := tr.hello(ctx, c); !ok {
 		return res, nextHost
 	}
-	return tr.negotiateTLS(ctx, c, plain)
+	if res, next := tr.negotiateTLS(ctx, c, plain); next != done {
+		return res, next
+	}
+	return tr.authenticate(ctx, c, plain)
 }
 
 // hello sends EHLO (or HELO) with the hop's name.
@@ -79,7 +91,7 @@ func (tr *transaction) hello(ctx context.Context, c *conn) (delivery.Result, boo
 // host's abilities, cut the handshake short.
 func (tr *transaction) negotiateTLS(ctx context.Context, c *conn, plain bool) (delivery.Result, nextAction) {
 	mode, strict := tr.pol.mode, tr.pol.requireTLS
-	if mode != policy.SendTLSNone && !plain && c.has("STARTTLS") {
+	if mode != policy.SendTLSNone && !plain && !c.tls && c.has("STARTTLS") {
 		r, err := c.startTLS(tr.tlsConfig(mode), tr.d.cmdTimeout)
 		var te *tlsError
 		switch {
@@ -122,10 +134,16 @@ func (tr *transaction) negotiateTLS(ctx context.Context, c *conn, plain bool) (d
 }
 
 // tlsConfig: opportunistic TLS does not authenticate the server (RFC 7435
-// §4); required TLS verifies the chain and the name we dialled.
+// §4); required and implicit TLS (RFC 8314 §3.3: the client MUST validate
+// the certificate) verify the chain and the name we dialled. The client
+// certificate, when the hop has one, is presented whatever the server's
+// list of acceptable CAs says (as Postfix does): the server decides.
 func (tr *transaction) tlsConfig(mode policy.SendTLS) *tls.Config {
 	cfg := &tls.Config{ServerName: tr.target.host, MinVersion: tls.VersionTLS12}
-	if mode != policy.SendTLSRequired {
+	if cert := tr.cert; cert != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+	if mode != policy.SendTLSRequired && mode != policy.SendTLSImplicit {
 		cfg.InsecureSkipVerify = true // RFC 7435 §4: opportunistic, unauthenticated
 		return cfg
 	}

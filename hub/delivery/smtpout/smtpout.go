@@ -44,6 +44,13 @@
 //     certificate against Options.RootCAs and the host name and never sends
 //     mail in plaintext (Deferred 451 4.7.5); "none" never uses TLS. An
 //     idle connection only carries a message whose policy it meets.
+//     "implicit" (smart hosts on port 465, RFC 8314 §3.3) starts TLS before
+//     the greeting and verifies the certificate (tlsdial.go). The hop's
+//     client certificate, if any, is presented in every handshake.
+//   - AUTH (auth.go, RFC 4954): a hop with credentials logs in after EHLO
+//     (and STARTTLS), never in the clear unless allowed; a refusal, or no
+//     usable mechanism, passes the host over as a failure of the next hop
+//     (Connection set), never of the message.
 //   - REQUIRETLS (RFC 8689): a message whose envelope has RequireTLS goes
 //     only over TLS with a verified certificate (whatever NextHop.TLS says,
 //     "none" included) to a server that advertises REQUIRETLS, with
@@ -351,7 +358,7 @@ func (d *Deliverer) logResults(ctx context.Context, hop delivery.NextHop, msg de
 // tlsMode is the hop's TLS policy with the default applied.
 func tlsMode(hop delivery.NextHop) policy.SendTLS {
 	switch hop.TLS {
-	case policy.SendTLSNone, policy.SendTLSRequired:
+	case policy.SendTLSNone, policy.SendTLSRequired, policy.SendTLSImplicit:
 		return hop.TLS
 	default:
 		return policy.SendTLSOpportunistic

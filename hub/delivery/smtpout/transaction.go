@@ -2,6 +2,7 @@ package smtpout
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ type transaction struct {
 	rcpts   []delivery.Recipient
 	target  target
 	results []delivery.Result
+	cert    *tls.Certificate // the hop's client certificate (tlsdial.go), loaded when the connection is opened
 
 	// conv, when set, is the conversion the message needs for this
 	// server (convert.go); convSize the size of its output.
@@ -300,6 +302,13 @@ func (tr *transaction) netResult(ctx context.Context, enhanced, stage string, er
 		return tr.deferred(451, "4.4.2", "delivery abandoned: "+cerr.Error())
 	}
 	what := "error"
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" {
+		// A TLS alert from the server (crypto/tls reports it so): with TLS
+		// 1.3 a refused client certificate shows up only at the first read
+		// after the handshake. RFC 3463 X.7.5: cryptographic failure.
+		enhanced = "4.7.5"
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		what = "timeout"
