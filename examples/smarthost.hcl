@@ -49,6 +49,7 @@ send_connector "provider" {
 #   address_spaces   = ["site-b.example.test"]
 #   smart_hosts      = ["hub.site-b.example.test"]
 #   tls              = "required"
+#   ca_file          = "/etc/hubd/tls/organisation-ca.pem" # the other hub's CA, if private
 #   client_cert_file = "/etc/hubd/tls/hub-client.pem"
 #   client_key_file  = "/etc/hubd/tls/hub-client.key"
 # }

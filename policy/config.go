@@ -368,6 +368,10 @@ type SendConnector struct {
 	// ClientCertFile and ClientKeyFile (PEM, both or neither) are the
 	// client certificate presented in every TLS handshake (sendauth.go).
 	ClientCertFile, ClientKeyFile string
+	// CAFile (PEM) holds the certificates that verify the smart hosts'
+	// when TLS is verified (required, implicit), instead of the system's
+	// roots: a private CA's smart host. "" → the system's roots.
+	CAFile string
 }
 
 // Reply is an SMTP reply decided by policy: a code, an RFC 3463 enhanced

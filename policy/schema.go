@@ -247,6 +247,8 @@ type sendConnectorSchema struct {
 	ClientCertRange hcl.Range       `hcl:"client_cert_file,attr_value_range"`
 	ClientKeyFile   *string         `hcl:"client_key_file,optional"`
 	ClientKeyRange  hcl.Range       `hcl:"client_key_file,attr_value_range"`
+	CAFile          *string         `hcl:"ca_file,optional"`
+	CAFileRange     hcl.Range       `hcl:"ca_file,attr_value_range"`
 }
 
 type userSchema struct {

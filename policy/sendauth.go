@@ -30,10 +30,12 @@ package policy
 //     (RFC 4954 §3). Only PLAIN (RFC 4616) and LOGIN are known, written in
 //     any case; an empty list, an unknown or a repeated mechanism is an
 //     error. Both send the password in the clear, so:
-//   - auth with tls = "none" is an error unless allow_insecure = true; with
-//     "opportunistic" the client still never sends credentials over a
-//     connection without TLS unless allow_insecure (smtpout defers the
-//     message instead).
+//   - Credentials go only over TLS whose certificate was verified: with
+//     auth, tls defaults to "required" instead of "opportunistic" (which
+//     does not verify, RFC 7435 §4, so an attacker in the path would get
+//     the password), and tls = "none" or "opportunistic" is an error unless
+//     allow_insecure = true. With allow_insecure, the client still sends
+//     them only where the connection allows (smtpout).
 //   - auth and tls = "implicit" are for smart hosts: on a connector that
 //     routes by DNS (dns_routing without smart_hosts) they are errors, so
 //     that credentials are never offered to whatever MX a recipient domain
@@ -52,6 +54,8 @@ package policy
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -127,9 +131,45 @@ func (l *loader) sendAuth(s *sendConnectorSchema, sc *SendConnector) {
 		case sc.TLS == SendTLSNone && !sc.Auth.AllowInsecure:
 			l.errorf(s.TLSRange, "Credentials without TLS",
 				"Send connector %q has auth with tls = \"none\": the password would cross the network in the clear. Use TLS, or set allow_insecure = true in auth.", sc.Name)
+		case s.TLS == nil:
+			// Credentials go only to a smart host whose certificate was
+			// verified: "opportunistic" would hand them to whoever answers.
+			sc.TLS = SendTLSRequired
+		case sc.TLS == SendTLSOpportunistic && !sc.Auth.AllowInsecure:
+			l.errorf(s.TLSRange, "Credentials over unverified TLS",
+				"Send connector %q has auth with tls = \"opportunistic\", which does not verify the smart host's certificate (RFC 7435): whoever intercepts the connection would get the password. Use \"required\" (the default with auth) or \"implicit\", or set allow_insecure = true in auth.", sc.Name)
 		}
 	}
 	l.clientCert(s, sc)
+	l.caFile(s, sc)
+}
+
+// caFile checks ca_file: PEM certificates that parse, for a connector
+// whose TLS verifies.
+func (l *loader) caFile(s *sendConnectorSchema, sc *SendConnector) {
+	if s.CAFile == nil {
+		return
+	}
+	before := len(l.diags)
+	path := l.existingFile(*s.CAFile, s.CAFileRange, "ca_file")
+	if len(l.diags) > before {
+		return
+	}
+	pem, err := os.ReadFile(path)
+	if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		err = errors.New("no PEM certificate in it")
+	}
+	if err != nil {
+		l.errorf(s.CAFileRange, "Unusable ca_file", "%s: %v.", path, err)
+		return
+	}
+	if sc.TLS != SendTLSRequired && sc.TLS != SendTLSImplicit {
+		l.errorf(s.CAFileRange, "ca_file without verified TLS",
+			"Send connector %q does not verify certificates (tls = %q); ca_file is used with \"required\" or \"implicit\".", sc.Name, sc.TLS)
+		return
+	}
+	sc.CAFile = path
+	l.usePath(PathUse{Role: PathTLSCert, Path: path, Setting: "send_connector " + quote(sc.Name) + " ca_file", Range: s.CAFileRange})
 }
 
 func (l *loader) sendAuthBlock(a *sendAuthSchema) *SendAuth {

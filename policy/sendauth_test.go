@@ -93,7 +93,7 @@ send_connector "plainport" {
 		t.Errorf("relay client cert %q %q", r.ClientCertFile, r.ClientKeyFile)
 	}
 	l := byName["login"]
-	if l.TLS != SendTLSOpportunistic || !slices.Equal(l.SmartHosts, []string{"smtp.login.example:25"}) ||
+	if l.TLS != SendTLSRequired || !slices.Equal(l.SmartHosts, []string{"smtp.login.example:25"}) ||
 		!slices.Equal(l.Auth.Mechanisms, []string{"LOGIN", "PLAIN"}) || !l.Auth.AllowInsecure || l.Auth.Password.Reveal() != "crlf-pass" {
 		t.Errorf("login: %+v hosts %v", l.Auth, l.SmartHosts)
 	}
@@ -213,6 +213,23 @@ func TestSendAuthDiagnostics(t *testing.T) {
     password_file = "relay.password"
   }
 `, []string{"2:17 Credentials without TLS"}},
+		{"auth over opportunistic tls", `  smart_hosts = ["relay.example"]
+  tls         = "opportunistic"
+  auth {
+    username      = "u"
+    password_file = "relay.password"
+  }
+`, []string{"2:17 Credentials over unverified TLS"}},
+		{"ca_file that is not PEM", `  smart_hosts = ["relay.example"]
+  ca_file     = "relay.password"
+`, []string{"2:17 Unusable ca_file"}},
+		{"ca_file missing", `  smart_hosts = ["relay.example"]
+  tls         = "required"
+  ca_file     = "nope.pem"
+`, []string{"3:17 Missing ca_file"}},
+		{"ca_file without verified TLS", `  smart_hosts = ["relay.example"]
+  ca_file     = "cert.pem"
+`, []string{"2:17 ca_file without verified TLS"}},
 		{"auth on dns routing", `  dns_routing = true
   auth {
     username      = "u"

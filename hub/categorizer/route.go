@@ -126,6 +126,7 @@ func NextHopFor(cfg *policy.Config, sc policy.SendConnector, domain string) deli
 		OrgHeaders: sc.SendOrgHeaders,
 		ClientCert: sc.ClientCertFile,
 		ClientKey:  sc.ClientKeyFile,
+		CAFile:     sc.CAFile,
 	}
 	if a := sc.Auth; a != nil {
 		hop.Auth = delivery.SMTPAuth{Username: a.Username, Password: a.Password,

@@ -64,6 +64,7 @@ type NextHop struct {
 	Auth       SMTPAuth
 	ClientCert string // PEM certificate file; "" for none
 	ClientKey  string // its PEM key file
+	CAFile     string // PEM certificates verifying the smart hosts; "" → the system's roots
 }
 
 // SMTPAuth is a comparable form of policy.SendAuth. The zero value (no

@@ -1,6 +1,7 @@
 package hubtest
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,8 +24,19 @@ import (
 // and the configuration reloaded, a retry of the queue delivers it,
 // authenticated, and the sender never gets a DSN.
 func TestEndToEndSmartHostAuth535(t *testing.T) {
-	tlsCfg, _, err := certgen.ServerConfig("127.0.0.1")
+	// The smart host's certificate is its own CA: the send connector
+	// verifies it against ca_file (tls is "required" with auth).
+	certPEM, keyPEM, err := certgen.Generate([]string{"127.0.0.1"}, time.Hour)
 	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	caFile := filepath.Join(t.TempDir(), "smarthost-ca.pem")
+	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sink := smtpsink.Start(t, smtpsink.Options{TLSConfig: tlsCfg, RequireAuth: true,
@@ -49,12 +61,13 @@ receive_connector "apps" {
 send_connector "relay" {
   address_spaces = ["*"]
   smart_hosts    = [%q]
+  ca_file        = %q
   auth {
     username      = "hub@example.test"
     password_file = %q
   }
 }
-`, sink.Addr(), pwFile), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+`, sink.Addr(), caFile, pwFile), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	send(t, h.Addr(t, "apps"), "sender@example.test", "rcpt@remote.test")
 
 	queue := "smtp:relay[[127.0.0.1]:" + strings.TrimPrefix(sink.Addr(), "127.0.0.1:") + "]"

@@ -8,7 +8,8 @@ package smtpout
 //     reused connection is already authenticated (RSET does not undo AUTH,
 //     RFC 4954 §4) and is only ever reused for an equal NextHop, whose
 //     credentials are the same.
-//   - Never in the clear, unless allowed: PLAIN (RFC 4616) and LOGIN send
+//   - Never in the clear, and never to a server whose certificate was not
+//     verified (opportunistic TLS), unless allowed: PLAIN (RFC 4616) and LOGIN send
 //     the password as it is, so on a connection without TLS (the server
 //     offered no STARTTLS, refused it, or the handshake failed and
 //     opportunistic TLS fell back to plaintext) and without allow_insecure
@@ -77,6 +78,13 @@ func (tr *transaction) authenticate(ctx context.Context, c *conn, plain bool) (d
 		c.quit(tr.d.quitTimeout)
 		return tr.authFailed(ctx, "", tr.deferred(451, "4.7.10",
 			"not sending credentials without TLS: "+why+" (auth allow_insecure is off)")), nextHost
+	}
+	if c.tls && !c.verified && !a.AllowInsecure {
+		// Policy refuses auth with opportunistic TLS; a hop built
+		// otherwise still never hands the password to an unverified peer.
+		c.quit(tr.d.quitTimeout)
+		return tr.authFailed(ctx, "", tr.deferred(451, "4.7.10",
+			"not sending credentials over TLS whose certificate was not verified: "+host+" (auth allow_insecure is off)")), nextHost
 	}
 	offered := c.authMechanisms()
 	mech := chooseMechanism(a.Mechanisms, offered)

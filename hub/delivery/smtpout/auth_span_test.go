@@ -16,12 +16,12 @@ import (
 // smtp.auth event with the reason, and the deferral as its status; the
 // password appears nowhere in it.
 func TestAuthFailureInSpan(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	sink := smtpsink.Start(t, so)
 	rec := tracetest.NewSpanRecorder()
-	opts := testOptions()
+	opts := trusting(pool)
 	opts.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	res := deliver(t, opts, authHop(sink.Addr(), "wrong-password", "PLAIN"), message("x\r\n"), rcpts("a@remote.test"))
+	res := deliver(t, opts, verifiedAuthHop(sink.Addr(), "wrong-password", "PLAIN"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Deferred, 451, "4.7.8")
 	var span sdktrace.ReadOnlySpan
 	for _, s := range rec.Ended() {

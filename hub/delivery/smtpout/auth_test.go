@@ -40,6 +40,21 @@ func authHop(addr, password, mechs string) delivery.NextHop {
 	return hop
 }
 
+// verifiedAuthHop is authHop with tls = "required", what policy gives a
+// send connector with auth unless told otherwise.
+func verifiedAuthHop(addr, password, mechs string) delivery.NextHop {
+	hop := authHop(addr, password, mechs)
+	hop.TLS = policy.SendTLSRequired
+	return hop
+}
+
+// trusting is testOptions trusting the test CA pool.
+func trusting(pool *x509.CertPool) Options {
+	opts := testOptions()
+	opts.RootCAs = pool
+	return opts
+}
+
 // logged returns Options with a text logger writing to the buffer.
 func logged(opts Options, logs *logbuf.Buffer) Options {
 	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -59,10 +74,10 @@ func noPassword(t *testing.T, logs *logbuf.Buffer, results []delivery.Result) {
 }
 
 func TestAuthPlainAfterSTARTTLS(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	sink := smtpsink.Start(t, so)
 	var logs logbuf.Buffer
-	res := deliver(t, logged(testOptions(), &logs), authHop(sink.Addr(), authPass, "PLAIN,LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
+	res := deliver(t, logged(trusting(pool), &logs), verifiedAuthHop(sink.Addr(), authPass, "PLAIN,LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
 	m := sink.WaitFor(t, 1, waitLong)[0]
 	if m.AuthUser != authUser || m.AuthMech != "PLAIN" || !m.TLS {
@@ -75,9 +90,9 @@ func TestAuthPlainAfterSTARTTLS(t *testing.T) {
 }
 
 func TestAuthLoginWhenConfigured(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	sink := smtpsink.Start(t, so)
-	res := deliver(t, testOptions(), authHop(sink.Addr(), authPass, "LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
+	res := deliver(t, trusting(pool), verifiedAuthHop(sink.Addr(), authPass, "LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
 	if m := sink.WaitFor(t, 1, waitLong)[0]; m.AuthUser != authUser || m.AuthMech != "LOGIN" {
 		t.Errorf("arrived as %q with %q, want LOGIN", m.AuthUser, m.AuthMech)
@@ -87,10 +102,10 @@ func TestAuthLoginWhenConfigured(t *testing.T) {
 // The first configured mechanism the server offers wins, whatever the
 // server's order.
 func TestAuthMechanismChoice(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	so.Auth.Mechanisms = []string{"CRAM-MD5", "LOGIN"}
 	sink := smtpsink.Start(t, so)
-	res := deliver(t, testOptions(), authHop(sink.Addr(), authPass, "PLAIN,LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
+	res := deliver(t, trusting(pool), verifiedAuthHop(sink.Addr(), authPass, "PLAIN,LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
 	if m := sink.WaitFor(t, 1, waitLong)[0]; m.AuthMech != "LOGIN" {
 		t.Errorf("mechanism %q, want LOGIN (PLAIN is not offered)", m.AuthMech)
@@ -98,11 +113,11 @@ func TestAuthMechanismChoice(t *testing.T) {
 }
 
 func TestAuthNoUsableMechanism(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	so.Auth.Mechanisms = []string{"CRAM-MD5", "SCRAM-SHA-256"}
 	sink := smtpsink.Start(t, so)
 	var logs logbuf.Buffer
-	res := deliver(t, logged(testOptions(), &logs), authHop(sink.Addr(), authPass, "PLAIN,LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
+	res := deliver(t, logged(trusting(pool), &logs), verifiedAuthHop(sink.Addr(), authPass, "PLAIN,LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Deferred, 451, "4.7.0")
 	want := "127.0.0.1 offers no usable AUTH mechanism: configured PLAIN LOGIN, offered CRAM-MD5 SCRAM-SHA-256"
 	if res[0].Text != want || !res[0].Connection {
@@ -119,10 +134,10 @@ func TestAuthNoUsableMechanism(t *testing.T) {
 // A 535 defers every recipient as a failure of the next hop: nothing is
 // bounced, and the reason quotes the server.
 func TestAuth535DefersAtHopLevel(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	sink := smtpsink.Start(t, so)
 	var logs logbuf.Buffer
-	res := deliver(t, logged(testOptions(), &logs), authHop(sink.Addr(), "wrong-password", "PLAIN,LOGIN"),
+	res := deliver(t, logged(trusting(pool), &logs), verifiedAuthHop(sink.Addr(), "wrong-password", "PLAIN,LOGIN"),
 		message("x\r\n"), rcpts("a@remote.test", "b@remote.test"))
 	want := "127.0.0.1 refused AUTH PLAIN for " + authUser + ": 535 5.7.8 Authentication credentials invalid"
 	for _, r := range res {
@@ -142,10 +157,10 @@ func TestAuth535DefersAtHopLevel(t *testing.T) {
 
 // A 454 (temporary authentication failure) is handled the same way.
 func TestAuthTemporaryFailure(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	so.Auth.Reject = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
 	sink := smtpsink.Start(t, so)
-	res := deliver(t, testOptions(), authHop(sink.Addr(), "wrong-password", "LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
+	res := deliver(t, trusting(pool), verifiedAuthHop(sink.Addr(), "wrong-password", "LOGIN"), message("x\r\n"), rcpts("a@remote.test"))
 	expect(t, res[0], delivery.Deferred, 451, "4.7.0")
 	if want := "127.0.0.1 refused AUTH LOGIN for " + authUser + ": 454 4.7.0 Temporary authentication failure"; res[0].Text != want || !res[0].Connection {
 		t.Errorf("text %q connection %v, want %q", res[0].Text, res[0].Connection, want)
@@ -295,11 +310,11 @@ func TestClientCertificateUnreadable(t *testing.T) {
 // An idle connection logged in as one user never carries mail for a hop
 // with other credentials (the pool's key is the whole NextHop).
 func TestAuthConnectionsNotSharedAcrossIdentities(t *testing.T) {
-	so, _ := authSinkOptions(t)
+	so, pool := authSinkOptions(t)
 	so.Auth.Users["other@example.test"] = "other-pass"
 	sink := smtpsink.Start(t, so)
-	d := shared(t, testOptions())
-	a := authHop(sink.Addr(), authPass, "PLAIN")
+	d := shared(t, trusting(pool))
+	a := verifiedAuthHop(sink.Addr(), authPass, "PLAIN")
 	b := a
 	b.Auth.Username, b.Auth.Password = "other@example.test", "other-pass"
 	expect(t, deliverWith(t, d, a, numbered(0), rcpts("a@remote.test"))[0], delivery.Delivered, 250, "2.0.0")
@@ -314,5 +329,65 @@ func TestAuthConnectionsNotSharedAcrossIdentities(t *testing.T) {
 	}
 	if n := len(sink.Auths()); n != 2 {
 		t.Errorf("%d AUTH commands, want 2 (one per connection)", n)
+	}
+}
+
+// Over opportunistic TLS the certificate is not verified (RFC 7435 §4):
+// whoever answers could be an impostor, so it never sees the credentials
+// unless allow_insecure says so. Policy refuses that configuration; the
+// client holds the line anyway.
+func TestAuthNeverOverUnverifiedTLS(t *testing.T) {
+	so, _ := authSinkOptions(t)
+	sink := smtpsink.Start(t, so)
+	var logs logbuf.Buffer
+	res := deliver(t, logged(testOptions(), &logs), authHop(sink.Addr(), authPass, "PLAIN"), message("x\r\n"), rcpts("a@remote.test"))
+	expect(t, res[0], delivery.Deferred, 451, "4.7.10")
+	if want := "not sending credentials over TLS whose certificate was not verified: 127.0.0.1 (auth allow_insecure is off)"; res[0].Text != want || !res[0].Connection {
+		t.Errorf("text %q connection %v, want %q at hop level", res[0].Text, res[0].Connection, want)
+	}
+	if len(sink.Auths()) != 0 {
+		t.Errorf("the unverified server saw AUTH: %+v", sink.Auths())
+	}
+	if logs.Count("level=ERROR", "not sending credentials over TLS whose certificate was not verified") != 1 {
+		t.Errorf("no error log line:\n%s", logs.String())
+	}
+}
+
+// A smart host whose certificate chains to a private CA verifies against
+// the send connector's ca_file, not the system's roots; the file is read
+// when the connection opens, and one that cannot be read defers with 4.3.5
+// (our configuration, not the host).
+func TestCAFileVerifiesSmartHost(t *testing.T) {
+	certPEM, keyPEM, err := certgen.Generate([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := smtpsink.Start(t, smtpsink.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}})
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hop := smartHop(sink.Addr())
+	hop.TLS = policy.SendTLSRequired
+
+	res := deliver(t, testOptions(), hop, message("x\r\n"), rcpts("a@remote.test"))
+	expect(t, res[0], delivery.Deferred, 451, "4.7.5") // the system's roots do not know it
+
+	hop.CAFile = caFile
+	res = deliver(t, testOptions(), hop, message("x\r\n"), rcpts("a@remote.test"))
+	expect(t, res[0], delivery.Delivered, 250, "2.0.0")
+	if m := sink.WaitFor(t, 1, waitLong)[0]; !m.TLS {
+		t.Error("delivered without TLS")
+	}
+
+	hop.CAFile = filepath.Join(t.TempDir(), "gone.pem")
+	res = deliver(t, testOptions(), hop, message("x\r\n"), rcpts("a@remote.test"))
+	expect(t, res[0], delivery.Deferred, 451, "4.3.5")
+	if !res[0].Connection || !strings.HasPrefix(res[0].Text, "ca_file ") {
+		t.Errorf("unreadable ca_file: %q connection %v", res[0].Text, res[0].Connection)
 	}
 }

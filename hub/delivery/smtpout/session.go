@@ -148,5 +148,8 @@ func (tr *transaction) tlsConfig(mode policy.SendTLS) *tls.Config {
 		return cfg
 	}
 	cfg.RootCAs = tr.d.roots
+	if tr.roots != nil {
+		cfg.RootCAs = tr.roots // the send connector's ca_file
+	}
 	return cfg
 }

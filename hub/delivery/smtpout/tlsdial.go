@@ -10,6 +10,10 @@ package smtpout
 //     over with Deferred 451 4.7.5 and Connection set, as a failed
 //     "required" STARTTLS does. A REQUIRETLS message (RFC 8689) still needs
 //     REQUIRETLS in the EHLO reply that follows.
+//   - A verified certificate (required and implicit TLS) chains to the
+//     send connector's ca_file (NextHop.CAFile) when it has one, else to
+//     Options.RootCAs (the system's roots): a smart host with a private
+//     CA. It is read with the client certificate, and fails the same way.
 //   - A client certificate (NextHop.ClientCert and ClientKey) is presented
 //     in every handshake, STARTTLS or implicit, so that a server can
 //     verify this hub (for two hubs: AUTH EXTERNAL on the receive side).
@@ -21,16 +25,29 @@ package smtpout
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 
 	"hubd/hub/delivery"
 	"hubd/policy"
 )
 
-// loadClientCert reads the hop's client certificate into tr.cert.
+// loadClientCert reads the hop's client certificate into tr.cert, and its
+// CA file into tr.roots.
 func (tr *transaction) loadClientCert() error {
-	tr.cert = nil
+	tr.cert, tr.roots = nil, nil
+	if f := tr.hop.CAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("ca_file %s: %v", f, err)
+		}
+		tr.roots = x509.NewCertPool()
+		if !tr.roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("ca_file %s: no PEM certificate in it", f)
+		}
+	}
 	if tr.hop.ClientCert == "" {
 		return nil
 	}

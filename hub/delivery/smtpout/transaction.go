@@ -3,6 +3,7 @@ package smtpout
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,7 @@ type transaction struct {
 	target  target
 	results []delivery.Result
 	cert    *tls.Certificate // the hop's client certificate (tlsdial.go), loaded when the connection is opened
+	roots   *x509.CertPool   // the hop's ca_file (tlsdial.go), loaded with cert; nil → Options.RootCAs
 
 	// conv, when set, is the conversion the message needs for this
 	// server (convert.go); convSize the size of its output.
