@@ -85,6 +85,10 @@ type Message struct {
 	// no line over 998 octets (mime7bit.PlainReader), so it goes out
 	// unchanged to any server; false when not known (e.g. after a restart).
 	Plain bool
+	// DKIMSigned: the hub signed the message (hub/transport/dkim.go), so a
+	// conversion of its body (8-bit to 7-bit, long lines) breaks the
+	// signature; the deliverer says so when it converts.
+	DKIMSigned bool
 }
 
 // Recipient is one recipient in a delivery attempt.
