@@ -341,3 +341,16 @@ func (c *Config) DKIMSigns(d *DKIMDomain, connector string, authenticated bool) 
 	}
 	return connector == "hub" || connector == "pickup"
 }
+
+// NormalizeDKIMName checks a signing domain and a selector as a dkim block
+// does and returns the domain as d= carries it (for `hubd dkim keygen`).
+func NormalizeDKIMName(domain, selector string) (string, error) {
+	d, err := normalizeDomain(strings.TrimSuffix(domain, "."))
+	if err != nil {
+		return "", err
+	}
+	if !validSelector(selector) {
+		return "", fmt.Errorf("selector %q is not one or more DNS labels of letters, digits and '-' (RFC 6376 §3.1)", selector)
+	}
+	return d, nil
+}
