@@ -86,8 +86,8 @@ type Message struct {
 	// unchanged to any server; false when not known (e.g. after a restart).
 	Plain bool
 	// DKIMSigned: the hub signed the message (hub/transport/dkim.go), so a
-	// conversion of its body (8-bit to 7-bit, long lines) breaks the
-	// signature; the deliverer says so when it converts.
+	// change of its body (a long line folded) breaks the signature; the
+	// deliverer says so when it changes it.
 	DKIMSigned bool
 }
 

@@ -49,13 +49,16 @@ import (
 // without an aligned SPF pass it is refused and the sender gets the DSN,
 // so the failure is not silent either way.
 //
-// Known limitation: the SMTP deliverer re-encodes 8-bit content for a next
-// hop without 8BITMIME, and lines over 998 octets for every next hop
-// (hub/delivery/smtpout, convert.go); that changes the body and breaks the
-// signature, as it does for Postfix with OpenDKIM. RFC 6376 §5.3 asks
-// signers to convert before signing; hubd stores the body as received and
-// cannot. The deliverer logs such a conversion at Warn
-// (delivery.Message.DKIMSigned).
+// Known limitation: a signed body is never re-encoded for a next hop
+// (hub/delivery/mime7bit: the body hash covers the encoded bytes), so a
+// message hubd signed that has 8-bit content and meets a next hop without
+// 8BITMIME fails with 554 5.6.3 and its sender gets a DSN, where unsigned
+// it would have been converted; and a line over 998 octets is folded for
+// every next hop (RFC 5321 §4.5.3.1.6), which breaks the signature, as it
+// does for Postfix with OpenDKIM. RFC 6376 §5.3 asks signers to convert
+// before signing; hubd stores the body as received and cannot. The
+// deliverer logs a fold of a message hubd signed at Warn
+// (delivery.Message.DKIMSigned). Nearly every MTA offers 8BITMIME.
 
 // signDKIM returns the DKIM-Signature fields for m, or "" when m is not
 // signed. e.mu is held (as for readTrace: the pass owns the message).

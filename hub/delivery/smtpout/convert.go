@@ -66,9 +66,10 @@ func (tr *transaction) bodyType(ctx context.Context, c *conn, env *hub.Envelope)
 		tr.conv, tr.convSize = plan, n
 		level := slog.LevelInfo
 		if plan.Folded > 0 || tr.msg.DKIMSigned {
-			// The reader sees the folds; the receiver sees a DKIM
-			// signature that no longer verifies (RFC 6376 §5.3 would have
-			// the signer convert first: hub/transport/dkim.go).
+			// The reader sees the folds; the receiver of a message the
+			// hub signed sees a signature that no longer verifies (RFC
+			// 6376 §5.3 would have the signer convert first:
+			// hub/transport/dkim.go).
 			level = slog.LevelWarn
 		}
 		tr.d.log.Log(ctx, level, "smtpout: message converted for the next hop",
