@@ -37,6 +37,7 @@ type Config struct {
 	Users             []User        // user blocks, then the lines of hub.users_file
 	AuthBackends      []AuthBackend // auth_backend blocks, by name
 	Telemetry         Telemetry     // the telemetry block (traces, metrics, logs)
+	DKIM              []DKIMDomain  // dkim blocks: signing domains and their keys (dkim.go)
 
 	// Warnings are the non-fatal diagnostics of Load (for `hubd check`);
 	// render them with WriteDiagnostics(w, c.Files(), c.Warnings, color).

@@ -158,6 +158,7 @@ func (l *loader) parse(filename string, src []byte, dir string) {
 	l.schema.Users = append(l.schema.Users, fs.Users...)
 	l.schema.AuthBackends = append(l.schema.AuthBackends, fs.AuthBackends...)
 	l.schema.Telemetries = append(l.schema.Telemetries, fs.Telemetries...)
+	l.schema.DKIM = append(l.schema.DKIM, fs.DKIM...)
 }
 
 func (l *loader) finish() (*Config, error) {
@@ -215,6 +216,7 @@ func (l *loader) build() {
 	l.buildSendConnectors()
 	l.buildAdmin()
 	l.buildTelemetry()
+	l.buildDKIM()
 	l.collectHubPaths()
 	l.cfg.index()
 	l.checkBindings()

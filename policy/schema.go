@@ -21,6 +21,7 @@ type fileSchema struct {
 	Users             []userSchema             `hcl:"user,block"`
 	AuthBackends      []authBackendSchema      `hcl:"auth_backend,block"`
 	Telemetries       []telemetrySchema        `hcl:"telemetry,block"`
+	DKIM              []dkimSchema             `hcl:"dkim,block"` // dkim.go
 }
 
 type hubSchema struct {

@@ -6,6 +6,7 @@
 //	hubd check -config PATH   validate the configuration and the paths it names; exit 1 on errors; start nothing
 //	hubd routes -config PATH [address...]   print the routing table, and where each address goes and why
 //	hubd hash-password [-argon2id]   print the bcrypt (or Argon2id) hash of a password read on stdin
+//	hubd dkim keygen -domain D -selector S   write a DKIM key; print its DNS record and HCL block
 //	hubd sendmail [options] [recipient...]   sendmail(1): the message on stdin into the maildrop
 //	hubd mailq [--json]       list the queue in Postfix's mailq layout
 //	hubd newaliases           check the aliases files and ask hubd to reload
@@ -72,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return dropIn(args[0], args[1:])
 	case "hash-password":
 		return cmdHashPassword(args[1:], os.Stdin, stdout, stderr)
+	case "dkim":
+		return cmdDKIM(args[1:], stdout, stderr) // dkim.go
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "hubd", version)
 		return 0
@@ -100,6 +103,8 @@ func usage(w io.Writer) {
   hubd hash-password [-argon2id]
                             read a password (one line) on stdin, print its hash for password_hash
                             (bcrypt, cost 12; -argon2id: Argon2id, 64 MiB, 3 passes, 4 lanes)
+  hubd dkim keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits 2048] [-out FILE]
+                            write a DKIM signing key (mode 0600); print its DNS TXT record and HCL block
   hubd version              print the version
 `)
 }

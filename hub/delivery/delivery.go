@@ -103,6 +103,10 @@ type Message struct {
 	// no line over 998 octets (mime7bit.PlainReader), so it goes out
 	// unchanged to any server; false when not known (e.g. after a restart).
 	Plain bool
+	// DKIMSigned: the hub signed the message (hub/transport/dkim.go), so a
+	// change of its body (a long line folded) breaks the signature; the
+	// deliverer says so when it changes it.
+	DKIMSigned bool
 }
 
 // Recipient is one recipient in a delivery attempt.

@@ -384,8 +384,12 @@ func (t *Transport) expand(cfg *policy.Config, e *entry, span trace.Span) (proce
 		t.recordAll(m, st.Recipients)
 		return false, true
 	}
+	prepend := m.Prepend
+	if len(cfg.DKIM) > 0 {
+		prepend = t.signDKIM(cfg, m, span) + prepend // once: only before Expanded (dkim.go)
+	}
 	st := queue.State{Expanded: true, Crashes: m.Crashes, Deaths: m.Deaths, Interrupted: m.Interrupted, LastDeath: m.LastDeath,
-		Prepend: m.Prepend}
+		Prepend: prepend}
 	identity := len(outcomes) == len(inputs)
 	for k, o := range outcomes {
 		rs := queue.RecipientState{Address: o.Address, ResolvedFrom: o.ResolvedFrom, DSN: inputs[o.Input].DSN,

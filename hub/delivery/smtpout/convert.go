@@ -65,13 +65,18 @@ func (tr *transaction) bodyType(ctx context.Context, c *conn, env *hub.Envelope)
 		}
 		tr.conv, tr.convSize = plan, n
 		level := slog.LevelInfo
-		if plan.Folded > 0 {
-			level = slog.LevelWarn // the reader sees the folds
+		if plan.Folded > 0 || tr.msg.DKIMSigned {
+			// The reader sees the folds; the receiver of a message the
+			// hub signed sees a signature that no longer verifies (RFC
+			// 6376 §5.3 would have the signer convert first:
+			// hub/transport/dkim.go).
+			level = slog.LevelWarn
 		}
 		tr.d.log.Log(ctx, level, "smtpout: message converted for the next hop",
 			slog.String("queue_id", string(tr.msg.ID)), slog.String("host", tr.target.host),
 			slog.Bool("8bitmime", has8), slog.Int("parts_reencoded", plan.Converted),
-			slog.Int("lines_folded", plan.Folded), slog.Int64("size", n))
+			slog.Int("lines_folded", plan.Folded), slog.Int64("size", n),
+			slog.Bool("dkim_signature_broken", tr.msg.DKIMSigned))
 	}
 	if has8 && (strings.EqualFold(env.Body, "8BITMIME") || plan.Output8bit) {
 		return "8BITMIME", nil
