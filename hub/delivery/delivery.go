@@ -103,10 +103,12 @@ type Message struct {
 	// no line over 998 octets (mime7bit.PlainReader), so it goes out
 	// unchanged to any server; false when not known (e.g. after a restart).
 	Plain bool
-	// DKIMSigned: the hub signed the message (hub/transport/dkim.go), so a
-	// change of its body (a long line folded) breaks the signature; the
-	// deliverer says so when it changes it.
-	DKIMSigned bool
+	// OpenUnsigned is set when the hub signed the message
+	// (hub/transport/dkim.go): it opens the content without the hub's
+	// DKIM-Signature fields, for a next hop that needs the body converted
+	// (no 8BITMIME, a line over 998 octets), which no signature survives
+	// (RFC 6376 §5.3). nil: the hub did not sign it.
+	OpenUnsigned func() (io.ReadCloser, error)
 }
 
 // Recipient is one recipient in a delivery attempt.

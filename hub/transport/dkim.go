@@ -49,16 +49,16 @@ import (
 // without an aligned SPF pass it is refused and the sender gets the DSN,
 // so the failure is not silent either way.
 //
-// Known limitation: a signed body is never re-encoded for a next hop
-// (hub/delivery/mime7bit: the body hash covers the encoded bytes), so a
-// message hubd signed that has 8-bit content and meets a next hop without
-// 8BITMIME fails with 554 5.6.3 and its sender gets a DSN, where unsigned
-// it would have been converted; and a line over 998 octets is folded for
-// every next hop (RFC 5321 §4.5.3.1.6), which breaks the signature, as it
-// does for Postfix with OpenDKIM. RFC 6376 §5.3 asks signers to convert
-// before signing; hubd stores the body as received and cannot. The
-// deliverer logs a fold of a message hubd signed at Warn
-// (delivery.Message.DKIMSigned). Nearly every MTA offers 8BITMIME.
+// Conversions: no signature survives a change of the body, and the SMTP
+// deliverer changes it for a next hop without 8BITMIME (8-bit parts
+// re-encoded) and for every next hop when a line is over 998 octets (RFC
+// 5321 §4.5.3.1.6). RFC 6376 §5.3 asks signers to convert before signing;
+// hubd stores the body as received and signs it so, since nearly every
+// next hop takes it unchanged. For the few that do not, the deliverer
+// sends the converted content without the hub's own DKIM-Signature fields
+// (delivery.Message.OpenUnsigned, splitOwnSignatures) and logs it at Warn:
+// an absent signature and a broken one are the same to a verifier (RFC
+// 6376 §6.1), and the message is delivered rather than refused.
 
 // signDKIM returns the DKIM-Signature fields for m, or "" when m is not
 // signed. e.mu is held (as for readTrace: the pass owns the message).
@@ -95,10 +95,25 @@ func (t *Transport) signDKIM(cfg *policy.Config, m *queue.Message, span trace.Sp
 	return res.Fields
 }
 
-// dkimSigned reports whether a prepend holds a DKIM-Signature field (the
-// hub's own: Prepend's other fields are Authentication-Results).
-func dkimSigned(prepend string) bool {
-	return strings.HasPrefix(prepend, "DKIM-Signature:") || strings.Contains(prepend, "\r\nDKIM-Signature:")
+// splitOwnSignatures cuts the DKIM-Signature fields the hub put at the
+// front of a prepend (signDKIM) from the fields after them (the receipt
+// checks' Authentication-Results).
+func splitOwnSignatures(prepend string) (sigs, rest string) {
+	n := 0
+	for len(prepend[n:]) > len("DKIM-Signature:") && strings.EqualFold(prepend[n:n+len("DKIM-Signature:")], "DKIM-Signature:") {
+		// One field: its first line and the continuation lines (WSP first).
+		for {
+			i := strings.Index(prepend[n:], "\r\n")
+			if i < 0 {
+				return prepend, "" // cannot happen: every field ends in CRLF
+			}
+			n += i + 2
+			if n == len(prepend) || (prepend[n] != ' ' && prepend[n] != '\t') {
+				break
+			}
+		}
+	}
+	return prepend[:n], prepend[n:]
 }
 
 // Attributes of the categorize span for DKIM signing (docs/spans.md).

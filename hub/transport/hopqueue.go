@@ -525,8 +525,10 @@ func (t *Transport) callDeliverer(ctx context.Context, it *workItem) (results []
 	// Trace headers name lists, which may be internationalized: with
 	// them the body is no longer known to be plain.
 	size := m.Size + int64(trace.Len()+len(prepend))
-	msg := delivery.Message{ID: m.ID, Envelope: &env, Size: size, Open: open, Plain: it.e.plain && len(it.lists) == 0,
-		DKIMSigned: dkimSigned(prepend)}
+	msg := delivery.Message{ID: m.ID, Envelope: &env, Size: size, Open: open, Plain: it.e.plain && len(it.lists) == 0}
+	if sigs, rest := splitOwnSignatures(prepend); sigs != "" {
+		msg.OpenUnsigned = func() (io.ReadCloser, error) { return t.openContent(m.ID, rest, trace.Bytes()) }
+	}
 	return d.Deliver(ctx, it.hop, msg, it.rcpts), ""
 }
 

@@ -28,6 +28,9 @@ import (
 //     §4.5.3.1.6): text parts with longer lines are re-encoded
 //     quoted-printable (lossless, also for a server with 8BITMIME), others
 //     folded as mime7bit describes; folds are logged.
+//   - A message the hub signed (Message.OpenUnsigned) that needs any of
+//     this goes without the hub's DKIM-Signature fields, which it would
+//     break, logged at Warn: delivered unsigned rather than refused.
 //   - BODY=8BITMIME is declared when the server has 8BITMIME and the client
 //     declared it or what is sent has 8-bit octets.
 //
@@ -43,7 +46,14 @@ func (tr *transaction) bodyType(ctx context.Context, c *conn, env *hub.Envelope)
 		}
 		return "", nil
 	}
+	tr.unsigned = false
 	plan, err := tr.analyse(mime7bit.Options{EightBit: has8})
+	if err == nil && tr.msg.OpenUnsigned != nil && (plan.Refusal != "" || plan.Changes()) {
+		// The hub's own signature would not survive the conversion (or
+		// forbids it): send the content without it (hub/transport/dkim.go).
+		tr.unsigned = true
+		plan, err = tr.analyse(mime7bit.Options{EightBit: has8})
+	}
 	if err != nil {
 		r := tr.deferred(451, "4.3.0", "cannot read queued message: "+err.Error())
 		return "", &r
@@ -65,18 +75,17 @@ func (tr *transaction) bodyType(ctx context.Context, c *conn, env *hub.Envelope)
 		}
 		tr.conv, tr.convSize = plan, n
 		level := slog.LevelInfo
-		if plan.Folded > 0 || tr.msg.DKIMSigned {
+		if plan.Folded > 0 || tr.unsigned {
 			// The reader sees the folds; the receiver of a message the
-			// hub signed sees a signature that no longer verifies (RFC
-			// 6376 §5.3 would have the signer convert first:
-			// hub/transport/dkim.go).
+			// hub signed gets it without the signature, which the
+			// conversion would have broken (hub/transport/dkim.go).
 			level = slog.LevelWarn
 		}
 		tr.d.log.Log(ctx, level, "smtpout: message converted for the next hop",
 			slog.String("queue_id", string(tr.msg.ID)), slog.String("host", tr.target.host),
 			slog.Bool("8bitmime", has8), slog.Int("parts_reencoded", plan.Converted),
 			slog.Int("lines_folded", plan.Folded), slog.Int64("size", n),
-			slog.Bool("dkim_signature_broken", tr.msg.DKIMSigned))
+			slog.Bool("dkim_signature_dropped", tr.unsigned))
 	}
 	if has8 && (strings.EqualFold(env.Body, "8BITMIME") || plan.Output8bit) {
 		return "8BITMIME", nil
@@ -88,7 +97,7 @@ func (tr *transaction) bodyType(ctx context.Context, c *conn, env *hub.Envelope)
 // hub-internal header fields unless the send connector keeps them (the
 // header firewall, internal/message).
 func (tr *transaction) content() (io.ReadCloser, error) {
-	body, err := tr.msg.Open()
+	body, err := tr.openContent()
 	if err != nil || tr.hop.OrgHeaders {
 		return body, err
 	}
@@ -96,6 +105,15 @@ func (tr *transaction) content() (io.ReadCloser, error) {
 		io.Reader
 		io.Closer
 	}{mailmsg.StripOrgHeaders(body), body}, nil
+}
+
+// openContent opens the message as queued, or without the hub's DKIM signature
+// when bodyType decided so (tr.unsigned).
+func (tr *transaction) openContent() (io.ReadCloser, error) {
+	if tr.unsigned {
+		return tr.msg.OpenUnsigned()
+	}
+	return tr.msg.Open()
 }
 
 func (tr *transaction) analyse(opts mime7bit.Options) (*mime7bit.Plan, error) {

@@ -45,6 +45,9 @@ type transaction struct {
 	results []delivery.Result
 	cert    *tls.Certificate // the hop's client certificate (tlsdial.go), loaded when the connection is opened
 	roots   *x509.CertPool   // the hop's ca_file (tlsdial.go), loaded with cert; nil → Options.RootCAs
+	// unsigned: the content goes without the hub's DKIM signature
+	// (convert.go), set by bodyType for each transaction.
+	unsigned bool
 
 	// conv, when set, is the conversion the message needs for this
 	// server (convert.go); convSize the size of its output.
@@ -68,7 +71,7 @@ func (tr *transaction) send(ctx context.Context, c *conn, reused bool) (delivery
 	if res != nil {
 		return tr.settleAll(*res)
 	}
-	body, err := tr.msg.Open()
+	body, err := tr.openContent()
 	if err != nil {
 		return tr.settleAll(tr.deferred(451, "4.3.0", "cannot read queued message: "+err.Error()))
 	}
