@@ -204,6 +204,7 @@ func (l *loader) dkimKey(s dkimKeySchema) DKIMKey {
 		l.errorf(s.KeyFileRange, "Unreadable DKIM key", "key_file %q (resolved to %s) cannot be read: %v.", s.KeyFile, k.KeyFile, err)
 		return k
 	}
+	l.hashOnly(k.KeyFile, pemBytes) // a new key is a new configuration
 	signer, err := ParseDKIMKey(pemBytes)
 	if err != nil {
 		l.errorf(s.KeyFileRange, "Unusable DKIM key", "key_file %q (resolved to %s): %v.", s.KeyFile, k.KeyFile, err)

@@ -304,3 +304,38 @@ dkim "bad domain" {
 		t.Errorf("diagnostics: %v", got)
 	}
 }
+
+// TestDKIMKeyInHash: a new key in the same file is a new configuration
+// (hubctl shows another hash), and a reload signs with it.
+func TestDKIMKeyInHash(t *testing.T) {
+	dir := dkimKeyDir(t)
+	src := baseConfig + `
+dkim "example.com" {
+  key {
+    selector = "e1"
+    key_file = "ed.key"
+  }
+}
+`
+	cfg1, diags := loadSrc(t, dir, src)
+	if cfg1 == nil {
+		t.Fatal(diags)
+	}
+	other, err := os.ReadFile(filepath.Join(dir, "rsa.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ed.key"), other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg2, diags := loadSrc(t, dir, src)
+	if cfg2 == nil {
+		t.Fatal(diags)
+	}
+	if cfg1.Hash() == cfg2.Hash() {
+		t.Error("hash unchanged after the key changed")
+	}
+	if a := cfg2.DKIM[0].Keys[0].Algorithm; a != "rsa-sha256" {
+		t.Errorf("reloaded key signs with %s, want rsa-sha256", a)
+	}
+}

@@ -34,3 +34,13 @@ func (c *Config) Hash() string {
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
+
+// hashOnly makes the file at path (its bytes src) part of Config.Hash
+// without rendering it: a file of secrets or hashes whose change is a new
+// configuration (users_file, a smart host's password, a DKIM key).
+func (l *loader) hashOnly(path string, src []byte) {
+	if l.cfg.hashedOnly == nil {
+		l.cfg.hashedOnly = map[string][]byte{}
+	}
+	l.cfg.hashedOnly[path] = src
+}

@@ -222,10 +222,7 @@ func (l *loader) passwordFile(p string, rng hcl.Range) (Secret, string) {
 		l.errorf(rng, "Unreadable password_file", "%s: %v.", full, err)
 		return "", full
 	}
-	if l.cfg.hashedOnly == nil {
-		l.cfg.hashedOnly = map[string][]byte{}
-	}
-	l.cfg.hashedOnly[full] = src
+	l.hashOnly(full, src)
 	pw := string(src)
 	if t, ok := strings.CutSuffix(pw, "\n"); ok {
 		pw = strings.TrimSuffix(t, "\r")

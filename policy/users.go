@@ -217,10 +217,7 @@ func (l *loader) readUsersFile(owners loginOwner, p string, rng hcl.Range) {
 	}
 	// In the config hash (an edited users file is a new configuration), but
 	// not among the files whose lines diagnostics quote.
-	if l.cfg.hashedOnly == nil {
-		l.cfg.hashedOnly = map[string][]byte{}
-	}
-	l.cfg.hashedOnly[full] = src
+	l.hashOnly(full, src)
 	sc := bufio.NewScanner(bytes.NewReader(src))
 	sc.Buffer(nil, 1<<20)
 	for n := 1; sc.Scan(); n++ {
