@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.opentelemetry.io/otel/propagation"
 
+	"hubd/connectors/authcheck"
 	"hubd/hub"
 	"hubd/internal/message"
 	"hubd/policy"
@@ -27,7 +28,7 @@ func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	s.helo = s.conn.Hostname() // a later EHLO may have renamed the client
 	tx := txn{id: s.queueID, helo: s.helo, ehlo: s.sc.greeting() == greetedEHLO, authUser: s.authUser,
-		rights: s.rights(), from: s.from, mail: s.mail, rcpts: append([]hub.Recipient(nil), s.rcpts...)}
+		rights: s.rights(), from: s.from, mail: s.mail, rcpts: append([]hub.Recipient(nil), s.rcpts...), spf: s.spf}
 	// DATA owns the transaction's span from here: it ends with the final
 	// reply, whatever go-smtp's Reset does meanwhile.
 	tt := s.tx
@@ -59,12 +60,15 @@ func (s *session) Data(r io.Reader) error {
 	}
 	now := s.c.svc.now()
 	mr := message.NewReader(content, s.readerOptions(tx, id, now))
-	var out io.Reader = mr
+	// The checks (checks.go) see the content as the client sent it, with
+	// our Received: field on top.
+	out, checks := s.dataChecks(ctx, tx, mr)
+	defer checks.close()
 	var firewall *message.OrgHeaderFilter
 	if !tx.rights.Has(policy.RightAcceptOrgHeaders) {
 		// The header firewall (message/orgheader.go): a client without the
 		// accept_org_headers right cannot hand the hub its internal fields.
-		firewall = message.StripOrgHeaders(mr)
+		firewall = message.StripOrgHeaders(out)
 		out = firewall
 	}
 	watch := &errWatch{r: out}
@@ -80,8 +84,13 @@ func (s *session) Data(r io.Reader) error {
 		// MAIL and RCPT when the client pipelined BDAT, or a 354 it did not
 		// wait for) go out first.
 		s.sc.flush()
-		qid, err = s.c.svc.sub.Submit(ctx, env, io.MultiReader(bytes.NewReader(head), watch))
+		var body io.Reader = io.MultiReader(bytes.NewReader(head), watch)
+		if checks != nil {
+			body = headerSource{body, checks}
+		}
+		qid, err = s.c.svc.sub.Submit(ctx, env, body)
 	}
+	authLog := checks.record(span)
 	if watch.err != nil {
 		// The content broke a rule: that reply wins over whatever Submit
 		// made of the read error.
@@ -92,6 +101,9 @@ func (s *session) Data(r io.Reader) error {
 		// before the reply (go-smtp drains DATA too; for BDAT this makes
 		// the reply wait for the last chunk, RFC 3030 §2).
 		io.Copy(io.Discard, content)
+		if len(authLog) > 0 {
+			st.log.InfoContext(ctx, "authentication results", authLog...)
+		}
 		return s.dataFailed(ctx, tt, err)
 	}
 	st.mu.Lock()
@@ -101,8 +113,8 @@ func (s *session) Data(r io.Reader) error {
 	s.c.svc.meters.accepted(s.c.rc.Name, mr.Size())
 	s.c.svc.meters.transaction(s.c.rc.Name, 250)
 	span.SetAttributes(attrMessageSize.Int64(mr.Size()))
-	st.log.InfoContext(ctx, "queued", "queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
-		"size", mr.Size(), "message_id", mr.MessageID())
+	st.log.InfoContext(ctx, "queued", append([]any{"queue_id", string(qid), "from", env.From, "rcpts", len(env.Recipients),
+		"size", mr.Size(), "message_id", mr.MessageID()}, authLog...)...)
 	if firewall != nil && firewall.Stripped() > 0 {
 		st.log.InfoContext(ctx, "header firewall: hub-internal fields removed", "queue_id", string(qid),
 			"fields", firewall.Stripped(), "prefix", message.OrgHeaderPrefix)
@@ -121,6 +133,7 @@ type txn struct {
 	rights               policy.Rights
 	mail                 smtp.MailOptions
 	rcpts                []hub.Recipient
+	spf                  *authcheck.SPFResult // checks.go
 }
 
 // readerOptions are the connector's content limits and what to add.

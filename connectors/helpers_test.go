@@ -39,6 +39,10 @@ func (c *capture) Submit(ctx context.Context, env hub.Envelope, body io.Reader) 
 	if err != nil {
 		return "", err
 	}
+	if hs, ok := body.(hub.HeaderSource); ok {
+		// As the hub does: the fields decided at the end go on top.
+		b = append([]byte(hs.HeadersAtEnd()), b...)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {

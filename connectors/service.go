@@ -68,6 +68,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"hubd/connectors/authcheck"
 	"hubd/hub"
 	"hubd/policy"
 	"hubd/policy/passhash"
@@ -85,6 +86,10 @@ type Options struct {
 	// MAIL FROM it may refuse with 452 4.3.1 — anonymous sessions at
 	// Medium, everyone at High. nil: never.
 	Pressure Pressure
+	// Resolver answers the sender authentication checks' DNS questions
+	// (checks.go; the daemon passes hub.dns_servers' resolver). nil: no
+	// check runs, whatever the connectors' checks blocks say.
+	Resolver authcheck.Resolver
 }
 
 // Pressure says whether the hub can take a new message now: Admit returns
@@ -98,12 +103,13 @@ type Pressure interface {
 
 // Service runs every enabled receive connector of a config.
 type Service struct {
-	sub    hub.Submitter
-	press  Pressure
-	log    *slog.Logger
-	tracer trace.Tracer
-	meters *connMetrics // nil: no metrics (metrics.go)
-	now    func() time.Time
+	sub      hub.Submitter
+	press    Pressure
+	resolver authcheck.Resolver // nil: no receipt checks
+	log      *slog.Logger
+	tracer   trace.Tracer
+	meters   *connMetrics // nil: no metrics (metrics.go)
+	now      func() time.Time
 
 	gen atomic.Pointer[generation]
 
@@ -154,6 +160,7 @@ func New(opts Options) (*Service, error) {
 	s := &Service{
 		sub:       opts.Submitter,
 		press:     opts.Pressure,
+		resolver:  opts.Resolver,
 		log:       opts.Logger,
 		now:       opts.Clock,
 		cfg:       opts.Config,

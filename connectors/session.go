@@ -9,6 +9,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"hubd/connectors/authcheck"
 	"hubd/hub"
 	"hubd/policy"
 )
@@ -40,7 +41,8 @@ type session struct {
 	rcpts     []hub.Recipient
 	seen      map[string]bool
 	rcptCount int
-	tx        *txTrace // the transaction's span (tracing.go); nil outside one, and once DATA took it
+	tx        *txTrace             // the transaction's span (tracing.go); nil outside one, and once DATA took it
+	spf       *authcheck.SPFResult // the SPF check at MAIL (checks.go); nil when not checked
 }
 
 var (
@@ -57,7 +59,11 @@ func (s *session) rights() policy.Rights {
 // earns is tarpitted (tarpit.go).
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	tx := s.startTransaction()
-	err := s.delay("MAIL", s.mailFrom(from, opts, tx))
+	err := s.mailFrom(from, opts, tx)
+	if err == nil {
+		err = s.checkSPF(tx, from) // checks.go
+	}
+	err = s.delay("MAIL", err)
 	if err != nil {
 		// No transaction: its span ends with the refusal.
 		r, _ := replyOf(err)
@@ -205,6 +211,7 @@ func (s *session) resetLocked() {
 	s.rcpts = nil
 	s.seen = nil
 	s.rcptCount = 0
+	s.spf = nil
 }
 
 // Logout implements smtp.Session; the connection's end is logged when the

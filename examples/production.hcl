@@ -122,6 +122,12 @@ receive_connector "internet" {
   # defence and command hardening are on by default).
   message_rate_limit    = 60 # per client source (IPv4 address, IPv6 /64) per minute (421 4.4.2)
   connection_rate_limit = 120
+  # SPF, DKIM and DMARC are on for usage = "internet" (Authentication-Results
+  # on every message); refusing on their results is a choice:
+  checks {
+    spf_reject   = false # true: SPF "fail" at MAIL gets 550 5.7.23
+    dmarc_reject = true  # DMARC "fail" under p=reject gets 550 5.7.1
+  }
 }
 
 # Same binding, narrower range: these peers get this connector, not "internet".

@@ -283,6 +283,7 @@ type ReceiveConnector struct {
 	AuthBackend       string
 	ExternallySecured bool // every session gets the Trusted rights (Exchange's ExternallySecured)
 	Permissions       Permissions
+	Checks            ReceiveChecks // SPF, DKIM, DMARC on receipt (checks.go)
 
 	MaxMessageSize                 int64         // default 36MB (36*2^20)
 	MaxRecipients                  int           // default 200

@@ -146,6 +146,7 @@ func (l *loader) receiveConnector(s *receiveConnectorSchema) (ReceiveConnector, 
 	rc.TLS = l.receiveTLS(s.TLS)
 	l.collectTLSPaths(s.Name, s.TLS, rc.TLS)
 	l.receiveSecurity(s, &rc)
+	l.receiveChecks(s, &rc) // checks.go
 	l.receiveLimits(s, &rc)
 	return rc, src
 }

@@ -176,6 +176,7 @@ type receiveConnectorSchema struct {
 	AuthBackendRange  hcl.Range          `hcl:"auth_backend,attr_value_range"`
 	ExternallySecured *bool              `hcl:"externally_secured,optional"`
 	Permissions       *permissionsSchema `hcl:"permissions,block"`
+	Checks            *checksSchema      `hcl:"checks,block"` // checks.go
 
 	MaxMessageSize                      *string        `hcl:"max_message_size,optional"`
 	MaxMessageSizeRange                 hcl.Range      `hcl:"max_message_size,attr_value_range"`

@@ -152,7 +152,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		d.closeOutbound()
 		return nil, err
 	}
-	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log, Pressure: d.Pressure,
+	svc, err := connectors.New(connectors.Options{Config: cfg, Submitter: tr, Logger: log, Pressure: d.Pressure, Resolver: d.dns.Resolver(),
 		TracerProvider: d.opts.TracerProvider, MeterProvider: d.opts.MeterProvider})
 	if err == nil {
 		err = svc.Start()
