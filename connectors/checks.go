@@ -209,4 +209,16 @@ type headerSource struct {
 
 func (h headerSource) HeadersAtEnd() string { return h.mc.field() }
 
-var _ hub.HeaderSource = headerSource{}
+// AuthResults is the results in short, for the tracking log.
+func (h headerSource) AuthResults() string {
+	spf, dkim, dmarc := h.mc.res.Summary()
+	var parts []string
+	for _, kv := range [][2]string{{"spf", spf}, {"dkim", dkim}, {"dmarc", dmarc}} {
+		if kv[1] != "" {
+			parts = append(parts, kv[0]+"="+kv[1])
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+var _ hub.AuthResultsSource = headerSource{}

@@ -41,6 +41,15 @@ type HeaderSource interface {
 	HeadersAtEnd() string
 }
 
+// An AuthResultsSource is a HeaderSource whose fields carry the receipt
+// checks' verdicts: AuthResults sums them up for the tracking log's
+// RECEIVE event ("spf=pass dkim=pass dmarc=none"), asked with
+// HeadersAtEnd.
+type AuthResultsSource interface {
+	HeaderSource
+	AuthResults() string
+}
+
 // Envelope is the SMTP envelope of one message plus how it arrived.
 type Envelope struct {
 	// ID, when set, is the queue ID reserved with NewQueueID when the mail

@@ -27,6 +27,7 @@ func appendEvent(b []byte, e *Event) []byte {
 	b = appendField(b, "sender", e.Sender)
 	b = appendField(b, "recipient", e.Recipient)
 	b = appendField(b, "related_recipient", e.RelatedRecipient)
+	b = appendField(b, "auth_results", e.AuthResults)
 	b = appendField(b, "next_hop", e.NextHop)
 	b = appendField(b, "reply", e.Reply)
 	b = appendField(b, "remote_mta", e.RemoteMTA)

@@ -127,6 +127,10 @@ type Event struct {
 	Recipient        string `json:"recipient,omitempty"`
 	RelatedRecipient string `json:"related_recipient,omitempty"` // the list or address expanded/resolved from, or the ORCPT
 
+	// AuthResults sums up the receipt checks (RECEIVE on a connector
+	// with checks): "spf=pass dkim=pass dmarc=none".
+	AuthResults string `json:"auth_results,omitempty"`
+
 	NextHop   string `json:"next_hop,omitempty"`
 	Reply     string `json:"reply,omitempty"`      // e.g. "550 5.1.1 User unknown"
 	RemoteMTA string `json:"remote_mta,omitempty"` // the other server: name and/or address

@@ -19,10 +19,12 @@ import (
 // headersAtEnd reads a HeaderSource body and, at its EOF, puts the header
 // fields it decided into m's state. The store reads m only after the
 // body's EOF (queue.Store), so they are part of the record Put writes.
+// An hub.AuthResultsSource also gives the summary for the tracking log.
 type headersAtEnd struct {
 	src  hub.HeaderSource
 	m    *queue.Message
 	done bool
+	auth string // AuthResults, for the RECEIVE event
 }
 
 func (h *headersAtEnd) Read(p []byte) (int, error) {
@@ -30,6 +32,9 @@ func (h *headersAtEnd) Read(p []byte) (int, error) {
 	if err == io.EOF && !h.done {
 		h.done = true
 		h.m.State.Prepend = h.src.HeadersAtEnd() + h.m.State.Prepend
+		if a, ok := h.src.(hub.AuthResultsSource); ok {
+			h.auth = a.AuthResults()
+		}
 	}
 	return n, err
 }

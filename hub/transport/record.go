@@ -86,7 +86,7 @@ func (t *Transport) event(m *queue.Message, r queue.RecipientState) tracking.Eve
 }
 
 // recordReceive tracks a message entering the queue.
-func (t *Transport) recordReceive(m *queue.Message) {
+func (t *Transport) recordReceive(m *queue.Message, authResults string) {
 	if t.track == nil {
 		return
 	}
@@ -102,16 +102,17 @@ func (t *Transport) recordReceive(m *queue.Message) {
 		source = "PICKUP" // the maildrop (sendmail), as Exchange's Pickup directory
 	}
 	t.track.Record(tracking.Event{
-		Event:      tracking.Receive,
-		QueueID:    string(m.ID),
-		MessageID:  m.Envelope.MessageID,
-		Source:     source,
-		Connector:  m.Envelope.Connector,
-		ClientAddr: m.Envelope.ClientAddr,
-		Sender:     m.Envelope.From,
-		Recipient:  strings.Join(rcpts, ","),
-		Size:       m.Size,
-		TraceID:    traceID(m.Envelope.TraceParent),
+		Event:       tracking.Receive,
+		QueueID:     string(m.ID),
+		MessageID:   m.Envelope.MessageID,
+		Source:      source,
+		Connector:   m.Envelope.Connector,
+		AuthResults: authResults,
+		ClientAddr:  m.Envelope.ClientAddr,
+		Sender:      m.Envelope.From,
+		Recipient:   strings.Join(rcpts, ","),
+		Size:        m.Size,
+		TraceID:     traceID(m.Envelope.TraceParent),
 	})
 }
 

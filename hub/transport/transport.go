@@ -416,8 +416,10 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 		// directory): the enqueue is where its history starts.
 		m.Envelope.TraceParent = injectTraceParent(pctx)
 	}
+	var atEnd *headersAtEnd
 	if src, ok := body.(hub.HeaderSource); ok {
-		body = &headersAtEnd{src: src, m: m}
+		atEnd = &headersAtEnd{src: src, m: m}
+		body = atEnd
 	}
 	plain := &mime7bit.PlainReader{R: body}
 	err := t.store.Put(pctx, m, plain)
@@ -429,7 +431,11 @@ func (t *Transport) Submit(ctx context.Context, env hub.Envelope, body io.Reader
 	// its session; this line is the hub's own view, for tracing the queue.
 	t.log.DebugContext(pctx, "queued", "id", m.ID, "from", env.From, "rcpts", len(env.Recipients),
 		"size", m.Size, "connector", env.Connector)
-	t.recordReceive(m)
+	auth := ""
+	if atEnd != nil {
+		auth = atEnd.auth
+	}
+	t.recordReceive(m, auth)
 	e := newEntry(m)
 	e.plain = plain.Plain()
 	t.depth.update(e) // not shared yet: no lock needed
