@@ -99,6 +99,19 @@ func EnsureFiles(certFile, keyFile string, hosts []string) error {
 // ServerConfig returns a tls.Config serving a fresh self-signed certificate
 // for hosts, and a pool that trusts it (for the test's client side).
 func ServerConfig(hosts ...string) (*tls.Config, *x509.CertPool, error) {
+	cfg, certPEM, err := ServerPEM(hosts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	return cfg, pool, nil
+}
+
+// ServerPEM is ServerConfig with the certificate as PEM instead of a pool:
+// for a client that reads its trusted CAs from a file (a send connector's
+// ca_file).
+func ServerPEM(hosts ...string) (*tls.Config, []byte, error) {
 	certPEM, keyPEM, err := Generate(hosts, 24*time.Hour)
 	if err != nil {
 		return nil, nil, err
@@ -107,7 +120,5 @@ func ServerConfig(hosts ...string) (*tls.Config, *x509.CertPool, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(certPEM)
-	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, pool, nil
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, certPEM, nil
 }

@@ -24,11 +24,9 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"hubd/hub/dkimsign"
-	"hubd/internal/daemon"
 	"hubd/internal/dnstest"
 	"hubd/internal/logbuf"
 	"hubd/internal/smtpsink"
-	"hubd/policy"
 )
 
 // The DKIM signing tests end to end: an authenticated submission into a
@@ -128,37 +126,16 @@ func dkimDNS(t *testing.T, pubs map[string]crypto.PublicKey, files ...string) *d
 }
 
 // startDKIMHub starts a hub on the configuration in dir (written there),
-// through internal/daemon like hubtest.Start, but with a lifetime the test
-// controls (stop), so that a second hub can take over the same spool.
+// with a lifetime the test controls (stop), so that a second hub can take
+// over the same spool.
 func startDKIMHub(t *testing.T, dir, hcl string, log ...*slog.Logger) (addr string, stop func()) {
 	t.Helper()
-	var logger *slog.Logger
+	opts := Options{Dir: dir}
 	if len(log) > 0 {
-		logger = log[0]
+		opts.Logger = log[0]
 	}
-	path := filepath.Join(dir, "hubd.hcl")
-	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := policy.Load(path)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	d, err := daemon.Start(context.Background(), cfg, daemon.Options{ConfigPath: path, Logger: logger,
-		SMTPDialTimeout: 5 * time.Second, SMTPCommandTimeout: 10 * time.Second, SMTPDataTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			d.Shutdown(ctx, 5*time.Second)
-		})
-	}
-	t.Cleanup(stop)
-	return d.Addrs()[cfg.ReceiveConnectors[0].Bind[0]].String(), stop
+	h := Start(t, hcl, opts)
+	return h.Addr(t, h.Config.ReceiveConnectors[0].Name), h.Stop
 }
 
 func submitAsAlice(t *testing.T, addr, to, body string) {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,10 +32,15 @@ type Hub struct {
 	*daemon.Daemon
 	Dir    string // temporary directory holding the config, spool and Maildirs
 	Config *policy.Config
+	stop   sync.Once
 }
 
 // Options adjust Start.
 type Options struct {
+	// Dir holds the configuration (hubd.hcl, written there) and replaces
+	// "{{dir}}" in it; "" → a new temporary directory. A hub started on
+	// the Dir of one stopped before (Hub.Stop) takes over its spool.
+	Dir string
 	// DNSServers (a dnstest server's address) replace "{{dns}}" in the
 	// HCL, which belongs in its hub block, with dns_servers = [...]: the
 	// hub asks them as production asks its own, reloads included.
@@ -62,7 +68,10 @@ type Options struct {
 // run` uses) and stops it at the end of the test.
 func Start(t testing.TB, hcl string, opts Options) *Hub {
 	t.Helper()
-	dir := t.TempDir()
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	hcl = strings.ReplaceAll(hcl, "{{dir}}", dir)
 	dns := ""
 	if len(opts.DNSServers) > 0 {
@@ -93,12 +102,19 @@ func Start(t testing.TB, hcl string, opts Options) *Hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	h := &Hub{Daemon: d, Dir: dir, Config: cfg}
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// Stop shuts the hub down (once; the test's end does it otherwise), so
+// that another hub can be started on its directory.
+func (h *Hub) Stop() {
+	h.stop.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		d.Shutdown(ctx, 5*time.Second)
+		h.Shutdown(ctx, 5*time.Second)
 	})
-	return &Hub{Daemon: d, Dir: dir, Config: cfg}
 }
 
 // Addr returns the address the named connector listens on (its first bind).

@@ -1,7 +1,6 @@
 package hubtest
 
 import (
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,15 +25,10 @@ import (
 func TestEndToEndSmartHostAuth535(t *testing.T) {
 	// The smart host's certificate is its own CA: the send connector
 	// verifies it against ca_file (tls is "required" with auth).
-	certPEM, keyPEM, err := certgen.Generate([]string{"127.0.0.1"}, time.Hour)
+	tlsCfg, certPEM, err := certgen.ServerPEM("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	caFile := filepath.Join(t.TempDir(), "smarthost-ca.pem")
 	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
 		t.Fatal(err)

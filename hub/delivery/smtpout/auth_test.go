@@ -358,15 +358,11 @@ func TestAuthNeverOverUnverifiedTLS(t *testing.T) {
 // when the connection opens, and one that cannot be read defers with 4.3.5
 // (our configuration, not the host).
 func TestCAFileVerifiesSmartHost(t *testing.T) {
-	certPEM, keyPEM, err := certgen.Generate([]string{"127.0.0.1"}, time.Hour)
+	tlsCfg, certPEM, err := certgen.ServerPEM("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := smtpsink.Start(t, smtpsink.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}})
+	sink := smtpsink.Start(t, smtpsink.Options{TLSConfig: tlsCfg})
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
 		t.Fatal(err)
