@@ -4,9 +4,11 @@ package connectors
 // checking; policy.ReceiveChecks says which run and what they refuse).
 //
 // Who is checked: sessions of a connector whose checks block turns a check
-// on, unless they authenticated (AUTH) or the connector is externally
-// secured (every session has the Trusted rights): those are our own users
-// and hosts, and nothing is recorded for them. The Service needs a
+// on, unless they authenticated (AUTH), the connector is externally
+// secured (every session has the Trusted rights), or its anonymous
+// sessions may relay (a connector for trusted ranges: its remote_ip_ranges
+// are our own hosts): those are our own users and hosts, and nothing is
+// recorded for them. The Service needs a
 // resolver (Options.Resolver); without one no check runs.
 //
 // When:
@@ -58,7 +60,8 @@ const (
 // not checked. s.mu is held or the caller works on a snapshot.
 func (s *session) checker(authUser string) *authcheck.Checker {
 	res := s.c.svc.resolver
-	if res == nil || !s.c.rc.Checks.Any() || authUser != "" || s.c.rc.ExternallySecured {
+	if res == nil || !s.c.rc.Checks.Any() || authUser != "" || s.c.rc.ExternallySecured ||
+		s.c.rc.SessionRights(false).Has(policy.RightRelay) {
 		return nil
 	}
 	return &authcheck.Checker{Resolver: res, AuthServID: s.c.cfg.Hub.Hostname}

@@ -22,15 +22,23 @@ const bind = "127.0.0.1:0"
 // real DNS server on loopback; extra goes inside its checks block.
 func startChecked(t *testing.T, extra string) (*harness, *dnstest.Server) {
 	t.Helper()
+	return startCheckedAs(t, `["submit"]`, "", extra)
+}
+
+// startCheckedAs is startChecked with the anonymous permissions and more
+// connector settings given.
+func startCheckedAs(t *testing.T, anonymous, connector, extra string) (*harness, *dnstest.Server) {
+	t.Helper()
 	dns := dnstest.Start(t)
 	h := startWith(t, `
 receive_connector "in" {
   usage = "internet"
   bind  = ["`+bind+`"]
+  `+connector+`
   allow_insecure_auth = true
   auth = ["plain"]
   permissions {
-    anonymous     = ["submit"]
+    anonymous     = `+anonymous+`
     authenticated = ["submit", "relay"]
   }
   checks {
@@ -178,6 +186,23 @@ func TestChecksNotForAuthenticated(t *testing.T) {
 	}
 	if n := dns.Queries("udp") + dns.Queries("tcp"); n != before {
 		t.Fatalf("%d DNS questions for an authenticated session", n-before)
+	}
+}
+
+// A connector whose anonymous sessions may relay serves trusted ranges
+// (our own hosts): they are not checked either.
+func TestChecksNotForTrustedRanges(t *testing.T) {
+	h, dns := startCheckedAs(t, `["submit", "relay"]`, `remote_ip_ranges = ["127.0.0.1"]`, "spf_reject = true\n dmarc_reject = true")
+	c, _ := h.dial(bind, "")
+	c.expect("EHLO client.test", "250")
+	if got := c.send("ceo@fail.example", []string{"bob@example.com"}, msgFrom("ceo@fail.example", "")); !strings.HasPrefix(got, "250 ") {
+		t.Fatal(got)
+	}
+	if _, body := h.sub.last(t); strings.Contains(body, "Authentication-Results") {
+		t.Fatalf("checked:\n%s", body)
+	}
+	if n := dns.Queries(""); n != 0 {
+		t.Fatalf("%d DNS questions for a trusted session", n)
 	}
 }
 
