@@ -110,9 +110,14 @@ func (l *loader) receiveChecks(s *receiveConnectorSchema, rc *ReceiveConnector) 
 			"temperror_defer only matters with spf_reject or dmarc_reject; without them a temporary error is recorded "+
 				"(spf=temperror, dmarc=temperror) and the message accepted.")
 	}
-	if ck.Any() && rc.ExternallySecured {
+	switch {
+	case ck.Any() && rc.ExternallySecured:
 		l.warnf(c.DefRange, "Checks never run",
 			"Connector %q is externally secured: every session has the Trusted rights, and trusted and authenticated "+
 				"sessions are not checked. Remove the checks block, or set externally_secured = false.", rc.Name)
+	case ck.Any() && rc.Permissions.Anonymous.Has(RightRelay):
+		l.warnf(c.DefRange, "Checks never run",
+			"Connector %q lets anonymous sessions relay: its remote_ip_ranges are trusted hosts, whose sessions are "+
+				"not checked. Remove the checks block, or relay from these ranges only after AUTH.", rc.Name)
 	}
 }

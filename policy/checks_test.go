@@ -80,6 +80,9 @@ func TestChecksDiagnostics(t *testing.T) {
   }`, "temperror_defer unused", hcl.DiagWarning},
 		{"externally secured", `usage = "internal"
   checks { spf = true } # <-`, "Checks never run", hcl.DiagWarning},
+		{"trusted ranges", `remote_ip_ranges = ["10.1.2.0/28"]
+  permissions { anonymous = ["submit", "relay"] }
+  checks { spf = true } # <-`, "Checks never run", hcl.DiagWarning},
 		{"not a bool", `checks {
     spf = "yes please" # <-
   }`, "Unsuitable value type", hcl.DiagError},
