@@ -24,7 +24,7 @@ import (
 // state is persisted at once (an alias expanded, a recipient refused) the
 // signature is durable before the first attempt. When the recipient list
 // is the envelope's own, expand keeps it in memory and the first attempt's
-// Update persists it (an fsync per message saved, process.go); a crash
+// Update persists it (an fsync per message saved, expand.go); a crash
 // before that Update re-signs after the restart, but nothing was recorded
 // as delivered then either, so every attempt a recipient's outcome was
 // recorded for, and every retry after it, sends the same signed bytes.
