@@ -11,7 +11,7 @@ func TestChecksDefaults(t *testing.T) {
 	dir := testDir(t)
 	src := strings.Replace(baseConfig, `receive_connector "default" {`, `receive_connector "default" {
   usage = "internet"`, 1) + `
-receive_connector "custom" { bind = ["127.0.0.1:2526"] }
+receive_connector "custom" { bind = ["127.0.0.1:12526"] }
 receive_connector "partial" {
   usage = "internet"
   bind  = ["127.0.0.1:2527"]
@@ -91,7 +91,7 @@ func TestChecksDiagnostics(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			src := baseConfig + `
 receive_connector "x" {
-  bind = ["127.0.0.1:2526"]
+  bind = ["127.0.0.1:12526"]
   ` + tc.block + `
 }
 `

@@ -119,12 +119,12 @@ func TestDKIMSigns(t *testing.T) {
 	dir := dkimKeyDir(t)
 	cfg, diags := loadSrc(t, dir, baseConfig+`
 receive_connector "apps" {
-  bind             = ["127.0.0.1:2525"]
+  bind             = ["127.0.0.1:12525"]
   remote_ip_ranges = ["10.0.0.0/8"]
   permissions { anonymous = ["submit", "relay"] }
 }
 receive_connector "pickup" {
-  bind             = ["127.0.0.1:2526"]
+  bind             = ["127.0.0.1:12526"]
 }
 dkim "example.com" {
   key {

@@ -44,7 +44,7 @@ func TestSendAuthParsed(t *testing.T) {
 	cfg, diags := loadSrc(t, dir, baseConfig+`
 send_connector "relay" {
   address_spaces   = ["*"]
-  smart_hosts      = ["smtp.provider.example", "[192.0.2.7]:2465"]
+  smart_hosts      = ["smtp.provider.example", "[192.0.2.7]:12465"]
   tls              = "implicit"
   auth {
     username      = "hub@example.com"
@@ -82,7 +82,7 @@ send_connector "plainport" {
 		byName[sc.Name] = sc
 	}
 	r := byName["relay"]
-	if r.TLS != SendTLSImplicit || !slices.Equal(r.SmartHosts, []string{"smtp.provider.example:465", "[192.0.2.7]:2465"}) {
+	if r.TLS != SendTLSImplicit || !slices.Equal(r.SmartHosts, []string{"smtp.provider.example:465", "[192.0.2.7]:12465"}) {
 		t.Errorf("relay: tls %q hosts %v, want implicit and port 465 by default", r.TLS, r.SmartHosts)
 	}
 	if r.Auth == nil || r.Auth.Username != "hub@example.com" || r.Auth.Password.Reveal() != "s3cret pass" ||

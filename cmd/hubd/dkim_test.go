@@ -48,7 +48,7 @@ func TestDKIMKeygen(t *testing.T) {
 			t.Errorf("%s: record %q, want %q", c.alg, got.String(), want)
 		}
 		hcl := out.String()[strings.Index(out.String(), "dkim \"example.com\""):]
-		src := "hub {\n hostname = \"mx.example.com\"\n spool_dir = \"spool\"\n}\nreceive_connector \"in\" { bind = [\"127.0.0.1:2525\"] }\n" + hcl
+		src := "hub {\n hostname = \"mx.example.com\"\n spool_dir = \"spool\"\n}\nreceive_connector \"in\" { bind = [\"127.0.0.1:0\"] }\n" + hcl
 		if _, err := policy.LoadBytes("keygen.hcl", []byte(src), dir); err != nil {
 			t.Errorf("%s: the printed block does not load: %v\n%s", c.alg, err, hcl)
 		}

@@ -91,18 +91,15 @@ func TestReceiptChecksEndToEnd(t *testing.T) {
 	}
 
 	var receives []tracking.Event
-	deadline := time.Now().Add(10 * time.Second)
-	for tick := time.Tick(10 * time.Millisecond); len(receives) == 0; <-tick {
-		if time.Now().After(deadline) {
-			t.Fatal("no RECEIVE event in the tracking log")
-		}
+	waitUntil(t, 10*time.Second, func() bool {
 		tracking.Search(h.Dir+"/log/tracking", tracking.Filter{}, func(e tracking.Event) bool {
 			if e.Event == tracking.Receive {
 				receives = append(receives, e)
 			}
 			return true
 		})
-	}
+		return len(receives) > 0
+	}, "a RECEIVE event in the tracking log")
 	if len(receives) != 1 || receives[0].AuthResults != "spf=pass dkim=none dmarc=pass" {
 		t.Errorf("RECEIVE events %+v, want one with auth_results \"spf=pass dkim=none dmarc=pass\"", receives)
 	}
