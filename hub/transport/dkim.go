@@ -7,8 +7,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"hubd/hub"
 	"hubd/hub/dkimsign"
-	"hubd/hub/queue"
 	"hubd/policy"
 )
 
@@ -60,24 +60,48 @@ import (
 // an absent signature and a broken one are the same to a verifier (RFC
 // 6376 §6.1), and the message is delivered rather than refused.
 
-// signDKIM returns the DKIM-Signature fields for m, or "" when m is not
-// signed. e.mu is held (as for readTrace: the pass owns the message).
-func (t *Transport) signDKIM(cfg *policy.Config, m *queue.Message, span trace.Span) string {
+// presign signs e for expand, before expand takes e.mu: reading a large
+// message through the signer takes a while (a 100 MiB message about 2.5
+// s), and operators' views of the message wait for e.mu. It returns the
+// fields, and the prepend they sign over ("" and "" when e is not to be
+// signed now: no dkim block, or it is expanded, held or poisoned). The
+// pass owns e (e.busy): its Message stays, and its prepend changes only
+// with the pass's own state; expand checks that it is still the one
+// signed over before it uses the fields.
+func (t *Transport) presign(cfg *policy.Config, e *entry, span trace.Span) (fields, over string) {
+	if len(cfg.DKIM) == 0 {
+		return "", ""
+	}
+	e.mu.Lock()
+	m := e.msg
+	skip := m.Expanded || m.Held || m.Poisoned
+	id, env, prepend := m.ID, m.Envelope, m.Prepend
+	e.mu.Unlock()
+	if skip {
+		return "", ""
+	}
+	return t.signDKIM(cfg, id, &env, prepend, span), prepend
+}
+
+// signDKIM returns the DKIM-Signature fields for message id (envelope env,
+// prepend the fields already stored above its content), or "" when it is
+// not signed.
+func (t *Transport) signDKIM(cfg *policy.Config, id hub.QueueID, env *hub.Envelope, prepend string, span trace.Span) string {
 	choose := func(domain string) *policy.DKIMDomain {
 		d := cfg.DKIMFor(domain)
-		if d == nil || !cfg.DKIMSigns(d, m.Envelope.Connector, m.Envelope.AuthUser != "") {
+		if d == nil || !cfg.DKIMSigns(d, env.Connector, env.AuthUser != "") {
 			return nil
 		}
 		return d
 	}
-	rc, err := t.openContent(m.ID, m.Prepend, nil)
+	rc, err := t.openContent(id, prepend, nil)
 	var res dkimsign.Result
 	if err == nil {
 		res, err = dkimsign.Sign(rc, choose)
 		rc.Close()
 	}
 	if err != nil {
-		t.log.Error("DKIM signing failed: the message is delivered unsigned", "id", m.ID,
+		t.log.Error("DKIM signing failed: the message is delivered unsigned", "id", id,
 			"from_domain", res.FromDomain, "err", err)
 		span.SetAttributes(attrDKIMError.String(err.Error()))
 		span.SetStatus(codes.Error, "DKIM signing failed")
@@ -89,7 +113,7 @@ func (t *Transport) signDKIM(cfg *policy.Config, m *queue.Message, span trace.Sp
 	sigs := make([]string, len(res.Signatures))
 	for i, s := range res.Signatures {
 		sigs[i] = "d=" + s.Domain + " s=" + s.Selector + " a=" + s.Algorithm
-		t.log.Info("DKIM signed", "id", m.ID, "d", s.Domain, "s", s.Selector, "a", s.Algorithm)
+		t.log.Info("DKIM signed", "id", id, "d", s.Domain, "s", s.Selector, "a", s.Algorithm)
 	}
 	span.SetAttributes(attrDKIMSignatures.StringSlice(sigs))
 	return res.Fields

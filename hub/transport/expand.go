@@ -24,6 +24,7 @@ import (
 // into the fixed recipient list, and persists it. It reports whether the
 // pass may go on to routing, and whether the categorizer crashed.
 func (t *Transport) expand(cfg *policy.Config, e *entry, span trace.Span) (proceed, crashed bool) {
+	sig, signedOver := t.presign(cfg, e, span) // dkim.go, before e.mu
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.msg
@@ -60,8 +61,13 @@ func (t *Transport) expand(cfg *policy.Config, e *entry, span trace.Span) (proce
 		return false, true
 	}
 	prepend := m.Prepend
-	if len(cfg.DKIM) > 0 {
-		prepend = t.signDKIM(cfg, m, span) + prepend // once: only before Expanded (dkim.go)
+	switch {
+	case sig == "":
+	case prepend == signedOver:
+		prepend = sig + prepend // once: only before Expanded (dkim.go)
+	default:
+		// Cannot happen while the pass owns the message (presign).
+		t.log.Error("DKIM signature dropped: the message's stored fields changed while it was signed", "id", m.ID)
 	}
 	st := queue.State{Expanded: true, Crashes: m.Crashes, Deaths: m.Deaths, Interrupted: m.Interrupted, LastDeath: m.LastDeath,
 		Prepend: prepend}
