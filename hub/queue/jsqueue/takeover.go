@@ -1,0 +1,284 @@
+package jsqueue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"hubd/hub"
+	"hubd/hub/queue"
+)
+
+// heartbeat writes this hub's entry in the nodes bucket; it expires after
+// NodeTTL unless written again.
+func (s *Store) heartbeat(ctx context.Context) error {
+	hctx, cancel := s.ctx(ctx)
+	defer cancel()
+	_, err := s.nodes.Put(hctx, s.o.Node, []byte(s.o.Clock().UTC().Format(time.RFC3339Nano)))
+	if err != nil {
+		return unacked("", "heartbeat of "+s.o.Node, err)
+	}
+	return nil
+}
+
+// Live returns the hubs whose heartbeat has not expired, sorted.
+func (s *Store) Live(ctx context.Context) ([]string, error) {
+	lctx, cancel := s.ctx(ctx)
+	defer cancel()
+	keys, err := s.nodes.Keys(lctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(keys)
+	return keys, nil
+}
+
+// Scan calls fn with every message this hub owns, in stream order (oldest
+// first). Messages of other hubs are left to them, dead or alive: a dead
+// hub's are taken over by the heartbeat loop once this hub has itself been
+// live for NodeTTL (StartTakeover), so that a hub starting into a cluster
+// that just regained its quorum takes nothing from hubs whose heartbeats
+// merely lapsed with it. Removed messages still in the stream (a Remove
+// whose purge failed) are purged.
+func (s *Store) Scan(ctx context.Context, fn func(*queue.Message) error) error {
+	return s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed bool) error {
+		if removed {
+			if owner == s.o.Node {
+				if err := s.purge(m.ID); err != nil {
+					s.log.Warn("removed message not purged yet", "id", m.ID, "err", err)
+				}
+			}
+			return nil
+		}
+		if owner != s.o.Node {
+			return nil
+		}
+		s.mu.Lock()
+		s.revs[m.ID] = rev
+		s.mu.Unlock()
+		return fn(m)
+	})
+}
+
+// each calls fn with every message in the stream and its owner, the
+// revision of its state entry (0: none) and whether it is removed. The
+// state entries are read first (all of them: O(queue) memory for the
+// length of a scan), then the records, headers only.
+func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string, rev uint64, removed bool) error) error {
+	info, err := s.msgs.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	states := map[string]jetstream.KeyValueEntry{}
+	w, err := s.state.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		states[e.Key()] = e
+	}
+	w.Stop()
+	c, err := s.msgs.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{msgSubject + "*"}, HeadersOnly: true, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := c.Next(jetstream.FetchMaxWait(s.o.Timeout))
+		if err != nil {
+			return err
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		id := hub.QueueID(strings.TrimPrefix(msg.Subject(), msgSubject))
+		m, owner, err := decodeRecord(id, msg.Headers())
+		if err != nil {
+			s.log.Error("unreadable message record skipped", "id", id, "err", err)
+		} else {
+			var rev uint64
+			removed := false
+			if e, ok := states[string(id)]; ok {
+				var se stateEntry
+				if err := json.Unmarshal(e.Value(), &se); err != nil {
+					s.log.Error("unreadable message state skipped", "id", id, "err", err)
+					goto next
+				}
+				owner, rev, removed, m.State = se.Owner, e.Revision(), se.Removed, se.State
+			}
+			if err := fn(m, owner, rev, removed); err != nil {
+				return err
+			}
+		}
+	next:
+		if meta.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// takeover is the heartbeat loop that also takes over dead hubs' messages.
+type takeover struct {
+	s     *Store
+	adopt func(*queue.Message)
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	done     chan struct{}
+}
+
+func newTakeover(s *Store) *takeover {
+	return &takeover{s: s, stopc: make(chan struct{}), done: make(chan struct{})}
+}
+
+// StartTakeover starts the heartbeat loop; adopt is given each message
+// this hub took over from a dead one (the transport schedules it).
+func (s *Store) StartTakeover(adopt func(*queue.Message)) {
+	s.takeover.adopt = adopt
+	go s.takeover.run()
+}
+
+func (t *takeover) stop() {
+	t.stopOnce.Do(func() { close(t.stopc) })
+	if t.adopt != nil {
+		<-t.done
+	}
+}
+
+func (t *takeover) run() {
+	defer close(t.done)
+	s := t.s
+	tick := time.NewTicker(s.o.NodeTTL / 5)
+	defer tick.Stop()
+	var healthySince, leftoversAt time.Time
+	prev := map[string]bool{}
+	failing, swept, shrank := false, false, false
+	for {
+		select {
+		case <-t.stopc:
+			return
+		case <-tick.C:
+		}
+		now := s.o.Clock()
+		if err := s.heartbeat(context.Background()); err != nil {
+			if !failing {
+				s.log.Error("heartbeat not acknowledged: if this lasts, other hubs take this hub's messages over", "err", err)
+			}
+			failing, healthySince, swept = true, time.Time{}, false
+			continue
+		}
+		if failing {
+			s.log.Info("heartbeat acknowledged again")
+		}
+		failing = false
+		if healthySince.IsZero() {
+			healthySince = now
+		}
+		live, err := s.Live(context.Background())
+		if err != nil {
+			continue
+		}
+		cur := map[string]bool{}
+		for _, n := range live {
+			cur[n] = true
+		}
+		for n := range prev {
+			if !cur[n] {
+				shrank = true
+			}
+		}
+		prev = cur
+		// Take over only once this hub has been live for a whole NodeTTL:
+		// by then every live hub has written its heartbeat again.
+		if now.Sub(healthySince) < s.o.NodeTTL {
+			continue
+		}
+		leftoversDue := !leftoversAt.IsZero() && !now.Before(leftoversAt)
+		if swept && !shrank && !leftoversDue {
+			continue
+		}
+		left := t.sweep(live, leftoversDue)
+		swept, shrank, leftoversAt = true, false, time.Time{}
+		if left > 0 {
+			// Left to the hubs they hash to; whatever they have not taken
+			// within a NodeTTL (they died too), this hub takes.
+			leftoversAt = now.Add(s.o.NodeTTL)
+		}
+	}
+}
+
+// sweep takes over the messages of hubs not in live. Unless all, it takes
+// only those whose ID hashes to this hub's place among the live ones, so
+// that the survivors share the work; it returns how many it left to
+// others.
+func (t *takeover) sweep(live []string, all bool) (left int) {
+	s := t.s
+	me := slices.Index(live, s.o.Node)
+	if me < 0 {
+		return 0
+	}
+	alive := map[string]bool{}
+	for _, n := range live {
+		alive[n] = true
+	}
+	taken := map[string]int{}
+	ctx := context.Background()
+	err := s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed bool) error {
+		if removed || alive[owner] {
+			return nil
+		}
+		if !all && int(hashOf(m.ID)%uint64(len(live))) != me {
+			left++
+			return nil
+		}
+		val, err := json.Marshal(stateEntry{Owner: s.o.Node, State: m.State})
+		if err != nil {
+			return err
+		}
+		wctx, cancel := s.ctx(ctx)
+		next, err := s.state.Update(wctx, string(m.ID), val, rev)
+		cancel()
+		if err != nil {
+			// Another hub took it first, or the cluster failed us: the
+			// next sweep looks again.
+			return nil
+		}
+		s.mu.Lock()
+		s.revs[m.ID] = next
+		s.mu.Unlock()
+		taken[owner]++
+		t.adopt(m)
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("take-over sweep ended early", "err", err)
+	}
+	for owner, n := range taken {
+		s.log.Warn("took over the messages of a hub whose heartbeat stopped", "from", owner, "messages", n)
+	}
+	return left
+}
+
+func hashOf(id hub.QueueID) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return h.Sum64()
+}
