@@ -22,6 +22,7 @@ func appendEvent(b []byte, e *Event) []byte {
 	b = appendField(b, "queue_id", e.QueueID)
 	b = appendField(b, "message_id", e.MessageID)
 	b = appendField(b, "source", e.Source)
+	b = appendField(b, "node", e.Node)
 	b = appendField(b, "connector", e.Connector)
 	b = appendField(b, "client_addr", e.ClientAddr)
 	b = appendField(b, "sender", e.Sender)

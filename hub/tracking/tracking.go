@@ -106,6 +106,10 @@ const (
 	// POISON: the message was parked in, or released from, the poison
 	// queue. Reply says why.
 	Poison EventID = "POISON"
+	// Resubmit: a hub of the cluster took the message over from a hub
+	// whose heartbeat stopped (docs/cluster.md); Reference names that hub.
+	// Exchange logs shadow redundancy's resubmissions the same way.
+	Resubmit EventID = "RESUBMIT"
 )
 
 // Event is one line of the tracking log. The json tags are the file format.
@@ -118,7 +122,10 @@ type Event struct {
 	QueueID   string    `json:"queue_id,omitempty"`
 	MessageID string    `json:"message_id,omitempty"` // the Message-ID header, as it appears
 	Source    string    `json:"source,omitempty"`     // "SMTP", "HUB", "DSN", "ADMIN" ...
-	Connector string    `json:"connector,omitempty"`  // the receive or send connector (or deliverer)
+	// Node is the hub that recorded the event (the queue block's node):
+	// set by Record from Options.Node when empty; "" on a single hub.
+	Node      string `json:"node,omitempty"`
+	Connector string `json:"connector,omitempty"` // the receive or send connector (or deliverer)
 
 	ClientAddr string `json:"client_addr,omitempty"` // the SMTP client's IP:port (RECEIVE)
 	// Sender is the reverse-path without angle brackets; "" (left out of
@@ -165,6 +172,8 @@ type Options struct {
 	MaxAge           time.Duration
 	Clock            func() time.Time // nil: time.Now
 	Logger           *slog.Logger     // nil: discard
+	// Node names this hub in every event (Event.Node); "" for none.
+	Node string
 }
 
 // Log is an open tracking log. A nil *Log is valid: Record and Close do
@@ -182,6 +191,7 @@ type Log struct {
 	size            int64 // bytes written to cur
 	torn            bool  // the last write to cur was short: the next line starts with "\n"
 	closed          bool
+	node            string
 	lastReport      time.Time
 	suppressed      int // errors not reported since lastReport
 }
@@ -198,6 +208,7 @@ func Open(o Options) (*Log, error) {
 		maxFile: orDefault(o.MaxFileSize, DefaultMaxFileSize),
 		maxDir:  orDefault(o.MaxDirectorySize, DefaultMaxDirectorySize),
 		maxAge:  time.Duration(orDefault(int64(o.MaxAge), int64(DefaultMaxAge))),
+		node:    o.Node,
 		clock:   o.Clock,
 		log:     o.Logger,
 	}
@@ -232,7 +243,7 @@ func Open(o Options) (*Log, error) {
 
 // OpenConfig opens the log the hub configuration describes. It returns a
 // nil *Log (a valid no-op log) and no error when the log is disabled.
-func OpenConfig(c policy.TrackingLog, logger *slog.Logger) (*Log, error) {
+func OpenConfig(c policy.TrackingLog, node string, logger *slog.Logger) (*Log, error) {
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -242,6 +253,7 @@ func OpenConfig(c policy.TrackingLog, logger *slog.Logger) (*Log, error) {
 		MaxDirectorySize: c.MaxDirectorySize,
 		MaxAge:           c.MaxAge,
 		Logger:           logger,
+		Node:             node,
 	})
 }
 
@@ -266,6 +278,9 @@ func (l *Log) Record(e Event) {
 	now := l.clock()
 	if e.Time.IsZero() {
 		e.Time = now
+	}
+	if e.Node == "" {
+		e.Node = l.node
 	}
 	bp, _ := l.bufs.Get().(*[]byte)
 	if bp == nil {

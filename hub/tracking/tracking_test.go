@@ -268,13 +268,13 @@ func TestNilLogIsANoOp(t *testing.T) {
 }
 
 func TestOpenConfig(t *testing.T) {
-	l, err := tracking.OpenConfig(policy.TrackingLog{Enabled: false, Dir: t.TempDir()}, nil)
+	l, err := tracking.OpenConfig(policy.TrackingLog{Enabled: false, Dir: t.TempDir()}, "", nil)
 	if err != nil || l != nil {
 		t.Fatalf("disabled: got %v, %v; want nil, nil", l, err)
 	}
 	dir := filepath.Join(t.TempDir(), "log", "tracking")
 	l, err = tracking.OpenConfig(policy.TrackingLog{Enabled: true, Dir: dir, MaxFileSize: 10 << 20,
-		MaxAge: 30 * 24 * time.Hour, MaxDirectorySize: 1 << 30}, nil)
+		MaxAge: 30 * 24 * time.Hour, MaxDirectorySize: 1 << 30}, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

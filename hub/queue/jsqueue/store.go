@@ -147,6 +147,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 
 // SetLost sets what is told of a message another hub took over from this
 // one (its write failed with queue.ErrLeaseLost): the transport forgets it.
+// fn is called in a goroutine of its own.
 func (s *Store) SetLost(fn func(hub.QueueID)) {
 	s.mu.Lock()
 	s.lost = fn
@@ -278,7 +279,9 @@ func (s *Store) disown(id hub.QueueID) {
 	s.mu.Unlock()
 	s.log.Warn("message taken over by another hub; this hub stops working on it", "id", id)
 	if lost != nil {
-		lost(id)
+		// In a goroutine: the write that found the loss may be made
+		// under the transport's locks, which its Disown takes.
+		go lost(id)
 	}
 }
 
@@ -313,9 +316,37 @@ func (s *Store) purge(id hub.QueueID) error {
 	return s.kvRaw.Purge(ctx, jetstream.WithPurgeSubject("$KV."+stateBucket+"."+string(id)))
 }
 
+// owned reports whether this hub works on id: it put, loaded or took it
+// over, and has not removed or lost it. Get and Open answer only for
+// messages this hub owns (ErrNotFound otherwise), so that a transport
+// that lost a message cannot deliver it again (transport.Disown).
+func (s *Store) owned(id hub.QueueID) error {
+	s.mu.Lock()
+	_, ok := s.revs[id]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%s: %w (not owned by this hub)", id, queue.ErrNotFound)
+	}
+	return nil
+}
+
 // Open returns id's body.
 func (s *Store) Open(id hub.QueueID) (io.ReadCloser, error) {
+	if err := s.owned(id); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(context.Background())
+	// Every attempt opens the body: asking the state entry who owns the
+	// message now keeps a hub that was thought dead (and is not) from
+	// delivering what another hub took over, short of a race.
+	if e, err := s.state.Get(ctx, string(id)); err == nil {
+		var se stateEntry
+		if json.Unmarshal(e.Value(), &se) == nil && (se.Owner != s.o.Node || se.Removed) {
+			cancel()
+			s.disown(id)
+			return nil, fmt.Errorf("%s: %w (taken over by %s)", id, queue.ErrNotFound, se.Owner)
+		}
+	}
 	raw, err := s.msgs.GetLastMsgForSubject(ctx, msgSubject+string(id))
 	cancel()
 	if err != nil {
@@ -336,17 +367,24 @@ func (s *Store) Open(id hub.QueueID) (io.ReadCloser, error) {
 
 // Get returns id without its body.
 func (s *Store) Get(ctx context.Context, id hub.QueueID) (*queue.Message, error) {
+	if err := s.owned(id); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, id)
+}
+
+// get reads id whoever owns it.
+func (s *Store) get(ctx context.Context, id hub.QueueID) (*queue.Message, error) {
 	gctx, cancel := s.ctx(ctx)
 	defer cancel()
 	raw, err := s.msgs.GetLastMsgForSubject(gctx, msgSubject+string(id))
 	if err != nil {
 		return nil, notFound(id, err)
 	}
-	m, owner, err := decodeRecord(id, raw.Header)
+	m, _, err := decodeRecord(id, raw.Header)
 	if err != nil {
 		return nil, err
 	}
-	_ = owner
 	e, err := s.state.Get(gctx, string(id))
 	switch {
 	case err == nil:

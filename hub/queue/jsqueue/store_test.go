@@ -106,7 +106,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err := s.Remove(small.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, small.ID); !errors.Is(err, queue.ErrNotFound) {
+	if _, err := s.get(ctx, small.ID); !errors.Is(err, queue.ErrNotFound) {
 		t.Fatalf("Get of a removed message: %v", err)
 	}
 	got, err := s.Get(ctx, large.ID)
@@ -173,7 +173,12 @@ func TestTakeOverFromDeadHub(t *testing.T) {
 		t.Fatalf("b loads a's messages: %d %v", len(ms), err)
 	}
 	adopted := make(chan *queue.Message, 20)
-	b.StartTakeover(func(m *queue.Message) { adopted <- m })
+	b.StartTakeover(func(m *queue.Message, from string) {
+		if from != "a" {
+			t.Errorf("taken over from %q", from)
+		}
+		adopted <- m
+	})
 	// a is alive (its heartbeat bucket entry was written at Open, but
 	// a never started its loop): it expires after ttl, then b takes over.
 	deadline := time.After(20 * time.Second)
@@ -196,11 +201,10 @@ func TestTakeOverFromDeadHub(t *testing.T) {
 	if err := a.Update(ctx, ids[0], st); !errors.Is(err, queue.ErrLeaseLost) {
 		t.Fatalf("a's Update after take-over: %v", err)
 	}
-	lostMu.Lock()
-	if len(lost) != 2 {
-		t.Fatalf("lost: %v", lost)
+	if _, err := a.Open(ids[2]); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("a opens a message it lost: %v", err)
 	}
-	lostMu.Unlock()
+	waitFor(t, func() bool { lostMu.Lock(); defer lostMu.Unlock(); return len(lost) == 3 })
 	if err := b.Remove(ids[1]); err != nil {
 		t.Fatalf("b's Remove: %v", err)
 	}
@@ -208,5 +212,19 @@ func TestTakeOverFromDeadHub(t *testing.T) {
 	a2 := openStore(t, ns, "a", ttl)
 	if ms, _ := a2.Load(ctx); len(ms) != 0 {
 		t.Fatalf("a reloads %d messages b owns", len(ms))
+	}
+}
+
+// waitFor polls cond until it holds, for at most 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10 s")
+		}
+		<-tick.C
 	}
 }

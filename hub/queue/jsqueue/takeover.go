@@ -138,7 +138,7 @@ func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string
 // takeover is the heartbeat loop that also takes over dead hubs' messages.
 type takeover struct {
 	s     *Store
-	adopt func(*queue.Message)
+	adopt func(m *queue.Message, from string)
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -150,8 +150,9 @@ func newTakeover(s *Store) *takeover {
 }
 
 // StartTakeover starts the heartbeat loop; adopt is given each message
-// this hub took over from a dead one (the transport schedules it).
-func (s *Store) StartTakeover(adopt func(*queue.Message)) {
+// this hub took over from a dead one, and that hub's name (the
+// transport schedules it: transport.Adopt).
+func (s *Store) StartTakeover(adopt func(m *queue.Message, from string)) {
 	s.takeover.adopt = adopt
 	go s.takeover.run()
 }
@@ -265,7 +266,7 @@ func (t *takeover) sweep(live []string, all bool) (left int) {
 		s.revs[m.ID] = next
 		s.mu.Unlock()
 		taken[owner]++
-		t.adopt(m)
+		t.adopt(m, owner)
 		return nil
 	})
 	if err != nil {
