@@ -38,6 +38,7 @@ type Config struct {
 	AuthBackends      []AuthBackend // auth_backend blocks, by name
 	Telemetry         Telemetry     // the telemetry block (traces, metrics, logs)
 	DKIM              []DKIMDomain  // dkim blocks: signing domains and their keys (dkim.go)
+	Queue             Queue         // the queue block: the queue engine (queue.go, queueblock.go)
 
 	// Warnings are the non-fatal diagnostics of Load (for `hubd check`);
 	// render them with WriteDiagnostics(w, c.Files(), c.Warnings, color).

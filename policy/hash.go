@@ -14,8 +14,11 @@ import (
 // in force (`hubctl config check` and `hubctl status` print it). The
 // aliases files of aliases_file blocks (and the files they include) are
 // part of the configuration and included, so that an edited aliases file
-// shows as a new hash, and so is hub.users_file; other files the
-// configuration names (certificates, recipients files) are not.
+// shows as a new hash, and so is hub.users_file; so are the files of
+// secrets (password files, DKIM keys) and the queue block's credentials,
+// CA, client certificate and key files (a new one is a new
+// configuration); other files the configuration names (the connectors'
+// certificates, recipients files) are not.
 func (c *Config) Hash() string {
 	all := map[string][]byte{}
 	for name, f := range c.files {

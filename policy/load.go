@@ -159,6 +159,7 @@ func (l *loader) parse(filename string, src []byte, dir string) {
 	l.schema.AuthBackends = append(l.schema.AuthBackends, fs.AuthBackends...)
 	l.schema.Telemetries = append(l.schema.Telemetries, fs.Telemetries...)
 	l.schema.DKIM = append(l.schema.DKIM, fs.DKIM...)
+	l.schema.Queues = append(l.schema.Queues, fs.Queues...)
 }
 
 func (l *loader) finish() (*Config, error) {
@@ -217,6 +218,7 @@ func (l *loader) build() {
 	l.buildAdmin()
 	l.buildTelemetry()
 	l.buildDKIM()
+	l.buildQueue() // after buildHub: node and store_dir default from the hub block
 	l.collectHubPaths()
 	l.cfg.index()
 	l.checkBindings()

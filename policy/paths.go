@@ -28,13 +28,16 @@ const (
 	PathTLSCert  PathRole = "TLS certificate"           // tls.cert_file, read at start and at each reload
 	PathTLSKey   PathRole = "TLS private key"           // tls.key_file; Pair is its certificate
 	PathClientCA PathRole = "TLS client CA certificate" // tls.client_ca_file
+
+	PathJetStream       PathRole = "JetStream store directory" // queue.store_dir of the embedded NATS node
+	PathNATSCredentials PathRole = "NATS credentials file"     // queue.credentials_file
 )
 
 // CreatedDir says whether hubd creates and writes the role's directory
 // (Dir) at start, so that it cannot run without it.
 func (r PathRole) CreatedDir() bool {
 	switch r {
-	case PathSpool, PathTracking, PathMaildrop, PathAdmin:
+	case PathSpool, PathTracking, PathMaildrop, PathAdmin, PathJetStream:
 		return true
 	}
 	return false

@@ -26,13 +26,21 @@ import "time"
 //	    routes = ["nats://10.0.0.2:6222", "nats://10.0.0.3:6222"]
 //	  }
 //	}
+//
+// Load fills it from the block and checks it (queueblock.go). Without a
+// queue block, or with engine = "local", only Engine is set ("local"):
+// every other field is zero. With "jetstream" the defaults are filled in,
+// relative paths are absolute, and URLs and Routes are normalised to
+// scheme://host:port.
 type Queue struct {
 	// Engine is "local" (the log-structured spool under hub.spool_dir) or
 	// "jetstream".
 	Engine string
 	// Node names this hub in the cluster: the owner of the messages it
 	// accepts, the NATS server name of its embedded node, and the node
-	// named in tracking events. Default: hub.hostname.
+	// named in tracking events: letters, digits, '-' and '_' (a NATS
+	// server name and subject token). Default: hub.hostname with its dots
+	// made '-' ("mx.example.com" → "mx-example-com").
 	Node string
 	// Replicas is the stream replication factor (R1–R5). Default 3.
 	Replicas int

@@ -21,7 +21,8 @@ type fileSchema struct {
 	Users             []userSchema             `hcl:"user,block"`
 	AuthBackends      []authBackendSchema      `hcl:"auth_backend,block"`
 	Telemetries       []telemetrySchema        `hcl:"telemetry,block"`
-	DKIM              []dkimSchema             `hcl:"dkim,block"` // dkim.go
+	DKIM              []dkimSchema             `hcl:"dkim,block"`  // dkim.go
+	Queues            []queueSchema            `hcl:"queue,block"` // queueblock.go
 }
 
 type hubSchema struct {

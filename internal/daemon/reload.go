@@ -218,6 +218,9 @@ func needsRestart(old, cur *policy.Config) []string {
 	if telemetryChanged(old.Telemetry, cur.Telemetry) {
 		out = append(out, "telemetry (exporters, sampling, the Prometheus listener and the log format are built at start)")
 	}
+	if !reflect.DeepEqual(old.Queue, cur.Queue) {
+		out = append(out, "queue (the queue engine, its node and its cluster are opened at start)")
+	}
 	return out
 }
 
