@@ -31,6 +31,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		return c, nil // Serve sees it fail at once and then the closed listener
 	}
 	s.conns[c] = struct{}{}
+	s.peakConns = max(s.peakConns, len(s.conns))
 	s.notifyLocked()
 	return c, nil
 }
@@ -112,6 +113,13 @@ func (s *Sink) OpenConnections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
+}
+
+// PeakOpenConnections is the most connections that were open at once.
+func (s *Sink) PeakOpenConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peakConns
 }
 
 // MessagesPerConnection counts the recorded messages of each connection, in

@@ -137,15 +137,16 @@ type Sink struct {
 	opts Options
 	srv  *smtp.Server // nil in Hang/RejectGreeting mode
 
-	mu       sync.Mutex
-	msgs     []Message
-	changed  chan struct{}          // closed and replaced whenever msgs or conns change
-	conns    map[*sinkConn]struct{} // open connections
-	accepted int                    // connections accepted so far
-	dataSeen int                    // DATA transactions so far (DropInData, TempFailFirst)
-	auths    []AuthAttempt          // every AUTH command, in order (auth.go)
-	closed   bool
-	serveErr chan error
+	mu        sync.Mutex
+	msgs      []Message
+	changed   chan struct{}          // closed and replaced whenever msgs or conns change
+	conns     map[*sinkConn]struct{} // open connections
+	accepted  int                    // connections accepted so far
+	peakConns int                    // the most conns open at once
+	dataSeen  int                    // DATA transactions so far (DropInData, TempFailFirst)
+	auths     []AuthAttempt          // every AUTH command, in order (auth.go)
+	closed    bool
+	serveErr  chan error
 }
 
 // Start listens on Options.Addr (default 127.0.0.1:0) and serves until the test ends.
