@@ -61,6 +61,7 @@ type conn struct {
 
 	msgs   int         // transactions begun on this connection (MAIL sent)
 	unbind func() bool // stops the ctx watcher of the Deliver using it; false if it fired
+	slot   *hopSlot    // the cluster-wide slot it holds until closed (slots.go); nil on a single hub
 }
 
 func newConn(nc net.Conn, host, addr string) *conn {
@@ -254,7 +255,11 @@ type tlsError struct{ err error }
 func (e *tlsError) Error() string { return "TLS handshake: " + e.err.Error() }
 func (e *tlsError) Unwrap() error { return e.err }
 
-func (c *conn) close() error { return c.nc.Close() }
+func (c *conn) close() error {
+	err := c.nc.Close()
+	c.slot.free()
+	return err
+}
 
 // quit ends the session politely; its outcome changes nothing.
 func (c *conn) quit(timeout time.Duration) {

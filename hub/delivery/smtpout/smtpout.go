@@ -92,6 +92,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -138,6 +139,12 @@ type Options struct {
 	// TracerProvider makes the DNS and SMTP client spans (tracing.go),
 	// children of the span in Deliver's context; nil → none.
 	TracerProvider trace.TracerProvider
+
+	// Slots, when set, shares each next hop's connection limit with the
+	// other hubs of a cluster; SlotLimit is that limit, read at each dial
+	// (hub.max_per_domain_outbound_connections). See slots.go.
+	Slots     Slots
+	SlotLimit func() int
 }
 
 // Deliverer is the SMTP deliverer (delivery.Deliverer). It is safe for
@@ -155,6 +162,11 @@ type Deliverer struct {
 
 	pool   *connpool.Pool[*conn]
 	tracer trace.Tracer
+
+	slots       Slots      // slots.go; nil on a single hub
+	slotLimit   func() int // the limit Slots shares
+	slotMu      sync.Mutex
+	slotWaiters map[string]int // next hop → dials waiting for a slot
 }
 
 var _ delivery.Deliverer = (*Deliverer)(nil)
@@ -173,6 +185,9 @@ func New(opts Options) *Deliverer {
 		dataBlock:   orDefault(opts.DataTimeout, 3*time.Minute),
 		final:       orDefault(opts.FinalTimeout, 10*time.Minute),
 		roots:       opts.RootCAs,
+		slots:       opts.Slots,
+		slotLimit:   opts.SlotLimit,
+		slotWaiters: map[string]int{},
 	}
 	// Nothing depends on the reply to QUIT (RFC 5321 §4.1.1.10), so Close
 	// and the idle timers do not wait long for it.
@@ -286,12 +301,12 @@ func (d *Deliverer) deliverFresh(ctx context.Context, hop delivery.NextHop, pol 
 		}
 		tr := &transaction{d: d, hop: hop, pol: pol, msg: msg, rcpts: rcpts, target: t}
 		cctx, span := d.startClient(ctx, t, false)
-		c, res, next := tr.open(cctx, false)
+		c, res, next := tr.openWithSlot(cctx, false)
 		if next == retryPlain {
 			d.log.InfoContext(cctx, "smtpout: TLS handshake failed, retrying without TLS",
 				slog.String("host", t.host), slog.String("addr", t.addr), slog.String("reason", res.Text))
 			span.AddEvent("smtp.tls_fallback", trace.WithAttributes(attribute.String("reason", res.Text)))
-			c, res, next = tr.open(cctx, true)
+			c, res, next = tr.openWithSlot(cctx, true)
 		}
 		if next == done {
 			var f fate
@@ -325,7 +340,7 @@ func (d *Deliverer) finish(hop delivery.NextHop, c *conn, f fate) {
 		f = fateDrop // ctx ended: the watcher closed the connection
 	}
 	switch {
-	case f == fateKeep && c.msgs < d.maxMsgs:
+	case f == fateKeep && c.msgs < d.maxMsgs && !d.slotWanted(hop):
 		d.pool.Put(hop, c)
 	case f == fateKeep || f == fateQuit:
 		c.quit(d.quitTimeout)
