@@ -2,6 +2,7 @@ package natsnode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -218,6 +219,196 @@ func TestSingleNodeSyncAlways(t *testing.T) {
 	if b, err := obj.GetBytes(ctx, "m1"); err != nil || string(b) != "body" {
 		t.Fatalf("after restart: object m1: %q %v", b, err)
 	}
+}
+
+// cluster is three embedded nodes clustered on loopback, without client
+// listeners.
+type cluster struct {
+	t     *testing.T
+	names []string
+	qs    map[string]policy.Queue
+	nodes map[string]*Node
+}
+
+func newCluster(t *testing.T, names ...string) *cluster {
+	ports := freePorts(t, len(names))
+	c := &cluster{t: t, names: names, qs: map[string]policy.Queue{}, nodes: map[string]*Node{}}
+	for i, name := range names {
+		var routes []string
+		for j := range names {
+			if j != i {
+				routes = append(routes, "nats://"+addr(ports[j]))
+			}
+		}
+		c.qs[name] = policy.Queue{
+			Engine: policy.QueueJetStream, Node: name, Replicas: len(names), SyncAlways: true,
+			StoreDir: t.TempDir(), ConnectTimeout: 20 * time.Second,
+			Cluster: &policy.QueueCluster{Name: "hubs", Listen: addr(ports[i]), Routes: routes},
+		}
+	}
+	return c
+}
+
+// start starts the named nodes concurrently: each Start waits for quorum,
+// which a node alone cannot have.
+func (c *cluster) start(ctx context.Context, names ...string) {
+	c.t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	nodes := make([]*Node, len(names))
+	for i, name := range names {
+		wg.Go(func() { nodes[i], errs[i] = Start(ctx, c.qs[name], testLog(c.t, name)) })
+	}
+	wg.Wait()
+	for i, name := range names {
+		if errs[i] != nil {
+			c.t.Fatalf("Start %s: %v", name, errs[i])
+		}
+		c.nodes[name] = nodes[i]
+		c.t.Cleanup(func() { nodes[i].Close() })
+	}
+}
+
+func (c *cluster) stop(name string) {
+	c.t.Helper()
+	if err := c.nodes[name].Close(); err != nil {
+		c.t.Errorf("Close %s: %v", name, err)
+	}
+	delete(c.nodes, name)
+}
+
+// publish publishes until acknowledged (a leader may be changing), with a
+// message ID so that a retry of an acknowledged-but-unseen publish is not a
+// second message.
+func publish(t *testing.T, ctx context.Context, n *Node, id string) *jetstream.PubAck {
+	t.Helper()
+	var ack *jetstream.PubAck
+	waitUntil(t, 15*time.Second, "published "+id, func() (bool, string) {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		var err error
+		ack, err = n.JetStream().Publish(pctx, "mail."+id, []byte("body of "+id), jetstream.WithMsgID(id))
+		return err == nil, fmt.Sprint(err)
+	})
+	return ack
+}
+
+func peerNames(ps []Peer) string {
+	var s []string
+	for _, p := range ps {
+		f := p.Name
+		if p.Leader {
+			f += "*"
+		}
+		if !p.Current {
+			f += "(behind)"
+		}
+		if p.Offline {
+			f += "(offline)"
+		}
+		s = append(s, f)
+	}
+	return strings.Join(s, " ")
+}
+
+// TestCluster: three nodes form a cluster, keep an R3 stream writable with
+// one down, refuse writes with two down, and have every acknowledged
+// message once one returns.
+func TestCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	c := newCluster(t, "a", "b", "c")
+	t0 := time.Now()
+	c.start(ctx, "a", "b", "c")
+	t.Logf("cluster formed in %s", time.Since(t0).Round(time.Millisecond))
+
+	_, err := c.nodes["a"].EnsureStream(ctx, jetstream.StreamConfig{
+		Name: "MAIL", Subjects: []string{"mail.>"}, Storage: jetstream.FileStorage, Replicas: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks := map[string]*jetstream.PubAck{}
+	for i := range 5 {
+		id := fmt.Sprintf("m%d", i)
+		acks[id] = publish(t, ctx, c.nodes["b"], id)
+	}
+
+	// Every node's Status: three current peers, a leader, three replicas.
+	for _, name := range c.names {
+		waitUntil(t, 10*time.Second, name+"'s status complete", func() (bool, string) {
+			st, err := c.nodes[name].Status(ctx, "MAIL")
+			if err != nil {
+				return false, err.Error()
+			}
+			ms := st.Streams[0]
+			ok := st.Quorum && st.MetaLeader != "" && st.PeersFrom == st.MetaLeader && len(st.Peers) == 3 &&
+				st.ClusterSize == 3 && st.QuorumNeeded == 2 && st.Cluster == "hubs" &&
+				ms.Leader != "" && ms.Quorum && ms.Replicas == 3 && len(ms.Peers) == 3 && ms.Messages == 5 && ms.Error == "" &&
+				len(st.Errors) == 0
+			for _, p := range append(st.Peers, ms.Peers...) {
+				ok = ok && p.Current && !p.Offline
+			}
+			return ok, fmt.Sprintf("%+v; peers %s; stream peers %s", st, peerNames(st.Peers), peerNames(ms.Peers))
+		})
+	}
+
+	// One down: quorum 2 of 3, publishes succeed.
+	t1 := time.Now()
+	c.stop("a")
+	for i := 5; i < 8; i++ {
+		id := fmt.Sprintf("m%d", i)
+		acks[id] = publish(t, ctx, c.nodes[[]string{"b", "c"}[i%2]], id)
+	}
+	t.Logf("publishes with a down took %s", time.Since(t1).Round(time.Millisecond))
+
+	// Two down: a publish finds no quorum, and Status says so.
+	t2 := time.Now()
+	c.stop("b")
+	pctx, pcancel := context.WithTimeout(ctx, 1*time.Second)
+	_, err = c.nodes["c"].JetStream().Publish(pctx, "mail.lost", []byte("no quorum"), jetstream.WithMsgID("lost"))
+	pcancel()
+	if err == nil {
+		t.Fatal("publish with 1 of 3 nodes up succeeded")
+	}
+	t.Logf("publish with 1 of 3 up: %v", err)
+	var st Status
+	waitUntil(t, 25*time.Second, "without quorum", func() (bool, string) {
+		st, err = c.nodes["c"].Status(ctx, "MAIL")
+		if err != nil {
+			return false, err.Error()
+		}
+		ms := st.Streams[0]
+		offline := 0
+		for _, p := range st.Peers {
+			if p.Offline {
+				offline++
+			}
+		}
+		return !st.Quorum && offline == 2 && !ms.Quorum,
+			fmt.Sprintf("%+v; peers %s; stream peers %s", st, peerNames(st.Peers), peerNames(ms.Peers))
+	})
+	js, _ := json.Marshal(st)
+	t.Logf("status without quorum after %s: %s", time.Since(t2).Round(time.Millisecond), js)
+
+	// b returns: writes again, and every acknowledged message is there.
+	t3 := time.Now()
+	c.start(ctx, "b")
+	t.Logf("b rejoined in %s", time.Since(t3).Round(time.Millisecond))
+	acks["m8"] = publish(t, ctx, c.nodes["c"], "m8")
+	s, err := c.nodes["b"].EnsureStream(ctx, jetstream.StreamConfig{
+		Name: "MAIL", Subjects: []string{"mail.>"}, Storage: jetstream.FileStorage, Replicas: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, ack := range acks {
+		m, err := s.GetMsg(ctx, ack.Sequence)
+		if err != nil || string(m.Data) != "body of "+id {
+			t.Errorf("message %s (seq %d): %v %v", id, ack.Sequence, m, err)
+		}
+	}
+	t.Logf("recovered in %s", time.Since(t3).Round(time.Millisecond))
 }
 
 // TestExternal: a node in external mode uses an embedded node's client
