@@ -25,10 +25,12 @@ import (
 	"hubd/hub/delivery/lmtp"
 	"hubd/hub/delivery/maildir"
 	"hubd/hub/delivery/smtpout"
+	"hubd/hub/queue/jsqueue"
 	"hubd/hub/tracking"
 	"hubd/hub/transport"
 	"hubd/internal/admin"
 	"hubd/internal/maildrop"
+	"hubd/internal/natsnode"
 	"hubd/internal/resolver"
 	"hubd/policy"
 )
@@ -87,7 +89,9 @@ type Daemon struct {
 	smtp        *smtpout.Deliverer
 	lmtp        *lmtp.Deliverer
 	Pressure    *backpressure.Monitor
-	admin       *admin.Server // the admin API (internal/admin), started last
+	admin       *admin.Server  // the admin API (internal/admin), started last
+	nats        *natsnode.Node // the JetStream queue's NATS node (cluster.go); nil on the local spool
+	jsq         *jsqueue.Store // the JetStream queue; nil on the local spool
 	Pickup      *maildrop.Pickup
 }
 
@@ -107,7 +111,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	d.state.Store(&inForce{cfg: cfg, hash: cfg.Hash(), loaded: d.started})
 	// The tracking log's settings are read at start; a reload that changes
 	// them needs a restart (logged by Apply).
-	track, err := tracking.OpenConfig(cfg.Hub.TrackingLog, log)
+	track, err := tracking.OpenConfig(cfg.Hub.TrackingLog, trackingNode(cfg), log)
 	if err != nil {
 		return nil, fmt.Errorf("tracking log: %w", err)
 	}
@@ -133,8 +137,13 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		delivery.KindSMTP:    d.smtp,
 	}
 	deliverers = hookDeliverers(deliverers) // a test hook in -tags crashhook builds only
+	store, err := d.openQueue(ctx, cfg)
+	if err != nil {
+		d.closeOutbound()
+		return nil, err
+	}
 	tr, err := transport.New(cfg, transport.Options{Logger: log, TracerProvider: d.opts.TracerProvider,
-		MeterProvider: d.opts.MeterProvider, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure})
+		MeterProvider: d.opts.MeterProvider, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure, Store: store})
 	if err != nil {
 		d.closeOutbound()
 		return nil, err
@@ -164,6 +173,7 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		return nil, err
 	}
 	d.Transport, d.Service = tr, svc
+	d.startTakeover()
 	if err := d.startAdmin(cfg); err != nil {
 		svc.Shutdown(context.Background())
 		tr.Close(context.Background())
@@ -223,4 +233,5 @@ func (d *Daemon) closeOutbound() {
 	d.lmtp.Close()
 	d.tracking.Close()
 	d.Pressure.Stop()
+	d.closeQueue()
 }
