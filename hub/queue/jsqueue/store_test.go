@@ -20,7 +20,7 @@ import (
 
 // startServer runs a single JetStream node in this process (R1, every
 // write fsynced), with its store in dir.
-func startServer(t *testing.T, dir string) *server.Server {
+func startServer(t testing.TB, dir string) *server.Server {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{ServerName: "t", DontListen: true, JetStream: true, StoreDir: dir,
 		SyncAlways: true, NoLog: true, NoSigs: true})
