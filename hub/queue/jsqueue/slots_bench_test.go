@@ -2,8 +2,14 @@ package jsqueue
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // BenchmarkSlotsAcquireRelease: one Acquire and its release of one hop,
@@ -31,4 +37,72 @@ func benchSlots(b *testing.B, s *Slots) {
 	}
 	b.ReportMetric(float64(acq.Microseconds())/float64(b.N), "acquire-µs/op")
 	b.ReportMetric(float64(rel.Microseconds())/float64(b.N), "release-µs/op")
+}
+
+// BenchmarkSlotsAcquireReleaseR3: as BenchmarkSlotsAcquireRelease on a
+// three-node cluster in this process (routes on the loopback), the bucket
+// with three replicas: every write waits for a quorum of two.
+func BenchmarkSlotsAcquireReleaseR3(b *testing.B) {
+	nodes := startCluster(b, 3)
+	js := connect(b, nodes[0])
+	var s *Slots
+	var err error
+	// The meta leader may not know every peer yet: not enough of them
+	// for three replicas.
+	for deadline := time.Now().Add(30 * time.Second); s == nil; {
+		if s, err = OpenSlots(context.Background(), js, "a", 3, 30*time.Second); err != nil {
+			if time.Now().After(deadline) {
+				b.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	b.Cleanup(s.Close)
+	benchSlots(b, s)
+}
+
+// startCluster runs n JetStream nodes routed to each other on the
+// loopback, every write fsynced, and waits for their meta leader.
+func startCluster(b *testing.B, n int) []*server.Server {
+	b.Helper()
+	ports := make([]int, n)
+	var routes []string
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+	}
+	var nodes []*server.Server
+	for i := range n {
+		ns, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: b.TempDir(), SyncAlways: true, NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "hubs", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ","))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ns.Start()
+		b.Cleanup(ns.Shutdown)
+		nodes = append(nodes, ns)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		current := 0
+		for _, ns := range nodes {
+			if ns.ReadyForConnections(time.Second) && ns.JetStreamIsCurrent() {
+				current++
+			}
+		}
+		if current == n && slices.ContainsFunc(nodes, (*server.Server).JetStreamIsLeader) {
+			return nodes
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("cluster not ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
