@@ -13,6 +13,8 @@
 //	KV bucket hubd_state, key <id>              the latest State and its owner, once the
 //	                                           message was first updated or taken over
 //	KV bucket hubd_nodes, key <node>            a live hub's heartbeat, expiring after NodeTTL
+//	KV bucket hubd_slots, key slot.<h>.<i>      a next hop's delivery slot held by a hub,
+//	                                           expiring after its TTL unless refreshed (Slots)
 //
 // Every stream and bucket has the configured replicas. A publish returns its
 // acknowledgement only when the stream's quorum stored it (R3: two of three
