@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"hubd/hub/delivery/smtpout"
 	"hubd/hub/queue"
 	"hubd/hub/queue/jsqueue"
 	"hubd/internal/natsnode"
@@ -14,6 +16,10 @@ import (
 // transport itself, or the JetStream queue shared by the hubs of a
 // cluster, opened here on an embedded NATS node or a connection to an
 // existing cluster.
+
+// slotTTL is how long a dead hub's next-hop connection slots outlive it
+// (a live hub refreshes its own every third of it).
+const slotTTL = 10 * time.Second
 
 // trackingNode is the node named in tracking events: the queue block's
 // node on a cluster, none on a single hub.
@@ -35,12 +41,19 @@ func (d *Daemon) openQueue(ctx context.Context, cfg *policy.Config) (queue.Store
 	if err != nil {
 		return nil, fmt.Errorf("queue cluster: %w", err)
 	}
-	s, err := jsqueue.Open(ctx, jsqueue.Options{JS: node.JetStream(), Node: q.Node, Replicas: q.Replicas, Logger: d.log})
+	s, err := jsqueue.Open(ctx, jsqueue.Options{Setup: node, Node: q.Node, Replicas: q.Replicas, Logger: d.log})
 	if err != nil {
 		node.Close()
 		return nil, fmt.Errorf("queue cluster: %w", err)
 	}
-	d.nats, d.jsq = node, s
+	slots, err := jsqueue.OpenSlots(ctx, node, q.Node, q.Replicas, slotTTL)
+	if err != nil {
+		s.Close()
+		node.Close()
+		return nil, fmt.Errorf("queue cluster: %w", err)
+	}
+	slots.SetLogger(d.log)
+	d.nats, d.jsq, d.slots = node, s, slots
 	d.log.Info("queue on JetStream", "node", q.Node, "replicas", q.Replicas, "embedded", q.Embedded())
 	return s, nil
 }
@@ -56,8 +69,21 @@ func (d *Daemon) startTakeover() {
 	d.jsq.StartTakeover(d.Transport.Adopt)
 }
 
-// closeQueue closes the NATS node after the transport closed the store.
+// slotsOrNil is the next hops' shared connection slots for smtpout: nil
+// (no interface value holding a nil pointer) on a single hub.
+func (d *Daemon) slotsOrNil() smtpout.Slots {
+	if d.slots == nil {
+		return nil
+	}
+	return d.slots
+}
+
+// closeQueue closes the slots and the NATS node after the transport
+// closed the store and the deliverers their connections.
 func (d *Daemon) closeQueue() {
+	if d.slots != nil {
+		d.slots.Close()
+	}
 	if d.nats != nil {
 		d.nats.Close()
 	}

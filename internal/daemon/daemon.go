@@ -92,6 +92,7 @@ type Daemon struct {
 	admin       *admin.Server  // the admin API (internal/admin), started last
 	nats        *natsnode.Node // the JetStream queue's NATS node (cluster.go); nil on the local spool
 	jsq         *jsqueue.Store // the JetStream queue; nil on the local spool
+	slots       *jsqueue.Slots // next hops' connection slots shared by the cluster; nil on the local spool
 	Pickup      *maildrop.Pickup
 }
 
@@ -127,9 +128,18 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	if d.reloads, err = newReloadCounter(opts.MeterProvider); err != nil {
 		log.Warn("metrics: reloads not counted", "err", err)
 	}
+	// The queue engine before the deliverers: on a cluster, the SMTP
+	// deliverer shares each next hop's connections through it.
+	store, err := d.openQueue(ctx, cfg)
+	if err != nil {
+		d.tracking.Close()
+		d.Pressure.Stop()
+		return nil, err
+	}
 	d.smtp = smtpout.New(smtpout.Options{Logger: log, Resolver: mx, Hostname: cfg.Hub.Hostname, Port: opts.SMTPPort,
 		DialTimeout: opts.SMTPDialTimeout, CommandTimeout: opts.SMTPCommandTimeout, DataTimeout: opts.SMTPDataTimeout,
-		TracerProvider: d.opts.TracerProvider})
+		TracerProvider: d.opts.TracerProvider, Slots: d.slotsOrNil(),
+		SlotLimit: func() int { return d.Config().Hub.MaxPerDomainOutboundConnections }})
 	d.lmtp = lmtp.New(lmtp.Options{Logger: log, Hostname: cfg.Hub.Hostname, TracerProvider: d.opts.TracerProvider})
 	deliverers := map[delivery.Kind]delivery.Deliverer{
 		delivery.KindMaildir: maildir.New(maildir.Options{Logger: log, Hostname: cfg.Hub.Hostname}),
@@ -137,11 +147,6 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 		delivery.KindSMTP:    d.smtp,
 	}
 	deliverers = hookDeliverers(deliverers) // a test hook in -tags crashhook builds only
-	store, err := d.openQueue(ctx, cfg)
-	if err != nil {
-		d.closeOutbound()
-		return nil, err
-	}
 	tr, err := transport.New(cfg, transport.Options{Logger: log, TracerProvider: d.opts.TracerProvider,
 		MeterProvider: d.opts.MeterProvider, Deliverers: deliverers, Tracking: track, Pressure: d.Pressure, Store: store})
 	if err != nil {

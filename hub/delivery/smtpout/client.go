@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"strconv"
@@ -256,9 +257,34 @@ func (e *tlsError) Error() string { return "TLS handshake: " + e.err.Error() }
 func (e *tlsError) Unwrap() error { return e.err }
 
 func (c *conn) close() error {
+	if c.slot != nil {
+		c.awaitServerClose()
+	}
 	err := c.nc.Close()
 	c.slot.free()
 	return err
+}
+
+// serverCloseWait bounds awaitServerClose.
+const serverCloseWait = time.Second
+
+// awaitServerClose half-closes the connection and waits (at most
+// serverCloseWait) until the server has closed its end too, so that a
+// connection slot shared by a cluster (slots.go) is given back only when
+// the next hop no longer counts the connection.
+func (c *conn) awaitServerClose() {
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		_ = tc.CloseWrite() // close_notify
+	}
+	tcp, ok := c.raw.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if tcp.CloseWrite() != nil {
+		return
+	}
+	_ = tcp.SetReadDeadline(time.Now().Add(serverCloseWait))
+	_, _ = io.Copy(io.Discard, tcp)
 }
 
 // quit ends the session politely; its outcome changes nothing.

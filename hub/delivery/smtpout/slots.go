@@ -3,6 +3,7 @@ package smtpout
 import (
 	"context"
 	"sync"
+	"time"
 
 	"hubd/hub/delivery"
 )
@@ -18,6 +19,9 @@ import (
 // the pool for the next one. A dial waits for a free slot; a connection
 // reused from the pool already has one. So the next hop sees at most the
 // limit across the cluster, idle connections included.
+
+// clusterIdleTimeout is the idle timeout with Slots (unless set).
+const clusterIdleTimeout = 500 * time.Millisecond
 
 // Slots shares each next hop's connection limit among the hubs of a
 // cluster (hub/queue/jsqueue.Slots).

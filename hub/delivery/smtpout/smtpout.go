@@ -216,7 +216,14 @@ func New(opts Options) *Deliverer {
 	if d.maxMsgs <= 0 {
 		d.maxMsgs = 20
 	}
-	d.pool = connpool.New(orDefault(opts.IdleTimeout, 5*time.Second), func(c *conn) { c.quit(d.quitTimeout) })
+	idle := orDefault(opts.IdleTimeout, 5*time.Second)
+	if opts.Slots != nil && opts.IdleTimeout == 0 {
+		// An idle connection holds a slot other hubs may wait for
+		// (slots.go): kept only long enough for a next message already
+		// on its way.
+		idle = clusterIdleTimeout
+	}
+	d.pool = connpool.New(idle, func(c *conn) { c.quit(d.quitTimeout) })
 	return d
 }
 

@@ -72,14 +72,14 @@ var errSlotsClosed = errors.New("jsqueue: slots closed")
 // OpenSlots creates (or finds) the slots bucket with replicas (as the
 // store's) and ttl (default 30 s): how long a hub that died keeps its
 // slots. node names this hub in the slots it holds.
-func OpenSlots(ctx context.Context, js jetstream.JetStream, node string, replicas int, ttl time.Duration) (*Slots, error) {
+func OpenSlots(ctx context.Context, setup Setup, node string, replicas int, ttl time.Duration) (*Slots, error) {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
 	if replicas == 0 {
 		replicas = 3
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := setup.EnsureKV(ctx, jetstream.KeyValueConfig{
 		Bucket: slotsBucket, History: 1, TTL: ttl, LimitMarkerTTL: max(ttl, time.Second),
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})
@@ -220,8 +220,10 @@ func (s *Slots) take(ctx context.Context, key string) (*hold, error) {
 	rev, err := s.kv.Create(cctx, key, h.token)
 	cancel()
 	switch {
-	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-		return nil, nil // the latter: deleted, and taken between Create's read and write
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), wrongLastSequence(err):
+		// The latter two: deleted, and taken between Create's read and
+		// its write (nats.go returns that write's error unmapped).
+		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("slot %s: %w: %w", key, ErrNoQuorum, err)
 	}

@@ -50,7 +50,7 @@ func BenchmarkSlotsAcquireReleaseR3(b *testing.B) {
 	// The meta leader may not know every peer yet: not enough of them
 	// for three replicas.
 	for deadline := time.Now().Add(30 * time.Second); s == nil; {
-		if s, err = OpenSlots(context.Background(), js, "a", 3, 30*time.Second); err != nil {
+		if s, err = OpenSlots(context.Background(), PlainSetup(js), "a", 3, 30*time.Second); err != nil {
 			if time.Now().After(deadline) {
 				b.Fatal(err)
 			}

@@ -30,7 +30,7 @@ func connect(t testing.TB, ns *server.Server) jetstream.JetStream {
 
 func openSlots(t testing.TB, ns *server.Server, node string, ttl time.Duration) *Slots {
 	t.Helper()
-	s, err := OpenSlots(context.Background(), connect(t, ns), node, 1, ttl)
+	s, err := OpenSlots(context.Background(), PlainSetup(connect(t, ns)), node, 1, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}

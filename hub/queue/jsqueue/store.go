@@ -37,7 +37,9 @@ var ErrNoQuorum = errors.New("queue cluster did not acknowledge the write")
 
 // Options configure a Store.
 type Options struct {
-	JS       jetstream.JetStream
+	// Setup creates the streams and buckets and gives the JetStream
+	// context (PlainSetup, or an internal/natsnode.Node).
+	Setup    Setup
 	Node     string // this hub's name: the owner of what it accepts
 	Replicas int    // of every stream and bucket; default 3
 	Logger   *slog.Logger
@@ -56,6 +58,7 @@ type Options struct {
 // Store is the JetStream queue.Store. See the package comment.
 type Store struct {
 	o      Options
+	js     jetstream.JetStream
 	log    *slog.Logger
 	msgs   jetstream.Stream
 	state  jetstream.KeyValue
@@ -107,33 +110,37 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.NodeTTL == 0 {
 		o.NodeTTL = 10 * time.Second
 	}
+	js := o.Setup.JetStream()
 	if o.InlineMax == 0 {
-		o.InlineMax = o.JS.Conn().MaxPayload() - 64<<10
+		o.InlineMax = js.Conn().MaxPayload() - 64<<10
 	}
-	s := &Store{o: o, log: o.Logger.With("component", "jsqueue"), revs: map[hub.QueueID]uint64{}}
+	s := &Store{o: o, js: js, log: o.Logger.With("component", "jsqueue"), revs: map[hub.QueueID]uint64{}}
 	var err error
-	s.msgs, err = o.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s.msgs, err = o.Setup.EnsureStream(ctx, jetstream.StreamConfig{
 		Name: msgStream, Subjects: []string{msgSubject + "*"}, Storage: jetstream.FileStorage,
-		Replicas: o.Replicas, MaxMsgsPerSubject: 1, Duplicates: 2 * time.Minute, AllowDirect: true,
-		MaxMsgSize: -1, Discard: jetstream.DiscardNew,
+		Replicas: o.Replicas, MaxMsgsPerSubject: 1, Duplicates: 2 * time.Minute,
+		// No direct gets: a follower answers those from what it has
+		// applied so far, and a hub must read back what it just wrote.
+		AllowDirect: false,
+		MaxMsgSize:  -1, Discard: jetstream.DiscardNew,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", msgStream, err)
 	}
-	if s.state, err = o.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if s.state, err = o.Setup.EnsureKV(ctx, jetstream.KeyValueConfig{
 		Bucket: stateBucket, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", stateBucket, err)
 	}
-	if s.kvRaw, err = o.JS.Stream(ctx, "KV_"+stateBucket); err != nil {
+	if s.state, s.kvRaw, err = leaderReads(ctx, js, stateBucket); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", stateBucket, err)
 	}
-	if s.nodes, err = o.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if s.nodes, err = o.Setup.EnsureKV(ctx, jetstream.KeyValueConfig{
 		Bucket: nodesBucket, History: 1, TTL: o.NodeTTL, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", nodesBucket, err)
 	}
-	if s.bodies, err = o.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if s.bodies, err = o.Setup.EnsureObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: bodiesBucket, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bodiesBucket, err)
@@ -143,6 +150,30 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s.takeover = newTakeover(s)
 	return s, nil
+}
+
+// leaderReads turns off direct gets on a bucket's stream, which KV
+// buckets have by default, and binds the bucket again: a direct get may be
+// answered by a follower that has not applied the last writes yet, and the
+// owner check at Open or a Get after an Update must see them (a stale
+// owner would make a hub drop a message it had just taken over).
+func leaderReads(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, jetstream.Stream, error) {
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if st, err = js.UpdateStream(ctx, cfg); err != nil {
+			return nil, nil, err
+		}
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kv, st, nil
 }
 
 // SetLost sets what is told of a message another hub took over from this
@@ -161,10 +192,18 @@ func (s *Store) ctx(parent context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(parent, s.o.Timeout)
 }
 
+// wrongLastSequence reports a conditional write that lost its race: the
+// API error "wrong last sequence" (10071; 10164 on replicated streams).
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
 // unacked wraps a failed write: a revision conflict is a lost lease,
 // anything else the cluster's failure to acknowledge.
 func unacked(id hub.QueueID, what string, err error) error {
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSequence(err) {
 		return fmt.Errorf("%s %s: %w (another hub took it over)", what, id, queue.ErrLeaseLost)
 	}
 	return fmt.Errorf("%s %s: %w: %w", what, id, ErrNoQuorum, err)
@@ -212,7 +251,7 @@ func (s *Store) Put(ctx context.Context, m *queue.Message, body io.Reader) error
 	defer cancel()
 	// The queue ID as Nats-Msg-Id: a publish retried after a lost
 	// acknowledgement is stored once.
-	if _, err := s.o.JS.PublishMsg(pctx, msg, jetstream.WithMsgID(string(m.ID)), jetstream.WithExpectStream(msgStream)); err != nil {
+	if _, err := s.js.PublishMsg(pctx, msg, jetstream.WithMsgID(string(m.ID)), jetstream.WithExpectStream(msgStream)); err != nil {
 		if object {
 			s.bodies.Delete(context.Background(), string(m.ID))
 		}
@@ -246,7 +285,7 @@ func (s *Store) write(ctx context.Context, id hub.QueueID, e stateEntry, what st
 	wctx, cancel := s.ctx(ctx)
 	defer cancel()
 	next, err := s.state.Update(wctx, string(id), val, rev)
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSequence(err) {
 		// Our own earlier write may have landed after its caller gave up
 		// on it (a timeout): then the entry names us and we go on from it.
 		if cur, gerr := s.state.Get(wctx, string(id)); gerr == nil {

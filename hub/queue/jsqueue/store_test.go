@@ -46,7 +46,7 @@ func openStore(t *testing.T, ns *server.Server, node string, ttl time.Duration) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), Options{JS: js, Node: node, Replicas: 1, InlineMax: 1024, NodeTTL: ttl})
+	s, err := Open(context.Background(), Options{Setup: PlainSetup(js), Node: node, Replicas: 1, InlineMax: 1024, NodeTTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"strings"
@@ -23,7 +24,7 @@ func (s *Store) heartbeat(ctx context.Context) error {
 	defer cancel()
 	_, err := s.nodes.Put(hctx, s.o.Node, []byte(s.o.Clock().UTC().Format(time.RFC3339Nano)))
 	if err != nil {
-		return unacked("", "heartbeat of "+s.o.Node, err)
+		return fmt.Errorf("heartbeat of %s: %w: %w", s.o.Node, ErrNoQuorum, err)
 	}
 	return nil
 }
@@ -73,7 +74,7 @@ func (s *Store) Scan(ctx context.Context, fn func(*queue.Message) error) error {
 // each calls fn with every message in the stream and its owner, the
 // revision of its state entry (0: none) and whether it is removed. The
 // state entries are read first (all of them: O(queue) memory for the
-// length of a scan), then the records, headers only.
+// length of a scan), then the records, one request each.
 func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string, rev uint64, removed bool) error) error {
 	info, err := s.msgs.Info(ctx)
 	if err != nil {
@@ -94,43 +95,38 @@ func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string
 		states[e.Key()] = e
 	}
 	w.Stop()
-	c, err := s.msgs.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{msgSubject + "*"}, HeadersOnly: true, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return err
-	}
-	for {
-		msg, err := c.Next(jetstream.FetchMaxWait(s.o.Timeout))
+	// The records one by one, each the next after the last (a direct get
+	// with next_by_subj, which any replica answers): no consumer to place
+	// on a peer that may be the one that just died.
+	for seq := uint64(1); ; {
+		gctx, cancel := s.ctx(ctx)
+		raw, err := s.msgs.GetMsg(gctx, seq, jetstream.WithGetMsgSubject(msgSubject+"*"))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return err
-		}
-		id := hub.QueueID(strings.TrimPrefix(msg.Subject(), msgSubject))
-		m, owner, err := decodeRecord(id, msg.Headers())
+		seq = raw.Sequence + 1
+		id := hub.QueueID(strings.TrimPrefix(raw.Subject, msgSubject))
+		m, owner, err := decodeRecord(id, raw.Header)
 		if err != nil {
 			s.log.Error("unreadable message record skipped", "id", id, "err", err)
-		} else {
-			var rev uint64
-			removed := false
-			if e, ok := states[string(id)]; ok {
-				var se stateEntry
-				if err := json.Unmarshal(e.Value(), &se); err != nil {
-					s.log.Error("unreadable message state skipped", "id", id, "err", err)
-					goto next
-				}
-				owner, rev, removed, m.State = se.Owner, e.Revision(), se.Removed, se.State
-			}
-			if err := fn(m, owner, rev, removed); err != nil {
-				return err
-			}
+			continue
 		}
-	next:
-		if meta.NumPending == 0 {
-			return nil
+		var rev uint64
+		removed := false
+		if e, ok := states[string(id)]; ok {
+			var se stateEntry
+			if err := json.Unmarshal(e.Value(), &se); err != nil {
+				s.log.Error("unreadable message state skipped", "id", id, "err", err)
+				continue
+			}
+			owner, rev, removed, m.State = se.Owner, e.Revision(), se.Removed, se.State
+		}
+		if err := fn(m, owner, rev, removed); err != nil {
+			return err
 		}
 	}
 }
@@ -143,6 +139,9 @@ type takeover struct {
 	stopOnce sync.Once
 	stopc    chan struct{}
 	done     chan struct{}
+
+	mu    sync.Mutex
+	since time.Time // the heartbeat has been acknowledged since; zero while it fails
 }
 
 func newTakeover(s *Store) *takeover {
@@ -166,12 +165,15 @@ func (t *takeover) stop() {
 
 func (t *takeover) run() {
 	defer close(t.done)
+	beating := make(chan struct{})
+	go func() { defer close(beating); t.beat() }()
+	defer func() { <-beating }()
 	s := t.s
 	tick := time.NewTicker(s.o.NodeTTL / 5)
 	defer tick.Stop()
-	var healthySince, leftoversAt time.Time
+	var leftoversAt time.Time
 	prev := map[string]bool{}
-	failing, swept, shrank := false, false, false
+	swept, shrank := false, false
 	for {
 		select {
 		case <-t.stopc:
@@ -179,19 +181,10 @@ func (t *takeover) run() {
 		case <-tick.C:
 		}
 		now := s.o.Clock()
-		if err := s.heartbeat(context.Background()); err != nil {
-			if !failing {
-				s.log.Error("heartbeat not acknowledged: if this lasts, other hubs take this hub's messages over", "err", err)
-			}
-			failing, healthySince, swept = true, time.Time{}, false
-			continue
-		}
-		if failing {
-			s.log.Info("heartbeat acknowledged again")
-		}
-		failing = false
+		healthySince := t.healthySince()
 		if healthySince.IsZero() {
-			healthySince = now
+			swept = false // sweep again once healthy: hubs may have died meanwhile
+			continue
 		}
 		live, err := s.Live(context.Background())
 		if err != nil {
@@ -216,9 +209,15 @@ func (t *takeover) run() {
 		if swept && !shrank && !leftoversDue {
 			continue
 		}
-		left := t.sweep(live, leftoversDue)
+		left, err := t.sweep(live, leftoversDue)
 		swept, shrank, leftoversAt = true, false, time.Time{}
-		if left > 0 {
+		switch {
+		case err != nil:
+			// The cluster is electing a leader for the stream (the dead
+			// hub led it): sweep again at the next tick.
+			s.log.Warn("take-over sweep ended early; trying again", "err", err)
+			shrank = true
+		case left > 0:
 			// Left to the hubs they hash to; whatever they have not taken
 			// within a NodeTTL (they died too), this hub takes.
 			leftoversAt = now.Add(s.o.NodeTTL)
@@ -226,23 +225,68 @@ func (t *takeover) run() {
 	}
 }
 
+// beat writes the heartbeat every NodeTTL/5 until stop, in a goroutine
+// of its own: a long sweep must not let it lapse.
+func (t *takeover) beat() {
+	s := t.s
+	tick := time.NewTicker(s.o.NodeTTL / 5)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-t.stopc:
+			return
+		case <-tick.C:
+		}
+		if err := s.heartbeat(context.Background()); err != nil {
+			if !failing {
+				s.log.Error("heartbeat not acknowledged: if this lasts, other hubs take this hub's messages over", "err", err)
+			}
+			failing = true
+			t.setHealthy(time.Time{})
+			continue
+		}
+		if failing {
+			s.log.Info("heartbeat acknowledged again")
+		}
+		failing = false
+		if t.healthySince().IsZero() {
+			t.setHealthy(s.o.Clock())
+		}
+	}
+}
+
+func (t *takeover) healthySince() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.since
+}
+
+func (t *takeover) setHealthy(since time.Time) {
+	t.mu.Lock()
+	t.since = since
+	t.mu.Unlock()
+}
+
 // sweep takes over the messages of hubs not in live. Unless all, it takes
 // only those whose ID hashes to this hub's place among the live ones, so
 // that the survivors share the work; it returns how many it left to
 // others.
-func (t *takeover) sweep(live []string, all bool) (left int) {
+func (t *takeover) sweep(live []string, all bool) (left int, err error) {
 	s := t.s
 	me := slices.Index(live, s.o.Node)
 	if me < 0 {
-		return 0
+		return 0, nil
 	}
 	alive := map[string]bool{}
 	for _, n := range live {
 		alive[n] = true
 	}
 	taken := map[string]int{}
+	seen, lost := 0, 0
 	ctx := context.Background()
-	err := s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed bool) error {
+	err = s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed bool) error {
+		seen++
 		if removed || alive[owner] {
 			return nil
 		}
@@ -260,6 +304,7 @@ func (t *takeover) sweep(live []string, all bool) (left int) {
 		if err != nil {
 			// Another hub took it first, or the cluster failed us: the
 			// next sweep looks again.
+			lost++
 			return nil
 		}
 		s.mu.Lock()
@@ -269,13 +314,12 @@ func (t *takeover) sweep(live []string, all bool) (left int) {
 		t.adopt(m, owner)
 		return nil
 	})
-	if err != nil {
-		s.log.Warn("take-over sweep ended early", "err", err)
-	}
 	for owner, n := range taken {
 		s.log.Warn("took over the messages of a hub whose heartbeat stopped", "from", owner, "messages", n)
 	}
-	return left
+	s.log.Info("take-over sweep", "live", strings.Join(live, ","), "all", all, "records", seen,
+		"taken", len(taken), "left_to_others", left, "taken_by_others", lost, "err", err)
+	return left, err
 }
 
 func hashOf(id hub.QueueID) uint64 {

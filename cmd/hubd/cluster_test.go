@@ -1,0 +1,423 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/smtp"
+	"net/textproto"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"hubd/hub/tracking"
+	"hubd/internal/smtpsink"
+)
+
+// Three hubds, each with an embedded NATS node, clustered on loopback and
+// sharing one R3 queue (docs/cluster.md). They relay to a sink in the
+// test, which is limited to 2 connections by the hubs' configuration.
+
+// clusterNode is one hubd of the cluster.
+type clusterNode struct {
+	name, dir, smtp, route string
+	cfg                    string
+	p                      *hubdProcess
+}
+
+// startCluster writes the three configurations and starts the hubds
+// together (each waits for the cluster's quorum before it listens).
+func startCluster(t *testing.T, sink *smtpsink.Sink) []*clusterNode {
+	t.Helper()
+	names := []string{"a", "b", "c"}
+	nodes := make([]*clusterNode, len(names))
+	for i, n := range names {
+		nodes[i] = &clusterNode{name: n, dir: t.TempDir(), smtp: freePort(t), route: freePort(t)}
+	}
+	for _, n := range nodes {
+		var routes []string
+		for _, o := range nodes {
+			if o != n {
+				routes = append(routes, fmt.Sprintf("%q", "nats://"+o.route))
+			}
+		}
+		n.cfg = writeConfig(t, n.dir, fmt.Sprintf(`
+hub {
+  hostname             = "hub-%[1]s.example.test"
+  spool_dir            = "spool"
+  quick_retry_interval = "1s"
+  retry_interval       = "1s"
+  max_per_domain_outbound_connections = 2
+}
+queue {
+  engine   = "jetstream"
+  node     = %[1]q
+  cluster {
+    name   = "hubs"
+    listen = %[2]q
+    routes = [%[3]s]
+  }
+}
+accepted_domain "example.test" {}
+receive_connector "in" {
+  bind             = [%[4]q]
+  remote_ip_ranges = ["127.0.0.1"]
+  permissions { anonymous = ["submit", "relay"] }
+  max_inbound_connections_per_source = 100
+}
+send_connector "out" {
+  address_spaces = ["*"]
+  smart_hosts    = ["[127.0.0.1]:%[5]d"]
+  tls            = "none"
+}
+`, n.name, n.route, strings.Join(routes, ", "), n.smtp, sink.Port()))
+	}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	for _, n := range nodes {
+		n.waitListening(t)
+	}
+	return nodes
+}
+
+// start starts n's hubd without waiting: a node listens only once the
+// cluster has its quorum.
+func (n *clusterNode) start(t *testing.T) {
+	n.p = startHubd(t, n.cfg)
+}
+
+func (n *clusterNode) waitListening(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !dialable(n.smtp) {
+		if time.Now().After(deadline) {
+			t.Fatalf("hub %s not listening after 60s\n%s", n.name, n.p.out.String())
+		}
+		select {
+		case <-n.p.done:
+			t.Fatalf("hub %s exited: %v\n%s", n.name, n.p.err, n.p.out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// dialable reports whether something accepts TCP connections on addr.
+func dialable(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+var clusterIDRe = regexp.MustCompile(`(?m)^X-Cluster-ID: (\S+)`)
+
+// sendRelay sends one message to r@remote.test through addr and returns
+// nil only on 250 at the end of DATA.
+func sendRelay(addr, id string) error {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	// A hub killed mid-session must not hang its client for ever.
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	c, err := smtp.NewClient(nc, "127.0.0.1")
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("cluster-client.example.test"); err != nil {
+		return err
+	}
+	if err := c.Mail("sender@example.test"); err != nil {
+		return err
+	}
+	if err := c.Rcpt("r@remote.test"); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "From: sender@example.test\r\nTo: r@remote.test\r\nSubject: %s\r\nMessage-ID: <%s@cluster.test>\r\nX-Cluster-ID: %s\r\n\r\n", id, id, id)
+	w.Write([]byte(strings.Repeat("cluster test body line\r\n", 40)))
+	if err := w.Close(); err != nil {
+		return err
+	}
+	c.Quit()
+	return nil
+}
+
+// clusterLoad is the parallel clients: two per hub, each sending to its
+// hub while it answers and to the next live one when it does not. They
+// keep at most maxOutstanding messages acknowledged and not yet at the
+// sink, so that what was acknowledged before a kill can be waited for
+// while the load goes on (the cluster accepts faster than a next hop
+// limited to 2 connections takes).
+type clusterLoad struct {
+	mu    sync.Mutex
+	acked map[string]string // X-Cluster-ID → the hub that acknowledged it
+	tried int
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+const maxOutstanding = 150
+
+func startLoad(nodes []*clusterNode, sink *smtpsink.Sink) *clusterLoad {
+	l := &clusterLoad{acked: map[string]string{}, stop: make(chan struct{})}
+	seq := 0
+	for c := 0; c < 2*len(nodes); c++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for k := c; ; k++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				l.mu.Lock()
+				outstanding := len(l.acked) - len(sink.Messages())
+				l.mu.Unlock()
+				if outstanding > maxOutstanding {
+					select {
+					case <-l.stop:
+						return
+					case <-tick.C:
+					}
+					continue
+				}
+				n := nodes[k%len(nodes)]
+				l.mu.Lock()
+				seq++
+				id := fmt.Sprintf("m%d", seq)
+				l.tried++
+				l.mu.Unlock()
+				if err := sendRelay(n.smtp, id); err == nil {
+					l.mu.Lock()
+					l.acked[id] = n.name
+					l.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *clusterLoad) halt() {
+	close(l.stop)
+	l.wg.Wait()
+}
+
+func (l *clusterLoad) snapshot() map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]string, len(l.acked))
+	for k, v := range l.acked {
+		out[k] = v
+	}
+	return out
+}
+
+// delivered counts the copies the sink received of each X-Cluster-ID.
+func delivered(sink *smtpsink.Sink) map[string]int {
+	got := map[string]int{}
+	for _, m := range sink.Messages() {
+		if s := clusterIDRe.FindSubmatch(m.Data); s != nil {
+			got[string(s[1])]++
+		}
+	}
+	return got
+}
+
+// waitAllDelivered polls until every message of acked reached the sink.
+func waitAllDelivered(t *testing.T, sink *smtpsink.Sink, acked map[string]string, timeout time.Duration, why string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got := delivered(sink)
+		var missing []string
+		for id := range acked {
+			if got[id] == 0 {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			by := map[string]int{}
+			for _, id := range missing {
+				by[acked[id]]++
+			}
+			t.Fatalf("%s: %d of %d acknowledged messages not delivered after %v (e.g. %v; acknowledged by %v)",
+				why, len(missing), len(acked), timeout, missing[:min(5, len(missing))], by)
+		}
+		<-tick.C
+	}
+}
+
+func TestClusterKillANodeLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped in -short mode")
+	}
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	nodes := startCluster(t, sink)
+	load := startLoad(nodes, sink)
+	defer func() {
+		select {
+		case <-load.stop:
+		default:
+			load.halt()
+		}
+	}()
+	waitCount := func(n int, why string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for len(load.snapshot()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: only %d messages acknowledged", why, len(load.snapshot()))
+			}
+			time.Sleep(20 * time.Millisecond) // polling the clients' progress
+		}
+	}
+	waitCount(200, "before the first kill")
+
+	for _, victim := range []*clusterNode{nodes[1], nodes[2]} {
+		victim.p.kill()
+		killedAt := len(sink.Messages())
+		t.Logf("SIGKILLed hub %s with %d acknowledged, %d delivered", victim.name, len(load.snapshot()), killedAt)
+		// The survivors go on delivering, and take over what the dead
+		// hub had acknowledged: everything acknowledged so far arrives
+		// while it is down.
+		before := load.snapshot()
+		waitAllDelivered(t, sink, before, 60*time.Second, "with hub "+victim.name+" down")
+		if len(sink.Messages()) <= killedAt {
+			t.Fatalf("nothing delivered while hub %s was down", victim.name)
+		}
+		victim.start(t)
+		victim.waitListening(t)
+		waitCount(len(load.snapshot())+100, "after hub "+victim.name+" came back")
+	}
+	load.halt()
+	acked := load.snapshot()
+	waitAllDelivered(t, sink, acked, 60*time.Second, "at the end")
+	got := delivered(sink)
+	dups, copies := 0, 0
+	for id := range acked {
+		copies += got[id]
+		if got[id] > 1 {
+			dups++
+		}
+	}
+	peak := sink.PeakOpenConnections()
+	t.Logf("cluster: %d messages tried, %d acknowledged, %d delivered copies, %d lost, %d delivered more than once; peak connections at the sink %d",
+		load.tried, len(acked), copies, 0, dups, peak)
+	if peak > 2 {
+		t.Errorf("the sink saw %d connections at once; the cluster-wide limit is 2", peak)
+	}
+
+	// One story across nodes: a message acknowledged by b and delivered
+	// by another hub is tracked by both, each naming itself.
+	assertTakeOverTracked(t, nodes)
+}
+
+// assertTakeOverTracked finds a message received by one hub and taken over
+// (RESUBMIT) and delivered (SEND) by another in their tracking logs.
+func assertTakeOverTracked(t *testing.T, nodes []*clusterNode) {
+	t.Helper()
+	received := map[string]string{} // queue id → node
+	type takeOver struct{ node, from string }
+	resubmitted := map[string]takeOver{}
+	sent := map[string]string{}
+	for _, n := range nodes {
+		err := tracking.Search(filepath.Join(n.dir, "log", "tracking"), tracking.Filter{}, func(e tracking.Event) bool {
+			if e.Node != n.name {
+				t.Errorf("hub %s logged an event naming node %q", n.name, e.Node)
+			}
+			switch e.Event {
+			case tracking.Receive:
+				received[e.QueueID] = e.Node
+			case tracking.Resubmit:
+				resubmitted[e.QueueID] = takeOver{e.Node, e.Reference}
+			case tracking.Send:
+				sent[e.QueueID] = e.Node
+			}
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, to := range resubmitted {
+		if received[id] == to.from && sent[id] == to.node && to.node != to.from {
+			t.Logf("one story: %s received by %s, taken over and sent by %s", id, to.from, to.node)
+			return
+		}
+	}
+	t.Errorf("no message received by one hub and sent by another after a RESUBMIT (%d take-overs)", len(resubmitted))
+}
+
+func TestClusterWithoutQuorumRefuses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped in -short mode")
+	}
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	nodes := startCluster(t, sink)
+	a := nodes[0]
+	if err := sendRelay(a.smtp, "before"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].p.kill()
+	nodes[2].p.kill()
+	// Two of three gone: a cannot have the message stored twice, so it
+	// must not say 250.
+	err := sendRelay(a.smtp, "no-quorum")
+	var te *textproto.Error
+	if !errors.As(err, &te) || te.Code != 451 || !strings.HasPrefix(te.Msg, "4.3.0 ") {
+		t.Fatalf("without quorum: %v, want 451 4.3.0", err)
+	}
+	waitLog(t, a.p, "queue cluster did not acknowledge", "hub a's log does not say why it refused")
+	// Quorum back: a accepts again, and everything it acknowledged is
+	// delivered.
+	nodes[1].start(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := sendRelay(a.smtp, "after"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("hub a still refusing 60s after quorum returned: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond) // polling: each refusal is a full SMTP transaction
+	}
+	waitAllDelivered(t, sink, map[string]string{"before": "a", "after": "a"}, 60*time.Second, "after quorum returned")
+	if delivered(sink)["no-quorum"] != 0 {
+		t.Error("the refused message was delivered")
+	}
+}
+
+// waitLog polls p's output until it contains want (the child's log
+// reaches the test through a pipe, after its reply).
+func waitLog(t *testing.T, p *hubdProcess, want, why string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(p.out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (no %q):\n%s", why, want, p.out.String())
+		}
+		<-tick.C
+	}
+}
