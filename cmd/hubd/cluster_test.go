@@ -115,7 +115,10 @@ func dialable(addr string) bool {
 	return true
 }
 
-var clusterIDRe = regexp.MustCompile(`(?m)^X-Cluster-ID: (\S+)`)
+var (
+	clusterIDRe  = regexp.MustCompile(`(?m)^X-Cluster-ID: (\S+)`)
+	receivedByRe = regexp.MustCompile(`by hub-(\w+)\.example\.test`)
+)
 
 // sendRelay sends one message to r@remote.test through addr and returns
 // nil only on 250 at the end of DATA.
@@ -319,6 +322,25 @@ func TestClusterKillANodeLosesNothing(t *testing.T) {
 		copies += got[id]
 		if got[id] > 1 {
 			dups++
+		}
+	}
+	if dups > 0 {
+		// Which hubs delivered the copies: the first Received: field of
+		// each names the hub that sent it.
+		byHub := map[string][]string{}
+		for _, m := range sink.Messages() {
+			id := clusterIDRe.FindSubmatch(m.Data)
+			by := receivedByRe.FindSubmatch(m.Data)
+			if id != nil && by != nil && got[string(id[1])] > 1 {
+				byHub[string(id[1])] = append(byHub[string(id[1])], string(by[1]))
+			}
+		}
+		n := 0
+		for id, hubs := range byHub {
+			if n++; n > 5 {
+				break
+			}
+			t.Logf("delivered more than once: %s by %v (acknowledged by %s)", id, hubs, acked[id])
 		}
 	}
 	peak := sink.PeakOpenConnections()
