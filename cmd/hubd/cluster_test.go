@@ -29,8 +29,13 @@ type clusterNode struct {
 }
 
 // startCluster writes the three configurations and starts the hubds
-// together (each waits for the cluster's quorum before it listens).
-func startCluster(t *testing.T, sink *smtpsink.Sink) []*clusterNode {
+// together (each waits for the cluster's quorum before it listens). The
+// next hop (the sink) is limited to 2 connections.
+func startCluster(t testing.TB, sink *smtpsink.Sink) []*clusterNode {
+	return startClusterLimit(t, sink, 2)
+}
+
+func startClusterLimit(t testing.TB, sink *smtpsink.Sink, limit int) []*clusterNode {
 	t.Helper()
 	names := []string{"a", "b", "c"}
 	nodes := make([]*clusterNode, len(names))
@@ -44,36 +49,17 @@ func startCluster(t *testing.T, sink *smtpsink.Sink) []*clusterNode {
 				routes = append(routes, fmt.Sprintf("%q", "nats://"+o.route))
 			}
 		}
-		n.cfg = writeConfig(t, n.dir, fmt.Sprintf(`
-hub {
-  hostname             = "hub-%[1]s.example.test"
-  spool_dir            = "spool"
-  quick_retry_interval = "1s"
-  retry_interval       = "1s"
-  max_per_domain_outbound_connections = 2
-}
+		queue := fmt.Sprintf(`
 queue {
   engine   = "jetstream"
-  node     = %[1]q
+  node     = %q
   cluster {
     name   = "hubs"
-    listen = %[2]q
-    routes = [%[3]s]
+    listen = %q
+    routes = [%s]
   }
-}
-accepted_domain "example.test" {}
-receive_connector "in" {
-  bind             = [%[4]q]
-  remote_ip_ranges = ["127.0.0.1"]
-  permissions { anonymous = ["submit", "relay"] }
-  max_inbound_connections_per_source = 100
-}
-send_connector "out" {
-  address_spaces = ["*"]
-  smart_hosts    = ["[127.0.0.1]:%[5]d"]
-  tls            = "none"
-}
-`, n.name, n.route, strings.Join(routes, ", "), n.smtp, sink.Port()))
+}`, n.name, n.route, strings.Join(routes, ", "))
+		n.cfg = writeConfig(t, n.dir, relayHubConfig(n.name, n.smtp, sink.Port(), limit, queue))
 	}
 	for _, n := range nodes {
 		n.start(t)
@@ -84,13 +70,41 @@ send_connector "out" {
 	return nodes
 }
 
+// relayHubConfig is a hub that relays everything from 127.0.0.1 to the
+// sink on sinkPort, at most limit connections at once, with queue (a
+// queue block, or "" for the local spool).
+func relayHubConfig(name, smtpAddr string, sinkPort, limit int, queue string) string {
+	return fmt.Sprintf(`
+hub {
+  hostname             = "hub-%[1]s.example.test"
+  spool_dir            = "spool"
+  quick_retry_interval = "1s"
+  retry_interval       = "1s"
+  max_per_domain_outbound_connections = %[4]d
+}
+%[5]s
+accepted_domain "example.test" {}
+receive_connector "in" {
+  bind             = [%[2]q]
+  remote_ip_ranges = ["127.0.0.1"]
+  permissions { anonymous = ["submit", "relay"] }
+  max_inbound_connections_per_source = 100
+}
+send_connector "out" {
+  address_spaces = ["*"]
+  smart_hosts    = ["[127.0.0.1]:%[3]d"]
+  tls            = "none"
+}
+`, name, smtpAddr, sinkPort, limit, queue)
+}
+
 // start starts n's hubd without waiting: a node listens only once the
 // cluster has its quorum.
-func (n *clusterNode) start(t *testing.T) {
+func (n *clusterNode) start(t testing.TB) {
 	n.p = startHubd(t, n.cfg)
 }
 
-func (n *clusterNode) waitListening(t *testing.T) {
+func (n *clusterNode) waitListening(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !dialable(n.smtp) {

@@ -45,20 +45,20 @@ type hubdProcess struct {
 
 // startHubd starts `hubd run -config cfg` and waits until every address in
 // ready accepts TCP connections.
-func startHubd(t *testing.T, cfg string, ready ...string) *hubdProcess {
+func startHubd(t testing.TB, cfg string, ready ...string) *hubdProcess {
 	t.Helper()
 	return startBinary(t, hubdBinary, cfg, ready...)
 }
 
 // startBinary is startHubd with another build of hubd.
-func startBinary(t *testing.T, bin, cfg string, ready ...string) *hubdProcess {
+func startBinary(t testing.TB, bin, cfg string, ready ...string) *hubdProcess {
 	t.Helper()
 	return startWithEnv(t, bin, cfg, nil, ready...)
 }
 
 // startWithEnv is startBinary with env ("NAME=value") added to the
 // test's environment.
-func startWithEnv(t *testing.T, bin, cfg string, env []string, ready ...string) *hubdProcess {
+func startWithEnv(t testing.TB, bin, cfg string, env []string, ready ...string) *hubdProcess {
 	t.Helper()
 	p := &hubdProcess{out: &logbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run", "-config", cfg)
@@ -112,7 +112,7 @@ func (p *hubdProcess) kill() {
 
 // stop sends SIGTERM and waits up to timeout for a clean exit; it returns
 // the exit error (nil for exit status 0).
-func (p *hubdProcess) stop(t *testing.T, timeout time.Duration) error {
+func (p *hubdProcess) stop(t testing.TB, timeout time.Duration) error {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -125,7 +125,7 @@ func (p *hubdProcess) stop(t *testing.T, timeout time.Duration) error {
 }
 
 // freePort returns a loopback address with a port nobody listens on now.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -136,7 +136,7 @@ func freePort(t *testing.T) string {
 }
 
 // writeConfig writes src as dir/hubd.hcl and returns its path.
-func writeConfig(t *testing.T, dir, src string) string {
+func writeConfig(t testing.TB, dir, src string) string {
 	t.Helper()
 	path := filepath.Join(dir, "hubd.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {

@@ -62,8 +62,11 @@ func (c *sinkConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// Close leaves the open set before the socket closes: the client sees the
+// close only after the connection stopped counting, so that
+// PeakOpenConnections never counts a connection its client already saw
+// closed (a client that reconnects at once).
 func (c *sinkConn) Close() error {
-	err := c.Conn.Close()
 	c.once.Do(func() {
 		s := c.sink
 		s.mu.Lock()
@@ -71,7 +74,7 @@ func (c *sinkConn) Close() error {
 		s.notifyLocked()
 		s.mu.Unlock()
 	})
-	return err
+	return c.Conn.Close()
 }
 
 // connID is the number of the connection under a go-smtp connection, which

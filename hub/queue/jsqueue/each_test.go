@@ -29,7 +29,7 @@ func TestEachVisitsEachMessageOnce(t *testing.T) {
 		}
 	}
 	seen := map[string]int{}
-	err := s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed bool) error {
+	err := s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed, object bool) error {
 		seen[string(m.ID)]++
 		return nil
 	})

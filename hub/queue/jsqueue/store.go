@@ -66,9 +66,10 @@ type Store struct {
 	bodies jetstream.ObjectStore
 	kvRaw  jetstream.Stream // the state bucket's stream, for purges without markers
 
-	mu   sync.Mutex
-	revs map[hub.QueueID]uint64 // owned messages: the state entry's revision (0: none yet)
-	lost func(hub.QueueID)      // SetLost
+	mu      sync.Mutex
+	revs    map[hub.QueueID]uint64 // owned messages: the state entry's revision (0: none yet)
+	objects map[hub.QueueID]bool   // owned messages whose body is in the object store
+	lost    func(hub.QueueID)      // SetLost
 
 	takeover *takeover // takeover.go
 }
@@ -114,7 +115,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.InlineMax == 0 {
 		o.InlineMax = js.Conn().MaxPayload() - 64<<10
 	}
-	s := &Store{o: o, js: js, log: o.Logger.With("component", "jsqueue"), revs: map[hub.QueueID]uint64{}}
+	s := &Store{o: o, js: js, log: o.Logger.With("component", "jsqueue"), revs: map[hub.QueueID]uint64{},
+		objects: map[hub.QueueID]bool{}}
 	var err error
 	s.msgs, err = o.Setup.EnsureStream(ctx, jetstream.StreamConfig{
 		Name: msgStream, Subjects: []string{msgSubject + "*"}, Storage: jetstream.FileStorage,
@@ -259,6 +261,9 @@ func (s *Store) Put(ctx context.Context, m *queue.Message, body io.Reader) error
 	}
 	s.mu.Lock()
 	s.revs[m.ID] = 0
+	if object {
+		s.objects[m.ID] = true
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -314,6 +319,7 @@ func (s *Store) write(ctx context.Context, id hub.QueueID, e stateEntry, what st
 func (s *Store) disown(id hub.QueueID) {
 	s.mu.Lock()
 	delete(s.revs, id)
+	delete(s.objects, id)
 	lost := s.lost
 	s.mu.Unlock()
 	s.log.Warn("message taken over by another hub; this hub stops working on it", "id", id)
@@ -333,24 +339,29 @@ func (s *Store) Remove(id hub.QueueID) error {
 	}
 	s.mu.Lock()
 	delete(s.revs, id)
+	object := s.objects[id]
+	delete(s.objects, id)
 	s.mu.Unlock()
 	// From here the tombstone says the message is gone; a purge that
 	// fails is finished by the next Scan.
-	if err := s.purge(id); err != nil {
+	if err := s.purge(id, object); err != nil {
 		s.log.Warn("removed message not purged yet", "id", id, "err", err)
 	}
 	return nil
 }
 
-// purge deletes what is left of a removed message.
-func (s *Store) purge(id hub.QueueID) error {
+// purge deletes what is left of a removed message (object: its body is
+// in the object store).
+func (s *Store) purge(id hub.QueueID, object bool) error {
 	ctx, cancel := s.ctx(context.Background())
 	defer cancel()
 	if err := s.msgs.Purge(ctx, jetstream.WithPurgeSubject(msgSubject+string(id))); err != nil {
 		return err
 	}
-	if err := s.bodies.Delete(ctx, string(id)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return err
+	if object {
+		if err := s.bodies.Delete(ctx, string(id)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return err
+		}
 	}
 	return s.kvRaw.Purge(ctx, jetstream.WithPurgeSubject("$KV."+stateBucket+"."+string(id)))
 }
@@ -448,6 +459,9 @@ func notFound(id hub.QueueID, err error) error {
 	}
 	return fmt.Errorf("%s: %w", id, err)
 }
+
+// isObject reports whether a record's body is in the object store.
+func isObject(h nats.Header) bool { return h.Get(hdrBody) == "object" }
 
 // decodeRecord reads a message's record header.
 func decodeRecord(id hub.QueueID, h nats.Header) (*queue.Message, string, error) {

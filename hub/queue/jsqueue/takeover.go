@@ -52,10 +52,10 @@ func (s *Store) Live(ctx context.Context) ([]string, error) {
 // merely lapsed with it. Removed messages still in the stream (a Remove
 // whose purge failed) are purged.
 func (s *Store) Scan(ctx context.Context, fn func(*queue.Message) error) error {
-	return s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed bool) error {
+	return s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed, object bool) error {
 		if removed {
 			if owner == s.o.Node {
-				if err := s.purge(m.ID); err != nil {
+				if err := s.purge(m.ID, object); err != nil {
 					s.log.Warn("removed message not purged yet", "id", m.ID, "err", err)
 				}
 			}
@@ -66,6 +66,9 @@ func (s *Store) Scan(ctx context.Context, fn func(*queue.Message) error) error {
 		}
 		s.mu.Lock()
 		s.revs[m.ID] = rev
+		if object {
+			s.objects[m.ID] = true
+		}
 		s.mu.Unlock()
 		return fn(m)
 	})
@@ -75,7 +78,7 @@ func (s *Store) Scan(ctx context.Context, fn func(*queue.Message) error) error {
 // revision of its state entry (0: none) and whether it is removed. The
 // state entries are read first (all of them: O(queue) memory for the
 // length of a scan), then the records, one request each.
-func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string, rev uint64, removed bool) error) error {
+func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string, rev uint64, removed, object bool) error) error {
 	info, err := s.msgs.Info(ctx)
 	if err != nil {
 		return err
@@ -125,7 +128,7 @@ func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string
 			}
 			owner, rev, removed, m.State = se.Owner, e.Revision(), se.Removed, se.State
 		}
-		if err := fn(m, owner, rev, removed); err != nil {
+		if err := fn(m, owner, rev, removed, isObject(raw.Header)); err != nil {
 			return err
 		}
 	}
@@ -285,7 +288,7 @@ func (t *takeover) sweep(live []string, all bool) (left int, err error) {
 	taken := map[string]int{}
 	seen, lost := 0, 0
 	ctx := context.Background()
-	err = s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed bool) error {
+	err = s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed, object bool) error {
 		seen++
 		if removed || alive[owner] {
 			return nil
@@ -309,6 +312,9 @@ func (t *takeover) sweep(live []string, all bool) (left int, err error) {
 		}
 		s.mu.Lock()
 		s.revs[m.ID] = next
+		if object {
+			s.objects[m.ID] = true
+		}
 		s.mu.Unlock()
 		taken[owner]++
 		t.adopt(m, owner)
