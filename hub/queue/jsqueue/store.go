@@ -57,14 +57,15 @@ type Options struct {
 
 // Store is the JetStream queue.Store. See the package comment.
 type Store struct {
-	o      Options
-	js     jetstream.JetStream
-	log    *slog.Logger
-	msgs   jetstream.Stream
-	state  jetstream.KeyValue
-	nodes  jetstream.KeyValue
-	bodies jetstream.ObjectStore
-	kvRaw  jetstream.Stream // the state bucket's stream, for purges without markers
+	o        Options
+	js       jetstream.JetStream
+	log      *slog.Logger
+	msgs     jetstream.Stream
+	state    jetstream.KeyValue
+	nodes    jetstream.KeyValue
+	bodies   jetstream.ObjectStore
+	kvRaw    jetstream.Stream // the state bucket's stream, for purges without markers
+	nodesRaw jetstream.Stream // the nodes bucket's stream, for Live
 
 	mu      sync.Mutex
 	revs    map[hub.QueueID]uint64 // owned messages: the state entry's revision (0: none yet)
@@ -140,6 +141,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if s.nodes, err = o.Setup.EnsureKV(ctx, jetstream.KeyValueConfig{
 		Bucket: nodesBucket, History: 1, TTL: o.NodeTTL, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 	}); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", nodesBucket, err)
+	}
+	if s.nodesRaw, err = js.Stream(ctx, "KV_"+nodesBucket); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", nodesBucket, err)
 	}
 	if s.bodies, err = o.Setup.EnsureObjectStore(ctx, jetstream.ObjectStoreConfig{

@@ -29,16 +29,20 @@ func (s *Store) heartbeat(ctx context.Context) error {
 	return nil
 }
 
-// Live returns the hubs whose heartbeat has not expired, sorted.
+// Live returns the hubs whose heartbeat has not expired, sorted. It asks
+// the bucket's stream leader which subjects it holds (one request; no
+// consumer, which could be placed on a peer that just died).
 func (s *Store) Live(ctx context.Context) ([]string, error) {
 	lctx, cancel := s.ctx(ctx)
 	defer cancel()
-	keys, err := s.nodes.Keys(lctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
+	prefix := "$KV." + nodesBucket + "."
+	info, err := s.nodesRaw.Info(lctx, jetstream.WithSubjectFilter(prefix+">"))
 	if err != nil {
 		return nil, err
+	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, prefix))
 	}
 	slices.Sort(keys)
 	return keys, nil
@@ -86,18 +90,10 @@ func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	states := map[string]jetstream.KeyValueEntry{}
-	w, err := s.state.WatchAll(ctx, jetstream.IgnoreDeletes())
+	states, err := s.allStates(ctx)
 	if err != nil {
 		return err
 	}
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
-		states[e.Key()] = e
-	}
-	w.Stop()
 	// The records one by one, each the next after the last (a direct get
 	// with next_by_subj, which any replica answers): no consumer to place
 	// on a peer that may be the one that just died.
@@ -130,6 +126,39 @@ func (s *Store) each(ctx context.Context, fn func(m *queue.Message, owner string
 		}
 		if err := fn(m, owner, rev, removed, isObject(raw.Header)); err != nil {
 			return err
+		}
+	}
+}
+
+// allStates reads every state entry, bounded by the store's timeout for
+// each entry it waits for (a watch whose consumer was on a hub that just
+// died would otherwise wait for ever).
+func (s *Store) allStates(ctx context.Context) (map[string]jetstream.KeyValueEntry, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := s.state.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	states := map[string]jetstream.KeyValueEntry{}
+	idle := time.NewTimer(s.o.Timeout)
+	defer idle.Stop()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("state watch closed")
+			}
+			if e == nil {
+				return states, nil // the initial values are all in
+			}
+			states[e.Key()] = e
+			idle.Reset(s.o.Timeout)
+		case <-idle.C:
+			return nil, fmt.Errorf("state watch: nothing for %v", s.o.Timeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }
@@ -176,7 +205,7 @@ func (t *takeover) run() {
 	defer tick.Stop()
 	var leftoversAt time.Time
 	prev := map[string]bool{}
-	swept, shrank := false, false
+	swept, shrank, liveFailing := false, false, false
 	for {
 		select {
 		case <-t.stopc:
@@ -191,8 +220,13 @@ func (t *takeover) run() {
 		}
 		live, err := s.Live(context.Background())
 		if err != nil {
+			if !liveFailing {
+				s.log.Warn("cannot list the live hubs; take-overs wait", "err", err)
+			}
+			liveFailing = true
 			continue
 		}
+		liveFailing = false
 		cur := map[string]bool{}
 		for _, n := range live {
 			cur[n] = true
