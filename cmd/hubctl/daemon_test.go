@@ -171,3 +171,33 @@ func TestHubctlDaemonCommands(t *testing.T) {
 	r = runBin(t, hubctl, "-socket", gone, "status")
 	expect(r, 69, "", "hubctl: cannot reach hubd's admin API at "+gone+": ")
 }
+
+// TestHubctlClusterStatusLocal: `hubctl cluster status` on a single hub
+// says that the queue engine is local (table and --json), and `hubctl
+// status` names the engine; a wrong subcommand is a usage error.
+func TestHubctlClusterStatusLocal(t *testing.T) {
+	hubctl, _ := daemonTestBinaries(t)
+	h := admintest.Start(t, daemonHCL)
+	ctl := func(args ...string) result {
+		t.Helper()
+		return runBin(t, hubctl, append([]string{"-socket", h.Socket}, args...)...)
+	}
+	r := ctl("cluster", "status")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "queue engine: local\nthe queue engine is local: ") || r.stderr != "" {
+		t.Errorf("cluster status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = ctl("cluster", "status", "--json")
+	var cs admin.ClusterStatus
+	if err := json.Unmarshal([]byte(r.stdout), &cs); err != nil || r.code != 0 || cs.Engine != "local" || cs.Note == "" {
+		t.Errorf("cluster status --json: exit %d %v\n%s", r.code, err, r.stdout)
+	}
+	r = ctl("status")
+	if r.code != 0 || !strings.Contains(r.stdout, "\nqueue engine:  local (this hub's spool)\n") {
+		t.Errorf("status:\n%s", r.stdout)
+	}
+	for _, args := range [][]string{{"cluster"}, {"cluster", "show"}, {"cluster", "status", "x"}} {
+		if r := ctl(args...); r.code != 64 || !strings.Contains(r.stderr, "usage: hubctl cluster status [--json]") {
+			t.Errorf("%v: exit %d %q", args, r.code, r.stderr)
+		}
+	}
+}

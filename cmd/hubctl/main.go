@@ -1,6 +1,6 @@
 // Command hubctl operates a running hubd through its admin API
 // (docs/admin-api.md): the queue viewer, connectors, routes, the tracking
-// log, reload and status. Tables by default, --json on every command.
+// log, reload, status and the queue cluster. Tables by default, --json on every command.
 //
 //	hubctl [-socket PATH | -url URL -token-file F] [--json] COMMAND ...
 package main
@@ -32,6 +32,7 @@ var commands = map[string]func(e *env, args []string) int{
 	"track":     cmdTrack,     // track.go
 	"connector": cmdConnector, // connector.go
 	"status":    cmdStatus,    // status.go
+	"cluster":   cmdCluster,   // cluster.go
 	"reload":    cmdReload,    // reload.go
 	"routes":    cmdRoutes,    // routes.go
 	"config":    cmdConfig,    // config.go
@@ -98,5 +99,6 @@ func usage(w io.Writer) {
   config check PATH
   reload
   status
+  cluster status
 `)
 }

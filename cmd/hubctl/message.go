@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -71,21 +72,33 @@ func messageList(e *env, args []string) int {
 		for _, m := range l.Messages {
 			fmt.Fprintln(e.stdout, m.ID)
 		}
+		unanswered(e, l.Unanswered, "their messages are missing from this listing")
 		nextPage(e, f, older, *quiet, l)
 		return exitOK
 	}
+	// On a cluster, the hub that owns each message.
+	cluster := slices.ContainsFunc(l.Messages, func(m ops.MessageSummary) bool { return m.Node != "" })
 	now := time.Now()
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tSIZE\tFROM\tRECIPIENTS\tQUEUE\tLAST ERROR")
+	head := "ID\tSTATE\tAGE\tSIZE\tFROM\tRECIPIENTS\tQUEUE\tLAST ERROR"
+	if cluster {
+		head = "ID\tNODE\tSTATE\tAGE\tSIZE\tFROM\tRECIPIENTS\tQUEUE\tLAST ERROR"
+	}
+	fmt.Fprintln(tw, head)
 	for _, m := range l.Messages {
 		var rcpts []string
 		for _, r := range m.Recipients {
 			rcpts = append(rcpts, r.Address)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", m.ID, m.State, age(now, m.Arrived), m.Size,
+		id := m.ID
+		if cluster {
+			id += "\t" + m.Node
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", id, m.State, age(now, m.Arrived), m.Size,
 			sender(m.From), summarise(rcpts), strings.Join(m.Queues, ","), clip(m.LastError, 50))
 	}
 	tw.Flush()
+	unanswered(e, l.Unanswered, "their messages are missing from this listing")
 	nextPage(e, f, older, *quiet, l)
 	return exitOK
 }
@@ -197,6 +210,7 @@ func printDetail(w io.Writer, d ops.MessageDetail, now time.Time) {
 		}
 	}
 	line("Queue ID", d.ID)
+	line("Node", d.Node)
 	line("State", d.State)
 	line("Arrived", d.Arrived.Format(time.RFC3339)+" ("+age(now, d.Arrived)+" ago)")
 	line("Size", strconv.FormatInt(d.Size, 10))

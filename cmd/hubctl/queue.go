@@ -52,6 +52,9 @@ func cmdQueue(e *env, args []string) int {
 				age(now, q.Oldest), until(now, q.NextRetry), clip(q.LastError, 60))
 		}
 		tw.Flush()
+		if len(qs) > 0 {
+			unanswered(e, qs[0].Unanswered, "their share is missing from the counts")
+		}
 		return exitOK
 	case "retry", "suspend", "resume":
 		if len(pos) != 1 {
@@ -137,4 +140,11 @@ func readIDs(ids []string, r io.Reader) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// unanswered warns on stderr that a cluster's hubs did not answer.
+func unanswered(e *env, hubs []string, what string) {
+	if len(hubs) > 0 {
+		fmt.Fprintf(e.stderr, "hubctl: warning: hubs %s did not answer in time: %s\n", strings.Join(hubs, ", "), what)
+	}
 }

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
+
+	"hubd/internal/admin"
 )
 
 // cmdStatus is `hubctl status`: what runs, since when, on which
-// configuration, and the overrides in force.
+// configuration, the queue engine (on a cluster: whether it has its
+// quorum), and the overrides in force.
 func cmdStatus(e *env, args []string) int {
 	rest, err := parseInterspersed(newFlags(e, "status"), args)
 	if err != nil {
@@ -31,6 +35,7 @@ func cmdStatus(e *env, args []string) int {
 	fmt.Fprintf(w, "back pressure: %s\n", st.BackPressure)
 	fmt.Fprintf(w, "queue:         %d messages, %d recipients pending, %d poisoned, %d held\n",
 		st.Messages, st.Recipients, st.Poisoned, st.Held)
+	fmt.Fprintf(w, "queue engine:  %s\n", queueEngine(st.Queue))
 	if len(st.Overrides) == 0 {
 		fmt.Fprintln(w, "overrides:     none (everything as the config says)")
 	}
@@ -42,4 +47,24 @@ func cmdStatus(e *env, args []string) int {
 		fmt.Fprintf(w, "%s %s\n", label, o)
 	}
 	return 0
+}
+
+// queueEngine is the queue engine's line of status: local, or on a
+// cluster this hub's node and whether the cluster has the quorum to take
+// its writes, and if not why.
+func queueEngine(q admin.QueueStatus) string {
+	switch {
+	case q.Engine != admin.EngineJetStream:
+		return cmp.Or(q.Engine, admin.EngineLocal) + " (this hub's spool)"
+	case q.Quorum == nil:
+		return "jetstream, node " + q.Node
+	}
+	since := ""
+	if !q.Since.IsZero() {
+		since = " since " + q.Since.Format(time.RFC3339)
+	}
+	if *q.Quorum {
+		return "jetstream, node " + q.Node + ": quorum" + since + " (hubctl cluster status for the nodes)"
+	}
+	return "jetstream, node " + q.Node + ": NO QUORUM" + since + ": " + q.Error
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"hubd/hub/tracking"
+	"hubd/internal/admin"
 	"hubd/internal/smtpsink"
 )
 
@@ -456,4 +458,17 @@ func waitLog(t *testing.T, p *hubdProcess, want, why string) {
 		}
 		<-tick.C
 	}
+}
+
+// clusterStatus asks hub n's admin API (its default socket, admin.sock
+// beside the spool) for GET /v1/cluster.
+func clusterStatus(t *testing.T, n *clusterNode) admin.ClusterStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := admin.NewClient(filepath.Join(n.dir, "admin.sock"), "").Cluster(ctx)
+	if err != nil {
+		t.Fatalf("hub %s: cluster status: %v", n.name, err)
+	}
+	return st
 }

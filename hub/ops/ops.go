@@ -115,6 +115,10 @@ type QueueInfo struct {
 	Oldest     time.Time `json:"oldest,omitzero"`    // arrival of its oldest message
 	NextRetry  time.Time `json:"next_retry,omitzero"`
 	LastError  string    `json:"last_error,omitempty"`
+	// Unanswered, on a cluster, names the hubs that did not answer in
+	// time: their share of the queue is missing from the counts
+	// (internal/clusterops). A single hub leaves it empty.
+	Unanswered []string `json:"unanswered,omitempty"`
 }
 
 // Message states, for MessageSummary.State and MessageFilter.State.
@@ -144,6 +148,10 @@ type MessageList struct {
 	// Next, when Truncated, is the position of the last message listed:
 	// the After of the next page.
 	Next string `json:"next,omitempty"`
+	// Unanswered, on a cluster, names the hubs that did not answer in
+	// time: their messages are missing from the page (and from the pages
+	// before the one they answer again). A single hub leaves it empty.
+	Unanswered []string `json:"unanswered,omitempty"`
 }
 
 // Position is a place in the listing order (see Paging). Arrived zero:
@@ -193,6 +201,10 @@ type MessageSummary struct {
 	Recipients []RecipientSummary `json:"recipients"`       // pending ones only
 	NextRetry  time.Time          `json:"next_retry,omitzero"`
 	LastError  string             `json:"last_error,omitempty"` // the latest reply among its pending recipients
+	// Node, on a cluster, is the hub that owns the message (its transport
+	// works on it: internal/clusterops); empty on a single hub. A
+	// MessageDetail has it too, through its MessageSummary.
+	Node string `json:"node,omitempty"`
 }
 
 // RecipientSummary is one recipient in a listing.

@@ -8,6 +8,7 @@
 // # Endpoints (all under /v1; JSON in and out; errors as Error)
 //
 //	GET  /v1/status                       Status
+//	GET  /v1/cluster                      ClusterStatus
 //	GET  /v1/queues                       []ops.QueueInfo
 //	POST /v1/queues/{name}/retry          {"resubmit":bool} → ActionResult
 //	POST /v1/queues/{name}/suspend        ActionResult
@@ -52,6 +53,10 @@ type Daemon interface {
 	// Reload loads the configuration file again and puts it in force if it
 	// is valid; the result says what changed or why it was refused.
 	Reload(ctx context.Context) (ReloadResult, error)
+	// Cluster is the queue cluster as this hub sees it: its NATS nodes,
+	// quorum, streams and live hubs; on a single hub only that the queue
+	// engine is local.
+	Cluster(ctx context.Context) (ClusterStatus, error)
 }
 
 // Error is the body of every non-2xx reply.
@@ -71,20 +76,99 @@ type ActionResult struct {
 
 // Status is `hubctl status`.
 type Status struct {
-	Version      string    `json:"version"`
-	PID          int       `json:"pid"`
-	Started      time.Time `json:"started"`
-	Uptime       int64     `json:"uptime_seconds"`
-	Hostname     string    `json:"hostname"`
-	ConfigPath   string    `json:"config_path"`
-	ConfigHash   string    `json:"config_hash"` // sha256 of the files in force, "sha256:<hex>"
-	ConfigLoaded time.Time `json:"config_loaded"`
-	BackPressure string    `json:"back_pressure"` // "normal", "medium", "high"
-	Messages     int       `json:"messages"`
-	Recipients   int       `json:"recipients"` // pending
-	Poisoned     int       `json:"poisoned"`
-	Held         int       `json:"held"`
-	Overrides    []string  `json:"overrides,omitempty"` // runtime overrides in force, e.g. "connector inbound stopped"
+	Version      string      `json:"version"`
+	PID          int         `json:"pid"`
+	Started      time.Time   `json:"started"`
+	Uptime       int64       `json:"uptime_seconds"`
+	Hostname     string      `json:"hostname"`
+	ConfigPath   string      `json:"config_path"`
+	ConfigHash   string      `json:"config_hash"` // sha256 of the files in force, "sha256:<hex>"
+	ConfigLoaded time.Time   `json:"config_loaded"`
+	BackPressure string      `json:"back_pressure"` // "normal", "medium", "high"
+	Messages     int         `json:"messages"`
+	Recipients   int         `json:"recipients"` // pending
+	Poisoned     int         `json:"poisoned"`
+	Held         int         `json:"held"`
+	Overrides    []string    `json:"overrides,omitempty"` // runtime overrides in force, e.g. "connector inbound stopped"
+	Queue        QueueStatus `json:"queue"`
+}
+
+// Queue engines, for QueueStatus and ClusterStatus.
+const (
+	EngineLocal     = "local"     // the spool under hub.spool_dir
+	EngineJetStream = "jetstream" // a queue shared by the hubs of a cluster
+)
+
+// QueueStatus is the queue engine in Status.
+type QueueStatus struct {
+	Engine string `json:"engine"`         // EngineLocal or EngineJetStream
+	Node   string `json:"node,omitempty"` // jetstream: this hub's name in the cluster
+	// Quorum (jetstream only): this hub's last heartbeat was acknowledged,
+	// so the cluster has the quorum to store its writes. It makes no
+	// request: it lags the cluster by a few seconds (a heartbeat every
+	// NodeTTL/5, each waiting up to the queue's write timeout).
+	Quorum *bool `json:"quorum,omitempty"`
+	// Since is when Quorum became what it is (jetstream only).
+	Since time.Time `json:"since,omitzero"`
+	// Error, without quorum, is why: the last heartbeat's error, or that
+	// the connection to NATS is down.
+	Error string `json:"error,omitempty"`
+}
+
+// ClusterStatus is `hubctl cluster status`: the JetStream queue as this
+// hub sees it (internal/natsnode.Status, the live hubs of
+// hub/queue/jsqueue). On a single hub only Engine and Note are set.
+type ClusterStatus struct {
+	Engine string `json:"engine"`         // EngineLocal or EngineJetStream
+	Note   string `json:"note,omitempty"` // EngineLocal: what that means
+	Node   string `json:"node,omitempty"` // this hub's name
+	// Hubs are the hubs whose heartbeat is live, sorted; HubsError says
+	// why they are not known.
+	Hubs      []string `json:"hubs,omitempty"`
+	HubsError string   `json:"hubs_error,omitempty"`
+
+	// The NATS side, as natsnode.Status reports it.
+	Mode      string `json:"mode,omitempty"` // "embedded" or "external"
+	Connected bool   `json:"connected"`
+	Server    string `json:"server,omitempty"`  // the NATS server this hub is connected to
+	Cluster   string `json:"cluster,omitempty"` // its cluster's name
+	// Quorum: JetStream can take writes (the meta group has a leader and a
+	// majority of its peers are up).
+	Quorum       bool   `json:"quorum"`
+	MetaLeader   string `json:"meta_leader,omitempty"`
+	ClusterSize  int    `json:"cluster_size,omitempty"`
+	QuorumNeeded int    `json:"quorum_needed,omitempty"`
+	// PeersFrom names the server whose view Peers is (the meta leader's
+	// when it answered).
+	PeersFrom string          `json:"peers_from,omitempty"`
+	Peers     []ClusterPeer   `json:"peers,omitempty"`
+	Streams   []ClusterStream `json:"streams,omitempty"`
+	// Errors are what could not be found out.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// ClusterPeer is a member of a Raft group: the meta group's NATS servers,
+// or a stream's replicas.
+type ClusterPeer struct {
+	Name    string `json:"name"`
+	Leader  bool   `json:"leader,omitempty"`
+	Current bool   `json:"current"` // caught up with the leader, heard from recently
+	Offline bool   `json:"offline,omitempty"`
+	// ActiveNS is how long ago the viewer last heard from it, in
+	// nanoseconds.
+	ActiveNS time.Duration `json:"active_ns,omitempty"`
+	Lag      uint64        `json:"lag,omitempty"` // Raft entries behind the leader
+}
+
+// ClusterStream is a stream's replication state.
+type ClusterStream struct {
+	Name     string        `json:"name"`
+	Replicas int           `json:"replicas,omitempty"`
+	Leader   string        `json:"leader,omitempty"` // "" while it has none
+	Quorum   bool          `json:"quorum"`
+	Messages uint64        `json:"messages"`
+	Peers    []ClusterPeer `json:"peers,omitempty"`
+	Error    string        `json:"error,omitempty"`
 }
 
 // ConnectorInfo is one receive connector (Exchange Get-ReceiveConnector).

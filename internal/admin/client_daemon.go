@@ -18,6 +18,13 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// Cluster is GET /v1/cluster.
+func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
+	var st ClusterStatus
+	err := c.Do(ctx, http.MethodGet, "/v1/cluster", nil, nil, &st)
+	return st, err
+}
+
 // Connectors is GET /v1/connectors.
 func (c *Client) Connectors(ctx context.Context) ([]ConnectorInfo, error) {
 	var list []ConnectorInfo

@@ -23,6 +23,7 @@ import (
 // daemonRoutes registers the daemon half of the API (served over Daemon).
 func (s *Server) daemonRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
 	mux.HandleFunc("GET /v1/connectors", s.handleConnectors)
 	mux.HandleFunc("POST /v1/connectors/{name}/stop", s.connectorAction(Daemon.StopConnector,
 		"stopped (runtime override; config says enabled): gone at the next reload or restart"))
@@ -35,6 +36,11 @@ func (s *Server) daemonRoutes(mux *http.ServeMux) {
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := s.daemon.Status(r.Context())
+	s.reply(w, r, st, err)
+}
+
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	st, err := s.daemon.Cluster(r.Context())
 	s.reply(w, r, st, err)
 }
 

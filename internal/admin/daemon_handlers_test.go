@@ -370,3 +370,39 @@ func TestAPIRoutesAndTrack(t *testing.T) {
 }
 
 type trackingEvent struct{ event, queueID, sender, messageID string }
+
+// TestAPIClusterLocal: on a single hub GET /v1/cluster says that the
+// queue engine is local, and status's queue section the same, without a
+// quorum to report.
+func TestAPIClusterLocal(t *testing.T) {
+	h := admintest.Start(t, hubHCL("", ""))
+	ctx := context.Background()
+	cs, err := h.Client.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.Engine != admin.EngineLocal || !strings.Contains(cs.Note, "the queue engine is local") || cs.Node != "" ||
+		cs.Quorum || cs.Streams != nil || cs.Hubs != nil {
+		t.Errorf("cluster on a single hub: %+v", cs)
+	}
+	var raw map[string]any
+	if err := h.Client.Do(ctx, http.MethodGet, "/v1/cluster", nil, nil, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw["engine"] != "local" {
+		t.Errorf("GET /v1/cluster: %v", raw)
+	}
+	st, err := h.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Queue != (admin.QueueStatus{Engine: admin.EngineLocal}) {
+		t.Errorf("status queue on a single hub: %+v", st.Queue)
+	}
+	if err := h.Client.Do(ctx, http.MethodGet, "/v1/status", nil, nil, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := raw["queue"].(map[string]any); len(q) != 1 || q["engine"] != "local" {
+		t.Errorf("status JSON queue: %v", raw["queue"])
+	}
+}

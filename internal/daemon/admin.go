@@ -38,6 +38,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	for _, name := range d.Transport.Suspended() {
 		st.Overrides = append(st.Overrides, "queue "+name+" suspended (runtime override); gone at restart")
 	}
+	st.Queue = d.queueStatus()
 	return st, nil
 }
 

@@ -29,6 +29,7 @@ import (
 	"hubd/hub/tracking"
 	"hubd/hub/transport"
 	"hubd/internal/admin"
+	"hubd/internal/clusterops"
 	"hubd/internal/maildrop"
 	"hubd/internal/natsnode"
 	"hubd/internal/resolver"
@@ -89,10 +90,11 @@ type Daemon struct {
 	smtp        *smtpout.Deliverer
 	lmtp        *lmtp.Deliverer
 	Pressure    *backpressure.Monitor
-	admin       *admin.Server  // the admin API (internal/admin), started last
-	nats        *natsnode.Node // the JetStream queue's NATS node (cluster.go); nil on the local spool
-	jsq         *jsqueue.Store // the JetStream queue; nil on the local spool
-	slots       *jsqueue.Slots // next hops' connection slots shared by the cluster; nil on the local spool
+	admin       *admin.Server     // the admin API (internal/admin), started last
+	nats        *natsnode.Node    // the JetStream queue's NATS node (cluster.go); nil on the local spool
+	jsq         *jsqueue.Store    // the JetStream queue; nil on the local spool
+	slots       *jsqueue.Slots    // next hops' connection slots shared by the cluster; nil on the local spool
+	cops        *clusterops.Queue // the cluster's queue for the admin API, serving the other hubs; nil on the local spool
 	Pickup      *maildrop.Pickup
 }
 
@@ -188,14 +190,23 @@ func Start(ctx context.Context, cfg *policy.Config, opts Options) (*Daemon, erro
 	return d, nil
 }
 
-// startAdmin serves the admin API (queue half over the transport, daemon
-// half over d) on the configured socket and, optionally, TCP. Its settings
-// are read at start; a reload that changes them needs a restart.
+// startAdmin serves the admin API (queue half over the transport, or on a
+// cluster over the whole cluster's queue; daemon half over d) on the
+// configured socket and, optionally, TCP. Its settings are read at start;
+// a reload that changes them needs a restart.
 func (d *Daemon) startAdmin(cfg *policy.Config) error {
 	a := cfg.Admin
-	d.admin = admin.New(admin.Options{Queue: d.Transport, Daemon: d, Logger: d.log})
-	return d.admin.Listen(admin.ListenConfig{Socket: a.Socket, SocketMode: a.SocketMode, SocketGID: a.SocketGID,
+	q, err := d.opsQueue()
+	if err != nil {
+		return err
+	}
+	d.admin = admin.New(admin.Options{Queue: q, Daemon: d, Logger: d.log})
+	err = d.admin.Listen(admin.ListenConfig{Socket: a.Socket, SocketMode: a.SocketMode, SocketGID: a.SocketGID,
 		TCP: a.Listen, Token: a.Token})
+	if err != nil {
+		d.closeOps()
+	}
+	return err
 }
 
 // AdminSocket is the admin API's Unix socket path ("" when none), and
@@ -219,6 +230,7 @@ func (d *Daemon) Shutdown(ctx context.Context, deliveryGrace time.Duration) erro
 	if err := d.admin.Shutdown(ctx); err != nil {
 		d.log.Warn("admin API shutdown", "err", err)
 	}
+	d.closeOps() // the other hubs' requests, before the transport that answers them
 	errSvc := d.Service.Shutdown(ctx)
 	d.Pickup.Stop(ctx) // before the transport it feeds; an unfinished file stays for the next start
 	dctx, cancel := context.WithTimeout(context.Background(), deliveryGrace)

@@ -74,6 +74,12 @@ func mailq(o *options, std IO) error {
 		if err != nil {
 			return fail(ExUnavailable, "cannot list the queue through hubd's admin API at %s: %v (is hubd running?)", cfg.AdminSocket, err)
 		}
+		if len(list.Unanswered) > 0 && std.Stderr != nil {
+			// A cluster's hubs that did not answer: the listing lacks
+			// their messages.
+			fmt.Fprintf(std.Stderr, "mailq: warning: hubs %s did not answer in time; their messages are not listed\n",
+				strings.Join(list.Unanswered, ", "))
+		}
 		if o.json {
 			if err := WriteQueueJSON(std.Stdout, list); err != nil {
 				return err

@@ -228,3 +228,49 @@ func waitFor(t *testing.T, cond func() bool) {
 		<-tick.C
 	}
 }
+
+// TestHealth: Health says the heartbeat is acknowledged from Open on,
+// and once the cluster is gone that it fails, since when and why.
+func TestHealth(t *testing.T) {
+	ns := startServer(t, t.TempDir())
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := time.Now()
+	s, err := Open(context.Background(), Options{Setup: PlainSetup(js), Node: "a", Replicas: 1,
+		NodeTTL: 250 * time.Millisecond, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if ok, since, lastErr := s.Health(); !ok || since.Before(opened) || lastErr != "" {
+		t.Fatalf("after Open: %v %v %q", ok, since, lastErr)
+	}
+	s.StartTakeover(func(*queue.Message, string) {})
+	time.Sleep(150 * time.Millisecond) // a heartbeat or two
+	if ok, _, lastErr := s.Health(); !ok || lastErr != "" {
+		t.Fatalf("while beating: %v %q", ok, lastErr)
+	}
+	down := time.Now()
+	ns.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok, since, lastErr := s.Health()
+		if !ok {
+			if since.Before(down) || !strings.Contains(lastErr, "heartbeat of a: queue cluster did not acknowledge the write") {
+				t.Errorf("failing since %v (down at %v): %q", since, down, lastErr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Health still ok 5s after the server shut down")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -174,10 +174,40 @@ type takeover struct {
 
 	mu    sync.Mutex
 	since time.Time // the heartbeat has been acknowledged since; zero while it fails
+	// For Health: the last heartbeat's error ("" when acknowledged), and
+	// since when the heartbeat has been acknowledged, or failing.
+	beatErr   string
+	beatSince time.Time
 }
 
+// newTakeover is called once Open's heartbeat was acknowledged.
 func newTakeover(s *Store) *takeover {
-	return &takeover{s: s, stopc: make(chan struct{}), done: make(chan struct{})}
+	return &takeover{s: s, stopc: make(chan struct{}), done: make(chan struct{}), beatSince: s.o.Clock()}
+}
+
+// Health reports whether this hub's last heartbeat was acknowledged (the
+// cluster had the quorum to store it), since when the heartbeat has been
+// acknowledged, or failing, and while it fails the last heartbeat's error.
+// It makes no request: it lags the cluster by up to a heartbeat interval
+// (NodeTTL/5) plus a write's timeout.
+func (s *Store) Health() (ok bool, since time.Time, lastErr string) {
+	t := s.takeover
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.beatErr == "", t.beatSince, t.beatErr
+}
+
+// setBeat records a heartbeat's outcome for Health.
+func (t *takeover) setBeat(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if (err == nil) != (t.beatErr == "") {
+		t.beatSince = t.s.o.Clock()
+	}
+	t.beatErr = ""
+	if err != nil {
+		t.beatErr = err.Error()
+	}
 }
 
 // StartTakeover starts the heartbeat loop; adopt is given each message
@@ -275,7 +305,9 @@ func (t *takeover) beat() {
 			return
 		case <-tick.C:
 		}
-		if err := s.heartbeat(context.Background()); err != nil {
+		err := s.heartbeat(context.Background())
+		t.setBeat(err)
+		if err != nil {
 			if !failing {
 				s.log.Error("heartbeat not acknowledged: if this lasts, other hubs take this hub's messages over", "err", err)
 			}
