@@ -11,9 +11,13 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	gosmtp "github.com/emersion/go-smtp"
+
+	"hubd/hub/ops"
 	"hubd/hub/tracking"
 	"hubd/internal/admin"
 	"hubd/internal/smtpsink"
@@ -427,10 +431,25 @@ func TestClusterWithoutQuorumRefuses(t *testing.T) {
 		t.Fatalf("without quorum: %v, want 451 4.3.0", err)
 	}
 	waitLog(t, a.p, "queue cluster did not acknowledge", "hub a's log does not say why it refused")
+	// hubctl status says so too, with the reason (it follows the
+	// heartbeat, a few seconds behind).
+	client := admin.NewClient(filepath.Join(a.dir, "admin.sock"), "")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := client.Status(context.Background())
+		if err == nil && st.Queue.Quorum != nil && !*st.Queue.Quorum && st.Queue.Error != "" {
+			t.Logf("hubctl status without quorum: %s", st.Queue.Error)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hub a's status still shows quorum 30s after two hubs died: %+v %v", st.Queue, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the status
+	}
 	// Quorum back: a accepts again, and everything it acknowledged is
 	// delivered.
 	nodes[1].start(t)
-	deadline := time.Now().Add(60 * time.Second)
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		if err := sendRelay(a.smtp, "after"); err == nil {
 			break
@@ -471,4 +490,101 @@ func clusterStatus(t *testing.T, n *clusterNode) admin.ClusterStatus {
 		t.Fatalf("hub %s: cluster status: %v", n.name, err)
 	}
 	return st
+}
+
+// From any hub, the admin API (hubctl, mailq) shows and acts on the whole
+// queue, and the cluster status names every hub and replica.
+func TestClusterQueueFromAnyHub(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped in -short mode")
+	}
+	var open atomic.Bool // the sink defers everything until opened
+	sink := smtpsink.Start(t, smtpsink.Options{Data: func(string, []string, []byte) error {
+		if open.Load() {
+			return nil
+		}
+		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "not yet"}
+	}})
+	nodes := startCluster(t, sink)
+	for _, n := range nodes {
+		for i := 0; i < 2; i++ {
+			if err := sendRelay(n.smtp, fmt.Sprintf("%s-%d", n.name, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st := clusterStatus(t, nodes[0])
+	if !st.Quorum || strings.Join(st.Hubs, ",") != "a,b,c" {
+		t.Errorf("cluster status from a: quorum %v, hubs %v", st.Quorum, st.Hubs)
+	}
+	for _, s := range st.Streams {
+		if s.Replicas != 3 || s.Leader == "" {
+			t.Errorf("stream %s: %d replicas, leader %q", s.Name, s.Replicas, s.Leader)
+		}
+	}
+
+	// Hub a lists the six messages of the three hubs, each with its owner.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a := admin.NewClient(filepath.Join(nodes[0].dir, "admin.sock"), "")
+	var list ops.MessageList
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		if list, err = a.Messages(ctx, ops.MessageFilter{}); err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Messages) == 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // polling the listing
+	}
+	owners := map[string]int{}
+	var ofC string
+	for _, m := range list.Messages {
+		owners[m.Node]++
+		if m.Node == "c" {
+			ofC = m.ID
+		}
+	}
+	if len(list.Messages) != 6 || owners["a"] != 2 || owners["b"] != 2 || owners["c"] != 2 {
+		t.Fatalf("hub a lists %d messages by owner %v, want 2 of each hub", len(list.Messages), owners)
+	}
+	// Hub a holds one of c's messages: c has it held.
+	res, err := a.MessageAction(ctx, "hold", []string{ofC}, false)
+	if err != nil || len(res) != 1 || !res[0].OK {
+		t.Fatalf("hold of c's message from a: %+v %v", res, err)
+	}
+	c := admin.NewClient(filepath.Join(nodes[2].dir, "admin.sock"), "")
+	d, err := c.Message(ctx, ofC)
+	if err != nil || d.State != ops.StateHeld || d.Node != "c" {
+		t.Fatalf("c's view of the message a held: state %q node %q, %v", d.State, d.Node, err)
+	}
+	open.Store(true)
+	if res, err := a.MessageAction(ctx, "release", []string{ofC}, false); err != nil || !res[0].OK {
+		t.Fatalf("release from a: %+v %v", res, err)
+	}
+	for _, n := range nodes {
+		if res, err := a.MessageAction(ctx, "retry", idsOf(list, n.name), false); err != nil {
+			t.Fatalf("retry from a: %+v %v", res, err)
+		}
+	}
+	want := map[string]string{}
+	for _, n := range nodes {
+		for i := 0; i < 2; i++ {
+			want[fmt.Sprintf("%s-%d", n.name, i)] = n.name
+		}
+	}
+	waitAllDelivered(t, sink, want, 60*time.Second, "after the sink opened")
+}
+
+// idsOf is the ids of list's messages owned by node.
+func idsOf(list ops.MessageList, node string) []string {
+	var ids []string
+	for _, m := range list.Messages {
+		if m.Node == node {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
 }
