@@ -3,8 +3,9 @@
 // any instant loses nothing that was acknowledged (DESIGN.md invariants 1–3).
 //
 // The Store interface is the seam: the transport codes against it, and a
-// replicated backend (e.g. on NATS JetStream) can replace the disk spool
-// without touching the transport or the categorizer. DiskStore is the
+// replicated backend replaces the disk spool without touching the
+// transport or the categorizer (hub/queue/jsqueue: several hubs on NATS
+// JetStream, docs/cluster.md). DiskStore is the
 // embedded default; LogStore (log.go) is the log-structured spool of
 // docs/queue.md ("Design outline"), which keeps the same contract with one
 // fdatasync per group commit and imports a disk spool it is opened on.

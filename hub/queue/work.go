@@ -21,14 +21,16 @@
 //
 // # NATS JetStream
 //
-// Work is shaped so that an engine on JetStream (several hubs sharing one
-// queue) can implement it: Claim ≈ a pull consumer's Fetch(max); ttl ≈
-// AckWait; Extend ≈ InProgress; Defer ≈ NakWithDelay(until-now); Done ≈
-// Ack, after the state write; Lapsed ≈ NumDelivered-1; Rev ≈ the stream
-// sequence or KV revision that a state write is made conditional on;
-// Schedule of a leased message ≈ a "due" field in the message's KV entry;
-// SetNote ≈ another field of that entry, written with the Defer that
-// releases the message; Forget ≈ a purge by subject, or an Ack.
+// Work was shaped so that an engine on JetStream could implement it (Claim
+// ≈ a pull consumer's Fetch, ttl ≈ AckWait, Defer ≈ NakWithDelay, Lapsed ≈
+// NumDelivered-1). The JetStream engine that was built (hub/queue/jsqueue,
+// docs/cluster.md) keeps Work in-process instead: hubs share the queue by
+// owning messages, each hub's transport leases its own messages through
+// LocalWork, and the fencing of two owners moved to the store's state
+// writes (conditional on the KV revision, queue.ErrLeaseLost on a lost
+// race). A next hop's Retry, parking and connection count stay in one
+// transport that way; per-stage pull consumers would have spread them over
+// every hub.
 
 package queue
 
