@@ -307,13 +307,8 @@ func TestClusterKillANodeLosesNothing(t *testing.T) {
 	}()
 	waitCount := func(n int, why string) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for len(load.snapshot()) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: only %d messages acknowledged", why, len(load.snapshot()))
-			}
-			time.Sleep(20 * time.Millisecond) // polling the clients' progress
-		}
+		waitWithin(t, 60*time.Second, 20*time.Millisecond, func() bool { return len(load.snapshot()) >= n },
+			fmt.Sprintf("%d messages acknowledged %s", n, why))
 	}
 	waitCount(200, "before the first kill")
 
@@ -434,30 +429,19 @@ func TestClusterWithoutQuorumRefuses(t *testing.T) {
 	// hubctl status says so too, with the reason (it follows the
 	// heartbeat, a few seconds behind).
 	client := admin.NewClient(filepath.Join(a.dir, "admin.sock"), "")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitWithin(t, 30*time.Second, 100*time.Millisecond, func() bool {
 		st, err := client.Status(context.Background())
 		if err == nil && st.Queue.Quorum != nil && !*st.Queue.Quorum && st.Queue.Error != "" {
 			t.Logf("hubctl status without quorum: %s", st.Queue.Error)
-			break
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hub a's status still shows quorum 30s after two hubs died: %+v %v", st.Queue, err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the status
-	}
+		return false
+	}, "hub a's status to show no quorum, with the reason")
 	// Quorum back: a accepts again, and everything it acknowledged is
 	// delivered.
 	nodes[1].start(t)
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		if err := sendRelay(a.smtp, "after"); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("hub a still refusing 60s after quorum returned: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond) // polling: each refusal is a full SMTP transaction
-	}
+	waitWithin(t, 60*time.Second, 200*time.Millisecond, func() bool { return sendRelay(a.smtp, "after") == nil },
+		"hub a to accept again once the quorum returned")
 	waitAllDelivered(t, sink, map[string]string{"before": "a", "after": "a"}, 60*time.Second, "after quorum returned")
 	if delivered(sink)["no-quorum"] != 0 {
 		t.Error("the refused message was delivered")
@@ -528,17 +512,13 @@ func TestClusterQueueFromAnyHub(t *testing.T) {
 	defer cancel()
 	a := admin.NewClient(filepath.Join(nodes[0].dir, "admin.sock"), "")
 	var list ops.MessageList
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitWithin(t, 30*time.Second, 50*time.Millisecond, func() bool {
 		var err error
 		if list, err = a.Messages(ctx, ops.MessageFilter{}); err != nil {
 			t.Fatal(err)
 		}
-		if len(list.Messages) == 6 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond) // polling the listing
-	}
+		return len(list.Messages) == 6
+	}, "hub a to list the six messages of the three hubs")
 	owners := map[string]int{}
 	var ofC string
 	for _, m := range list.Messages {

@@ -58,17 +58,9 @@ func runEngineLoad(b *testing.B, sink *smtpsink.Sink, nodes []*clusterNode) {
 	// Warm up: one message through each hub (a cluster that just formed
 	// may still be electing its streams' leaders: 451 until then).
 	for i, n := range nodes {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			err := sendRelay(n.smtp, fmt.Sprintf("warm%d", i))
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("warm-up through hub %s: %v", n.name, err)
-			}
-			time.Sleep(100 * time.Millisecond) // polling: each refusal is a whole transaction
-		}
+		waitWithin(b, 30*time.Second, 100*time.Millisecond, func() bool {
+			return sendRelay(n.smtp, fmt.Sprintf("warm%d", i)) == nil
+		}, "a warm-up message through hub "+n.name)
 	}
 	sink.WaitFor(b, len(nodes), 30*time.Second)
 	base := len(sink.Messages())

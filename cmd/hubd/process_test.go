@@ -144,3 +144,18 @@ func writeConfig(t testing.TB, dir, src string) string {
 	}
 	return path
 }
+
+// waitWithin polls cond every interval until it holds, and fails the test
+// when timeout passes first.
+func waitWithin(t testing.TB, timeout, every time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
+		}
+		<-tick.C
+	}
+}

@@ -82,13 +82,5 @@ receive_connector "in" { bind = [%q] }
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		<-tick.C
-	}
+	waitWithin(t, 10*time.Second, 25*time.Millisecond, cond, what)
 }

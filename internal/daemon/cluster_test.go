@@ -97,7 +97,9 @@ send_connector "out" {
 		t.Fatal(err)
 	}
 	var l ops.MessageList
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(10 * time.Second); ; <-tick.C {
 		if l, err = c.Messages(ctx, ops.MessageFilter{}); err != nil {
 			t.Fatal(err)
 		}

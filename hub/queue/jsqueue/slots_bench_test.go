@@ -49,14 +49,10 @@ func BenchmarkSlotsAcquireReleaseR3(b *testing.B) {
 	var err error
 	// The meta leader may not know every peer yet: not enough of them
 	// for three replicas.
-	for deadline := time.Now().Add(30 * time.Second); s == nil; {
-		if s, err = OpenSlots(context.Background(), PlainSetup(js), "a", 3, 30*time.Second); err != nil {
-			if time.Now().After(deadline) {
-				b.Fatal(err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	waitFor(b, func() bool {
+		s, err = OpenSlots(context.Background(), PlainSetup(js), "a", 3, 30*time.Second)
+		return err == nil
+	})
 	b.Cleanup(s.Close)
 	benchSlots(b, s)
 }
@@ -89,20 +85,14 @@ func startCluster(b *testing.B, n int) []*server.Server {
 		b.Cleanup(ns.Shutdown)
 		nodes = append(nodes, ns)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitFor(b, func() bool {
 		current := 0
 		for _, ns := range nodes {
 			if ns.ReadyForConnections(time.Second) && ns.JetStreamIsCurrent() {
 				current++
 			}
 		}
-		if current == n && slices.ContainsFunc(nodes, (*server.Server).JetStreamIsLeader) {
-			return nodes
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("cluster not ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return current == n && slices.ContainsFunc(nodes, (*server.Server).JetStreamIsLeader)
+	})
+	return nodes
 }
