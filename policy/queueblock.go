@@ -30,7 +30,6 @@ package policy
 // as needing a restart (internal/daemon).
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -408,33 +407,10 @@ func (l *loader) queueCAFile(p string, rng hcl.Range) string {
 }
 
 // queueClientCert checks client_cert_file and client_key_file: both or
-// neither, and a pair that loads.
+// neither, and a pair that loads; both are part of the hash.
 func (l *loader) queueClientCert(s *queueSchema, q *Queue) {
-	switch {
-	case s.ClientCertFile == nil && s.ClientKeyFile == nil:
-		return
-	case s.ClientKeyFile == nil:
-		l.errorf(s.ClientCertRange, "Missing client_key_file", "client_cert_file needs client_key_file beside it.")
-		return
-	case s.ClientCertFile == nil:
-		l.errorf(s.ClientKeyRange, "Missing client_cert_file", "client_key_file needs client_cert_file beside it.")
-		return
-	}
-	before := len(l.diags)
-	cert := l.existingFile(*s.ClientCertFile, s.ClientCertRange, "client_cert_file")
-	key := l.existingFile(*s.ClientKeyFile, s.ClientKeyRange, "client_key_file")
-	if len(l.diags) > before {
-		return
-	}
-	certPEM, err1 := os.ReadFile(cert)
-	keyPEM, err2 := os.ReadFile(key)
-	if err := errors.Join(err1, err2); err != nil {
-		l.errorf(s.ClientCertRange, "Unreadable client certificate", "%v.", err)
-		return
-	}
-	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		l.errorf(s.ClientKeyRange, "Unusable client certificate",
-			"%s and %s are not a usable certificate and key pair: %v.", cert, key, err)
+	cert, key, certPEM, keyPEM, ok := l.certKeyPair(s.ClientCertFile, s.ClientCertRange, s.ClientKeyFile, s.ClientKeyRange)
+	if !ok {
 		return
 	}
 	l.hashOnly(cert, certPEM)

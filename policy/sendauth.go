@@ -240,26 +240,11 @@ func (l *loader) passwordFile(p string, rng hcl.Range) (Secret, string) {
 // clientCert checks client_cert_file and client_key_file: both or neither,
 // a pair that loads, and TLS to present it in.
 func (l *loader) clientCert(s *sendConnectorSchema, sc *SendConnector) {
-	switch {
-	case s.ClientCertFile == nil && s.ClientKeyFile == nil:
-		return
-	case s.ClientKeyFile == nil:
-		l.errorf(s.ClientCertRange, "Missing client_key_file", "client_cert_file needs client_key_file beside it.")
-		return
-	case s.ClientCertFile == nil:
-		l.errorf(s.ClientKeyRange, "Missing client_cert_file", "client_key_file needs client_cert_file beside it.")
+	cert, key, _, _, ok := l.certKeyPair(s.ClientCertFile, s.ClientCertRange, s.ClientKeyFile, s.ClientKeyRange)
+	if !ok {
 		return
 	}
-	before := len(l.diags)
-	sc.ClientCertFile = l.existingFile(*s.ClientCertFile, s.ClientCertRange, "client_cert_file")
-	sc.ClientKeyFile = l.existingFile(*s.ClientKeyFile, s.ClientKeyRange, "client_key_file")
-	if len(l.diags) > before {
-		return
-	}
-	if _, err := tls.LoadX509KeyPair(sc.ClientCertFile, sc.ClientKeyFile); err != nil {
-		l.errorf(s.ClientKeyRange, "Unusable client certificate",
-			"%s and %s are not a usable certificate and key pair: %v.", sc.ClientCertFile, sc.ClientKeyFile, err)
-	}
+	sc.ClientCertFile, sc.ClientKeyFile = cert, key
 	if sc.TLS == SendTLSNone {
 		l.errorf(s.TLSRange, "Client certificate without TLS",
 			"Send connector %q never uses TLS (tls = \"none\"), so its client certificate would never be presented.", sc.Name)
@@ -268,4 +253,40 @@ func (l *loader) clientCert(s *sendConnectorSchema, sc *SendConnector) {
 	l.usePath(PathUse{Role: PathTLSCert, Path: sc.ClientCertFile, Setting: prefix + "client_cert_file", Range: s.ClientCertRange})
 	l.usePath(PathUse{Role: PathTLSKey, Path: sc.ClientKeyFile, Setting: prefix + "client_key_file", Range: s.ClientKeyRange,
 		Pair: sc.ClientCertFile})
+}
+
+// certKeyPair checks a client_cert_file and client_key_file pair (a send
+// connector's, the queue block's): both or neither, both existing, and a
+// certificate and key that load together. It returns their resolved paths
+// and contents; ok is false when neither is set or a diagnostic was
+// reported.
+func (l *loader) certKeyPair(certAttr *string, certRng hcl.Range, keyAttr *string, keyRng hcl.Range) (cert, key string, certPEM, keyPEM []byte, ok bool) {
+	switch {
+	case certAttr == nil && keyAttr == nil:
+		return "", "", nil, nil, false
+	case keyAttr == nil:
+		l.errorf(certRng, "Missing client_key_file", "client_cert_file needs client_key_file beside it.")
+		return "", "", nil, nil, false
+	case certAttr == nil:
+		l.errorf(keyRng, "Missing client_cert_file", "client_key_file needs client_cert_file beside it.")
+		return "", "", nil, nil, false
+	}
+	before := len(l.diags)
+	cert = l.existingFile(*certAttr, certRng, "client_cert_file")
+	key = l.existingFile(*keyAttr, keyRng, "client_key_file")
+	if len(l.diags) > before {
+		return "", "", nil, nil, false
+	}
+	certPEM, err1 := os.ReadFile(cert)
+	keyPEM, err2 := os.ReadFile(key)
+	if err := errors.Join(err1, err2); err != nil {
+		l.errorf(certRng, "Unreadable client certificate", "%v.", err)
+		return "", "", nil, nil, false
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		l.errorf(keyRng, "Unusable client certificate",
+			"%s and %s are not a usable certificate and key pair: %v.", cert, key, err)
+		return "", "", nil, nil, false
+	}
+	return cert, key, certPEM, keyPEM, true
 }
