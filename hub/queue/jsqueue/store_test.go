@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"hubd/hub"
@@ -37,15 +36,7 @@ func startServer(t testing.TB, dir string) *server.Server {
 
 func openStore(t *testing.T, ns *server.Server, node string, ttl time.Duration) *Store {
 	t.Helper()
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connect(t, ns)
 	s, err := Open(context.Background(), Options{Setup: PlainSetup(js), Node: node, Replicas: 1, InlineMax: 1024, NodeTTL: ttl})
 	if err != nil {
 		t.Fatal(err)
@@ -233,15 +224,7 @@ func waitFor(t testing.TB, cond func() bool) {
 // and once the cluster is gone that it fails, since when and why.
 func TestHealth(t *testing.T) {
 	ns := startServer(t, t.TempDir())
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connect(t, ns)
 	opened := time.Now()
 	s, err := Open(context.Background(), Options{Setup: PlainSetup(js), Node: "a", Replicas: 1,
 		NodeTTL: 250 * time.Millisecond, Timeout: 200 * time.Millisecond})
