@@ -84,8 +84,9 @@ func relayHubConfig(name, smtpAddr string, sinkPort, limit int, queue string) st
 hub {
   hostname             = "hub-%[1]s.example.test"
   spool_dir            = "spool"
-  quick_retry_interval = "1s"
-  retry_interval       = "1s"
+  quick_retry_interval     = "1s"
+  transient_retry_interval = "1s"
+  retry_interval           = "1s"
   max_per_domain_outbound_connections = %[4]d
 }
 %[5]s
