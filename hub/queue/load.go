@@ -422,3 +422,18 @@ feed:
 	}
 	return nil
 }
+
+// FormatMark is an active mark as the stores write it (see Store): for a
+// store outside this package that keeps marks of its own
+// (hub/queue/jsqueue).
+func FormatMark(mk Mark, now time.Time, incarnation string) string {
+	return formatMark(mk, now, incarnation)
+}
+
+// RecordMarkedDeath records in m's state the death of the process that
+// left the active mark line (FormatMark's; empty or torn: a death, not
+// isolated, not due before crashDelayed), as Load does (see Store). It
+// reports false, changing nothing, when that death is recorded already.
+func RecordMarkedDeath(log *slog.Logger, m *Message, line string, crashDelayed time.Time) bool {
+	return recordDeath(log, m, parseMark(line, crashDelayed))
+}

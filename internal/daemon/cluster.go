@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"hubd/hub/delivery/smtpout"
@@ -44,7 +45,8 @@ func (d *Daemon) openQueue(ctx context.Context, cfg *policy.Config) (queue.Store
 	if err != nil {
 		return nil, fmt.Errorf("queue cluster: %w", err)
 	}
-	s, err := jsqueue.Open(ctx, jsqueue.Options{Setup: node, Node: q.Node, Replicas: q.Replicas, Logger: d.log})
+	s, err := jsqueue.Open(ctx, jsqueue.Options{Setup: node, Node: q.Node, Replicas: q.Replicas, Logger: d.log,
+		MarksDir: filepath.Join(cfg.Hub.SpoolDir, "jsmarks"), CrashDelay: cfg.Hub.QuickRetryInterval})
 	if err != nil {
 		node.Close()
 		return nil, fmt.Errorf("queue cluster: %w", err)

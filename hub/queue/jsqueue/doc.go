@@ -42,11 +42,14 @@
 // names the new owner; the new owner's transport then schedules the
 // message (Options.Adopt) as if it had found it at its own start.
 //
-// # What is not kept
+// # Deaths
 //
-// Active marks (queue.Store.MarkActive) stay in this process: a hub that
-// dies does not tell the hub that takes its messages over which ones were
-// in flight, so a node's death counts no crash against any message (it
-// parks nothing innocent), and a message that kills every hub that
-// processes it is caught by its panics' count only, not by process deaths.
+// Active marks (queue.Store.MarkActive) stay on the hub's own disk
+// (marks.go): a hub that dies and starts again records the deaths in the
+// messages it still owns, as the local spool does, so a message that kills
+// its hub is poisoned after the threshold. A hub that takes a dead hub's
+// messages over does not see that hub's marks: there, a death counts no
+// crash against any message (it parks nothing innocent), and a message
+// that kills every hub it is taken to is caught by its panics' count and
+// by each hub's own restarts only.
 package jsqueue

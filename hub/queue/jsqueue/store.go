@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -53,6 +54,11 @@ type Options struct {
 	// NodeTTL is how long a hub's heartbeat lasts: a hub silent this long
 	// is dead and its messages are taken over. Default 10 s.
 	NodeTTL time.Duration
+	// MarksDir keeps this hub's active marks (marks.go); "" keeps none.
+	MarksDir string
+	// CrashDelay: a message in flight when this hub died is not due before
+	// this long after the next start (the transport's first retry rung).
+	CrashDelay time.Duration
 }
 
 // Store is the JetStream queue.Store. See the package comment.
@@ -66,6 +72,8 @@ type Store struct {
 	bodies   jetstream.ObjectStore
 	kvRaw    jetstream.Stream // the state bucket's stream, for purges without markers
 	nodesRaw jetstream.Stream // the nodes bucket's stream, for Live
+
+	incarnation string // this process, in its active marks
 
 	mu      sync.Mutex
 	revs    map[hub.QueueID]uint64 // owned messages: the state entry's revision (0: none yet)
@@ -116,7 +124,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.InlineMax == 0 {
 		o.InlineMax = js.Conn().MaxPayload() - 64<<10
 	}
-	s := &Store{o: o, js: js, log: o.Logger.With("component", "jsqueue"), revs: map[hub.QueueID]uint64{},
+	if o.MarksDir != "" {
+		if err := os.MkdirAll(o.MarksDir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	s := &Store{o: o, js: js, incarnation: newIncarnation(), log: o.Logger.With("component", "jsqueue"), revs: map[hub.QueueID]uint64{},
 		objects: map[hub.QueueID]bool{}}
 	var err error
 	s.msgs, err = o.Setup.EnsureStream(ctx, jetstream.StreamConfig{
@@ -482,12 +495,6 @@ func (s *Store) Load(ctx context.Context) ([]*queue.Message, error) {
 	err := s.Scan(ctx, func(m *queue.Message) error { all = append(all, m); return nil })
 	return all, err
 }
-
-// MarkActive keeps nothing: see "What is not kept" in the package comment.
-func (s *Store) MarkActive(hub.QueueID, queue.Mark) error { return nil }
-
-// ClearActive: see MarkActive.
-func (s *Store) ClearActive(hub.QueueID) {}
 
 // Close stops the heartbeat and take-overs; the connection is the
 // caller's.

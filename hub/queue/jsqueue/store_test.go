@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -252,5 +253,51 @@ func TestHealth(t *testing.T) {
 	waitFor(t, func() bool { ok, _, _ := s.Health(); return !ok })
 	if _, since, lastErr := s.Health(); since.Before(down) || !strings.Contains(lastErr, "heartbeat of a: queue cluster did not acknowledge the write") {
 		t.Errorf("failing since %v (down at %v): %q", since, down, lastErr)
+	}
+}
+
+// A hub that dies with a message in flight records the death at its next
+// start: one interruption, a crash when the mark was isolated, and no
+// attempt before the crash delay.
+func TestDeathRecordedAtRestart(t *testing.T) {
+	ns := startServer(t, t.TempDir())
+	marks := t.TempDir()
+	js := connect(t, ns)
+	open := func() *Store {
+		s, err := Open(context.Background(), Options{Setup: PlainSetup(js), Node: "a", Replicas: 1, NodeTTL: time.Second,
+			MarksDir: marks, CrashDelay: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	ctx := context.Background()
+	m := newMessage("x@example.net")
+	if err := s.Put(ctx, m, strings.NewReader("body")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkActive(m.ID, queue.Mark{NotBefore: time.Now().Add(time.Hour), Isolated: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // dies: no ClearActive
+
+	s = open()
+	ms, err := s.Load(ctx)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("Load: %d %v", len(ms), err)
+	}
+	got := ms[0]
+	if got.Interrupted != 1 || got.Crashes != 1 || got.Deaths != 1 || got.Recipients[0].NextAttempt.Before(time.Now().Add(50*time.Minute)) {
+		t.Fatalf("after the death: %+v", got.State)
+	}
+	// Recorded durably, once: a third start counts nothing more.
+	s.Close()
+	s = open()
+	if ms, _ := s.Load(ctx); len(ms) != 1 || ms[0].Crashes != 1 || ms[0].Interrupted != 1 {
+		t.Fatalf("third start: %+v", ms[0].State)
+	}
+	if entries, _ := os.ReadDir(marks); len(entries) != 0 {
+		t.Errorf("%d marks left", len(entries))
 	}
 }

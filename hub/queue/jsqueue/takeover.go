@@ -56,6 +56,7 @@ func (s *Store) Live(ctx context.Context) ([]string, error) {
 // merely lapsed with it. Removed messages still in the stream (a Remove
 // whose purge failed) are purged.
 func (s *Store) Scan(ctx context.Context, fn func(*queue.Message) error) error {
+	defer s.dropStaleMarks()
 	return s.each(ctx, func(m *queue.Message, owner string, rev uint64, removed, object bool) error {
 		if removed {
 			if owner == s.o.Node {
@@ -74,6 +75,7 @@ func (s *Store) Scan(ctx context.Context, fn func(*queue.Message) error) error {
 			s.objects[m.ID] = true
 		}
 		s.mu.Unlock()
+		s.recordDeath(m)
 		return fn(m)
 	})
 }
