@@ -148,7 +148,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", stateBucket, err)
 	}
-	if s.state, s.kvRaw, err = leaderReads(ctx, js, stateBucket); err != nil {
+	if err := retrySetup(ctx, func(ctx context.Context) (err error) {
+		s.state, s.kvRaw, err = leaderReads(ctx, js, stateBucket)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", stateBucket, err)
 	}
 	if s.nodes, err = o.Setup.EnsureKV(ctx, jetstream.KeyValueConfig{
@@ -156,7 +159,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", nodesBucket, err)
 	}
-	if s.nodesRaw, err = js.Stream(ctx, "KV_"+nodesBucket); err != nil {
+	if err := retrySetup(ctx, func(ctx context.Context) (err error) {
+		s.nodesRaw, err = js.Stream(ctx, "KV_"+nodesBucket)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", nodesBucket, err)
 	}
 	if s.bodies, err = o.Setup.EnsureObjectStore(ctx, jetstream.ObjectStoreConfig{
@@ -164,11 +170,38 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bodiesBucket, err)
 	}
-	if err := s.heartbeat(ctx); err != nil {
+	if err := retrySetup(ctx, s.heartbeat); err != nil {
 		return nil, err
 	}
 	s.takeover = newTakeover(s)
 	return s, nil
+}
+
+// retrySetup retries a set-up call that Setup does not cover (binding a
+// stream, changing its configuration) while a cluster that just formed
+// elects its leaders: each attempt bounded to 5 s, all of them by ctx's
+// deadline or 30 s.
+func retrySetup(ctx context.Context, attempt func(context.Context) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := attempt(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-tick.C:
+		}
+	}
 }
 
 // leaderReads turns off direct gets on a bucket's stream, which KV
