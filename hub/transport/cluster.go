@@ -40,22 +40,14 @@ func (t *Transport) Adopt(m *queue.Message, from string) {
 		ev.Event, ev.Source, ev.Reference = tracking.Resubmit, "CLUSTER", from
 		t.track.Record(ev)
 	}
-	now, h := t.clock(), t.cfg.Load().Hub
 	e := newEntry(m)
 	e.suspect = suspect(m.State)
 	t.msgs[m.ID] = e
-	switch due, ok := nextDue(e, now, h.DelayDSNAfter, h.MessageExpiration, ""); {
-	case m.Poisoned:
-	case ok:
-		t.scheduleLocked(e, due)
-	case finished(m.State):
-		t.scheduleLocked(e, now) // settled but not removed: one pass removes it
+	t.poisonIfCrashedLocked(e, t.cfg.Load().Hub)
+	if !m.Poisoned {
+		t.scheduleLoadedLocked(e, t.clock(), t.cfg.Load().Hub)
 	}
-	t.depth.update(e)
-	e.mu.Lock()
-	t.evictLocked(e)
-	t.sleepLocked(e)
-	e.mu.Unlock()
+	t.restLocked(e)
 }
 
 // disownPoll is how often Disown looks again while the message is busy.

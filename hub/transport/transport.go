@@ -336,15 +336,7 @@ func (t *Transport) Start(ctx context.Context) error {
 		e := newEntry(m)
 		e.suspect = suspect(m.State)
 		t.msgs[m.ID] = e
-		if !m.Poisoned && m.Crashes >= cfg.Hub.PoisonThreshold {
-			// The process died processing it in isolation this often (or
-			// died after a panic's count): park it.
-			st := cloneState(m.State)
-			st.Poisoned = true
-			t.persist(e, st)
-			t.recordPoison(m, m.Crashes, fmt.Sprintf(
-				"crashed %d times (%d process deaths while it was the one suspect in flight)", m.Crashes, m.Deaths))
-		}
+		t.poisonIfCrashedLocked(e, cfg.Hub)
 		if e.suspect && !m.Poisoned {
 			suspects++
 		}
@@ -356,19 +348,10 @@ func (t *Transport) Start(ctx context.Context) error {
 			if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter, cfg.Hub.MessageExpiration, e.parkedOn.hop.String()); ok {
 				t.scheduleLocked(e, due)
 			}
-		} else if due, ok := nextDue(e, now, cfg.Hub.DelayDSNAfter, cfg.Hub.MessageExpiration, ""); ok {
-			t.scheduleLocked(e, due)
-		} else if finished(m.State) {
-			// Its final state reached the disk but its Remove did not (a
-			// crash in between, or a failed Remove): one pass removes it.
-			// Nothing else would ever schedule it.
-			t.scheduleLocked(e, now)
+		} else {
+			t.scheduleLoadedLocked(e, now, cfg.Hub)
 		}
-		t.depth.update(e) // parking may have routed it (hopstate.go)
-		e.mu.Lock()
-		t.evictLocked(e)
-		t.sleepLocked(e)
-		e.mu.Unlock()
+		t.restLocked(e) // parking may have routed it (hopstate.go)
 		return nil
 	})
 	t.depth.bulk(false) // the arrival list, sorted once

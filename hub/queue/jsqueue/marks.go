@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"hubd/hub"
 	"hubd/hub/queue"
@@ -89,7 +90,7 @@ func (s *Store) dropStaleMarks() {
 		return
 	}
 	for _, e := range entries {
-		id, ok := cutSuffix(e.Name(), ".active")
+		id, ok := strings.CutSuffix(e.Name(), ".active")
 		if !ok {
 			continue
 		}
@@ -97,11 +98,4 @@ func (s *Store) dropStaleMarks() {
 			os.Remove(filepath.Join(s.o.MarksDir, e.Name()))
 		}
 	}
-}
-
-func cutSuffix(s, suffix string) (string, bool) {
-	if len(s) < len(suffix) || s[len(s)-len(suffix):] != suffix {
-		return s, false
-	}
-	return s[:len(s)-len(suffix)], true
 }
